@@ -1,0 +1,236 @@
+"""Beam pools and per-direction strong/weak beam selection.
+
+A *pool* is the list of reflections that may take part in a calculation
+(explicit ``hkl`` list, or automatic: |g| ≤ g_max and small excitation error
+over the tilt range; Zuo & Weickenmeier 1995). For every incident direction the
+pool is split into
+
+* **strong** beams, diagonalised exactly: |2K S_g| < ``sgmin`` or
+  |2K S_g| < ``omega``·|U_g| (i.e. the inverse perturbation strength
+  Ω_g = |2K S_g|/|U_g| below ``omega``; Zuo & Weickenmeier 1995); output beams
+  are always strong;
+* **weak** beams (the rest with |2K S_g| ≤ ``sgmax``), folded into the strong
+  block by Bethe potentials (Bethe 1928; Spence & Zuo 1992, §3.4);
+* beams beyond ``sgmax``, neglected.
+
+The pool is ordered with the output beams first and 000 at index 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ..crystal import Crystal
+from ..errors import InputError
+from .geometry import ZoneFrame, excitation_errors
+
+
+@dataclass(frozen=True)
+class BeamSelection:
+    """Per-direction beam-selection rules.
+
+    Parameters
+    ----------
+    sgmin : float
+        Strong if |2K S_g| < sgmin (Å⁻²). PyExtal examples: 0.3.
+    omega : float or None
+        Strong if |2K S_g| < omega·|U_g| (dimensionless). PyExtal examples: 30.
+        None disables the criterion.
+    sgmax : float or None
+        Weak beams with |2K S_g| > sgmax (Å⁻²) are neglected. None keeps all.
+    bethe : bool
+        Include weak beams by Bethe potentials; False drops them.
+    min_strong : int
+        At least this many strong beams (the lowest |2K S_g|/max(sgmin, omega|U_g|)
+        first), as Felix's ``min_strong_beams``.
+    pad_multiple : int
+        Round the number of strong beams up to a multiple of this (extra beams
+        are the next most strongly excited), so that many directions share a
+        matrix size and batch well. 1 = exact criterion.
+    """
+
+    sgmin: float = 0.3
+    omega: float | None = 30.0
+    sgmax: float | None = None
+    bethe: bool = True
+    min_strong: int = 0
+    pad_multiple: int = 1
+
+    def __post_init__(self) -> None:
+        if self.sgmin < 0:
+            raise InputError("sgmin must be ≥ 0", tag="sgmin", found=self.sgmin)
+        if self.omega is not None and self.omega < 0:
+            raise InputError("omega must be ≥ 0", tag="omeg", found=self.omega)
+        if self.sgmax is not None and self.sgmax <= 0:
+            raise InputError("sgmax must be > 0", tag="sgmax", found=self.sgmax)
+        if self.pad_multiple < 1 or self.min_strong < 0:
+            raise InputError("pad_multiple must be ≥ 1 and min_strong ≥ 0",
+                             found=(self.pad_multiple, self.min_strong))
+
+    @classmethod
+    def all_strong(cls) -> BeamSelection:
+        """Every pool beam strong (no Bethe potentials): the converged reference."""
+        return cls(sgmin=np.inf, omega=None, sgmax=None, bethe=False)
+
+
+@dataclass
+class BeamPool:
+    """An ordered list of reflections: outputs first, 000 at index 0.
+
+    Attributes
+    ----------
+    hkl : ndarray (N, 3) int
+    g : ndarray (N, 3)
+        Frame components (Å⁻¹).
+    n_out : int
+        The first ``n_out`` beams are output (always strong) beams.
+    """
+
+    hkl: np.ndarray
+    g: np.ndarray
+    n_out: int
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.hkl)
+
+    @property
+    def outputs(self) -> np.ndarray:
+        """Output reflections (n_out, 3)."""
+        return self.hkl[: self.n_out]
+
+    def index(self, hkl: ArrayLike) -> int:
+        """Pool index of one reflection (InputError if absent)."""
+        h = np.asarray(hkl, dtype=int).reshape(3)
+        hit = np.nonzero(np.all(self.hkl == h, axis=1))[0]
+        if not len(hit):
+            raise InputError("reflection not in the beam pool", found=tuple(h))
+        return int(hit[0])
+
+    @classmethod
+    def from_hkl(cls, frame: ZoneFrame, hkl: ArrayLike, outputs: ArrayLike | None = None
+                 ) -> BeamPool:
+        """Pool from an explicit list (``.dat`` ``hkl``), outputs moved to the front.
+
+        Duplicates are removed; 000 is added when missing. ``outputs`` default to
+        every pool beam.
+        """
+        h = np.asarray(hkl, dtype=int).reshape(-1, 3)
+        _, first = np.unique(h, axis=0, return_index=True)
+        h = h[np.sort(first)]
+        if not np.any(np.all(h == 0, axis=1)):
+            h = np.vstack([np.zeros((1, 3), int), h])
+        if outputs is None:
+            out = h
+        else:
+            out = np.asarray(outputs, dtype=int).reshape(-1, 3)
+            _, first = np.unique(out, axis=0, return_index=True)
+            out = out[np.sort(first)]
+            missing = [tuple(o) for o in out if not np.any(np.all(h == o, axis=1))]
+            if missing:
+                h = np.vstack([h, np.array(missing, dtype=int)])
+        # order: 000, remaining outputs, then the rest
+        out = out[~np.all(out == 0, axis=1)]
+        out = np.vstack([np.zeros((1, 3), int), out])
+        is_out = np.zeros(len(h), bool)
+        order_out = []
+        for o in out:
+            i = int(np.nonzero(np.all(h == o, axis=1))[0][0])
+            order_out.append(i)
+            is_out[i] = True
+        order = order_out + [i for i in range(len(h)) if not is_out[i]]
+        hh = h[order]
+        return cls(hkl=hh, g=frame.g_frame(hh), n_out=len(order_out))
+
+    @classmethod
+    def automatic(cls, crystal: Crystal, frame: ZoneFrame, k_in: float, *, gmax: float,
+                  smax: float, kt_center: ArrayLike = (0.0, 0.0), kt_radius: float = 0.0,
+                  outputs: ArrayLike | None = None, holz: bool = True,
+                  min_size: int = 0) -> BeamPool:
+        """Automatic pool: |g| ≤ gmax (Å⁻¹) and |S_g| ≤ smax (Å⁻¹) somewhere in the tilt disc.
+
+        The excitation error is bounded over the disc of tangential wave vectors
+        of radius ``kt_radius`` around ``kt_center`` (Zuo & Weickenmeier 1995).
+        Reflections absent by lattice centring never couple and are left out;
+        space-group-forbidden reflections stay (they are excited dynamically).
+        ``holz=False`` keeps only the zero-order Laue zone. With ``min_size``,
+        smax grows until the pool holds at least that many beams (Felix's
+        ``min_reflection_pool``).
+        """
+        lat = crystal.lattice
+        hmax = np.ceil(gmax * np.array([lat.a, lat.b, lat.c])).astype(int)
+        rng = [np.arange(-m, m + 1) for m in hmax]
+        hkl = np.stack(np.meshgrid(*rng, indexing="ij"), -1).reshape(-1, 3)
+        hkl = hkl[lat.g_length(hkl) <= gmax + 1e-12]
+        # lattice-centring absences
+        rot, tran = crystal.operations
+        cen = tran[np.all(rot == np.eye(3, dtype=int), axis=(1, 2))]
+        ph = np.exp(2j * np.pi * hkl @ cen.T)
+        hkl = hkl[np.all(np.abs(ph - 1) < 1e-6, axis=1)]
+        if not holz:
+            hkl = hkl[np.abs(hkl @ np.asarray(frame.zone)) < 1e-9]
+        g = frame.g_frame(hkl)
+        kc = np.asarray(kt_center, dtype=float).reshape(1, 2)
+        two_k_sg = np.abs(excitation_errors(g, kc, k_in)[0])
+        two_k_sg_min = np.maximum(two_k_sg - 2 * kt_radius * np.linalg.norm(g[:, :2], axis=1),
+                                  0.0)
+        s_min = two_k_sg_min / (2 * k_in)
+        s_cap = smax
+        while True:
+            keep = s_min <= s_cap
+            if keep.sum() >= min_size or keep.all():
+                break
+            s_cap *= 1.25
+        order = np.argsort(s_min[keep] + 1e-9 * np.linalg.norm(g[keep], axis=1), kind="stable")
+        pool = cls.from_hkl(frame, hkl[keep][order], outputs)
+        pool.meta.update(gmax=gmax, smax=s_cap, kt_radius=kt_radius, holz=holz)
+        return pool
+
+
+def selection_scores(two_k_sg: np.ndarray, coupling: np.ndarray, rules: BeamSelection
+                     ) -> np.ndarray:
+    """Score per (direction, beam): strong when < 1. Output beams are not special here."""
+    thr = np.full_like(coupling, rules.sgmin, dtype=float)
+    if rules.omega is not None:
+        thr = np.maximum(thr, rules.omega * coupling)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        score = np.abs(two_k_sg) / thr[None, :]
+    score[~np.isfinite(score)] = np.inf
+    if np.isinf(rules.sgmin):
+        score[:] = 0.0
+    return score
+
+
+def select_strong(two_k_sg: np.ndarray, coupling: np.ndarray, n_out: int, rules: BeamSelection
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Strong and weak masks (n_dir, N) for one chunk of directions.
+
+    Output beams (the first ``n_out``) are always strong; ``min_strong`` and
+    ``pad_multiple`` add the next best-scored beams.
+    """
+    n = two_k_sg.shape[1]
+    score = selection_scores(two_k_sg, coupling, rules)
+    score[:, :n_out] = -1.0
+    strong = score < 1.0
+    n_s = strong.sum(axis=1)
+    target = np.maximum(n_s, min(rules.min_strong, n))
+    if rules.pad_multiple > 1:
+        target = np.minimum(-(-target // rules.pad_multiple) * rules.pad_multiple, n)
+    need = target > n_s
+    if np.any(need):
+        # take the next best-scored beams; beams tied with the last one taken are
+        # included too, so that symmetry-equivalent beams are always treated alike
+        rows = np.nonzero(need)[0]
+        srt = np.sort(score[rows], axis=1)
+        thr = srt[np.arange(len(rows)), target[rows] - 1]
+        tol = 1e-9 * np.maximum(np.abs(thr), 1e-300)
+        strong[rows] |= score[rows] <= (thr + tol)[:, None]
+    weak = ~strong
+    if not rules.bethe:
+        weak[:] = False
+    elif rules.sgmax is not None:
+        weak &= np.abs(two_k_sg) <= rules.sgmax
+    return strong, weak

@@ -1,0 +1,400 @@
+"""The simulation set-up object: crystal + geometry + beams + potential → intensities.
+
+Typical use::
+
+    sim = Simulation(crystal, voltage_kv=200, zone=[1, -1, 0], x_axis=[0, 0, -1],
+                     gmax=3.0, smax=0.05)
+    sol = sim.solve(kt)                     # eigen-solutions, kt in Å⁻¹ (..., 2)
+    I = sol.intensities([1000, 1500])       # (n_t, ..., n_out), no re-diagonalisation
+
+or ``Simulation.from_dat(path)`` / ``Simulation.from_felix(folder)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from ..constants import potential_to_u, wavenumber
+from ..crystal import Crystal
+from ..errors import InputError
+from ..scattering.structure_factors import PotentialModel, structure_factors
+from .beams import BeamPool, BeamSelection
+from .geometry import ZoneFrame
+from .grids import TiltGrid
+from .potential import PotentialTable
+from .solver import EigenChunk, EngineArrays, solve_chunk
+from .symmetry import pattern_operations, reduce_grid
+
+
+@dataclass
+class Solution:
+    """Eigen-solutions for a set of incident directions, ready for any thickness.
+
+    Attributes
+    ----------
+    kt : ndarray (..., 2)
+        Tangential wave vectors (Å⁻¹) in the shape they were given.
+    hkl : ndarray (n_out, 3)
+        Output reflections (000 first).
+    eigen : EigenChunk
+        Stored eigenvalues, output rows × excitations, beam counts.
+    phase : ndarray (n_out,) complex
+        exp(−2πi g·s): converts internal-origin amplitudes to the user's origin.
+    """
+
+    kt: np.ndarray
+    hkl: np.ndarray
+    eigen: EigenChunk
+    phase: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.kt.shape[:-1]
+
+    def intensities(self, thickness: float | ArrayLike) -> np.ndarray:
+        """Flux-normalised intensities I_g(t) → (n_t, ..., n_out); t in Å."""
+        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        i = self.eigen.intensities(t)
+        return i.reshape((len(t),) + self.shape + (len(self.hkl),))
+
+    def amplitudes(self, thickness: float | ArrayLike) -> np.ndarray:
+        """Exit-surface amplitudes φ_g(t) (user's origin) → (n_t, ..., n_out) complex."""
+        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        psi = self.eigen.amplitudes(t) / self.eigen.m_out[None] * self.phase
+        return psi.reshape((len(t),) + self.shape + (len(self.hkl),))
+
+    @property
+    def n_strong(self) -> np.ndarray:
+        """Beams in the eigen-problem of each direction (shape of ``kt[..., 0]``)."""
+        return self.eigen.n_strong.reshape(self.shape)
+
+    def beam_counts(self) -> dict[str, float]:
+        """min/mean/max number of strong (and weak) beams over the directions."""
+        ns, nw = self.eigen.n_strong, self.eigen.n_weak
+        return {"strong_min": int(ns.min()), "strong_mean": float(ns.mean()),
+                "strong_max": int(ns.max()), "weak_mean": float(nw.mean())}
+
+
+class Simulation:
+    """A Bloch-wave simulation set-up (Spence & Zuo 1992).
+
+    Parameters
+    ----------
+    crystal : Crystal
+    voltage_kv : float
+        Accelerating voltage (kV).
+    zone : array_like of 3
+        Zone axis [uvw] towards the source.
+    x_axis : array_like of 3
+        Reciprocal vector along +x̂ of the zone frame.
+    normal : array_like of 3, optional
+        Surface normal [uvw] towards the source (default: the zone axis).
+    pool : array_like (N, 3), optional
+        Explicit beam pool. Without it an automatic pool is built from ``gmax``,
+        ``smax`` and the tilt range ``kt_center`` ± ``kt_radius``.
+    outputs : array_like (n, 3), optional
+        Output reflections (default: every pool beam with |g| ≤ ``aperture``, or
+        all pool beams when neither is given). 000 is always output 0.
+    aperture : float, optional
+        Output beams within |g| ≤ aperture (Å⁻¹), as the ``.dat`` ``aper`` line.
+    potential : PotentialModel
+        Elastic scattering factors and absorption model.
+    selection : BeamSelection
+        Strong/weak beam rules.
+    mode : {'fast', 'exact'}
+        Eigen-solver: real-symmetric/Hermitian with perturbative absorption
+        (default) or the general complex problem.
+    gmax, smax : float
+        Automatic pool: |g| ≤ gmax (Å⁻¹), |S_g| ≤ smax (Å⁻¹).
+    holz : bool
+        Include higher-order Laue zones in an automatic pool.
+    kt_center, kt_radius : optional
+        Tilt range (Å⁻¹) over which an automatic pool must be complete.
+    min_pool : int
+        Grow smax until the automatic pool has this many beams.
+    v0 : float, optional
+        Mean inner potential in volts (default: from the scattering factors).
+    u_abs0 : float, optional
+        Mean absorptive potential U′₀ (Å⁻²) overriding the model (``.dat`` ``abs``).
+    structure_factors : mapping hkl -> (U, U′), optional
+        Values (Å⁻², user's origin) replacing the independent-atom model; linked
+        to symmetry equivalents.
+    chunk_size : int
+        Directions per batch.
+    executor : optional
+        A :mod:`qcbed.parallel` executor; default serial.
+    """
+
+    def __init__(
+        self,
+        crystal: Crystal,
+        voltage_kv: float,
+        zone: ArrayLike,
+        x_axis: ArrayLike,
+        *,
+        normal: ArrayLike | None = None,
+        pool: ArrayLike | None = None,
+        outputs: ArrayLike | None = None,
+        aperture: float | None = None,
+        potential: PotentialModel | None = None,
+        selection: BeamSelection | None = None,
+        mode: str = "fast",
+        gmax: float = 3.0,
+        smax: float = 0.05,
+        holz: bool = True,
+        kt_center: ArrayLike = (0.0, 0.0),
+        kt_radius: float = 0.0,
+        min_pool: int = 0,
+        v0: float | None = None,
+        u_abs0: float | None = None,
+        structure_factors: Mapping[tuple[int, int, int], complex | tuple[complex, complex]]
+        | None = None,
+        chunk_size: int = 256,
+        executor=None,
+    ) -> None:
+        if not np.isfinite(voltage_kv) or voltage_kv <= 0:
+            raise InputError("accelerating voltage must be > 0", tag="voltage_kv",
+                             found=voltage_kv)
+        if mode not in ("fast", "exact"):
+            raise InputError("mode must be 'fast' or 'exact'", tag="mode", found=mode)
+        self.crystal = crystal
+        self.voltage_kv = float(voltage_kv)
+        self.potential = potential or PotentialModel()
+        self.selection = selection or BeamSelection()
+        self.mode = mode
+        self.chunk_size = int(chunk_size)
+        self.executor = executor
+        self.frame = ZoneFrame(crystal.lattice, tuple(np.asarray(zone, float)),
+                               tuple(np.asarray(x_axis, float)),
+                               None if normal is None else tuple(np.asarray(normal, float)))
+        self._internal, self.origin_shift = crystal.centred()
+        self._v0_override = v0
+        self._u_abs0_override = u_abs0
+        self.k0 = float(wavenumber(self.voltage_kv))
+        u0 = self._mean_inner_u()
+        self.k_in = float(np.sqrt(self.k0**2 + u0))
+        self.pool_settings = dict(gmax=gmax, smax=smax, holz=holz, kt_center=kt_center,
+                                  kt_radius=kt_radius, min_pool=min_pool)
+        if aperture is not None and outputs is None and pool is not None:
+            ph = np.asarray(pool, int).reshape(-1, 3)
+            outputs = ph[crystal.lattice.g_length(ph) <= aperture + 1e-12]
+        if pool is not None:
+            self.pool = BeamPool.from_hkl(self.frame, pool, outputs)
+        else:
+            self.pool = BeamPool.automatic(
+                self._internal, self.frame, self.k_in, gmax=gmax, smax=smax,
+                kt_center=kt_center, kt_radius=kt_radius, outputs=outputs, holz=holz,
+                min_size=min_pool)
+            if outputs is None and aperture is not None:
+                keep = crystal.lattice.g_length(self.pool.hkl) <= aperture + 1e-12
+                self.pool = BeamPool.from_hkl(self.frame, self.pool.hkl, self.pool.hkl[keep])
+        self.table = PotentialTable.build(self.pool.hkl, self._compute_u)
+        self._overrides: dict[tuple[int, int, int], tuple[complex, complex]] = {}
+        if structure_factors:
+            self.set_structure_factors(structure_factors)
+        self._arrays: EngineArrays | None = None
+        self._version = 0
+        self._symmetry_cache: dict = {}
+
+    # ------------------------------------------------------------ potential
+    def _mean_inner_u(self) -> float:
+        if self._v0_override is not None:
+            return float(potential_to_u(self._v0_override, self.voltage_kv))
+        sf = structure_factors(self._internal, np.zeros((1, 3), int), self.voltage_kv,
+                               replace(self.potential, absorption="none"))
+        return float(sf.u[0].real)
+
+    def _compute_u(self, hkl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        sf = structure_factors(self._internal, hkl, self.voltage_kv, self.potential)
+        u, ua = sf.u.copy(), sf.u_abs.copy()
+        if self._u_abs0_override is not None:
+            ua[np.all(hkl == 0, axis=1)] = self._u_abs0_override
+        return u, ua
+
+    def set_structure_factors(
+        self, values: Mapping[tuple[int, int, int], complex | tuple[complex, complex]],
+        *, symmetric: bool = True,
+    ) -> None:
+        """Replace U_g (and U′_g) of reflections, linking symmetry equivalents.
+
+        Parameters
+        ----------
+        values : mapping hkl -> U or (U, U′)
+            Å⁻², in the user's origin (the crystal as given). A bare U keeps the
+            current U′.
+        symmetric : bool
+            Also set every symmetry-equivalent reflection (with its phase
+            exp(2πi g·t)) and every Friedel mate (complex conjugate).
+        """
+        vals: dict[tuple[int, int, int], tuple[complex, complex]] = {}
+        for k, v in values.items():
+            key = tuple(int(x) for x in k)
+            if isinstance(v, tuple):
+                vals[key] = (complex(v[0]), complex(v[1]))
+            else:
+                vals[key] = (complex(v), self.structure_factor(key)[1])
+        changed = self.table.set_values(vals, self.crystal if symmetric else None,
+                                        self.origin_shift)
+        self._overrides.update(vals)
+        self._version += 1
+        if self._arrays is not None:
+            rows = np.unique(np.asarray(changed, dtype=int))
+            self._arrays.update_values(rows, self.table.u[rows], self.table.u_abs[rows],
+                                       self._version)
+            self._changed_rows = rows
+
+    def structure_factor(self, hkl: ArrayLike) -> tuple[complex, complex]:
+        """Current (U, U′) of one reflection in Å⁻², user's origin."""
+        h = np.asarray(hkl, int).reshape(3)
+        row = self.table.lookup(h[None])[0]
+        if row >= 0:
+            ph = np.exp(-2j * np.pi * float(np.dot(h, self.origin_shift)))
+            return complex(self.table.u[row] * ph), complex(self.table.u_abs[row] * ph)
+        sf = structure_factors(self.crystal, h[None], self.voltage_kv, self.potential)
+        return complex(sf.u[0]), complex(sf.u_abs[0])
+
+    # ------------------------------------------------------------ engine
+    @property
+    def arrays(self) -> EngineArrays:
+        """The compact engine state sent to workers."""
+        if self._arrays is None:
+            self._arrays = EngineArrays(
+                g=self.pool.g, index=self.table.index, u=self.table.u.copy(),
+                u_abs=self.table.u_abs.copy(), n_out=self.pool.n_out, k_in=self.k_in,
+                normal=self.frame.normal_frame, rules=self.selection, mode=self.mode,
+                version=self._version)
+        return self._arrays
+
+    @property
+    def outputs(self) -> np.ndarray:
+        """Output reflections (n_out, 3), 000 first."""
+        return self.pool.outputs
+
+    def kt_from_reciprocal(self, kt_hkl: ArrayLike) -> np.ndarray:
+        """k_t (Å⁻¹, zone frame) from reciprocal-lattice components (``.dat`` ``kt``)."""
+        return self.frame.kt_from_reciprocal(kt_hkl)
+
+    def _solve_points(self, pts: np.ndarray, progress: bool = False) -> EigenChunk:
+        arrays = self.arrays
+        chunks = [pts[i:i + self.chunk_size] for i in range(0, len(pts), self.chunk_size)]
+        if not chunks:
+            raise InputError("no incident directions to solve", found=0)
+        if self.executor is None:
+            from ..parallel import SerialExecutor
+
+            results = SerialExecutor().map_chunks(solve_chunk, arrays, chunks,
+                                                  progress=progress)
+        else:
+            results = self.executor.map_chunks(solve_chunk, arrays, chunks, progress=progress)
+        return EigenChunk.concatenate(results)
+
+    def solve(self, kt: ArrayLike, *, progress: bool = False) -> Solution:
+        """Diagonalise for tangential wave vectors ``kt`` (..., 2) in Å⁻¹.
+
+        Returns a :class:`Solution` that gives intensities and amplitudes at any
+        thickness without re-diagonalising.
+        """
+        k = np.asarray(kt, dtype=float)
+        if k.shape[-1] != 2:
+            raise InputError("kt must have a last axis of length 2 (k_x, k_y in Å⁻¹)",
+                             found=k.shape)
+        pts = k.reshape(-1, 2)
+        eig = self._solve_points(pts, progress)
+        return Solution(kt=k, hkl=self.outputs.copy(), eigen=eig, phase=self._output_phase())
+
+    def _output_phase(self) -> np.ndarray:
+        return np.exp(-2j * np.pi * (self.outputs @ self.origin_shift))
+
+    # ------------------------------------------------------------ patterns
+    def symmetry_reduction(self, grid: TiltGrid):
+        """Orbits of the grid's illuminated points under the usable pattern symmetry."""
+        pts = grid.points
+        key = (pts.shape, float(np.sum(pts)), float(np.sum(pts**2)))
+        if key not in self._symmetry_cache:
+            ops = pattern_operations(self._internal, self.frame, self.pool.hkl, self.pool.n_out)
+            step = np.median(np.linalg.norm(np.diff(pts, axis=0), axis=1)) if len(pts) > 1 \
+                else 1.0
+            self._symmetry_cache = {key: reduce_grid(pts, ops, self.outputs, 1e-6 * step)}
+        return self._symmetry_cache[key]
+
+    def pattern(self, grid: TiltGrid, thickness: float | ArrayLike, *,
+                use_symmetry: bool = True, progress: bool = False) -> np.ndarray:
+        """Intensities of every output beam on a tilt grid.
+
+        Parameters
+        ----------
+        grid : TiltGrid
+        thickness : float or array (n_t,)
+            Thickness(es) in Å.
+        use_symmetry : bool
+            Solve only symmetry-irreducible directions (exact; see
+            :mod:`qcbed.bloch.symmetry`).
+
+        Returns
+        -------
+        ndarray (n_t, n_out, ny, nx)
+            Flux-normalised intensities, NaN outside the grid mask.
+        """
+        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        pts = grid.points
+        red = self.symmetry_reduction(grid) if use_symmetry else None
+        if red is not None and red.n_ops > 1:
+            eig = self._solve_points(pts[red.representatives], progress)
+            vals = red.expand(eig.intensities(t))
+        else:
+            vals = self._solve_points(pts, progress).intensities(t)
+        return grid.to_image(np.moveaxis(vals, -1, 1))
+
+    def lacbed(self, grid: TiltGrid, thickness: float | ArrayLike, **kw) -> np.ndarray:
+        """LACBED images of every output reflection on ``grid``: (n_t, n_out, ny, nx)."""
+        return self.pattern(grid, thickness, **kw)
+
+    def cbed_grid(self, conv: float, samp: int, center: ArrayLike = (0.0, 0.0)) -> TiltGrid:
+        """The CBED tilt net: disc of radius conv·|x-axis| (``.dat`` ``conv``), (2·samp+1)² px."""
+        gx = float(self.crystal.lattice.g_length(self.frame.x_axis))
+        return TiltGrid.disc(center, conv * gx, samp)
+
+    def rocking_curve(self, start: ArrayLike, stop: ArrayLike, n: int,
+                      thickness: float | ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """Intensities along a line of k_t from ``start`` to ``stop`` (Å⁻¹).
+
+        Returns (kt (n, 2), I (n_t, n, n_out)).
+        """
+        grid = TiltGrid.line(start, stop, n)
+        sol = self.solve(grid.points)
+        return grid.points, sol.intensities(thickness)
+
+    def describe(self) -> dict:
+        """Settings summary (for results files)."""
+        return {
+            "voltage_kv": self.voltage_kv,
+            "zone": list(self.frame.zone),
+            "x_axis": list(self.frame.x_axis),
+            "normal": list(self.frame.normal),
+            "pool_size": len(self.pool),
+            "n_out": self.pool.n_out,
+            "potential": self.potential.describe(),
+            "selection": {k: getattr(self.selection, k) for k in
+                          ("sgmin", "omega", "sgmax", "bethe", "min_strong", "pad_multiple")},
+            "mode": self.mode,
+            "k0": self.k0,
+            "k_in": self.k_in,
+            "origin_shift": list(map(float, self.origin_shift)),
+        }
+
+
+def outputs_index(sim: Simulation, hkl: Sequence[Sequence[int]]) -> np.ndarray:
+    """Indices of reflections in ``sim.outputs`` (InputError when one is not an output)."""
+    out = sim.outputs
+    idx = []
+    for h in hkl:
+        hit = np.nonzero(np.all(out == np.asarray(h, int), axis=1))[0]
+        if not len(hit):
+            raise InputError("reflection is not an output beam", found=tuple(h),
+                             expected="one of the output reflections")
+        idx.append(int(hit[0]))
+    return np.array(idx, dtype=int)
