@@ -237,6 +237,19 @@ class Simulation:
                 vals[key] = (complex(v[0]), complex(v[1]))
             else:
                 vals[key] = (complex(v), self.structure_factor(key)[1])
+            if symmetric and self.crystal.is_centrosymmetric:
+                # a centre of symmetry at s fixes the phase of U_g to −2π g·s (mod π)
+                allowed = -2 * np.pi * float(np.dot(key, self.origin_shift))
+                for val, name in zip(vals[key], ("U", "U′")):
+                    if abs(val) > 0:
+                        dev = (np.angle(val) - allowed) % np.pi
+                        if min(dev, np.pi - dev) > 1e-6:
+                            raise InputError(
+                                f"{name}{key} breaks the centre of symmetry of "
+                                f"{self.crystal.space_group_symbol}",
+                                expected=f"phase {np.degrees(allowed) % 360:.1f}° or "
+                                         f"{(np.degrees(allowed) + 180) % 360:.1f}°",
+                                found=f"{np.degrees(np.angle(val)) % 360:.3f}°")
         changed = self.table.set_values(vals, self.crystal if symmetric else None,
                                         self.origin_shift)
         self._overrides.update(vals)
@@ -246,6 +259,62 @@ class Simulation:
             self._arrays.update_values(rows, self.table.u[rows], self.table.u_abs[rows],
                                        self._version)
             self._changed_rows = rows
+
+    def default_phase(self, hkl: ArrayLike) -> float:
+        """Phase φ (rad) of U_g used when refining its amplitude.
+
+        The current phase of U_g; for a reflection whose U_g vanishes in the
+        independent-atom model, the phase a centre of symmetry allows
+        (φ = −2π g·s, U real at the centre s), else 0.
+        """
+        g = np.asarray(hkl, int).reshape(3)
+        u0 = self.structure_factor(g)[0]
+        scale = max(float(np.abs(self.table.u).max()), 1e-30)
+        if abs(u0) > 1e-10 * scale:
+            return float(np.angle(u0))
+        if self.crystal.is_centrosymmetric:
+            return float(-2 * np.pi * np.dot(g, self.origin_shift))
+        return 0.0
+
+    def sf_coefficients(self, hkl: ArrayLike, phase: float | None = None,
+                        symmetric: bool = True) -> np.ndarray:
+        """∂(U table)/∂a for the real amplitude a of U_g = a·exp(iφ) (user's origin).
+
+        Parameters
+        ----------
+        hkl : array of 3 ints
+        phase : float, optional
+            φ in radians; default the current phase of U_g (0 or π for a
+            centrosymmetric crystal with the origin at a centre).
+        symmetric : bool
+            Include symmetry equivalents and Friedel mates (as
+            :meth:`set_structure_factors`).
+
+        Returns
+        -------
+        ndarray (M,) complex
+            Coefficients over the rows of the U table (internal origin); the same
+            vector serves U′_g.
+        """
+        g = np.asarray(hkl, int).reshape(3)
+        if phase is None:
+            phase = self.default_phase(g)
+        base = np.exp(1j * phase)
+        if symmetric:
+            eq = self.crystal.equivalent_reflections(g, friedel=True)
+            targets, phases, conj = eq.hkl, eq.phase, eq.conjugate
+        else:
+            targets = np.array([g, -g]) if np.any(g) else g[None]
+            phases = np.ones(len(targets), complex)
+            conj = np.array([False, True])[: len(targets)]
+        coef = np.zeros(len(self.table.hkl), dtype=complex)
+        rows = self.table.lookup(targets)
+        for row, tgt, ph, cj in zip(rows, targets, phases, conj):
+            if row < 0:
+                continue
+            c = ph * (np.conj(base) if cj else base)
+            coef[row] = c * np.exp(2j * np.pi * float(np.dot(tgt, self.origin_shift)))
+        return coef
 
     def structure_factor(self, hkl: ArrayLike) -> tuple[complex, complex]:
         """Current (U, U′) of one reflection in Å⁻², user's origin."""

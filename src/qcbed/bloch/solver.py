@@ -133,10 +133,61 @@ class EigenChunk:
     n_strong: np.ndarray
     n_weak: np.ndarray
     m_out: np.ndarray
+    gmat: np.ndarray | None = None
 
     @property
     def n_dir(self) -> int:
         return len(self.gamma)
+
+    @property
+    def n_params(self) -> int:
+        """Number of structure-factor parameters with stored derivatives."""
+        return 0 if self.gmat is None else self.gmat.shape[1]
+
+    def gradients(self, thickness: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Intensities and their derivatives at one thickness (``exact`` mode).
+
+        With H = V diag(γ) V⁻¹ and G_p = V⁻¹ (∂H/∂p) V (stored), the derivative of
+        the propagator is V [G_p ∘ Φ] V⁻¹ with Φ_jk = (e_j − e_k)/(γ_j − γ_k) and
+        Φ_jj = 2πi t e_j (e.g. Wilcox 1967; Najfeld & Havel 1995), so
+
+            ∂ψ/∂p = V_out [(G_p ∘ Φ) c],   ∂ψ/∂t = V_out (2πi γ ∘ e ∘ c),
+            ∂I/∂x = 2 Re(ψ* ∂ψ/∂x).
+
+        Parameters
+        ----------
+        thickness : float
+            Å.
+
+        Returns
+        -------
+        I : (n_dir, n_out)
+        dI_dp : (n_dir, n_params, n_out)
+            Derivatives with respect to the structure-factor parameters.
+        dI_dt : (n_dir, n_out)
+            Derivative with respect to thickness (Å⁻¹).
+        """
+        if self.r is not None:
+            raise InputError("analytic gradients need the 'exact' solver mode", found="fast")
+        t = float(thickness)
+        e = np.exp(2j * np.pi * self.gamma * t)
+        ec = e * self.c
+        psi = np.einsum("dgj,dj->dg", self.bout, ec)
+        dpsi_dt = np.einsum("dgj,dj->dg", self.bout, 2j * np.pi * self.gamma * ec)
+        inten = psi.real**2 + psi.imag**2
+        dI_dt = 2.0 * np.real(np.conj(psi) * dpsi_dt)
+        if self.gmat is None:
+            return inten, np.zeros((self.n_dir, 0, psi.shape[1])), dI_dt
+        dh = self.gamma[:, :, None] - self.gamma[:, None, :]
+        de = e[:, :, None] - e[:, None, :]
+        small = np.abs(dh) * (2 * np.pi * max(abs(t), 1.0)) < 1e-7
+        with np.errstate(divide="ignore", invalid="ignore"):
+            phi = np.where(small, 1j * np.pi * t * (e[:, :, None] + e[:, None, :]),
+                           de / np.where(small, 1.0, dh))
+        v = np.einsum("dpjk,djk,dk->dpj", self.gmat, phi, self.c)
+        dpsi = np.einsum("dgj,dpj->dpg", self.bout, v)
+        dI_dp = 2.0 * np.real(np.conj(psi)[:, None, :] * dpsi)
+        return inten, dI_dp, dI_dt
 
     def _weights(self, t: float) -> np.ndarray:
         e = np.exp(2j * np.pi * self.gamma * t)
@@ -186,13 +237,16 @@ class EigenChunk:
             n_strong=np.concatenate([c.n_strong for c in chunks]),
             n_weak=np.concatenate([c.n_weak for c in chunks]),
             m_out=np.concatenate([c.m_out for c in chunks]),
+            gmat=None if chunks[0].gmat is None else
+            np.concatenate([pad(c.gmat, 2) for c in chunks]),
         )
 
     def take(self, idx: np.ndarray) -> EigenChunk:
         """A subset of directions."""
         return EigenChunk(self.gamma[idx], self.bout[idx], self.c[idx],
                           None if self.r is None else self.r[idx], self.n_strong[idx],
-                          self.n_weak[idx], self.m_out[idx])
+                          self.n_weak[idx], self.m_out[idx],
+                          None if self.gmat is None else self.gmat[idx])
 
 
 def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarray
@@ -201,8 +255,20 @@ def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarr
     return vec[index[rows[:, :, None], cols[:, None, :]]]
 
 
-def solve_chunk(arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
-    """Eigen-solutions for a chunk of tangential wave vectors ``kt`` (n_dir, 2) in Å⁻¹."""
+def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
+                derivatives: tuple[np.ndarray, np.ndarray] | None = None) -> EigenChunk:
+    """Eigen-solutions for a chunk of tangential wave vectors ``kt`` (n_dir, 2) in Å⁻¹.
+
+    Parameters
+    ----------
+    arrays : EngineArrays
+    kt : ndarray (n_dir, 2)
+    derivatives : (du, dua), optional
+        ∂U/∂p and ∂U′/∂p over the rows of the U table, each (n_params, M)
+        complex. When given (``exact`` mode only), G_p = V⁻¹ ∂H/∂p V is stored
+        for :meth:`EigenChunk.gradients`; Bethe corrections are differentiated
+        too.
+    """
     kt = np.atleast_2d(np.asarray(kt, dtype=float))
     n_dir = len(kt)
     g = arrays.g
@@ -228,6 +294,15 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
     ua = arrays.u_abs.real if real else arrays.u_abs
     if exact:
         u = arrays.u + 1j * arrays.u_abs
+    gmat = None
+    if derivatives is not None:
+        if not exact:
+            raise InputError("analytic derivatives need the 'exact' solver mode", found="fast")
+        dtab = np.asarray(derivatives[0], complex) + 1j * np.asarray(derivatives[1], complex)
+        dtab = np.atleast_2d(dtab)
+        n_par = len(dtab)
+        row0 = arrays.index[0, 0]
+        gmat = np.zeros((n_dir, n_par, n_max, n_max), dtype=complex)
     for n in np.unique(n_s):
         rows = np.nonzero(n_s == n)[0]
         idx = np.argsort(~strong[rows], axis=1, kind="stable")[:, :n]
@@ -238,12 +313,21 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
         aabs = _gather(ua, arrays.index, idx, idx) if rr is not None else None
         wmask = weak[rows]
         wcols = np.nonzero(wmask.any(axis=0))[0]
+        if gmat is not None:
+            da = np.stack([_gather(dtab[p], arrays.index, idx, idx) for p in range(n_par)], 1)
+            da[:, :, ar, ar] = 1j * np.asarray(derivatives[1], complex).reshape(n_par, -1)[
+                :, row0][None, :, None]
         if len(wcols):
             wsel = np.broadcast_to(wcols, (len(rows), len(wcols)))
             sg_w = two_k_sg[rows][:, wcols]
             d = np.where(wmask[:, wcols], 1.0 / np.where(wmask[:, wcols], sg_w, 1.0), 0.0)
             u_sw = _gather(u, arrays.index, idx, wsel) * d[:, None, :]
             u_ws = _gather(u, arrays.index, wsel, idx)
+            if gmat is not None:
+                for p in range(n_par):
+                    du_sw = _gather(dtab[p], arrays.index, idx, wsel) * d[:, None, :]
+                    du_ws = _gather(dtab[p], arrays.index, wsel, idx)
+                    da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
             a -= u_sw @ u_ws
             if aabs is not None:
                 ua_sw = _gather(ua, arrays.index, idx, wsel) * d[:, None, :]
@@ -259,6 +343,9 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
             e0[:, 0, 0] = 1.0
             c = np.linalg.solve(vec, e0)[..., 0]
             gam = lam / kn2
+            if gmat is not None:
+                dh = da / (mm[:, None] * kn2[:, :, None, None])
+                gmat[rows, :, :n, :n] = np.linalg.solve(vec[:, None], dh @ vec[:, None])
         else:
             if not real:
                 # enforce exact Hermiticity against round-off in the gathers
@@ -278,4 +365,4 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
         bout[rows, :, :n] = vec[:, :n_out, :]
         cc[rows, :n] = c
     return EigenChunk(gamma=gamma, bout=bout, c=cc, r=rr, n_strong=n_s, n_weak=n_weak,
-                      m_out=m_out)
+                      m_out=m_out, gmat=gmat)
