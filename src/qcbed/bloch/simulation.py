@@ -199,6 +199,27 @@ class Simulation:
         self._arrays: EngineArrays | None = None
         self._version = 0
         self._symmetry_cache: dict = {}
+        self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size)
+
+    def with_changes(self, *, crystal: Crystal | None = None, voltage_kv: float | None = None,
+                     potential: PotentialModel | None = None,
+                     selection: BeamSelection | None = None, mode: str | None = None,
+                     keep_structure_factors: bool = True) -> Simulation:
+        """A new set-up with some inputs changed, the same beam pool and outputs.
+
+        Keeping the pool fixed makes refinements of cell, Debye–Waller factors or
+        voltage continuous (no beams appearing or vanishing). Structure factors
+        set with :meth:`set_structure_factors` are re-applied unless
+        ``keep_structure_factors=False``.
+        """
+        new = Simulation(
+            crystal or self.crystal, self.voltage_kv if voltage_kv is None else voltage_kv,
+            self.frame.zone, self.frame.x_axis, pool=self.pool.hkl, outputs=self.pool.outputs,
+            potential=potential or self.potential, selection=selection or self.selection,
+            mode=mode or self.mode, executor=self.executor, **self._rebuild)
+        if keep_structure_factors and self._overrides:
+            new.set_structure_factors(self._overrides)
+        return new
 
     # ------------------------------------------------------------ potential
     def _mean_inner_u(self) -> float:

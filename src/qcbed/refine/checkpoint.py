@@ -1,0 +1,81 @@
+"""Refinement checkpoints: parameters, optimiser state and history in one HDF5 file.
+
+The file is rewritten completely after every iteration through a temporary
+file and an atomic rename (``os.replace``), so a refinement killed at any
+moment leaves the previous complete checkpoint behind — nothing is lost and
+nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .._version import __version__
+from ..errors import InputError
+
+
+def _jd(o):
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, (np.floating, np.integer, np.bool_)):
+        return o.item()
+    raise TypeError(type(o))
+
+
+def write_checkpoint(path: str | os.PathLike, *, params, names: list[str], x0,
+                     state: dict | None, history: list[dict], final=None) -> None:
+    """Write (atomically) the refinement state to ``path`` (HDF5, group ``refinement``)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        g = f.create_group("refinement")
+        g.attrs["qcbed_version"] = __version__
+        g.attrs["names"] = json.dumps(names)
+        g.attrs["x0"] = json.dumps(x0)
+        g.attrs["state"] = json.dumps(state, default=_jd)
+        g.attrs["values"] = json.dumps({p.name: p.value for p in params})
+        g.attrs["esd"] = json.dumps({p.name: p.esd for p in params})
+        g.attrs["units"] = json.dumps({p.name: p.unit for p in params})
+        g.attrs["free"] = json.dumps([p.name for p in params.free])
+        g.attrs["history"] = json.dumps(history, default=_jd)
+        if history:
+            keys = sorted({k for h in history for k, v in h.items()
+                           if isinstance(v, (int, float))})
+            hist = g.create_group("history")
+            for k in keys:
+                hist.create_dataset(k, data=np.array([h.get(k, np.nan) for h in history],
+                                                     dtype=float))
+        if final is not None:
+            fg = g.create_group("final")
+            fg.attrs["gof"] = final.gof
+            fg.attrs["chi2"] = final.chi2
+            fg.attrs["dof"] = final.dof
+            fg.attrs["n_used"] = final.n_used
+            fg.attrs["scale"] = final.scale
+            fg.attrs["r_factor"] = final.r_factor
+            fg.attrs["message"] = final.message
+            fg.attrs["free_names"] = json.dumps(final.free_names)
+            fg.attrs["zncc"] = json.dumps(final.zncc)
+            fg.create_dataset("background", data=np.asarray(final.background, float))
+            fg.create_dataset("covariance", data=final.covariance)
+            fg.create_dataset("correlation", data=final.correlation)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Read what :func:`write_checkpoint` wrote."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            g = f["refinement"]
+            out = {k: json.loads(g.attrs[k]) for k in ("names", "x0", "state", "values", "esd",
+                                                       "free", "history")}
+            out["final"] = "final" in g
+    except (OSError, KeyError) as exc:
+        raise InputError(f"not a qcbed checkpoint: {exc}", source=path) from exc
+    return out
