@@ -26,7 +26,7 @@ from .beams import BeamPool, BeamSelection
 from .geometry import ZoneFrame
 from .grids import TiltGrid
 from .potential import PotentialTable
-from .solver import EigenChunk, EngineArrays, solve_chunk
+from .solver import EigenChunk, EngineArrays, pattern_chunk, solve_chunk
 from .symmetry import pattern_operations, reduce_grid
 
 
@@ -97,10 +97,12 @@ class Simulation:
         Explicit beam pool. Without it an automatic pool is built from ``gmax``,
         ``smax`` and the tilt range ``kt_center`` ± ``kt_radius``.
     outputs : array_like (n, 3), optional
-        Output reflections (default: every pool beam with |g| ≤ ``aperture``, or
-        all pool beams when neither is given). 000 is always output 0.
-    aperture : float, optional
-        Output beams within |g| ≤ aperture (Å⁻¹), as the ``.dat`` ``aper`` line.
+        Output reflections. Default: the pool beams with |g| ≤ ``aperture``. 000 is
+        always output 0.
+    aperture : float
+        Output beams within |g| ≤ aperture (Å⁻¹), as the ``.dat`` ``aper`` line, when
+        ``outputs`` is not given; only zero-order-Laue-zone beams of an automatic
+        pool are taken. Default 1.0 Å⁻¹.
     potential : PotentialModel
         Elastic scattering factors and absorption model.
     selection : BeamSelection
@@ -139,7 +141,7 @@ class Simulation:
         normal: ArrayLike | None = None,
         pool: ArrayLike | None = None,
         outputs: ArrayLike | None = None,
-        aperture: float | None = None,
+        aperture: float = 1.0,
         potential: PotentialModel | None = None,
         selection: BeamSelection | None = None,
         mode: str = "fast",
@@ -179,7 +181,7 @@ class Simulation:
         self.k_in = float(np.sqrt(self.k0**2 + u0))
         self.pool_settings = dict(gmax=gmax, smax=smax, holz=holz, kt_center=kt_center,
                                   kt_radius=kt_radius, min_pool=min_pool)
-        if aperture is not None and outputs is None and pool is not None:
+        if outputs is None and pool is not None:
             ph = np.asarray(pool, int).reshape(-1, 3)
             outputs = ph[crystal.lattice.g_length(ph) <= aperture + 1e-12]
         if pool is not None:
@@ -189,9 +191,11 @@ class Simulation:
                 self._internal, self.frame, self.k_in, gmax=gmax, smax=smax,
                 kt_center=kt_center, kt_radius=kt_radius, outputs=outputs, holz=holz,
                 min_size=min_pool)
-            if outputs is None and aperture is not None:
-                keep = crystal.lattice.g_length(self.pool.hkl) <= aperture + 1e-12
-                self.pool = BeamPool.from_hkl(self.frame, self.pool.hkl, self.pool.hkl[keep])
+            if outputs is None:
+                h = self.pool.hkl
+                keep = (crystal.lattice.g_length(h) <= aperture + 1e-12) & (
+                    np.abs(h @ np.asarray(self.frame.zone)) < 1e-9)
+                self.pool = BeamPool.from_hkl(self.frame, h, h[keep])
         self.table = PotentialTable.build(self.pool.hkl, self._compute_u)
         self._overrides: dict[tuple[int, int, int], tuple[complex, complex]] = {}
         if structure_factors:
@@ -368,19 +372,40 @@ class Simulation:
         """k_t (Å⁻¹, zone frame) from reciprocal-lattice components (``.dat`` ``kt``)."""
         return self.frame.kt_from_reciprocal(kt_hkl)
 
-    def _solve_points(self, pts: np.ndarray, progress: bool = False) -> EigenChunk:
-        arrays = self.arrays
-        chunks = [pts[i:i + self.chunk_size] for i in range(0, len(pts), self.chunk_size)]
-        if not chunks:
-            raise InputError("no incident directions to solve", found=0)
-        if self.executor is None:
-            from ..parallel import SerialExecutor
+    def _executor_for(self, n_chunks: int):
+        from ..parallel import SerialExecutor, default_executor
 
-            results = SerialExecutor().map_chunks(solve_chunk, arrays, chunks,
-                                                  progress=progress)
-        else:
-            results = self.executor.map_chunks(solve_chunk, arrays, chunks, progress=progress)
+        if self.executor is not None:
+            return self.executor
+        ex = default_executor()
+        return ex if n_chunks >= 2 * ex.n_workers else SerialExecutor()
+
+    def _chunks(self, pts: np.ndarray) -> list[np.ndarray]:
+        if not len(pts):
+            raise InputError("no incident directions to solve", found=0)
+        return [pts[i:i + self.chunk_size] for i in range(0, len(pts), self.chunk_size)]
+
+    def solve_eigen(self, kt: ArrayLike, derivatives: tuple[np.ndarray, np.ndarray] | None =
+                    None, *, progress: bool = False) -> EigenChunk:
+        """Eigen-solutions for k_t (n, 2) in Å⁻¹, through the executor.
+
+        ``derivatives`` = (∂U/∂p, ∂U′/∂p) over the U-table rows (see
+        :meth:`sf_coefficients`) stores what analytic gradients need (``exact`` mode).
+        """
+        pts = np.asarray(kt, dtype=float).reshape(-1, 2)
+        chunks = self._chunks(pts)
+        args = () if derivatives is None else (derivatives,)
+        results = self._executor_for(len(chunks)).map_chunks(
+            solve_chunk, self.arrays, chunks, args=args, progress=progress)
         return EigenChunk.concatenate(results)
+
+    def _pattern_points(self, pts: np.ndarray, thickness: np.ndarray,
+                        progress: bool) -> np.ndarray:
+        """Intensities (n_t, n, n_out) computed chunk by chunk (no eigen-systems kept)."""
+        chunks = self._chunks(pts)
+        results = self._executor_for(len(chunks)).map_chunks(
+            pattern_chunk, self.arrays, chunks, args=(thickness,), progress=progress)
+        return np.concatenate(results, axis=1)
 
     def solve(self, kt: ArrayLike, *, progress: bool = False) -> Solution:
         """Diagonalise for tangential wave vectors ``kt`` (..., 2) in Å⁻¹.
@@ -392,8 +417,7 @@ class Simulation:
         if k.shape[-1] != 2:
             raise InputError("kt must have a last axis of length 2 (k_x, k_y in Å⁻¹)",
                              found=k.shape)
-        pts = k.reshape(-1, 2)
-        eig = self._solve_points(pts, progress)
+        eig = self.solve_eigen(k.reshape(-1, 2), progress=progress)
         return Solution(kt=k, hkl=self.outputs.copy(), eigen=eig, phase=self._output_phase())
 
     def _output_phase(self) -> np.ndarray:
@@ -433,10 +457,9 @@ class Simulation:
         pts = grid.points
         red = self.symmetry_reduction(grid) if use_symmetry else None
         if red is not None and red.n_ops > 1:
-            eig = self._solve_points(pts[red.representatives], progress)
-            vals = red.expand(eig.intensities(t))
+            vals = red.expand(self._pattern_points(pts[red.representatives], t, progress))
         else:
-            vals = self._solve_points(pts, progress).intensities(t)
+            vals = self._pattern_points(pts, t, progress)
         return grid.to_image(np.moveaxis(vals, -1, 1))
 
     def lacbed(self, grid: TiltGrid, thickness: float | ArrayLike, **kw) -> np.ndarray:

@@ -366,3 +366,8 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         cc[rows, :n] = c
     return EigenChunk(gamma=gamma, bout=bout, c=cc, r=rr, n_strong=n_s, n_weak=n_weak,
                       m_out=m_out, gmat=gmat)
+
+
+def pattern_chunk(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray) -> np.ndarray:
+    """Intensities (n_t, n_dir, n_out) for a chunk of directions: only these travel back."""
+    return solve_chunk(arrays, kt).intensities(thickness)

@@ -331,19 +331,8 @@ class Refinement:
                 not with_derivatives and self._cache_key[0] == key[0])):
             return self._cache_eig
         self._apply_structure()
-        from ..bloch.solver import solve_chunk
-
         deriv = self._u_derivative_tables() if with_derivatives else None
-        kt = self.data.kt
-        arrays = self.sim.arrays
-        chunk = self.sim.chunk_size
-        pieces = []
-        for i in range(0, len(kt), chunk):
-            pieces.append(solve_chunk(arrays, kt[i:i + chunk],
-                                      None if deriv is None else deriv[1:]))
-        from ..bloch.solver import EigenChunk
-
-        eig = EigenChunk.concatenate(pieces)
+        eig = self.sim.solve_eigen(self.data.kt, None if deriv is None else deriv[1:])
         self.n_solves += 1
         self._cache_key = (self._struct_key(), deriv is not None)
         self._cache_eig = (eig, None if deriv is None else deriv[0])
