@@ -1,0 +1,362 @@
+"""Coarse refinement: orientation by template matching, nested in 1-D searches.
+
+The experimental discs of a rectangular region, sampled one point per pixel
+(``templates``, shape (n_disc, h, w)), are matched jointly against a wider
+simulated field (n_disc, h + 2m, w + 2m) on the same pixel grid with
+scikit-image's normalised cross-correlation (``match_template``, Lewis 1995)
+applied to the 3-D stacks, so every disc contributes (seed paper §3.4–3.5).
+The peak of the correlation map (refined to sub-pixel by a parabola through
+its neighbours) gives the incident direction of the template centre.
+
+Orientation search is nested inside 1-D optimisations:
+
+* thickness — the wide field is diagonalised **once**; each thickness costs
+  only the intensities (Spence & Zuo 1992, eq. 2.29): a scan then Brent;
+* pixel size (``gl``) — the simulated field, computed once on a finer grid, is
+  resampled (cubic spline) to the trial pixel size: no re-diagonalisation;
+* voltage, Debye–Waller factors, cell parameters, coordinates — re-simulate per
+  evaluation (Brent for one parameter; Powell or Nelder–Mead for several).
+
+A user preprocessing hook ``preprocess(image, is_simulation)`` (e.g. a ridge
+filter, ``skimage.filters.meijering``) is applied to experiment and simulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike
+from scipy import ndimage, optimize
+
+from ..bloch.grids import TiltGrid
+from ..bloch.simulation import Simulation, outputs_index
+from ..errors import InputError
+
+Preprocess = Callable[[np.ndarray, bool], np.ndarray]
+
+
+@dataclass
+class CoarseResult:
+    """Outcome of a coarse search.
+
+    Attributes
+    ----------
+    tilt0 : ndarray (2,)
+        k_t (Å⁻¹, zone frame) at the template centre.
+    thickness : float
+        Å.
+    pixel_size : float
+        Å⁻¹ per template pixel.
+    correlation : float
+        Peak normalised cross-correlation (1 − correlation distance).
+    shift_px : ndarray (2,)
+        (dy, dx) of the best match from the start position, template pixels.
+    values : dict
+        Refined values of other parameters (voltage, B, cell…).
+    history : list of dict
+        Every evaluation (parameter value, correlation).
+    corr_map : ndarray
+        Correlation map at the optimum.
+    """
+
+    tilt0: np.ndarray
+    thickness: float
+    pixel_size: float
+    correlation: float
+    shift_px: np.ndarray
+    values: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    corr_map: np.ndarray | None = None
+
+
+def _peak_subpixel(cmap: np.ndarray) -> tuple[np.ndarray, float]:
+    """Location (y, x) of the maximum with a 1-D parabola refinement per axis."""
+    iy, ix = np.unravel_index(int(np.nanargmax(cmap)), cmap.shape)
+    best = float(cmap[iy, ix])
+    pos = np.array([iy, ix], float)
+    for ax, (i, n) in enumerate(((iy, cmap.shape[0]), (ix, cmap.shape[1]))):
+        if 0 < i < n - 1:
+            if ax == 0:
+                a, b, c = cmap[i - 1, ix], cmap[i, ix], cmap[i + 1, ix]
+            else:
+                a, b, c = cmap[iy, i - 1], cmap[iy, i], cmap[iy, i + 1]
+            den = a - 2 * b + c
+            if den < 0:
+                pos[ax] = i + 0.5 * (a - c) / den
+    return pos, best
+
+
+class CoarseRefinement:
+    """Template-matching refinement of orientation with thickness, ``gl`` and more.
+
+    Parameters
+    ----------
+    simulation : Simulation
+        Engine set-up; the template reflections must be output beams.
+    templates : ndarray (n_disc, h, w)
+        Experimental intensities, one pixel per sample, rows running along −ŷ
+        and columns along +x̂ of the zone frame (display orientation; see
+        ``docs/conventions.md``). NaN pixels are set to the template mean.
+    hkl : array (n_disc, 3)
+        Reflection of each template.
+    pixel_size : float
+        Å⁻¹ of incident tangential wave vector per template pixel.
+    tilt0 : array (2,)
+        Start k_t (Å⁻¹) at the template centre.
+    thickness : float
+        Start thickness (Å).
+    margin : int
+        Search half-width in pixels (the simulated field is the template plus
+        ``margin`` on every side).
+    preprocess : callable, optional
+        ``f(image, is_simulation) -> image`` applied to both sides.
+    oversample : int
+        Simulation grid refinement used by the ``gl`` search.
+    """
+
+    def __init__(self, simulation: Simulation, templates: ArrayLike, hkl: ArrayLike,
+                 pixel_size: float, tilt0: ArrayLike, thickness: float, *, margin: int = 20,
+                 preprocess: Preprocess | None = None, oversample: int = 1) -> None:
+        tpl = np.asarray(templates, dtype=float)
+        if tpl.ndim != 3:
+            raise InputError("templates must have shape (n_disc, h, w)", found=tpl.shape)
+        h = np.asarray(hkl, int).reshape(-1, 3)
+        if len(h) != len(tpl):
+            raise InputError("one hkl per template", expected=len(tpl), found=len(h))
+        if pixel_size <= 0 or margin < 1:
+            raise InputError("pixel_size must be > 0 and margin ≥ 1",
+                             found=(pixel_size, margin))
+        self.sim = simulation
+        self.hkl = h
+        self.out_idx = outputs_index(simulation, h)
+        self.pixel_size = float(pixel_size)
+        self.tilt0 = np.asarray(tilt0, float).reshape(2)
+        self.thickness = float(thickness)
+        self.margin = int(margin)
+        self.preprocess = preprocess
+        self.oversample = int(oversample)
+        t = tpl.copy()
+        for k in range(len(t)):
+            bad = ~np.isfinite(t[k])
+            if bad.all():
+                raise InputError("a template has no finite pixels", tag=str(tuple(h[k])))
+            t[k][bad] = np.nanmean(t[k])
+        self.templates = t
+        self._solution = None
+        self._grid: TiltGrid | None = None
+        self.history: list[dict] = []
+
+    # ------------------------------------------------------------ simulation
+    def _field_grid(self, pixel_size: float, oversample: int = 1) -> TiltGrid:
+        _, hh, ww = self.templates.shape
+        step = pixel_size / oversample
+        ny = (hh + 2 * self.margin) * oversample
+        nx = (ww + 2 * self.margin) * oversample
+        # zone frame: columns along +x̂, rows along −ŷ
+        return TiltGrid.regular(self.tilt0, (step, 0.0), (0.0, -step), (ny, nx))
+
+    def _solve_field(self, oversample: int = 1):
+        grid = self._field_grid(self.pixel_size, oversample)
+        sol = self.sim.solve(grid.points)
+        return grid, sol
+
+    def simulated_field(self, thickness: float | None = None) -> np.ndarray:
+        """Simulated wide field (n_disc, h + 2m, w + 2m) at a thickness (Å)."""
+        if self._solution is None or self._grid is None:
+            self._grid, self._solution = self._solve_field()
+        t = self.thickness if thickness is None else float(thickness)
+        inten = self._solution.intensities([t])[0][:, self.out_idx]
+        return self._grid.to_image(inten.T)
+
+    def _prep(self, imgs: np.ndarray, is_sim: bool) -> np.ndarray:
+        if self.preprocess is None:
+            return imgs
+        return np.stack([self.preprocess(im, is_sim) for im in imgs])
+
+    def match(self, field: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+        """Joint 3-D NCC of the templates in ``field``: (shift (dy, dx) px, peak, map)."""
+        from skimage.feature import match_template
+
+        cmap = match_template(self._prep(field, True), self._prep(self.templates, False))[0]
+        pos, best = _peak_subpixel(cmap)
+        return pos - self.margin, best, cmap
+
+    # ------------------------------------------------------------ searches
+    def _corr_at_thickness(self, t: float) -> float:
+        _, best, _ = self.match(self.simulated_field(t))
+        self.history.append({"thickness": float(t), "correlation": best})
+        return best
+
+    def refine_orientation_thickness(self, t_range: tuple[float, float] | None = None,
+                                     n_scan: int = 21, xtol: float = 0.05) -> CoarseResult:
+        """Thickness (scan + bounded Brent) with the orientation found at each trial.
+
+        Parameters
+        ----------
+        t_range : (t_min, t_max) in Å, optional
+            Default ±15 % around the start thickness.
+        n_scan : int
+            Scan points before the Brent refinement (the NCC is oscillatory in t).
+        xtol : float
+            Thickness tolerance (Å).
+        """
+        lo, hi = t_range or (0.85 * self.thickness, 1.15 * self.thickness)
+        if not 0 < lo < hi:
+            raise InputError("thickness range must satisfy 0 < t_min < t_max", found=(lo, hi))
+        ts = np.linspace(lo, hi, n_scan)
+        cs = np.array([self._corr_at_thickness(t) for t in ts])
+        k = int(np.argmax(cs))
+        a = ts[max(k - 1, 0)]
+        b = ts[min(k + 1, n_scan - 1)]
+        res = optimize.minimize_scalar(lambda t: -self._corr_at_thickness(t), bounds=(a, b),
+                                       method="bounded", options={"xatol": xtol})
+        t_best = float(res.x) if -res.fun >= cs[k] else float(ts[k])
+        return self._result(t_best)
+
+    def _result(self, t_best: float, values: dict | None = None) -> CoarseResult:
+        shift, best, cmap = self.match(self.simulated_field(t_best))
+        dy, dx = shift
+        kt = self.tilt0 + np.array([dx * self.pixel_size, -dy * self.pixel_size])
+        return CoarseResult(tilt0=kt, thickness=t_best, pixel_size=self.pixel_size,
+                            correlation=best, shift_px=shift, values=values or {},
+                            history=list(self.history), corr_map=cmap)
+
+    def apply(self, result: CoarseResult) -> None:
+        """Adopt a result as the new start (tilt0, thickness, pixel size); the field is redone."""
+        self.tilt0 = np.asarray(result.tilt0, float)
+        self.thickness = float(result.thickness)
+        if result.pixel_size != self.pixel_size:
+            self.pixel_size = float(result.pixel_size)
+        self._solution = None
+
+    def refine_pixel_size(self, rel_range: float = 0.05, xtol: float = 1e-4) -> CoarseResult:
+        """Pixel size (Å⁻¹/px, i.e. ``gl``) by bounded Brent, orientation at each trial.
+
+        The wide field is simulated once on a grid ``oversample`` times finer and
+        extended by ``rel_range``, then resampled to each trial pixel size.
+        """
+        ov = max(self.oversample, 2)
+        _, hh, ww = self.templates.shape
+        ext = 1.0 + rel_range
+        step = self.pixel_size / ov
+        ny = int(np.ceil((hh + 2 * self.margin) * ext * ov)) | 1
+        nx = int(np.ceil((ww + 2 * self.margin) * ext * ov)) | 1
+        grid = TiltGrid.regular(self.tilt0, (step, 0.0), (0.0, -step), (ny, nx))
+        sol = self.sim.solve(grid.points)
+        fine = grid.to_image(sol.intensities([self.thickness])[0][:, self.out_idx].T)
+        cy, cx = (ny - 1) / 2, (nx - 1) / 2
+
+        def field_at(p: float) -> np.ndarray:
+            yy = (np.arange(hh + 2 * self.margin) - (hh + 2 * self.margin - 1) / 2) * p / step
+            xx = (np.arange(ww + 2 * self.margin) - (ww + 2 * self.margin - 1) / 2) * p / step
+            gy, gx = np.meshgrid(yy + cy, xx + cx, indexing="ij")
+            return np.stack([ndimage.map_coordinates(im, [gy, gx], order=3, mode="nearest")
+                             for im in fine])
+
+        def neg(p: float) -> float:
+            _, best, _ = self.match(field_at(p))
+            self.history.append({"pixel_size": float(p), "correlation": best})
+            return -best
+
+        p0 = self.pixel_size
+        res = optimize.minimize_scalar(neg, bounds=(p0 / ext, p0 * ext), method="bounded",
+                                       options={"xatol": xtol * p0})
+        p_best = float(res.x)
+        shift, best, cmap = self.match(field_at(p_best))
+        dy, dx = shift
+        kt = self.tilt0 + np.array([dx * p_best, -dy * p_best])
+        return CoarseResult(tilt0=kt, thickness=self.thickness, pixel_size=p_best,
+                            correlation=best, shift_px=shift, history=list(self.history),
+                            corr_map=cmap)
+
+    def _resimulate_corr(self, sim: Simulation) -> float:
+        old = self.sim
+        self.sim = sim
+        self._solution = None
+        try:
+            _, best, _ = self.match(self.simulated_field())
+        finally:
+            self.sim = old
+            self._solution = None
+        return best
+
+    def refine_voltage(self, half_range: float = 0.5, xtol: float = 1e-3) -> CoarseResult:
+        """Accelerating voltage (kV) by bounded Brent (HOLZ-line positions)."""
+        v0 = self.sim.voltage_kv
+
+        def neg(v: float) -> float:
+            c = self._resimulate_corr(self.sim.with_changes(voltage_kv=float(v)))
+            self.history.append({"voltage_kv": float(v), "correlation": c})
+            return -c
+
+        res = optimize.minimize_scalar(neg, bounds=(v0 - half_range, v0 + half_range),
+                                       method="bounded", options={"xatol": xtol})
+        self.sim = self.sim.with_changes(voltage_kv=float(res.x))
+        self._solution = None
+        return self._result(self.thickness, {"voltage_kv": float(res.x)})
+
+    def refine_structure(self, make: Callable[[np.ndarray], Simulation], x0: Sequence[float],
+                         names: Sequence[str], *, method: str = "Powell",
+                         bounds: Sequence[tuple[float, float]] | None = None,
+                         maxiter: int = 60) -> CoarseResult:
+        """Several structural parameters (B per site, cell, coordinates) by Powell/Nelder–Mead.
+
+        ``make(x)`` returns the simulation for parameter values ``x``; each
+        evaluation re-simulates the field at the current thickness.
+        """
+        def neg(x: np.ndarray) -> float:
+            c = self._resimulate_corr(make(np.asarray(x)))
+            self.history.append({**dict(zip(names, map(float, x))), "correlation": c})
+            return -c
+
+        res = optimize.minimize(neg, np.asarray(x0, float), method=method, bounds=bounds,
+                                options={"maxiter": maxiter})
+        self.sim = make(res.x)
+        self._solution = None
+        return self._result(self.thickness, dict(zip(names, map(float, res.x))))
+
+    def refine_b_iso(self, labels: Sequence[str] | None = None,
+                     b_range: tuple[float, float] = (0.0, 2.0)) -> CoarseResult:
+        """Isotropic Debye–Waller factors (Å²) of sites (Powell, B within ``b_range``)."""
+        crystal = self.sim.crystal
+        labels = list(labels) if labels else [s.label for s in crystal.sites]
+        x0 = [next(s.b_iso for s in crystal.sites if s.label == lab) for lab in labels]
+
+        def make(x):
+            return self.sim.with_changes(crystal=crystal.with_b_iso(dict(zip(labels, x))))
+
+        return self.refine_structure(make, x0, [f"B({lab})" for lab in labels],
+                                     bounds=[b_range] * len(labels))
+
+    # ------------------------------------------------------------ plots
+    def plot(self, result: CoarseResult):
+        """Correlation map with a profile through the peak, and matched discs (figure)."""
+        import matplotlib.pyplot as plt
+
+        n = len(self.templates)
+        fig, axes = plt.subplots(2, max(n, 2), figsize=(3 * max(n, 2), 6), squeeze=False)
+        cm = result.corr_map
+        ax = axes[0, 0]
+        im = ax.imshow(cm, cmap="viridis")
+        py, px = result.shift_px + self.margin
+        ax.plot([px], [py], "o", mfc="none", mec="r")
+        ax.set_title(f"NCC map, peak {result.correlation:.4f}")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        axes[0, 1].plot(cm[int(round(py))], "-")
+        axes[0, 1].set_title("profile through the peak")
+        for k in range(2, axes.shape[1]):
+            axes[0, k].axis("off")
+        field_img = self.simulated_field(result.thickness)
+        iy, ix = int(round(py)), int(round(px))
+        _, hh, ww = self.templates.shape
+        for k in range(n):
+            a = axes[1, k]
+            crop = field_img[k, iy:iy + hh, ix:ix + ww]
+            a.imshow(np.hstack([self.templates[k] / np.nanmax(self.templates[k]),
+                                crop / np.nanmax(crop)]), cmap="gray")
+            a.set_title(f"{tuple(self.hkl[k])}: exp | sim")
+            a.axis("off")
+        fig.tight_layout()
+        return fig
