@@ -204,6 +204,7 @@ class Simulation:
         self._version = 0
         self._symmetry_cache: dict = {}
         self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size)
+        self.defaults = None
 
     def with_changes(self, *, crystal: Crystal | None = None, voltage_kv: float | None = None,
                      potential: PotentialModel | None = None,
@@ -223,7 +224,23 @@ class Simulation:
             mode=mode or self.mode, executor=self.executor, **self._rebuild)
         if keep_structure_factors and self._overrides:
             new.set_structure_factors(self._overrides)
+        new.defaults = self.defaults
         return new
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_dat(cls, path, **kw) -> Simulation:
+        """Set-up from a PyExtal/EMAPS ``.dat`` file (see :mod:`qcbed.bloch.builders`)."""
+        from .builders import simulation_from_dat
+
+        return simulation_from_dat(path, **kw)
+
+    @classmethod
+    def from_felix(cls, folder, **kw) -> Simulation:
+        """Set-up from a Felix input folder (see :mod:`qcbed.bloch.builders`)."""
+        from .builders import simulation_from_felix
+
+        return simulation_from_felix(folder, **kw)
 
     # ------------------------------------------------------------ potential
     def _mean_inner_u(self) -> float:
