@@ -49,15 +49,18 @@ H(0; T, U) = T ln((T+U)/T) + U ln((T+U)/U). This is the same closed form as WK's
 functions RI1/RI2 (their variables: G = 4πs, B/(4π)², u² = B/(8π²)), re-derived here.
 
 *Core-loss (inelastic) absorption* (Rose 1976; WK 1991). The atom is a Wentzel
-(Yukawa) atom with screening radius R = 0.885 a₀ Z^{−1/3}; its mixed dynamic form
-factor in the closure approximation is S(q, q′) = Z [F(q − q′) − F(q) F(q′)] with
-F(q) = 1/(1 + (2πqR)²) (q in Å⁻¹, no 2π), and the energy loss enters as the
-characteristic angle θ_E = ΔE/(p v) = ΔE (E + mc²)/(E (E + 2mc²)) with the WK mean
-loss ΔE = 6 Z eV. The absorptive amplitude of these excitations is
+(Yukawa) atom with screening radius R = 0.885 a₀ Z^{−1/3} and normalised form factor
+F(Q) = 1/(1 + (2πQR)²) (Q in Å⁻¹, no 2π). Its mixed dynamic form factor in the
+closure approximation is S = Z [F(g) − F(Q_a) F(Q_b)], where Q_a,b are the 3-D
+momentum transfers of the two partial waves, Q² = q⊥² + q_E², whose component along
+the beam q_E = θ_E/λ comes from the energy loss: θ_E = ΔE/(p v) =
+ΔE (E + mc²)/(E (E + 2mc²)) with WK's mean loss ΔE = 6 Z eV. The absorptive
+amplitude of these excitations is (s-units, s_E = q_E/2)
 
     f′_core(s) = 2γλ C² ∫ d²s′ S / ((s_a² + s_E²)(s_b² + s_E²)) · e^{−B s²},     (2)
 
-with C = 1/(8π² a₀) the Mott–Bethe constant, s_a,b = |s/2 ± s′|, s_E = θ_E/(2λ).
+with C = 1/(8π² a₀) the Mott–Bethe constant and s_a,b = |s/2 ± s′| (the same
+structure as (1), with f_e f_e → C² S/(…)(…)).
 In units of θ₀ = λ/(2πR) (ω = 4π s R, κ = θ_E/θ₀) the angular integral is
 elementary and
 
@@ -70,7 +73,8 @@ elementary and
 
 The factor e^{−B s²} on the core term is WK's (FSCATT multiplies the core part by the
 Debye–Waller factor). As in WK's code, a₀ = 0.5289 Å is used in R and in C for this
-model (with CODATA a₀ f′_core would be 0.1 % smaller). The closed form equals the
+model (a₀ cancels from the prefactor R²/a₀²; through ω and κ the CODATA value would
+change f′_core by −0.01 % at s = 0 to −0.13 % at s = 1 Å⁻¹). The closed form equals the
 numerical integral (2) to 1e-9 (tested).
 
 References
