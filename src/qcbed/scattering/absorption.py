@@ -42,9 +42,10 @@ Models (:func:`absorptive_form_factor`)
     apply (WK use their own f_e).
 
 Anisotropic displacements: the absorptive factors take one isotropic B; for
-anisotropic atoms the structure-factor code passes B_eq = (8π²/3) tr(U) (the
-isotropic equivalent). This is an approximation: the TDS integral for an
-anisotropic Debye–Waller factor depends on the direction of g.
+anisotropic atoms the structure-factor code passes B_eq = 8π² U_eq (the isotropic
+equivalent, U_eq = trace of the Cartesian U tensor / 3). This is an approximation:
+the TDS integral for an anisotropic Debye–Waller factor depends on the direction
+of g.
 
 Numerics and caching of Bird–King
 ---------------------------------
