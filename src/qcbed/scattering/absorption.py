@@ -162,9 +162,10 @@ def bird_king_integral(f: Callable[[np.ndarray], np.ndarray], s: ArrayLike,
                        b_iso: float, chunk: int = 32) -> np.ndarray:
     """The Bird–King TDS integral K(s) = f′(s)/(2γλ) by direct quadrature (Å⁰).
 
-    K(s) = ∫ d²a f(|a|) f(|s − a|) e^{−B s²} [1 − exp(−2B p (p − s cos ψ))],
-    a = p (cos ψ, sin ψ), which is the integral of the module docstring with
-    a = s/2 + s′. No caching; see :func:`bird_king_form_factor`.
+    K(s) = ∫ d²s′ f(|s/2 + s′|) f(|s/2 − s′|) [e^{−B s²} − e^{−B s²/2 − 2B s′²}],
+    the integral of the module docstring; polar coordinates about s′ = 0 for
+    s ≤ 1 Å⁻¹, about the peak a = s/2 + s′ = 0 over a half plane beyond (module
+    docstring). No caching; see :func:`bird_king_form_factor`.
 
     Parameters
     ----------
@@ -294,10 +295,16 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
+#: Most cached profiles kept (a B refinement creates one per trial B); oldest dropped.
+CACHE_SIZE = 512
+
+
 def _profile(key: tuple, func: Callable[[np.ndarray], np.ndarray]) -> _GridProfile:
     with _CACHE_LOCK:
         prof = _CACHE.get(key)
         if prof is None:
+            while len(_CACHE) >= CACHE_SIZE:
+                _CACHE.pop(next(iter(_CACHE)))
             prof = _CACHE[key] = _GridProfile(func)
     return prof
 
