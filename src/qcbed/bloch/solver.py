@@ -23,14 +23,22 @@ Two solvers:
   ``numpy.linalg.eig``, batched); c from ``numpy.linalg.solve`` (no inverse).
 * ``fast``: the elastic A′ is real symmetric (centrosymmetric crystal, origin
   at a centre of symmetry) or complex Hermitian (``dsyevd``/``zheevd`` through
-  ``numpy.linalg.eigh``, batched), c = conj(B₀). Absorption is a perturbation
-  Q = B† A′_abs B: its diagonal shifts the eigenvalues,
-  γ_j ← γ_j + i Q_jj / (2K_n) (Spence & Zuo 1992, eq. 2.32; Hirsch et al.
-  1965), and its off-diagonal part enters the propagator to first order
-  (Dyson series of exp(2πi t H) in the elastic eigenbasis), which removes the
-  first-order intensity error of the eigenvalue-only method. The remaining
-  error is second order in U′/U (checked against ``exact`` in the tests).
-  The default; use ``exact`` for strong absorption (U′ ≳ 0.1 U).
+  ``numpy.linalg.eigh``, batched). Absorption is a perturbation: in the elastic
+  eigenbasis H = diag(h) + P with h_j = (λ_j + i Q_jj)/2K_n — the first-order
+  eigenvalue correction of Spence & Zuo (1992, eq. 2.32; Hirsch et al. 1965),
+  Q = B† A′_abs B — and P = i Q_offdiag/2K_n. Two steps of a perturbative
+  similarity transformation, V = (1 + S₁)(1 + S₂) with (S)_jk = P_jk/(h_k − h_j)
+  (Jacobi-like quasi-diagonalisation; the second step uses the second-order
+  coupling P S₁ and adds the second-order eigenvalue shift diag(P S₁)), give
+  eigenvectors and eigenvalues of the absorbing problem with errors of third
+  order in U′/ΔΛ. The classic eigenvalue-only method has a first-order error in
+  the intensities (about 1 % of the maximum for Si at 1500 Å with Bird–King
+  absorption); this one agrees with ``exact`` to a few 10⁻⁴ of the maximum
+  intensity even there (see the tests). It costs about two elastic
+  diagonalisations — a quarter or less of the general complex solver — and is the
+  default. It does not apply when absorption is not small against the spacing
+  of the Bloch-wave eigenvalues (|U′_g| ≳ 0.1 |U_g|, or near-degenerate Bloch
+  waves coupled by absorption, where |S| is capped at 0.5): use ``exact``.
 
 Directions sharing a strong-beam count are stacked and solved in one batched
 LAPACK call. Everything here is a pure function of arrays, so chunks of
@@ -103,12 +111,9 @@ class EigenChunk:
 
     The exit amplitudes of the output beams are
 
-        ψ_g(t) = Σ_j B_gj w_j(t),
-        w_j(t) = c_j e_j + Σ_k R_jk (e_j − e_k)/(γ_j − γ_k),   e_j = exp(2πi γ_j t),
+        ψ_g(t) = Σ_j B_gj c_j exp(2πi γ_j t),
 
-    where the second term is the first-order (Dyson) correction for the
-    off-diagonal absorptive couplings of the ``fast`` solver (R = 0 for
-    ``exact``). Intensities are I_g = |ψ_g|² (flux-normalised).
+    and the flux-normalised intensities I_g = |ψ_g|².
 
     Attributes
     ----------
@@ -117,19 +122,18 @@ class EigenChunk:
     bout : (n_dir, n_out, n_max) complex
         Output-beam rows of the (symmetrised) eigenvectors.
     c : (n_dir, n_max) complex
-        Bloch-wave excitations from the entrance boundary condition.
-    r : (n_dir, n_max, n_max) complex or None
-        Off-diagonal absorptive couplings times excitations (``fast`` mode only).
+        Bloch-wave excitations from the entrance boundary condition B c = e₀.
     n_strong, n_weak : (n_dir,) int
         Beams in the eigen-problem, and beams included by Bethe potentials.
     m_out : (n_dir, n_out)
         √(1 + g_n/K_n) of the output beams (φ_g = ψ_g / m_g).
+    gmat : (n_dir, n_params, n_max, n_max) complex or None
+        G_p = B⁻¹ ∂H/∂p B for analytic structure-factor derivatives (``exact`` mode).
     """
 
     gamma: np.ndarray
     bout: np.ndarray
     c: np.ndarray
-    r: np.ndarray | None
     n_strong: np.ndarray
     n_weak: np.ndarray
     m_out: np.ndarray
@@ -167,8 +171,6 @@ class EigenChunk:
         dI_dt : (n_dir, n_out)
             Derivative with respect to thickness (Å⁻¹).
         """
-        if self.r is not None:
-            raise InputError("analytic gradients need the 'exact' solver mode", found="fast")
         t = float(thickness)
         e = np.exp(2j * np.pi * self.gamma * t)
         ec = e * self.c
@@ -189,25 +191,13 @@ class EigenChunk:
         dI_dp = 2.0 * np.real(np.conj(psi)[:, None, :] * dpsi)
         return inten, dI_dp, dI_dt
 
-    def _weights(self, t: float) -> np.ndarray:
-        e = np.exp(2j * np.pi * self.gamma * t)
-        w = e * self.c
-        if self.r is not None:
-            dh = self.gamma[:, :, None] - self.gamma[:, None, :]
-            de = e[:, :, None] - e[:, None, :]
-            small = np.abs(dh) * (2 * np.pi * t) < 1e-4
-            with np.errstate(divide="ignore", invalid="ignore"):
-                d = np.where(small, 1j * np.pi * t * (e[:, :, None] + e[:, None, :]),
-                             de / np.where(small, 1.0, dh))
-            w = w + np.einsum("djk,djk->dj", self.r, d)
-        return w
-
     def amplitudes(self, thickness: np.ndarray) -> np.ndarray:
         """ψ_g(t) for thicknesses (n_t,) in Å → (n_t, n_dir, n_out) complex."""
         t = np.atleast_1d(np.asarray(thickness, dtype=float))
         out = np.empty((len(t), self.n_dir, self.bout.shape[1]), dtype=complex)
         for k, tk in enumerate(t):
-            out[k] = np.einsum("dgj,dj->dg", self.bout, self._weights(tk))
+            w = np.exp(2j * np.pi * self.gamma * tk) * self.c
+            out[k] = np.einsum("dgj,dj->dg", self.bout, w)
         return out
 
     def intensities(self, thickness: np.ndarray) -> np.ndarray:
@@ -224,16 +214,10 @@ class EigenChunk:
             w = [(0, 0)] * (a.ndim - axes) + [(0, n_max - a.shape[-1])] * axes
             return np.pad(a, w)
 
-        has_r = any(c.r is not None for c in chunks)
-        r = None
-        if has_r:
-            r = np.concatenate([pad(c.r, 2) if c.r is not None else
-                                np.zeros((c.n_dir, n_max, n_max), complex) for c in chunks])
         return EigenChunk(
             gamma=np.concatenate([pad(c.gamma) for c in chunks]),
             bout=np.concatenate([pad(c.bout) for c in chunks]),
             c=np.concatenate([pad(c.c) for c in chunks]),
-            r=r,
             n_strong=np.concatenate([c.n_strong for c in chunks]),
             n_weak=np.concatenate([c.n_weak for c in chunks]),
             m_out=np.concatenate([c.m_out for c in chunks]),
@@ -243,8 +227,7 @@ class EigenChunk:
 
     def take(self, idx: np.ndarray) -> EigenChunk:
         """A subset of directions."""
-        return EigenChunk(self.gamma[idx], self.bout[idx], self.c[idx],
-                          None if self.r is None else self.r[idx], self.n_strong[idx],
+        return EigenChunk(self.gamma[idx], self.bout[idx], self.c[idx], self.n_strong[idx],
                           self.n_weak[idx], self.m_out[idx],
                           None if self.gmat is None else self.gmat[idx])
 
@@ -253,6 +236,44 @@ def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarr
             ) -> np.ndarray:
     """vec[index[rows_i, cols_j]] for batched index lists (n, a) × (n, b) → (n, a, b)."""
     return vec[index[rows[:, :, None], cols[:, None, :]]]
+
+
+def _coupling_step(h: np.ndarray, p: np.ndarray, cap: float = 0.5) -> np.ndarray:
+    """S_jk = P_jk/(h_k − h_j) (zero diagonal), |S_jk| capped at ``cap``."""
+    dh = h[:, None, :] - h[:, :, None]
+    ok = np.abs(dh) > 0
+    s = np.where(ok, p / np.where(ok, dh, 1.0), 0.0)
+    mag = np.abs(s)
+    big = mag > cap
+    if np.any(big):
+        s = np.where(big, s * (cap / np.where(big, mag, 1.0)), s)
+    return s
+
+
+def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
+                           aabs: np.ndarray, kn2: np.ndarray, n_out: int
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigen-solution of (A′ + i A′_abs)/2K_n from the elastic one (see module docstring).
+
+    Returns γ (n_g, n), the output rows of the eigenvectors (n_g, n_out, n) and the
+    excitations c (n_g, n).
+    """
+    q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
+    n = lam.shape[1]
+    ar = np.arange(n)
+    h = (lam + 1j * q[:, ar, ar].real) / kn2
+    p = (1j / kn2[:, :, None]) * q
+    p[:, ar, ar] = 0.0
+    s1 = _coupling_step(h, p)
+    ps = p @ s1
+    h2 = h + ps[:, ar, ar]
+    ps[:, ar, ar] = 0.0
+    s2 = _coupling_step(h2, ps)
+    eye = np.eye(n)
+    bout = vec[:, :n_out, :] @ (eye + s1) @ (eye + s2)
+    c = np.linalg.solve(eye + s1, c0[..., None])
+    c = np.linalg.solve(eye + s2, c)[..., 0]
+    return h2, bout, c
 
 
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
@@ -285,8 +306,7 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
     bout = np.zeros((n_dir, n_out, n_max), dtype=complex)
     cc = np.zeros((n_dir, n_max), dtype=complex)
     exact = arrays.mode == "exact"
-    absorbing = bool(np.any(arrays.u_abs != 0))
-    rr = np.zeros((n_dir, n_max, n_max), dtype=complex) if (absorbing and not exact) else None
+    absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
     m_out = np.sqrt(1.0 + g_n[None, :n_out] / k_n[:, None])
     n_weak = weak.sum(axis=1)
     real = arrays.real and not exact
@@ -310,7 +330,7 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         a = _gather(u, arrays.index, idx, idx)
         ar = np.arange(n)
         a[:, ar, ar] = diag_sg + (1j * arrays.u_abs0 if exact else 0.0)
-        aabs = _gather(ua, arrays.index, idx, idx) if rr is not None else None
+        aabs = _gather(ua, arrays.index, idx, idx) if absorbing else None
         wmask = weak[rows]
         wcols = np.nonzero(wmask.any(axis=0))[0]
         if gmat is not None:
@@ -332,7 +352,10 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
             if aabs is not None:
                 ua_sw = _gather(ua, arrays.index, idx, wsel) * d[:, None, :]
                 ua_ws = _gather(ua, arrays.index, wsel, idx)
+                # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order part,
+                # and the second-order real part −U′ D U′ (Hermitian) in the elastic block
                 aabs -= u_sw @ ua_ws + ua_sw @ u_ws
+                a += ua_sw @ ua_ws
         m = np.sqrt(1.0 + g_n[idx] / k_n[rows, None])
         mm = m[:, :, None] * m[:, None, :]
         a /= mm
@@ -352,19 +375,15 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 a = 0.5 * (a + np.conj(np.swapaxes(a, 1, 2)))
             lam, vec = np.linalg.eigh(a)
             c = np.conj(vec[:, 0, :])
-            if rr is not None:
+            if absorbing:
                 aabs /= mm
-                q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
-                qd = np.diagonal(q, axis1=1, axis2=2).real
-                gam = (lam + 1j * qd) / kn2
-                q[:, ar, ar] = 0.0
-                rr[rows, :n, :n] = (1j / kn2[:, :, None]) * q * c[:, None, :]
+                gam, vec, c = _absorb_perturbatively(lam, vec, c, aabs, kn2, n_out)
             else:
                 gam = lam / kn2
         gamma[rows, :n] = gam
         bout[rows, :, :n] = vec[:, :n_out, :]
         cc[rows, :n] = c
-    return EigenChunk(gamma=gamma, bout=bout, c=cc, r=rr, n_strong=n_s, n_weak=n_weak,
+    return EigenChunk(gamma=gamma, bout=bout, c=cc, n_strong=n_s, n_weak=n_weak,
                       m_out=m_out, gmat=gmat)
 
 
