@@ -42,7 +42,10 @@ def test_dtpar_mapping_and_dqe_formula():
 def test_pattern_variance_uses_detector_model():
     img = np.array([[0.0, 10.0], [100.0, 1000.0]])
     p = CBEDPattern(img, CCD)
-    assert np.allclose(p.variance(), CCD.variance(img))
+    assert np.allclose(p.variance(floor=0.0), CCD.variance(img))
+    # default floor: the variance of one count (Poisson: max(I, 1))
+    assert np.allclose(p.variance(), np.maximum(CCD.variance(img), CCD.variance(1.0)))
+    assert np.allclose(CBEDPattern(img).variance(), np.maximum(img, 1.0))
 
 
 def test_larbed_variance_formula():

@@ -185,6 +185,16 @@ def test_lacbed_geometry_recovered_from_engine_pattern(si_sim):
     assert abs(v["gl"] / gl_true - 1) < 1e-3
     assert abs(v["shift.row"] - 1.3) < 0.05 and abs(v["shift.col"] + 0.8) < 0.05
     assert fit.chi2 < 2.0
+    # the ROI is a refinement dataset (qcbed.refine.data protocol)
+    from qcbed.refine.fine import Refinement
+
+    ref = Refinement(si_sim, roi, background="per_disc")
+    ref.add_thickness(1200.0, refine=False)
+    assert {"rotation", "gl", "shift.row", "shift.col"} <= {p.name for p in ref.params}
+    worse = ref.evaluate().value
+    for name, value in v.items():
+        ref.params[name].value = value
+    assert ref.evaluate().value == pytest.approx(fit.chi2, rel=0.02) and worse > 10 * fit.chi2
 
 
 def test_cbed_geometry_recovered_from_engine_pattern(si_sim):

@@ -380,7 +380,7 @@ def lucy_richardson(data: ArrayLike,
                     detector: DetectorModel | None = None, background: ArrayLike | float = 0.0,
                     *, target: float = 1.0, rtol: float = 1e-4, max_iter: int = 500,
                     min_iter: int = 1, normalize_mtf: bool = True,
-                    variance_floor: float = 1e-6) -> LucyRichardsonResult:
+                    variance_floor: float | None = None) -> LucyRichardsonResult:
     """Lucy–Richardson deconvolution with the detector noise model and a χ² stopping rule.
 
     Richardson (1972), J. Opt. Soc. Am. 62, 55–59; Lucy (1974), Astron. J. 79,
@@ -407,9 +407,9 @@ def lucy_richardson(data: ArrayLike,
         Iteration limits.
     normalize_mtf : bool
         Normalise the transfer function to 1 at zero frequency.
-    variance_floor : float
-        Lower bound of σ² in the χ² (counts²), for pure-Poisson detectors at zero
-        intensity.
+    variance_floor : float, optional
+        Lower bound of σ² in the χ² (counts²); default σ²(1 count), which matters only
+        for pure-Poisson detectors near zero intensity.
 
     Returns
     -------
@@ -435,6 +435,8 @@ def lucy_richardson(data: ArrayLike,
         raise InputError("bad stopping parameters", source="lucy_richardson",
                          found=dict(target=target, rtol=rtol, max_iter=max_iter,
                                     min_iter=min_iter))
+    if variance_floor is None:
+        variance_floor = float(det.variance(1.0))
     otf = transfer_function(d.shape, mtf, normalize=normalize_mtf)
     s = det.poisson_shift
     signal = float(np.mean(d - b))

@@ -159,9 +159,18 @@ class CBEDPattern:
         """(H, W)."""
         return self.image.shape
 
-    def variance(self, floor: float = 1e-6) -> np.ndarray:
-        """Per-pixel variance σ² = m·g·I/DQE(I) of the recorded image (counts², ≥ floor)."""
-        return np.maximum(self.detector.variance(self.image), floor)
+    def variance(self, floor: float | None = None) -> np.ndarray:
+        """Per-pixel variance σ² = m·g·I/DQE(I) of the recorded image (counts²).
+
+        Parameters
+        ----------
+        floor : float, optional
+            Lower bound (counts²). Default: the variance of one count, σ²(1), so that a
+            Poisson detector gives max(I, 1) like :class:`LACBEDStack` and pixels near
+            zero counts do not get an unbounded weight (PyExtal clips I at 1).
+        """
+        f = self.detector.variance(1.0) if floor is None else float(floor)
+        return np.maximum(self.detector.variance(self.image), f)
 
     def deconvolve(self, mtf: ArrayLike | None = None, **options: Any
                    ) -> tuple[CBEDPattern, LucyRichardsonResult]:

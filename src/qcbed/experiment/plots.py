@@ -73,7 +73,7 @@ def plot_roi(roi: ROI, hkl: ArrayLike | None = None, values: Mapping[str, float]
                 continue
             pix = geom.kt_to_pixel(kt, h)
             if display:
-                pix = geom.experiment_to_display(pix - geom.pixel_shift(h))
+                pix = geom.experiment_to_display(pix)
             ax.plot(pix[:, 1], pix[:, 0], "-", color=col, lw=1.2)
             if isinstance(data, CBEDPattern):
                 ax.text(pix[0, 1], pix[0, 0], _fmt_hkl(h), color=col, fontsize=7,
