@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike
 from ..constants import potential_to_u, wavenumber
 from ..crystal import Crystal
 from ..errors import InputError
-from ..scattering.structure_factors import PotentialModel, structure_factors
+from ..scattering.structure_factors import PotentialModel, TabulatedPotential, structure_factors
 from .beams import BeamPool, BeamSelection
 from .geometry import ZoneFrame
 from .grids import TiltGrid
@@ -76,7 +76,8 @@ class Solution:
         """min/mean/max number of strong (and weak) beams over the directions."""
         ns, nw = self.eigen.n_strong, self.eigen.n_weak
         return {"strong_min": int(ns.min()), "strong_mean": float(ns.mean()),
-                "strong_max": int(ns.max()), "weak_mean": float(nw.mean())}
+                "strong_max": int(ns.max()), "weak_mean": float(nw.mean()),
+                "exact_fallback": int(self.eigen.n_fallback)}
 
 
 class Simulation:
@@ -103,8 +104,8 @@ class Simulation:
         Output beams within |g| ≤ aperture (Å⁻¹), as the ``.dat`` ``aper`` line, when
         ``outputs`` is not given; only zero-order-Laue-zone beams of an automatic
         pool are taken. Default 1.0 Å⁻¹.
-    potential : PotentialModel
-        Elastic scattering factors and absorption model.
+    potential : PotentialModel or TabulatedPotential
+        Elastic scattering factors and absorption model, or a table of U_g, U′_g.
     selection : BeamSelection
         Strong/weak beam rules.
     mode : {'fast', 'exact'}
@@ -142,7 +143,7 @@ class Simulation:
         pool: ArrayLike | None = None,
         outputs: ArrayLike | None = None,
         aperture: float = 1.0,
-        potential: PotentialModel | None = None,
+        potential: PotentialModel | TabulatedPotential | None = None,
         selection: BeamSelection | None = None,
         mode: str = "fast",
         gmax: float = 3.0,
@@ -246,13 +247,20 @@ class Simulation:
     def _mean_inner_u(self) -> float:
         if self._v0_override is not None:
             return float(potential_to_u(self._v0_override, self.voltage_kv))
+        if isinstance(self.potential, TabulatedPotential):
+            return float(self.potential.lookup(np.zeros((1, 3), int))[0][0].real)
         sf = structure_factors(self._internal, np.zeros((1, 3), int), self.voltage_kv,
                                replace(self.potential, absorption="none"))
         return float(sf.u[0].real)
 
     def _compute_u(self, hkl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        sf = structure_factors(self._internal, hkl, self.voltage_kv, self.potential)
-        u, ua = sf.u.copy(), sf.u_abs.copy()
+        if isinstance(self.potential, TabulatedPotential):
+            u, ua = self.potential.lookup(hkl)
+            shift = np.exp(2j * np.pi * (hkl @ self.origin_shift))
+            u, ua = u * shift, ua * shift
+        else:
+            sf = structure_factors(self._internal, hkl, self.voltage_kv, self.potential)
+            u, ua = sf.u.copy(), sf.u_abs.copy()
         if self._u_abs0_override is not None:
             ua[np.all(hkl == 0, axis=1)] = self._u_abs0_override
         return u, ua
@@ -365,6 +373,9 @@ class Simulation:
         if row >= 0:
             ph = np.exp(-2j * np.pi * float(np.dot(h, self.origin_shift)))
             return complex(self.table.u[row] * ph), complex(self.table.u_abs[row] * ph)
+        if isinstance(self.potential, TabulatedPotential):
+            u, ua = self.potential.lookup(h[None])
+            return complex(u[0]), complex(ua[0])
         sf = structure_factors(self.crystal, h[None], self.voltage_kv, self.potential)
         return complex(sf.u[0]), complex(sf.u_abs[0])
 

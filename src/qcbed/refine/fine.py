@@ -354,7 +354,7 @@ class Refinement:
         t = self.params["thickness"].value
         eig, names = self._eigen(with_derivatives=gradients)
         grads: dict[str, np.ndarray] = {}
-        if gradients and eig.r is None:
+        if gradients:
             inten, d_p, d_t = eig.gradients(t)
             inten = inten[:, self.out_idx].T
             grads["thickness"] = d_t[:, self.out_idx].T

@@ -274,3 +274,48 @@ def xray_structure_factors(crystal: Crystal, hkl: ArrayLike, u: ArrayLike, volta
     zero = s2 == 0
     out[zero] = np.sum(atoms.occupancy * z) - np.sum(atoms.occupancy * atoms.charges)
     return out
+
+
+@dataclass(frozen=True)
+class TabulatedPotential:
+    """U_g and U′_g given as a table (e.g. from another program), in the crystal's origin.
+
+    Reflections absent from the table get ``fill`` (default 0). Use it to run the
+    engine with exactly the structure factors of a reference calculation.
+
+    Parameters
+    ----------
+    hkl : (n, 3) int
+    u, u_abs : (n,) complex
+        Å⁻², qcbed's phase convention (exp(−2πi g·r)).
+    name : str
+        Description stored in results.
+    """
+
+    hkl: np.ndarray
+    u: np.ndarray
+    u_abs: np.ndarray
+    name: str = "table"
+    fill: complex = 0.0
+
+    def lookup(self, hkl: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """(U, U′) for reflections ``hkl`` (n, 3)."""
+        h = np.atleast_2d(np.asarray(hkl, dtype=np.int64))
+        table = np.asarray(self.hkl, dtype=np.int64)
+        span = int(max(np.abs(table).max(), np.abs(h).max())) + 1
+        base = 2 * span + 1
+
+        def key(a):
+            return ((a[:, 0] + span) * base + a[:, 1] + span) * base + a[:, 2] + span
+
+        kt = key(table)
+        order = np.argsort(kt)
+        pos = np.clip(np.searchsorted(kt[order], key(h)), 0, len(kt) - 1)
+        found = kt[order][pos] == key(h)
+        idx = order[pos]
+        u = np.where(found, np.asarray(self.u, complex)[idx], self.fill)
+        ua = np.where(found, np.asarray(self.u_abs, complex)[idx], 0.0)
+        return u, ua
+
+    def describe(self) -> str:
+        return f"tabulated({self.name}, {len(self.hkl)} reflections)"
