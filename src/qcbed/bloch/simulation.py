@@ -156,7 +156,7 @@ class Simulation:
         u_abs0: float | None = None,
         structure_factors: Mapping[tuple[int, int, int], complex | tuple[complex, complex]]
         | None = None,
-        chunk_size: int = 256,
+        chunk_size: int = 128,
         executor=None,
     ) -> None:
         if not np.isfinite(voltage_kv) or voltage_kv <= 0:

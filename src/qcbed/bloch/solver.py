@@ -249,11 +249,14 @@ def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarr
 FAST_MIXING_LIMIT = 0.1
 
 
-def _coupling_step(h: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """S_jk = P_jk/(h_k − h_j), zero diagonal (and zero for exactly equal h)."""
+def _inverse_gaps(h: np.ndarray) -> np.ndarray:
+    """1/(h_k − h_j) for j ≠ k, and 0 on the diagonal (and for exactly equal h)."""
     dh = h[:, None, :] - h[:, :, None]
-    ok = np.abs(dh) > 0
-    return np.where(ok, p / np.where(ok, dh, 1.0), 0.0)
+    n = h.shape[1]
+    ar = np.arange(n)
+    dh[:, ar, ar] = np.inf
+    dh[dh == 0] = np.inf
+    return 1.0 / dh
 
 
 def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
@@ -263,32 +266,37 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
 
     Returns γ (n_g, n), the output rows of the eigenvectors (n_g, n_out, n), the
     excitations c (n_g, n), and a flag (n_g,) marking directions where the
-    perturbation is not small (|S| > :data:`FAST_MIXING_LIMIT`), which the caller
+    perturbation is not small (see :data:`FAST_MIXING_LIMIT`), which the caller
     solves exactly.
     """
     q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
     n = lam.shape[1]
     ar = np.arange(n)
     h = (lam + 1j * q[:, ar, ar].real) / kn2
-    p = (1j / kn2[:, :, None]) * q
-    p[:, ar, ar] = 0.0
-    s1 = _coupling_step(h, p)
+    q[:, ar, ar] = 0.0
+    scale = 1j / kn2[:, :, None]
+    # S₁ = P/(h_k − h_j), P = i Q_offdiag / 2K_n
+    s1 = (scale * q) * _inverse_gaps(h)
     # mixing between Bloch waves, weighted by how much the stronger one is excited
     wexc = np.abs(c0)
     wexc = np.maximum(wexc[:, :, None], wexc[:, None, :])
     unsafe = (np.abs(s1) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
     # (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁ + O(P⁴)
-    ps = p @ s1
+    if np.isrealobj(q):
+        ps = scale * (q @ s1.real + 1j * (q @ s1.imag))
+    else:
+        ps = scale * (q @ s1)
     h2mat = ps - s1 @ ps
     h2 = h + h2mat[:, ar, ar]
     h2mat[:, ar, ar] = 0.0
-    s2 = _coupling_step(h2, h2mat)
+    s2 = h2mat * _inverse_gaps(h2)
     h2 = h2 + np.sum(h2mat * np.swapaxes(s2, 1, 2), axis=2)
     unsafe |= (np.abs(s2) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
+    vo = vec[:, :n_out, :]
+    vo = vo + vo @ s1
+    bout = vo + vo @ s2
     eye = np.eye(n)
-    bout = vec[:, :n_out, :] @ (eye + s1) @ (eye + s2)
-    c = np.linalg.solve(eye + s1, c0[..., None])
-    c = np.linalg.solve(eye + s2, c)[..., 0]
+    c = np.linalg.solve(eye + s2, np.linalg.solve(eye + s1, c0[..., None]))[..., 0]
     return h2, bout, c, unsafe
 
 
