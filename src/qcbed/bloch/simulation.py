@@ -311,20 +311,21 @@ class Simulation:
             self._changed_rows = rows
 
     def default_phase(self, hkl: ArrayLike) -> float:
-        """Phase φ (rad) of U_g used when refining its amplitude.
+        """Reference phase φ (rad) of U_g = a·exp(iφ) when its signed amplitude a is refined.
 
-        The current phase of U_g; for a reflection whose U_g vanishes in the
-        independent-atom model, the phase a centre of symmetry allows
-        (φ = −2π g·s, U real at the centre s), else 0.
+        Centrosymmetric crystals: the axis allowed by the centre of symmetry s,
+        φ = −2π g·s folded into (−π/2, π/2], so that a is the signed U_g when the
+        origin is at a centre (U_111 < 0 for Si at origin choice 2). Otherwise the
+        current phase of U_g (0 when it vanishes).
         """
         g = np.asarray(hkl, int).reshape(3)
+        if self.crystal.is_centrosymmetric:
+            phi = float(-2 * np.pi * np.dot(g, self.origin_shift))
+            return float((phi + np.pi / 2) % np.pi - np.pi / 2) if \
+                not np.isclose((phi + np.pi / 2) % np.pi, 0.0) else np.pi / 2
         u0 = self.structure_factor(g)[0]
         scale = max(float(np.abs(self.table.u).max()), 1e-30)
-        if abs(u0) > 1e-10 * scale:
-            return float(np.angle(u0))
-        if self.crystal.is_centrosymmetric:
-            return float(-2 * np.pi * np.dot(g, self.origin_shift))
-        return 0.0
+        return float(np.angle(u0)) if abs(u0) > 1e-10 * scale else 0.0
 
     def sf_coefficients(self, hkl: ArrayLike, phase: float | None = None,
                         symmetric: bool = True) -> np.ndarray:

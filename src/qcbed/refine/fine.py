@@ -221,8 +221,10 @@ class Refinement:
             u = complex(value)
         if value_abs is not None:
             ua = complex(value_abs)
-        phase = self.sim.default_phase(h) if value is None else float(np.angle(u)) \
-            if abs(u) > 0 else self.sim.default_phase(h)
+        if self.sim.crystal.is_centrosymmetric or abs(u) == 0:
+            phase = self.sim.default_phase(h)
+        else:
+            phase = float(np.angle(u))
         ps = structure_factor_parameters(h, u, ua, phase=phase, refine_u=refine_u,
                                          refine_uabs=refine_uabs, refine_phase=refine_phase)
         for p in ps:
