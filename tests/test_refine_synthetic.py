@@ -234,3 +234,50 @@ def test_refinement_rejects_bad_set_ups(truth_setup):
     bad = DirectData([[3, 3, 3]], kt[:5], np.ones((1, 5)), np.ones((1, 5)))
     with pytest.raises(InputError, match="output"):
         Refinement(sim, bad)
+
+
+def test_parameter_registry_symmetry_constraints():
+    from qcbed.refine.parameters import (
+        allowed_displacements,
+        allowed_u_tensors,
+        apply_cell,
+        cell_parameters,
+    )
+
+    tio2 = Crystal(Lattice(4.594, 4.594, 2.959),
+                   [Site("Ti", "Ti", (0, 0, 0), b_iso=0.4),
+                    Site("O", "O", (0.3053, 0.3053, 0), b_iso=0.5)],
+                   space_group_from_number(136))
+    # rutile: Ti on mmm (no free coordinate), O on m.2m (x, x, 0): one direction [110]
+    assert allowed_displacements(tio2, 0).shape[0] == 0
+    d = allowed_displacements(tio2, 1)
+    assert d.shape[0] == 1 and np.allclose(np.abs(d[0]), [2**-0.5, 2**-0.5, 0])
+    # U tensors: U11 = U22, U33, U12 free (three parameters) for both sites
+    for i in (0, 1):
+        basis, coeff = allowed_u_tensors(tio2, i)
+        assert len(basis) == 3
+        u = np.tensordot(coeff, basis, 1)
+        assert np.allclose(u, u.T) and u[0, 0] == pytest.approx(u[1, 1])
+        assert u[0, 0] == pytest.approx(tio2.sites[i].b_iso / (8 * np.pi**2), rel=1e-9)
+    # cubic Si: one isotropic tensor
+    assert len(allowed_u_tensors(si_crystal(), 0)[0]) == 1
+    # tetragonal cell: a and c only; a change keeps a = b
+    cp = cell_parameters(tio2)
+    assert [p.name for p in cp] == ["cell.a", "cell.c"]
+    new = apply_cell(tio2, {"a": 4.6}, "tetragonal")
+    assert new.lattice.b == 4.6 and new.lattice.c == 2.959
+
+
+def test_orientation_and_anisotropic_parameters_refine(truth_setup):
+    sim, sim_true, kt, _ = truth_setup
+    data = synthetic_data(sim_true, kt[::3] + np.array([0.0004, 0.0]),
+                          np.random.default_rng(9))
+    data.kt = kt[::3]  # the data were made 0.0004 Å⁻¹ further along x than it says
+    ref = make_refinement(sim, data, start=1.0)
+    ref.params["Uabs(1,-1,-1)"].refine = False
+    ref.add_orientation()
+    res = ref.fit("lm", max_iter=30)
+    assert res.value("tilt.x") == pytest.approx(0.0004, abs=4 * res.esd("tilt.x"))
+    ref2 = make_refinement(sim, data, start=1.0)
+    ps = ref2.add_u_aniso("Si")
+    assert len(ps) == 1 and ps[0].value == pytest.approx(0.4668 / (8 * np.pi**2), rel=1e-6)

@@ -246,6 +246,32 @@ class Refinement:
         return self.params.add(Parameter("voltage", v, "structure", 0.05, v - 5, v + 5, "kV",
                                          refine, ("voltage",)))
 
+    def add_orientation(self, *, refine: bool = True, scale: float = 1e-4) -> list[Parameter]:
+        """Orientation: a shift (tilt.x, tilt.y) in Å⁻¹ of every simulated k_t (re-diagonalises)."""
+        return [self.params.add(Parameter(f"tilt.{ax}", 0.0, "structure", scale, -0.1, 0.1,
+                                          "Å⁻¹", refine, ("tilt", ax))) for ax in "xy"]
+
+    def add_u_aniso(self, label: str, *, refine: bool = True) -> list[Parameter]:
+        """Anisotropic displacement U^{ij} (Å²) of a site along its symmetry-allowed tensors.
+
+        The site symmetry allows only the combinations of U^{ij} invariant under its
+        operations (R U Rᵀ = U in the fractional basis; Peterse & Palm 1966;
+        International Tables Vol. D §1.2); each allowed basis tensor gets one
+        parameter (its coefficient, Å²), started from the site's current U (or
+        B_iso/8π² times the metric-isotropic tensor).
+        """
+        from .parameters import allowed_u_tensors
+
+        for i, st in enumerate(self.sim.crystal.sites):
+            if st.label == label:
+                basis, coeff = allowed_u_tensors(self.sim.crystal, i)
+                return [self.params.add(Parameter(f"Uij({label}).{k}", float(c), "structure",
+                                                  1e-4, -0.5, 0.5, "Å²", refine,
+                                                  ("Uaniso", i, tuple(map(tuple, b)))))
+                        for k, (b, c) in enumerate(zip(basis, coeff))]
+        raise InputError("unknown site label", expected=[s.label for s in self.sim.crystal.sites],
+                         found=label)
+
     def add(self, parameter: Parameter) -> Parameter:
         """Add any parameter (e.g. from :func:`~qcbed.refine.parameters.cell_parameters`)."""
         return self.params.add(parameter)
@@ -254,17 +280,26 @@ class Refinement:
     def _struct_params(self) -> list[Parameter]:
         return [p for p in self.params if p.kind == "structure"]
 
+    def _tilt(self) -> np.ndarray:
+        t = np.zeros(2)
+        for p in self.params:
+            if p.target and p.target[0] == "tilt":
+                t["xy".index(p.target[1])] = p.value
+        return t
+
     def _struct_key(self) -> tuple:
         return tuple(round(p.value, 15) for p in self._struct_params())
 
     def _apply_structure(self) -> None:
         """Bring ``self.sim`` in line with the structural parameter values."""
-        other = [p for p in self._struct_params() if p.target[0] not in ("U", "Uabs", "phase")]
+        other = [p for p in self._struct_params()
+                 if p.target[0] not in ("U", "Uabs", "phase", "tilt")]
         crystal = self.sim0.crystal
         voltage = None
         if other:
             sites = list(crystal.sites)
             cell: dict[str, float] = {}
+            aniso: dict[int, np.ndarray] = {}
             system = ""
             from dataclasses import replace as dc_replace
 
@@ -286,6 +321,11 @@ class Refinement:
                     system = p.target[2]
                 elif kind == "voltage":
                     voltage = p.value
+                elif kind == "Uaniso":
+                    i = p.target[1]
+                    aniso[i] = aniso.get(i, np.zeros((3, 3))) + p.value * np.asarray(p.target[2])
+            for i, u in aniso.items():  # U = Σ_k c_k (allowed tensor)_k
+                sites[i] = dc_replace(sites[i], u_aniso=u)
             crystal = crystal.replace(sites=sites)
             if cell:
                 crystal = apply_cell(crystal, cell, system)
@@ -334,7 +374,8 @@ class Refinement:
             return self._cache_eig
         self._apply_structure()
         deriv = self._u_derivative_tables() if with_derivatives else None
-        eig = self.sim.solve_eigen(self.data.kt, None if deriv is None else deriv[1:])
+        eig = self.sim.solve_eigen(self.data.kt + self._tilt(),
+                                   None if deriv is None else deriv[1:])
         self.n_solves += 1
         self._cache_key = (self._struct_key(), deriv is not None)
         self._cache_eig = (eig, None if deriv is None else deriv[0])

@@ -284,3 +284,60 @@ def site_parameters(crystal: Crystal, *, b_iso: bool = True, xyz: bool = False,
             out.append(Parameter(f"occ({st.label})", st.occupancy, "structure", 0.01, 0.0, 1.0,
                                  "", target=("occ", i)))
     return out
+
+
+def allowed_u_tensors(crystal: Crystal, site_index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Basis of the anisotropic U tensors a site's symmetry allows, and the site's coefficients.
+
+    U (Å², CIF convention U^{ij}, converted to the fractional form
+    β ∝ N U N with N = diag(a*, b*, c*)) must satisfy R β Rᵀ = β for every
+    site-symmetry operation. The allowed β form the null space of the linear map
+    β ↦ (R β Rᵀ − β) on symmetric 3 × 3 matrices.
+
+    Returns
+    -------
+    basis : ndarray (k, 3, 3)
+        Allowed U^{ij} tensors, each scaled so that its largest element is 1 (the
+        coefficient is then that U^{ij} in Å²).
+    coeff : ndarray (k,)
+        Coefficients of the site's current U (isotropic B gives B/8π² along the
+        metric-isotropic tensor).
+    """
+    st = crystal.sites[site_index]
+    x = np.asarray(st.xyz)
+    rot, tran = crystal.operations
+    nrec = np.diag(crystal.lattice.reciprocal_parameters)
+    sym_idx = [(0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2)]
+
+    def mat(v):
+        m = np.zeros((3, 3))
+        for val, (i, j) in zip(v, sym_idx):
+            m[i, j] = m[j, i] = val
+        return m
+
+    rows = []
+    for r, t in zip(rot, tran):
+        d = r @ x + t - x
+        if not np.all(np.abs(d - np.rint(d)) < 1e-5):
+            continue
+        cols = []
+        for k in range(6):
+            e = mat(np.eye(6)[k])
+            diff = r @ e @ r.T - e
+            cols.append([diff[i, j] for i, j in sym_idx])
+        rows.append(np.array(cols).T)
+    a = np.vstack(rows)
+    _, s, vt = np.linalg.svd(a)
+    null = vt[np.sum(s > 1e-8):]
+    ninv = np.linalg.inv(nrec)
+    basis = np.array([ninv @ mat(v) @ ninv for v in null])
+    basis /= np.abs(basis).max(axis=(1, 2))[:, None, None]  # coefficients ≈ U^{ij} in Å²
+    if st.u_aniso is not None:
+        u = np.asarray(st.u_aniso)
+    else:
+        g = crystal.lattice.reciprocal_metric
+        # isotropic U^{ij} = U_iso a*_i a*_j cos(angle*) …: U^{ij} = U_iso G*_ij/(a*_i a*_j)
+        u = st.b_iso / (8 * np.pi**2) * ninv @ g @ ninv
+    flat_b = basis.reshape(len(basis), -1)
+    coeff, *_ = np.linalg.lstsq(flat_b.T, u.ravel(), rcond=None)
+    return basis, coeff
