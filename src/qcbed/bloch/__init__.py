@@ -1,0 +1,8 @@
+"""The Bloch-wave engine: geometry, beam selection, batched eigen-solutions, patterns."""
+
+from .beams import BeamPool, BeamSelection
+from .geometry import ZoneFrame
+from .grids import TiltGrid
+from .simulation import Simulation, Solution
+
+__all__ = ["BeamPool", "BeamSelection", "Simulation", "Solution", "TiltGrid", "ZoneFrame"]
