@@ -1,0 +1,37 @@
+"""``qcbed refine PROJECT``: run a project's refinement plan and write the results."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import engine_options, executor, settings, wrap
+
+
+@click.command("refine")
+@click.argument("project", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output folder (default: [project] output of the file).")
+@engine_options
+@wrap
+def command(project: str, out_dir: str | None, quiet: bool | None, workers: str | None) -> None:
+    """Run the refinement plan of PROJECT (a TOML project file): coarse steps, then fine
+    steps; write results.h5, result.json, structure_factors.hkl and report.html.
+
+    A checkpoint is written after every iteration; continue a killed run with
+    'qcbed resume PROJECT'.
+    """
+    from ..errors import QcbedError
+    from ..project import ProjectRun, load_project
+
+    q, w = settings(quiet, workers)
+    proj = load_project(project)
+    run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q,
+                     log=(lambda s: None) if q else click.echo)
+    try:
+        res = run.run()
+    except (QcbedError, KeyboardInterrupt):
+        click.echo(f"the run stopped; continue it with: qcbed resume {run.out_dir}", err=True)
+        raise
+    if res.fine is not None:
+        click.echo(res.fine.summary())
+    click.echo(f"results in {res.out_dir}: " + ", ".join(p.name for p in res.files.values()))
