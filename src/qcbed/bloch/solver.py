@@ -292,11 +292,17 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
     s2 = h2mat * _inverse_gaps(h2)
     h2 = h2 + np.sum(h2mat * np.swapaxes(s2, 1, 2), axis=2)
     unsafe |= (np.abs(s2) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
+    # V = B (1 + S₁)(1 + S₂) = B (1 + T), T = S₁ + S₂ + S₁ S₂; c = (1 + T)⁻¹ c₀
+    t = s1 @ s2
+    t += s1
+    t += s2
     vo = vec[:, :n_out, :]
-    vo = vo + vo @ s1
-    bout = vo + vo @ s2
-    eye = np.eye(n)
-    c = np.linalg.solve(eye + s2, np.linalg.solve(eye + s1, c0[..., None]))[..., 0]
+    if np.isrealobj(vo):
+        bout = vo + (vo @ t.real + 1j * (vo @ t.imag))
+    else:
+        bout = vo + vo @ t
+    t[:, ar, ar] += 1.0
+    c = np.linalg.solve(t, c0[..., None])[..., 0]
     return h2, bout, c, unsafe
 
 
