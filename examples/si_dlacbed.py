@@ -8,8 +8,9 @@ or set ``QCBED_SHARED``); exits with a message otherwise.
    images compare directly, with no flip or transpose;
 2. write a project file for the folder (as ``qcbed import-felix``) and validate it;
 3. refine it: by default a short plan (coarse thickness/orientation, then
-   thickness + shift on a coarse ROI; a few minutes on 2 cores); with ``--full``
-   the imported plan (thickness and the U_g of 111, 220, 113; tens of minutes).
+   thickness + shift on a coarser ROI; about 3 minutes on 2 cores); with ``--full``
+   the imported plan (thickness and the U_g of 111, 220, 113 on a 61 × 61 ROI;
+   about 15 minutes on 2 cores).
 
 Run:  python examples/si_dlacbed.py [--full] [output folder]
 """

@@ -120,3 +120,42 @@ def test_write_simulation_layout(tmp_path):
         assert f.attrs["voltage_kv"] == 200.0 and f.attrs["qcbed_version"]
         assert f["provenance"].attrs["command_line"] == "qcbed simulate"
     json.dumps(RESULT_SCHEMA)
+
+
+def test_report_of_many_reflections(tmp_path):
+    """The HTML report splits many discs over several figures and links only local files."""
+    from types import SimpleNamespace
+
+    from qcbed.bloch.geometry import ZoneFrame
+    from qcbed.crystal import Lattice
+    from qcbed.experiment import ROI, ExperimentGeometry, LACBEDStack, Region
+    from qcbed.refine.parameters import ParameterSet
+    from qcbed.report import write_report
+
+    rng = np.random.default_rng(0)
+    frame = ZoneFrame(Lattice(4.0, 4.0, 4.0), (0, 0, 1), (1, 0, 0))
+    geom = ExperimentGeometry(frame, (20, 20), gl=10.0, mode="lacbed")
+    hkl = [(h, k, 0) for h in (-1, 0, 1) for k in (-1, 0, 1)]
+    stack = LACBEDStack(rng.random((9, 20, 20)) * 100 + 10, hkl, geometry=geom)
+    roi = ROI(stack, Region.rectangle((2, 2), (15, 15), (8, 8)), refine=())
+    exp, _var, valid = roi.sample()
+    res = SimpleNamespace(parameters=ParameterSet(roi.sampling_parameters()),
+                          extra={"experiment": exp, "model": exp * 1.01, "mask": valid},
+                          free_names=["thickness", "U(1,0,0)"], correlation=np.eye(2))
+    hist = [{"gof": 2.0, "thickness": 100.0, "step": "s"},
+            {"gof": 1.0, "thickness": 101.0, "step": "s"}]
+    run = SimpleNamespace(fine=res, roi=roi, history=hist,
+                          coarse=[{"step": "orientation_thickness", "summary": "x",
+                                   "history": [{"thickness": 90.0, "correlation": 0.5},
+                                               {"thickness": 100.0, "correlation": 0.9}]}])
+    result = minimal_result()
+    result["truth"] = {"thickness": 100.5}
+    html_path = write_report(tmp_path, run, result, result["structure_factors"],
+                             {"qcbed_version": "0", "input_files": {"a": "b"}})
+    html = html_path.read_text()
+    figs = sorted(p.name for p in (tmp_path / "figures").iterdir())
+    assert figs == ["coarse0.png", "correlation.png", "discs_region0_1.png",
+                    "discs_region0_2.png", "traces.png"]
+    for f in figs:
+        assert f"figures/{f}" in html
+    assert "<script" not in html and "(value − true)/esd" in html

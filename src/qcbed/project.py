@@ -1116,7 +1116,8 @@ def build_setup(project: Project, *, executor: Any = None) -> Setup:
                        "roi.disc_shifts", expected="reflections of roi.hkl", found=tuple(h))
     ex = executor if executor is not None else project.engine["executor"]
     try:
-        ex_obj = make_executor(ex)
+        # 'auto': the engine picks (local processes for large jobs, serial for small ones)
+        ex_obj = None if ex in (None, "auto") else make_executor(ex)
     except InputError as exc:
         raise _err(project, exc.reason, "engine.executor", expected=exc.expected,
                    found=exc.found) from None
@@ -1415,7 +1416,12 @@ class ProjectRun:
             disc_shifts={_key_hkl(k): tuple(v) for k, v in gs["disc_shifts"].items()})
 
     def _crystal(self, setup: Setup, state: dict):
-        return setup.crystal.with_b_iso(state["b_iso"]) if state["b_iso"] else setup.crystal
+        from .refine.parameters import apply_cell
+
+        crystal = setup.crystal.with_b_iso(state["b_iso"]) if state["b_iso"] else setup.crystal
+        if state.get("cell"):
+            crystal = apply_cell(crystal, state["cell"], state["cell_system"])
+        return crystal
 
     def _sim(self, setup: Setup, base, state: dict, mode: str | None = None):
         sim = base.with_changes(crystal=self._crystal(setup, state),
@@ -1645,6 +1651,9 @@ class ProjectRun:
                         cur[0 if m.group(4) == "row" else 1] = float(p.value)
             elif p.name.startswith("B("):
                 state["b_iso"][p.name[2:-1]] = float(p.value)
+            elif p.name.startswith("cell."):
+                state.setdefault("cell", {})[p.name[5:]] = float(p.value)
+                state["cell_system"] = p.target[2]
             elif p.name == "voltage":
                 state["voltage_kv"] = float(p.value)
             elif p.name in ("tilt.x", "tilt.y"):

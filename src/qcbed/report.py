@@ -76,39 +76,51 @@ def _disc_figures(run: Any, figdir: Path) -> list[tuple[str, str]]:
     parts = [roi.split(res.extra[k]) for k in ("experiment", "model", "mask")]
     sig = roi.split(np.sqrt(np.where(np.isfinite(var), var, np.nan)))
     out = []
+    n = len(roi.hkl)
+    per_fig = 4 if n <= 4 else 8            # reflections per figure
+    pairs = 1 if n <= 4 else 2              # reflections per figure row
     for k, (exp, mod, msk, sg) in enumerate(zip(*parts, sig)):
-        n = len(roi.hkl)
-        fig, axes = plt.subplots(n, 3, figsize=(7.2, 2.3 * n + 0.4), squeeze=False)
-        for i, h in enumerate(roi.hkl):
-            e = np.where(msk[i], exp[i], np.nan)
-            m = np.where(msk[i], mod[i], np.nan)
-            if not np.any(np.isfinite(e)):
-                for a in axes[i]:
-                    a.axis("off")
-                continue
-            lo, hi = np.nanpercentile(np.concatenate([e.ravel(), m.ravel()]), [0.5, 99.5])
-            d = (e - m) / sg[i]
-            lim = max(float(np.nanpercentile(np.abs(d), 99)), 1e-12)
-            for a, img, title, kw in (
-                    (axes[i, 0], e, "experiment", dict(cmap="gray", vmin=lo, vmax=hi)),
-                    (axes[i, 1], m, "simulation (fit)", dict(cmap="gray", vmin=lo, vmax=hi)),
-                    (axes[i, 2], d, "difference / σ", dict(cmap="RdBu_r", vmin=-lim,
-                                                           vmax=lim))):
-                im = a.imshow(img, interpolation="nearest", **kw)
-                a.set_xticks([])
-                a.set_yticks([])
-                if i == 0:
-                    a.set_title(title, fontsize=9)
-                if a is axes[i, 2]:
-                    fig.colorbar(im, ax=a, fraction=0.046, pad=0.02)
-            axes[i, 0].set_ylabel(f"({' '.join(str(int(x)) for x in h)})", fontsize=9)
-        fig.tight_layout()
-        name = f"discs_region{k}.png"
-        _save(fig, figdir / name)
-        plt.close(fig)
-        out.append((name, f"Region {k + 1}: experiment, fitted simulation and normalised "
-                          "difference per reflection"))
+        for part, start in enumerate(range(0, n, per_fig)):
+            idx = list(range(start, min(start + per_fig, n)))
+            nrow = int(np.ceil(len(idx) / pairs))
+            fig, axes = plt.subplots(nrow, 3 * pairs, figsize=(3.6 * pairs * 2, 2.3 * nrow + 0.4),
+                                     squeeze=False)
+            for ax in axes.ravel():
+                ax.axis("off")
+            for j, i in enumerate(idx):
+                row = axes[j // pairs, 3 * (j % pairs):3 * (j % pairs) + 3]
+                _disc_row(fig, row, roi.hkl[i], exp[i], mod[i], msk[i], sg[i], j < pairs)
+            fig.tight_layout()
+            name = f"discs_region{k}.png" if n <= per_fig else f"discs_region{k}_{part + 1}.png"
+            _save(fig, figdir / name)
+            plt.close(fig)
+            what = ", ".join("(" + " ".join(str(int(x)) for x in roi.hkl[i]) + ")" for i in idx)
+            out.append((name, f"Region {k + 1}, {what}: experiment, fitted simulation and "
+                              "normalised difference"))
     return out
+
+
+def _disc_row(fig, axes, h, exp, mod, msk, sg, titles: bool) -> None:
+    e = np.where(msk, exp, np.nan)
+    m = np.where(msk, mod, np.nan)
+    if not np.any(np.isfinite(e)):
+        return
+    lo, hi = np.nanpercentile(np.concatenate([e.ravel(), m.ravel()]), [0.5, 99.5])
+    d = (e - m) / sg
+    lim = max(float(np.nanpercentile(np.abs(d), 99)), 1e-12)
+    for a, img, title, kw in (
+            (axes[0], e, "experiment", dict(cmap="gray", vmin=lo, vmax=hi)),
+            (axes[1], m, "simulation (fit)", dict(cmap="gray", vmin=lo, vmax=hi)),
+            (axes[2], d, "difference / σ", dict(cmap="RdBu_r", vmin=-lim, vmax=lim))):
+        a.axis("on")
+        im = a.imshow(img, interpolation="nearest", **kw)
+        a.set_xticks([])
+        a.set_yticks([])
+        if titles:
+            a.set_title(title, fontsize=9)
+        if a is axes[2]:
+            fig.colorbar(im, ax=a, fraction=0.046, pad=0.02)
+    axes[0].set_ylabel(f"({' '.join(str(int(x)) for x in h)})", fontsize=9)
 
 
 def _trace_figure(run: Any, figdir: Path, truth: Mapping[str, float]
@@ -240,7 +252,8 @@ def write_report(out_dir: str | os.PathLike, run: Any, result: Mapping[str, Any]
         ["samples used / dof", f"{result['n_used']} / {result['dof']}"],
         ["thickness (Å)", f"{_fmt(th['value'], '.2f')} ± {_fmt(th['esd'], '.2g')}"],
         ["tilt0 (1/Å)", ", ".join(_fmt(x, ".5f") for x in result["orientation"]["tilt0"])],
-        ["message", e(result["message"])], ["run time (s)", _fmt(result["elapsed_s"], ".1f")]]))
+        ["message", e(result.get("message", ""))],
+        ["run time (s)", _fmt(result.get("elapsed_s"), ".1f")]]))
     prm = []
     for p in result["parameters"]:
         if not p["refined"]:
@@ -268,7 +281,7 @@ def write_report(out_dir: str | os.PathLike, run: Any, result: Mapping[str, Any]
               _fmt(r["phase_deg"], ".1f"), _fmt(r["U_iam"], ".6e"), _fmt(r["U"], ".6e"),
               _fmt(r["U_esd"], ".2e"), _fmt(r["U_abs_iam"], ".4e"), _fmt(r["U_abs"], ".4e"),
               _fmt(r["U_abs_esd"], ".2e"), _fmt(r["Fx_iam"], ".4f"), _fmt(r["Fx"], ".4f"),
-              _fmt(r["Fx_esd"], ".2g")] for r in rows]))
+              _fmt(r.get("Fx_esd"), ".2g")] for r in rows]))
     if result["zncc"]:
         parts.append("<h2>Per-reflection ZNCC (model vs experiment)</h2>")
         parts.append(_table(["hkl", "ZNCC"], [[" ".join(str(x) for x in z["hkl"]),
