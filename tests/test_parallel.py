@@ -485,7 +485,7 @@ def test_mpi_executor_agrees_with_serial(launch, tmp_path):
     else:
         cmd = [sys.executable, str(script), "mpi:2", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=150, env=env,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, start_new_session=True)
     if proc.returncode != 0 and "mpi" in (proc.stderr + proc.stdout).lower() and \
             not out.exists():
         pytest.skip(f"the MPI runtime does not work here ({launch}): {proc.stderr[-300:]}")
@@ -503,3 +503,40 @@ def test_mpi_executor_agrees_with_serial(launch, tmp_path):
 
 def test_mpi_executor_class_is_importable_without_mpi():
     assert MPIExecutor.name == "mpi"
+
+
+DIE_SCRIPT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from test_parallel import make_sim
+    from qcbed.parallel import make_executor, _testing
+
+    if __name__ == "__main__":
+        ex = make_executor(sys.argv[1], timeout=60)
+        ex.map_chunks(_testing.die, make_sim().arrays, [0, 1, 2, 3], args=(2,))
+        print("NOT REACHED")
+""")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("launch", ["mpiexec", "spawn"])
+def test_mpi_dead_worker_ends_the_job_without_hanging(launch, tmp_path):
+    """MPI semantics: a rank that dies aborts the whole job (it does not hang).
+
+    With spawned workers MPICH's process manager kills the parent's whole process
+    group: the job runs in a session of its own here.
+    """
+    reason = _mpi_reason()
+    if reason:
+        pytest.skip(reason)
+    script = tmp_path / "mpi_die.py"
+    script.write_text(DIE_SCRIPT.format(tests=str(Path(__file__).parent)))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
+               f"{os.environ.get('PATH', '')}")
+    cmd = (["mpiexec", "-n", "3", sys.executable, "-m", "mpi4py.futures", str(script), "mpi"]
+           if launch == "mpiexec" else [sys.executable, str(script), "mpi:2"])
+    t0 = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=100, env=env,
+                          stdin=subprocess.DEVNULL, start_new_session=True)
+    assert proc.returncode != 0 and "NOT REACHED" not in proc.stdout
+    assert time.monotonic() - t0 < 60
