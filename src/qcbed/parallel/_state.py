@@ -58,8 +58,9 @@ class ShipStats:
     n_tasks : int
         Chunks submitted (tasks re-sent with inline state not counted).
     state_bytes : int
-        Size of the pickled engine state shipped by this call (0 when the
-        workers already hold it).
+        Size of the pickled engine state this call wrote or sent (0 when it
+        was shipped by an earlier call: workers then use their cached copy, or
+        read the file written then).
     state_copies : int
         How many copies of that state travel at most (one per worker).
     delta_rows : int
