@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/bench_parallel.py                      # serial, processes, dask, mpi
     python benchmarks/bench_parallel.py --executors serial,processes:2 --repeat 5
+    python benchmarks/bench_parallel.py --executors serial,processes:2,dask:2 --interleave 5
     mpiexec -n 3 python -m mpi4py.futures benchmarks/bench_parallel.py --executors mpi
 
 (under ``mpiexec -n N`` rank 0 runs this script and N − 1 ranks are workers).
@@ -67,8 +68,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--chunk-size", type=int, default=None,
                     help="directions per chunk (default: the Simulation's)")
     ap.add_argument("--no-symmetry", action="store_true", help="solve every grid point")
+    ap.add_argument("--interleave", type=int, default=0, metavar="ROUNDS",
+                    help="instead: start every executor once, then time them in turn for "
+                         "ROUNDS rounds and report the median of the per-round speed-ups "
+                         "(robust against a noisy machine)")
     ap.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = ap.parse_args(argv)
+    if args.interleave:
+        return interleaved(args)
 
     from qcbed.bloch.simulation import Simulation
     from qcbed.errors import InputError
@@ -154,6 +161,58 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         args.json.write_text(json.dumps(info, indent=1))
     return info
+
+
+def interleaved(args: argparse.Namespace) -> dict:
+    """Time all executors in turn, ``args.interleave`` rounds; paired speed-ups."""
+    import statistics
+
+    from qcbed.bloch.simulation import Simulation
+    from qcbed.parallel import make_executor
+
+    warnings.simplefilter("ignore", UserWarning)
+    specs = [s.strip() for s in args.executors.split(",") if s.strip()]
+    exs, sims = {}, {}
+    for spec in specs:
+        try:
+            exs[spec] = make_executor(spec)
+        except Exception as exc:
+            print(f"{spec:<14} skipped: {type(exc).__name__}: {exc}")
+            continue
+        sims[spec] = Simulation.from_felix(args.data, gmax=args.gmax, smax=args.smax,
+                                           executor=exs[spec])
+        if args.chunk_size:
+            sims[spec].chunk_size = args.chunk_size
+    specs = list(exs)
+    grid = sims[specs[0]].defaults.grid
+    use_sym = not args.no_symmetry
+    for spec in specs:  # start the workers, ship the state
+        sims[spec].pattern(grid, args.thickness, use_symmetry=use_sym)
+    times: dict[str, list[float]] = {s: [] for s in specs}
+    for _ in range(args.interleave):
+        for spec in specs:
+            t = time.perf_counter()
+            sims[spec].pattern(grid, args.thickness, use_symmetry=use_sym)
+            times[spec].append(time.perf_counter() - t)
+    base = times[specs[0]]
+    out = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "rounds": args.interleave, "results": []}
+    print(f"# interleaved, {args.interleave} rounds, speed-ups against {specs[0]}")
+    for spec in specs:
+        ts = times[spec]
+        paired = statistics.median(a / b for a, b in zip(base, ts))
+        row = {"spec": spec, "executor": exs[spec].describe(), "times_s": ts,
+               "best_s": min(ts), "median_s": statistics.median(ts),
+               "speedup_best": min(base) / min(ts), "speedup_paired_median": paired}
+        out["results"].append(row)
+        print(f"{row['executor']:<16} best {row['best_s']:6.2f} s  median {row['median_s']:6.2f} s"
+              f"  speed-up best/best {row['speedup_best']:4.2f}×  median of paired ratios "
+              f"{paired:4.2f}×")
+    for ex in exs.values():
+        ex.close()
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return out
 
 
 if __name__ == "__main__":
