@@ -478,7 +478,7 @@ def test_mpi_executor_agrees_with_serial(launch, tmp_path):
     script.write_text(MPI_SCRIPT.format(tests=str(Path(__file__).parent)))
     out = tmp_path / "out.npz"
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
-               f"{os.environ.get('PATH', '')}")
+               f"{os.environ.get('PATH', '')}", QCBED_SHIP_DIR=str(tmp_path / "ship"))
     if launch == "mpiexec":
         cmd = ["mpiexec", "-n", "3", sys.executable, "-m", "mpi4py.futures", str(script),
                "mpi", str(out)]
@@ -532,7 +532,7 @@ def test_mpi_dead_worker_ends_the_job_without_hanging(launch, tmp_path):
     script = tmp_path / "mpi_die.py"
     script.write_text(DIE_SCRIPT.format(tests=str(Path(__file__).parent)))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}"
-               f"{os.environ.get('PATH', '')}")
+               f"{os.environ.get('PATH', '')}", QCBED_SHIP_DIR=str(tmp_path / "ship"))
     cmd = (["mpiexec", "-n", "3", sys.executable, "-m", "mpi4py.futures", str(script), "mpi"]
            if launch == "mpiexec" else [sys.executable, str(script), "mpi:2"])
     t0 = time.monotonic()
