@@ -163,3 +163,18 @@ def test_coarse_preprocessing_hook_is_applied(zone_axis_sim):
     shift, best, _ = co.match(co.simulated_field())
     assert True in seen and False in seen
     assert np.all(np.abs(shift) < 0.3) and best > 0.99
+
+
+def test_joint_ncc_equals_scikit_image_match_template():
+    from skimage.feature import match_template
+
+    from qcbed.refine.coarse import joint_ncc
+
+    rng = np.random.default_rng(4)
+    field = rng.uniform(size=(3, 40, 50))
+    tpl = field[:, 11:31, 7:29] + 0.1 * rng.normal(size=(3, 20, 22))
+    ours = joint_ncc(field, tpl)
+    ref = match_template(field, tpl)[0]
+    assert ours.shape == ref.shape
+    assert np.max(np.abs(ours - ref)) < 1e-9
+    assert np.unravel_index(np.argmax(ours), ours.shape) == (11, 7)

@@ -152,7 +152,8 @@ class EigenChunk:
         """Number of structure-factor parameters with stored derivatives."""
         return 0 if self.gmat is None else self.gmat.shape[1]
 
-    def gradients(self, thickness: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def gradients(self, thickness: float, structure: bool = True
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Intensities and their derivatives at one thickness (``exact`` mode).
 
         With H = V diag(γ) V⁻¹ and G_p = V⁻¹ (∂H/∂p) V (stored), the derivative of
@@ -166,6 +167,8 @@ class EigenChunk:
         ----------
         thickness : float
             Å.
+        structure : bool
+            Compute the structure-factor derivatives (False: thickness only).
 
         Returns
         -------
@@ -182,7 +185,7 @@ class EigenChunk:
         dpsi_dt = np.einsum("dgj,dj->dg", self.bout, 2j * np.pi * self.gamma * ec)
         inten = psi.real**2 + psi.imag**2
         dI_dt = 2.0 * np.real(np.conj(psi) * dpsi_dt)
-        if self.gmat is None:
+        if self.gmat is None or not structure:
             return inten, np.zeros((self.n_dir, 0, psi.shape[1])), dI_dt
         dh = self.gamma[:, :, None] - self.gamma[:, None, :]
         de = e[:, :, None] - e[:, None, :]

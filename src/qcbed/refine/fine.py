@@ -329,9 +329,14 @@ class Refinement:
             crystal = crystal.replace(sites=sites)
             if cell:
                 crystal = apply_cell(crystal, cell, system)
-            self.sim = self.sim0.with_changes(crystal=crystal, voltage_kv=voltage)
-        else:
-            self.sim = self.sim0
+        key = tuple(round(p.value, 15) for p in other)
+        cached = getattr(self, "_work", None)
+        if cached is None or cached[0] != key:
+            # a working copy of the set-up (same pool); rebuilt only when the crystal or
+            # the voltage change, U_g updates are applied to it in place (a few rows)
+            self._work = (key, self.sim0.with_changes(crystal=crystal, voltage_kv=voltage)
+                          if other else self.sim0.with_changes())
+        self.sim = self._work[1]
         values: dict[tuple, tuple[complex, complex]] = {}
         phases = {p.target[1]: np.radians(p.value) for p in self._struct_params()
                   if p.target[0] == "phase"}
@@ -341,17 +346,14 @@ class Refinement:
             h = p.target[1]
             ph = phases.get(h, p.target[2])
             cur = values.get(h)
-            if cur is None:
-                cur = self.sim.structure_factor(h) if other else self.sim0.structure_factor(h)
-                cur = (cur[0], cur[1])
+            if cur is None:  # U and U′ of h are both parameters (add_structure_factor)
+                cur = self.sim.structure_factor(h)
             if p.target[0] == "U":
                 cur = (p.value * np.exp(1j * ph), cur[1])
             else:
                 cur = (cur[0], p.value * np.exp(1j * ph))
             values[h] = cur
         if values:
-            if self.sim is self.sim0:
-                self.sim = self.sim0.with_changes()
             self.sim.set_structure_factors(values)
 
     def _u_derivative_tables(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
@@ -386,11 +388,12 @@ class Refinement:
             return None
         return self.params["probe.sigma"].value, self.params["probe.gamma"].value
 
-    def simulate(self, *, gradients: bool = False):
+    def simulate(self, *, gradients: bool = False, need: set[str] | None = None):
         """Model intensities I_Bloch (probe-convolved) at the data points: (n_refl, n_pts).
 
         With ``gradients=True`` also returns {parameter name: ∂I/∂value} for the
-        analytically differentiated parameters (structure factors, thickness, probe).
+        analytically differentiated parameters (structure factors, thickness, probe),
+        or only for those in ``need``.
         """
         if "thickness" not in self.params:
             raise InputError("the refinement needs a 'thickness' parameter (add_thickness)")
@@ -398,11 +401,13 @@ class Refinement:
         eig, names = self._eigen(with_derivatives=gradients)
         grads: dict[str, np.ndarray] = {}
         if gradients:
-            inten, d_p, d_t = eig.gradients(t)
+            want_sf = need is None or bool(set(names or []) & need)
+            inten, d_p, d_t = eig.gradients(t, structure=want_sf)
             inten = inten[:, self.out_idx].T
             grads["thickness"] = d_t[:, self.out_idx].T
-            for k, name in enumerate(names or []):
-                grads[name] = d_p[:, k, self.out_idx].T
+            if want_sf:
+                for k, name in enumerate(names or []):
+                    grads[name] = d_p[:, k, self.out_idx].T
         else:
             inten = eig.intensities([t])[0][:, self.out_idx].T
         probe = self._probe_values()
@@ -461,7 +466,7 @@ class Refinement:
 
         Columns are derivatives with respect to the *values* of ``names``.
         """
-        sim_out = self.simulate(gradients=with_jac)
+        sim_out = self.simulate(gradients=with_jac, need=set(names))
         sim, grads = (sim_out if with_jac else (sim_out, {}))
         exp, var, valid = self.data.sample(self._sampling_values())
         mask = self._compare_mask(valid)
@@ -471,13 +476,22 @@ class Refinement:
         if not with_jac:
             return fit.residuals, None, fit, mask
         w = 1.0 / np.sqrt(var[mask])
-        q, _ = np.linalg.qr(fit.design)
+        # Variable projection (Golub & Pereyra 1973): with X the weighted design, β its
+        # least-squares coefficients and r = Xβ − y, ∂r/∂p = P⊥ (∂X/∂p) β − X⁺ᵀ (∂X/∂p)ᵀ r.
+        # Only X's first column (c's) depends on p, so the second term is
+        # −X (XᵀX)⁻¹ e₀ · (w ∂I/∂p)·r.
+        x = fit.design
+        q, _ = np.linalg.qr(x)
+        e0 = np.zeros(x.shape[1])
+        e0[0] = 1.0
+        u0 = x @ np.linalg.solve(x.T @ x, e0)
         jac = np.zeros((len(fit.residuals), len(names)))
         numeric = []
         for k, name in enumerate(names):
             if name in grads:
-                col = fit.scale * grads[name][mask] * w
-                jac[:, k] = col - q @ (q.T @ col)
+                d = grads[name][mask] * w
+                col = fit.scale * d
+                jac[:, k] = col - q @ (q.T @ col) - u0 * float(d @ fit.residuals)
             else:
                 numeric.append(k)
         for k in numeric:
@@ -510,7 +524,8 @@ class Refinement:
                              "gof": float(gofv), **self.params.as_dict()})
 
     def fit(self, method: str = "lm", *, outer: str = "lm", max_iter: int = 50,
-            ftol: float = 1e-9, xtol: float = 1e-9, resume: bool = False,
+            ftol: float = 1e-9, xtol: float = 1e-9, esd_tol: float | None = 0.02,
+            resume: bool = False,
             callback: Callable[[dict], None] | None = None) -> RefinementResult:
         """Refine the free parameters.
 
@@ -524,6 +539,9 @@ class Refinement:
             Iterations (Jacobian evaluations for LM; iterations for Nelder–Mead/Powell).
         ftol, xtol : float
             Convergence tolerances (relative cost decrease, scaled step).
+        esd_tol : float or None
+            Levenberg–Marquardt also stops when every step is below ``esd_tol``
+            times the parameter's esd (default 0.02; None disables).
         resume : bool
             Continue from ``checkpoint`` (same path, same problem definition); an
             LM refinement resumed this way follows exactly the same path.
@@ -540,7 +558,8 @@ class Refinement:
                                  found=self.gof.name)
             names = [p.name for p in self.params.free]
             state = self._load_checkpoint(names) if resume else None
-            st = self._run_lm(names, max_iter, ftol, xtol, state, callback, stage="lm")
+            st = self._run_lm(names, max_iter, ftol, xtol, state, callback, stage="lm",
+                              esd_tol=esd_tol)
             message, n_iter = st.message, st.iteration
         elif method == "nested":
             message, n_iter = self._run_nested(outer, max_iter, ftol, xtol, resume, callback)
@@ -550,7 +569,8 @@ class Refinement:
         return self._finish(message, n_iter)
 
     def _run_lm(self, names: list[str], max_iter: int, ftol: float, xtol: float,
-                state: LMState | None, callback, stage: str, save: bool = True) -> LMState:
+                state: LMState | None, callback, stage: str, save: bool = True,
+                esd_tol: float | None = None) -> LMState:
         ps = [self.params[n] for n in names]
         x0 = np.array([p.value for p in ps]) if state is None else np.asarray(
             self._ckpt_x0)
@@ -585,8 +605,8 @@ class Refinement:
                 callback(self.history[-1])
 
         st = levenberg_marquardt(fun_jac, fun, np.zeros(len(names)), lower=lo, upper=hi,
-                                 max_iter=max_iter, ftol=ftol, xtol=xtol, state=state,
-                                 callback=cb)
+                                 max_iter=max_iter, ftol=ftol, xtol=xtol, esd_tol=esd_tol,
+                                 state=state, callback=cb)
         bar.close()
         self._set_x(names, np.asarray(st.x), x0, scales)
         return st

@@ -47,6 +47,7 @@ def levenberg_marquardt(
     max_iter: int = 50,
     ftol: float = 1e-8,
     xtol: float = 1e-8,
+    esd_tol: float | None = None,
     state: LMState | None = None,
     callback: Callable[[LMState], None] | None = None,
 ) -> LMState:
@@ -67,6 +68,11 @@ def levenberg_marquardt(
     ftol, xtol : float
         Stop when the relative decrease of the cost is below ``ftol`` or the
         step is below ``xtol`` (relative to |x| + xtol).
+    esd_tol : float, optional
+        Also stop when every component of the step is below ``esd_tol`` times the
+        parameter's standard deviation estimated from (JᵀJ)⁻¹·χ²_ν — further
+        iterations would not change the result by a meaningful amount (useful when
+        Gauss–Newton converges only linearly, as for large-residual problems).
     state : LMState, optional
         Resume from this state.
     callback : callable, optional
@@ -119,6 +125,13 @@ def levenberg_marquardt(
             break
         dx = x_new - x
         rel_drop = (cost - cost_new) / max(cost, 1e-300)
+        small_vs_esd = False
+        if esd_tol is not None and len(r) > n:
+            try:
+                sd = np.sqrt(np.clip(np.diag(np.linalg.inv(a)), 0, None) * 2 * cost / (len(r) - n))
+                small_vs_esd = bool(np.all(np.abs(dx) <= esd_tol * sd))
+            except np.linalg.LinAlgError:
+                small_vs_esd = False
         st.x = list(map(float, x_new))
         st.cost = cost_new
         st.lam = max(st.lam / 3.0, 1e-12)
@@ -127,6 +140,9 @@ def levenberg_marquardt(
         if rel_drop < ftol:
             st.converged = True
             st.message = f"relative cost decrease {rel_drop:.2e} < ftol"
+        elif small_vs_esd:
+            st.converged = True
+            st.message = f"step below {esd_tol:g} esd for every parameter"
         elif np.all(np.abs(dx) <= xtol * (np.abs(x) + xtol)):
             st.converged = True
             st.message = "step below xtol"
