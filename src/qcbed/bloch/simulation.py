@@ -129,7 +129,9 @@ class Simulation:
     chunk_size : int
         Directions per batch.
     executor : optional
-        A :mod:`qcbed.parallel` executor; default serial.
+        A :mod:`qcbed.parallel` executor (or spec, see ``make_executor``). Default: the
+        process-wide default executor (local processes on all cores) for jobs of at
+        least two chunks per worker, in-process otherwise.
     """
 
     def __init__(
@@ -170,6 +172,10 @@ class Simulation:
         self.selection = selection or BeamSelection()
         self.mode = mode
         self.chunk_size = int(chunk_size)
+        if isinstance(executor, (str, int)):
+            from ..parallel import make_executor
+
+            executor = make_executor(executor)
         self.executor = executor
         self.frame = ZoneFrame(crystal.lattice, tuple(np.asarray(zone, float)),
                                tuple(np.asarray(x_axis, float)),
