@@ -318,6 +318,21 @@ def _solve_exact(a: np.ndarray, kn2: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return lam / kn2, vec, c
 
 
+def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per-direction geometry and beam selection shared by every solver back-end.
+
+    Returns (kt (n, 2), 2K S_g (n, N), K_n (n,), g_n (N,), strong (n, N), weak (n, N)).
+    """
+    kt = np.atleast_2d(np.asarray(kt, dtype=float))
+    two_k_sg = excitation_errors(arrays.g, kt, arrays.k_in)
+    k_n, g_n = normal_components(arrays.g, kt, arrays.k_in, arrays.normal)
+    if np.any(k_n <= 0):
+        raise InputError("incident beam does not enter through the surface (K_n ≤ 0)",
+                         found=float(k_n.min()))
+    strong, weak = select_strong(two_k_sg, arrays.coupling, arrays.n_out, arrays.rules)
+    return kt, two_k_sg, k_n, g_n, strong, weak
+
+
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 derivatives: tuple[np.ndarray, np.ndarray] | None = None) -> EigenChunk:
     """Eigen-solutions for a chunk of tangential wave vectors ``kt`` (n_dir, 2) in Å⁻¹.
@@ -332,15 +347,8 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         for :meth:`EigenChunk.gradients`; Bethe corrections are differentiated
         too.
     """
-    kt = np.atleast_2d(np.asarray(kt, dtype=float))
+    kt, two_k_sg, k_n, g_n, strong, weak = prepare_directions(arrays, kt)
     n_dir = len(kt)
-    g = arrays.g
-    two_k_sg = excitation_errors(g, kt, arrays.k_in)
-    k_n, g_n = normal_components(g, kt, arrays.k_in, arrays.normal)
-    if np.any(k_n <= 0):
-        raise InputError("incident beam does not enter through the surface (K_n ≤ 0)",
-                         found=float(k_n.min()))
-    strong, weak = select_strong(two_k_sg, arrays.coupling, arrays.n_out, arrays.rules)
     n_s = strong.sum(axis=1)
     n_max = int(n_s.max())
     n_out = arrays.n_out

@@ -168,19 +168,11 @@ def _groups(tb: _Tables, arrays: EngineArrays, kt: np.ndarray):
     Yields ``(rows, n, gamma, bout, c, gmat, n_fallback)`` with device tensors,
     after a header tuple ``(n_dir, n_max, n_s, n_weak, m_out)`` (numpy).
     """
-    from ..bloch.beams import select_strong
-    from ..bloch.geometry import excitation_errors, normal_components
+    from ..bloch.solver import prepare_directions
 
     torch = tb.torch
-    kt = np.atleast_2d(np.asarray(kt, dtype=float))
+    kt, two_k_sg, k_n, g_n, strong, weak = prepare_directions(arrays, kt)
     n_dir = len(kt)
-    g = arrays.g
-    two_k_sg = excitation_errors(g, kt, arrays.k_in)
-    k_n, g_n = normal_components(g, kt, arrays.k_in, arrays.normal)
-    if np.any(k_n <= 0):
-        raise InputError("incident beam does not enter through the surface (K_n ≤ 0)",
-                         found=float(k_n.min()))
-    strong, weak = select_strong(two_k_sg, arrays.coupling, arrays.n_out, arrays.rules)
     n_s = strong.sum(axis=1)
     n_out = arrays.n_out
     m_out = np.sqrt(1.0 + g_n[None, :n_out] / k_n[:, None])
