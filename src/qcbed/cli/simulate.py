@@ -83,29 +83,17 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
                 xi=fx.absorption_xi if fx.absorption_xi is not None else 0.1)
         if min_strong is not None:
             kw["selection"] = BeamSelection(sgmin=0.3, omega=30.0, min_strong=min_strong)
-        if gmax is not None:
-            kw["gmax"] = gmax
-        if smax is not None:
-            kw["smax"] = smax
-        if no_holz:
-            kw["holz"] = False
-        sim = Simulation.from_felix(folder, **kw)
+        sim = Simulation.from_felix(folder, **kw, **_pool_options(gmax, smax, no_holz))
         inputs = [folder / n for n in ("felix.inp", "felix.cif", "felix.hkl")]
         setup_kind = "felix"
     elif p.suffix.lower() == ".dat":
         if elastic or absorption:
             kw["potential"] = PotentialModel(elastic or "xray_mott_bethe",
                                              absorption or "bird_king")
-        if gmax is not None:
-            kw["gmax"] = gmax
-        if smax is not None:
-            kw["smax"] = smax
-        if no_holz:
-            kw["holz"] = False
         if min_strong is not None:
             raise InputError("--min-strong applies to Felix folders (the .dat selection "
                              "comes from sgmin/omeg)", tag="--min-strong", found=min_strong)
-        sim = Simulation.from_dat(p, **kw)
+        sim = Simulation.from_dat(p, **kw, **_pool_options(gmax, smax, no_holz))
         inputs = [p]
         setup_kind = "dat"
         if not thickness:
@@ -148,3 +136,15 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
                    f"{counts['strong_mean']:.1f}); {len(pts)} directions")
     click.echo(f"wrote {path}: intensity {tuple(inten.shape)} at thickness "
                f"{', '.join(f'{x:g}' for x in t)} A ({time.perf_counter() - t0:.1f} s)")
+
+
+def _pool_options(gmax: float | None, smax: float | None, no_holz: bool) -> dict:
+    """Engine keyword arguments from the --gmax/--smax/--no-holz options."""
+    kw: dict = {}
+    if gmax is not None:
+        kw["gmax"] = gmax
+    if smax is not None:
+        kw["smax"] = smax
+    if no_holz:
+        kw["holz"] = False
+    return kw
