@@ -314,7 +314,6 @@ class Simulation:
             rows = np.unique(np.asarray(changed, dtype=int))
             self._arrays.update_values(rows, self.table.u[rows], self.table.u_abs[rows],
                                        self._version)
-            self._changed_rows = rows
 
     def default_phase(self, hkl: ArrayLike) -> float:
         """Reference phase φ (rad) of U_g = a·exp(iφ) when its signed amplitude a is refined.
