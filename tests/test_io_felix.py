@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,7 @@ def test_si_dlacbed_folder(si_dlacbed_dir: Path) -> None:
     with pytest.warns(UserWarning) as rec:
         f = read_felix(si_dlacbed_dir)
     msgs = [str(w.message) for w in rec]
-    assert any("scatter_factor_method 4" in m and "kirkland" in m for m in msgs)
+    assert any("scatter_factor_method 4" in m and "'kappa'" in m for m in msgs)
     assert isinstance(f, FelixInput)
     c = f.crystal
     assert len(c.atoms) == 8 and c.space_group_number == 227
@@ -102,7 +103,7 @@ def test_si_dlacbed_folder(si_dlacbed_dir: Path) -> None:
     assert f.pixel_size == pytest.approx(0.661 / 76)
     assert (f.initial_thickness, f.final_thickness, f.delta_thickness) == (1480.0, 1481.0, 20.0)
     assert np.array_equal(f.thicknesses, [1480.0])
-    assert f.scatter_factor_method == 4 and f.scattering_factors == "kirkland"
+    assert f.scatter_factor_method == 4 and f.scattering_factors == "kappa"
     assert f.absorption_method == 2 and f.absorption == "bird_king"
     assert f.absorption_per == 10.0 and f.debye_waller_constant == 0.0
     assert (f.min_reflection_pool, f.min_strong_beams, f.min_weak_beams) == (100, 20, 0)
@@ -147,12 +148,19 @@ def test_scatter_factor_names(tmp_path: Path, code: int, name: str) -> None:
     assert read_felix(d).scattering_factors == name
 
 
-def test_kappa_method_5_warns(tmp_path: Path) -> None:
+def test_kappa_methods_are_honoured(tmp_path: Path) -> None:
     d = make_folder(tmp_path, INP.replace("scatter_factor_method     = 1",
                                           "scatter_factor_method = 5"))
-    with pytest.warns(UserWarning, match=r"felix\.inp:9: scatter_factor_method 5 .*Bunge"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         f = read_felix(d)
-    assert f.scatter_factor_method == 5 and f.scattering_factors == "kirkland"
+    assert f.scatter_factor_method == 5 and f.scattering_factors == "kappa"
+    (tmp_path / "m4").mkdir()
+    d4 = make_folder(tmp_path / "m4", INP.replace("scatter_factor_method     = 1",
+                                                  "scatter_factor_method = 4"))
+    with pytest.warns(UserWarning, match=r"felix\.inp:9: scatter_factor_method 4 .*relativistic"):
+        f4 = read_felix(d4)
+    assert f4.scattering_factors == "kappa"
 
 
 def test_read_felix_inp_and_hkl_directly(tmp_path: Path) -> None:

@@ -33,17 +33,19 @@ __all__ = ["ABSORPTION_METHODS", "SCATTER_FACTOR_METHODS", "FelixInput", "felix_
            "read_felix", "read_felix_hkl", "read_felix_inp"]
 
 #: Felix ``scatter_factor_method`` → (qcbed elastic model name, description).
-#: 4 and 5 (kappa-formalism RHF models) have no qcbed equivalent yet; they map to
-#: the fallback ``'kirkland'`` with a warning.
+#: 4 and 5 (kappa formalism) map to qcbed's ``'kappa'`` model
+#: (:mod:`qcbed.scattering.kappa`), whose core and valence densities are the
+#: non-relativistic Clementi–Roetti (1974) RHF orbitals: the same kind of orbitals as
+#: Felix's 5 (Bunge et al. 1993 RHF); for 4 (relativistic RHF) a warning says so.
 SCATTER_FACTOR_METHODS: dict[int, tuple[str, str]] = {
     0: ("kirkland", "Kirkland"),
     1: ("lobato", "Lobato"),
     2: ("peng", "Peng"),
     3: ("doyle_turner", "Doyle–Turner"),
-    4: ("kirkland", "kappa formalism, Coppens relativistic RHF"),
-    5: ("kirkland", "kappa formalism, Bunge non-relativistic RHF"),
+    4: ("kappa", "kappa formalism, Coppens relativistic RHF"),
+    5: ("kappa", "kappa formalism, Bunge non-relativistic RHF"),
 }
-_NO_EQUIVALENT = (4, 5)
+_APPROXIMATE = (4,)
 #: Felix ``absorption_method`` → qcbed absorption model name.
 ABSORPTION_METHODS: dict[int, str] = {0: "none", 1: "proportional", 2: "bird_king"}
 
@@ -93,7 +95,7 @@ class FelixInput:
     scatter_factor_method: int | None = None
     """Felix code (0 Kirkland, 1 Lobato, 2 Peng, 3 Doyle–Turner, 4/5 kappa RHF)."""
     scattering_factors: str | None = None
-    """qcbed elastic model name for ``scatter_factor_method`` (a fallback for 4 and 5)."""
+    """qcbed elastic model name for ``scatter_factor_method`` (``'kappa'`` for 4 and 5)."""
     absorption_method: int | None = None
     """Felix code (0 none, 1 proportional, 2 Bird & King)."""
     absorption: str | None = None
@@ -375,9 +377,11 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     Warns
     -----
     UserWarning
-        ``scatter_factor_method`` 4 or 5 (kappa-formalism RHF factors), which
-        qcbed does not have yet: the integer is kept and ``scattering_factors``
-        is the fallback ``'kirkland'``.
+        ``scatter_factor_method`` 4 (kappa formalism on relativistic RHF orbitals):
+        ``scattering_factors`` is qcbed's ``'kappa'`` model, built on the
+        non-relativistic Clementi–Roetti orbitals (for Si the X-ray factors of the
+        two differ by ≤ 0.02 electrons up to s = 2 Å⁻¹, the ITC comparison in
+        tests/test_kappa.py).
     """
     d = Path(folder)
     if not d.is_dir():
@@ -402,10 +406,11 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     sf_name = None
     if sfm is not None:
         sf_name, desc = SCATTER_FACTOR_METHODS[sfm]
-        if sfm in _NO_EQUIVALENT:
+        if sfm in _APPROXIMATE:
             warnings.warn(f"{inp}:{lines_l['scatter_factor_method']}: scatter_factor_method "
-                          f"{sfm} ({desc}) has no qcbed equivalent yet; using '{sf_name}' "
-                          "(neutral-atom factors) as a fallback", UserWarning, stacklevel=2)
+                          f"{sfm} ({desc}): qcbed's '{sf_name}' model uses the "
+                          "non-relativistic Clementi-Roetti RHF orbitals", UserWarning,
+                          stacklevel=2)
     absm = _int(raw_l, lines_l, "absorption_method", inp, choices=tuple(ABSORPTION_METHODS))
 
     def req_real(key: str) -> float:

@@ -272,6 +272,19 @@ class Refinement:
         raise InputError("unknown site label", expected=[s.label for s in self.sim.crystal.sites],
                          found=label)
 
+    def add_kappa(self, targets: Iterable[str] | str, *, kappa: bool = True, pv: bool = False
+                  ) -> list[Parameter]:
+        """κ and P_v (kappa charge-density model, Coppens 1997) of sites or elements.
+
+        Needs the set-up's potential to use the ``'kappa'`` elastic model; see
+        :func:`~qcbed.refine.parameters.kappa_parameters`.
+        """
+        from .parameters import kappa_parameters
+
+        names = [targets] if isinstance(targets, str) else list(targets)
+        return [self.params.add(p) for p in kappa_parameters(self.sim.crystal, self.sim.potential,
+                                                              names, kappa=kappa, pv=pv)]
+
     def add(self, parameter: Parameter) -> Parameter:
         """Add any parameter (e.g. from :func:`~qcbed.refine.parameters.cell_parameters`)."""
         return self.params.add(parameter)
@@ -296,6 +309,8 @@ class Refinement:
                  if p.target[0] not in ("U", "Uabs", "phase", "tilt")]
         crystal = self.sim0.crystal
         voltage = None
+        potential = None
+        kappa_values: dict[str, dict[str, float]] = {}
         if other:
             sites = list(crystal.sites)
             cell: dict[str, float] = {}
@@ -324,17 +339,22 @@ class Refinement:
                 elif kind == "Uaniso":
                     i = p.target[1]
                     aniso[i] = aniso.get(i, np.zeros((3, 3))) + p.value * np.asarray(p.target[2])
+                elif kind in ("kappa", "Pv"):
+                    kappa_values.setdefault(p.target[1], {})[kind] = p.value
             for i, u in aniso.items():  # U = Σ_k c_k (allowed tensor)_k
                 sites[i] = dc_replace(sites[i], u_aniso=u)
             crystal = crystal.replace(sites=sites)
             if cell:
                 crystal = apply_cell(crystal, cell, system)
+            if kappa_values:
+                potential = self.sim0.potential.with_kappa(kappa_values)
         key = tuple(round(p.value, 15) for p in other)
         cached = getattr(self, "_work", None)
         if cached is None or cached[0] != key:
             # a working copy of the set-up (same pool); rebuilt only when the crystal or
             # the voltage change, U_g updates are applied to it in place (a few rows)
-            self._work = (key, self.sim0.with_changes(crystal=crystal, voltage_kv=voltage)
+            self._work = (key, self.sim0.with_changes(crystal=crystal, voltage_kv=voltage,
+                                                      potential=potential)
                           if other else self.sim0.with_changes())
         self.sim = self._work[1]
         values: dict[tuple, tuple[complex, complex]] = {}

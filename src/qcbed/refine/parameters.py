@@ -286,6 +286,56 @@ def site_parameters(crystal: Crystal, *, b_iso: bool = True, xyz: bool = False,
     return out
 
 
+def kappa_parameters(crystal: Crystal, potential, targets: Iterable[str], *,
+                     kappa: bool = True, pv: bool = False) -> list[Parameter]:
+    """κ and P_v of the kappa charge-density model for sites or elements.
+
+    Parameters
+    ----------
+    crystal : Crystal
+    potential : PotentialModel
+        Must use the ``'kappa'`` elastic model; its ``kappa`` entries give the
+        start values (otherwise κ = 1 and the neutral valence count).
+    targets : iterable of str
+        Site labels (``'Si1'``) or element symbols (``'Si'``, every site of it).
+    kappa, pv : bool
+        Which of the two to refine (both are added; the other is fixed).
+
+    Returns
+    -------
+    list of Parameter
+        ``kappa(T)`` (dimensionless, bounds 0.5–2) and ``Pv(T)`` (electrons, bounds
+        0–2 N_val), kind ``structure``, targets ``('kappa', T)`` and ``('Pv', T)``
+        (Coppens 1997, §3.4; :mod:`qcbed.scattering.kappa`).
+    """
+    from ..scattering.kappa import valence_electrons
+
+    if potential is None or potential.elastic != "kappa":
+        raise InputError("κ and P_v need the 'kappa' elastic model", tag="kappa",
+                         expected="engine elastic = 'kappa'",
+                         found=None if potential is None else potential.elastic)
+    labels = {s.label: s.element for s in crystal.sites}
+    start = {k.target: k for k in potential.kappa}
+    out = []
+    for t in targets:
+        if t in labels:
+            el = labels[t]
+        elif t.capitalize() in labels.values():
+            el = t = t.capitalize()
+        else:
+            raise InputError("kappa target is neither a site label nor an element of the crystal",
+                             expected=sorted(set(labels) | set(labels.values())), found=t)
+        nval = valence_electrons(el)
+        k0 = start.get(t)
+        kv = 1.0 if k0 is None else k0.kappa
+        pvv = float(nval) if k0 is None or k0.pv is None else k0.pv
+        out.append(Parameter(f"kappa({t})", kv, "structure", 0.01, 0.5, 2.0, "",
+                             refine=kappa, target=("kappa", t)))
+        out.append(Parameter(f"Pv({t})", pvv, "structure", 0.02, 0.0, 2.0 * nval, "e",
+                             refine=pv, target=("Pv", t)))
+    return out
+
+
 def allowed_u_tensors(crystal: Crystal, site_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Basis of the anisotropic U tensors a site's symmetry allows, and the site's coefficients.
 

@@ -57,6 +57,8 @@ _ALIASES = {
     "peng1996": "peng", "doyle-turner": "doyle_turner", "doyleturner": "doyle_turner",
     "dt": "doyle_turner", "weickenmeier_kohl": "wk", "weickenmeier-kohl": "wk",
     "mott_bethe": "xray_mott_bethe", "mott-bethe": "xray_mott_bethe", "xray": "xray_mott_bethe",
+    "coppens": "kappa", "hansen_coppens": "kappa", "hansen-coppens": "kappa",
+    "clementi_roetti": "kappa", "clementi-roetti": "kappa",
 }
 
 
@@ -123,7 +125,7 @@ def _load_builtin_models() -> None:
     _LOADED = True
     from importlib import import_module
 
-    for mod in ("parameterisations", "weickenmeier_kohl"):
+    for mod in ("parameterisations", "weickenmeier_kohl", "kappa"):
         try:
             import_module(f"{__package__}.{mod}")
         except ModuleNotFoundError as exc:  # pragma: no cover - during development only

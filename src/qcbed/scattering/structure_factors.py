@@ -18,7 +18,7 @@ All functions are vectorised over the list of reflections.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -27,6 +27,7 @@ from ..constants import H2_OVER_2M0E, MOTT_BETHE_PREFACTOR, relativistic_gamma, 
 from ..crystal import Crystal
 from ..crystal.structure import atomic_number
 from ..errors import InputError
+from .kappa import KappaSite, site_form_factor
 from .models import canonical_model_name, elastic_form_factor, elastic_model
 
 _ABSORPTION_MODELS = ("none", "proportional", "bird_king", "wk", "wk_phonon", "wk_core")
@@ -49,12 +50,17 @@ class PotentialModel:
         Proportionality constant ξ of the proportional model (dimensionless).
     absorption_elastic : str or None
         Elastic model inside the Bird–King integral (default: ``elastic``).
+    kappa : tuple of KappaSite
+        κ and P_v per site label or element for the ``'kappa'`` elastic model
+        (Coppens; :mod:`qcbed.scattering.kappa`); sites not listed are free atoms.
+        Absorptive factors use the free atoms.
     """
 
     elastic: str = "kirkland"
     absorption: str = "bird_king"
     xi: float = 0.1
     absorption_elastic: str | None = None
+    kappa: tuple[KappaSite, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "elastic", canonical_model_name(self.elastic))
@@ -68,6 +74,18 @@ class PotentialModel:
         object.__setattr__(self, "absorption", absn)
         if not np.isfinite(self.xi) or self.xi < 0:
             raise InputError("proportional absorption ξ must be ≥ 0", found=self.xi)
+        object.__setattr__(self, "kappa", tuple(self.kappa))
+        if self.kappa and self.elastic != "kappa":
+            raise InputError("κ and P_v need the 'kappa' elastic model", tag="kappa",
+                             expected="elastic = 'kappa'", found=self.elastic)
+
+    def with_kappa(self, values: dict[str, dict[str, float]]) -> PotentialModel:
+        """A copy with κ and/or P_v replaced: ``{target: {'kappa': κ, 'Pv': P_v}}``."""
+        cur = {k.target: k for k in self.kappa}
+        for target, kv in values.items():
+            old = cur.get(target, KappaSite(target))
+            cur[target] = KappaSite(target, kv.get("kappa", old.kappa), kv.get("Pv", old.pv))
+        return replace(self, kappa=tuple(cur.values()))
 
     def describe(self) -> str:
         """One-line description (stored in results files)."""
@@ -76,7 +94,10 @@ class PotentialModel:
             a = f"proportional(xi={self.xi:g})"
         elif a == "bird_king":
             a = f"bird_king(elastic={self.absorption_elastic or self.elastic})"
-        return f"elastic={self.elastic}; absorption={a}"
+        k = "".join(f"; kappa({s.target})={s.kappa:g}" + ("" if s.pv is None else
+                                                          f", Pv({s.target})={s.pv:g}")
+                    for s in self.kappa)
+        return f"elastic={self.elastic}; absorption={a}{k}"
 
 
 @dataclass
@@ -181,11 +202,14 @@ def electron_structure_factors(crystal: Crystal, hkl: ArrayLike, model: Potentia
     tdw = _debye_waller(crystal, h, s2)
     occ = atoms.occupancy
     f_el = np.empty((len(h), len(atoms)))
-    cache: dict[tuple[str, int], np.ndarray] = {}
+    cache: dict[tuple[str, int, str], np.ndarray] = {}
     for j in range(len(atoms)):
-        key = (atoms.elements[j], int(atoms.charges[j]))
+        label = crystal.sites[int(atoms.site_index[j])].label if model.kappa else ""
+        key = (atoms.elements[j], int(atoms.charges[j]), label)
         if key not in cache:
-            cache[key] = elastic_form_factor(key[0], s, model.elastic, key[1])
+            cache[key] = (site_form_factor(key[0], label, key[1], s, model.kappa)
+                          if model.kappa else
+                          elastic_form_factor(key[0], s, model.elastic, key[1]))
         f_el[:, j] = cache[key]
     big_f = np.sum(occ * f_el * tdw * phase, axis=1)
     absn = model.absorption
