@@ -186,3 +186,27 @@ def test_import_felix_produces_a_valid_project(si_dlacbed_dir, tmp_path):
     # writing twice needs --force
     r = CliRunner().invoke(main, ["import-felix", str(si_dlacbed_dir), "--out", str(out)])
     assert r.exit_code == 2 and "--force" in r.output
+
+
+def test_refine_writes_the_refined_cif(refined):
+    """The results folder holds refined.cif beside the hkl table (read back with gemmi)."""
+    import gemmi
+
+    res = json.loads((refined / "result.json").read_text())
+    assert res["files"]["cif"] == "refined.cif"
+    b = gemmi.cif.read_file(str(refined / "refined.cif")).sole_block()
+    th = b.find_value("_qcbed_refine_thickness_A")
+    assert float(th.split("(")[0]) == pytest.approx(res["thickness"]["value"], abs=1.0)
+    assert "(" in th  # refined: carries its s.u.
+    t = b.find("_qcbed_refln_", ["index_h", "index_k", "index_l", "U_meas", "U_sigma"])
+    sf = {tuple(r["hkl"]): r for r in res["structure_factors"]}
+    assert len(t) == len(sf) == 2
+    for row in t:
+        r = sf[(int(row[0]), int(row[1]), int(row[2]))]
+        assert float(row[3]) == pytest.approx(r["U"], rel=1e-6)
+        assert float(row[4]) == pytest.approx(r["U_esd"], rel=1e-3)
+    f = b.find("_refln_", ["index_h", "index_k", "index_l", "F_meas", "F_calc"])
+    for row in f:
+        r = sf[(int(row[0]), int(row[1]), int(row[2]))]
+        assert float(row[3]) == pytest.approx(r["Fx"], abs=1e-4)
+        assert float(row[4]) == pytest.approx(r["Fx_iam"], abs=1e-4)

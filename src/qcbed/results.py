@@ -519,12 +519,13 @@ def write_results(run: Any, *, command_line: Sequence[str] | None = None,
     Returns
     -------
     dict
-        ``{'hdf5', 'json', 'hkl_table', 'report', 'density'?: path}``.
+        ``{'hdf5', 'json', 'hkl_table', 'cif', 'report', 'density'?: path}``.
     """
     out = Path(run.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rows = structure_factor_table(run)
-    files = {"hdf5": "results.h5", "json": "result.json", "hkl_table": "structure_factors.hkl"}
+    files = {"hdf5": "results.h5", "json": "result.json", "hkl_table": "structure_factors.hkl",
+             "cif": "refined.cif"}
     if report:
         files["report"] = "report.html"
     dmap = run.setup.project.density_map
@@ -537,6 +538,9 @@ def write_results(run: Any, *, command_line: Sequence[str] | None = None,
     header = (f"{run.setup.project.name}: {crystal!r}\n{run.state['voltage_kv']:g} kV; "
               + (run.simulation.potential.describe() if run.simulation is not None else ""))
     paths["hkl_table"] = write_hkl_table(out / files["hkl_table"], rows, header=header)
+    from .output.structure_cif import cif_from_run
+
+    paths["cif"] = cif_from_run(run, out / files["cif"], rows)
     if "density" in files:
         from .density import difference_map, write_cube
 
