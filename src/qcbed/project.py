@@ -92,7 +92,8 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
 COARSE_STEPS = ("orientation_thickness", "pixel_size", "voltage", "b_iso")
 GOF_METRICS = ("chi2", "chi2_poisson", "r_factor", "correlation")
 BACKGROUNDS = ("per_disc", "single", "none")
-DATA_FORMATS = ("auto", "npy", "dm3", "dm4", "tif", "tiff", "felix", "npy_stack")
+DATA_FORMATS = ("auto", "npy", "dm3", "dm4", "tif", "tiff", "felix", "npy_stack", "lacbed_h5")
+_STACK_FORMATS = ("felix", "npy_stack", "lacbed_h5")  # formats that hold a whole LACBED stack
 SAMPLING_NAMES = ("rotation", "gl", "shift.row", "shift.col")
 
 _HKL_RE = r"\(\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)"
@@ -434,9 +435,13 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     dt = r.table(raw, "data", "data", required=True)
     r.unknown(dt, "data")
     fmt = r.get(dt, "format", "data.format", "str", "auto", choices=DATA_FORMATS)
-    kind = r.get(dt, "kind", "data.kind", "str", "lacbed" if fmt in ("felix", "npy_stack")
+    files0 = dt.get("files")
+    if (fmt == "auto" and isinstance(files0, list) and len(files0) == 1
+            and str(files0[0]).lower().endswith((".h5", ".hdf5"))):
+        fmt = "lacbed_h5"  # the LACBED stack of 'qcbed extract' (qcbed.larbed.save_stack)
+    kind = r.get(dt, "kind", "data.kind", "str", "lacbed" if fmt in _STACK_FORMATS
                  else _MISSING, choices=("cbed", "lacbed"))
-    if fmt in ("felix", "npy_stack") and kind != "lacbed":
+    if fmt in _STACK_FORMATS and kind != "lacbed":
         raise r.err(f"format '{fmt}' holds a LACBED stack", "data.kind", expected="lacbed",
                     found=kind)
     data: dict[str, Any] = {"kind": kind, "format": fmt}
@@ -449,6 +454,11 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     if fmt == "npy_stack":
         data["g_vectors"] = r.get(dt, "g_vectors", "data.g_vectors", "str")
         data["hkl"] = None
+    elif fmt == "lacbed_h5":
+        if len(data["files"]) != 1:
+            raise r.err("a LACBED stack is one HDF5 file", "data.files", expected="1 file",
+                        found=len(data["files"]))
+        data["hkl"] = None
     elif fmt != "felix":
         data["hkl"] = r.vectors(dt, "hkl", "data.hkl", 3, integer=True, min_len=1)
         if kind == "cbed" and len(data["files"]) != 1:
@@ -460,7 +470,12 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
                         found=len(data["hkl"]))
     else:
         data["hkl"] = None
-    var = r.get(dt, "variance", "data.variance", "str", "poisson")
+    var = r.get(dt, "variance", "data.variance", "str",
+                "stored" if fmt == "lacbed_h5" else "poisson")
+    if (fmt == "lacbed_h5") != (var == "stored"):
+        raise r.err("'stored' variances (and only they) come with a LACBED stack file",
+                    "data.variance", expected="'stored'" if fmt == "lacbed_h5" else
+                    "'poisson', 'detector' or a .npy file", found=var)
     if kind == "cbed" and var not in ("poisson", "detector"):
         raise r.err("CBED variances come from the detector model", "data.variance",
                     expected="'poisson' or 'detector'", found=var)
@@ -949,6 +964,19 @@ def _read_data(project: Project) -> tuple[Any, list[Path]]:
         stack = read_felix_images(folder, require_hkl=d["require_hkl"],
                                   variance_floor=d["variance_floor"], **neg)
         files = [Path(f) for f in stack.metadata.get("files", [])]
+    elif d["format"] == "lacbed_h5":
+        from .larbed import load_stack
+
+        p = project.path(d["files"][0])
+        if not p.is_file():
+            raise _err(project, "LACBED stack file not found", "data.files[0]",
+                       expected="an existing .h5 file from 'qcbed extract'", found=str(p))
+        try:
+            stack = load_stack(p)
+        except InputError as exc:
+            raise _err(project, f"{exc.reason} ({p})", "data.files[0]", expected=exc.expected,
+                       found=exc.found) from None
+        files = [p]
     elif d["format"] == "npy_stack":
         img = project.path(d["files"][0])
         gv = project.path(d["g_vectors"])

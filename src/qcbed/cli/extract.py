@@ -96,6 +96,16 @@ def _parse_hkl(text: str) -> list[int]:
               help="Cell (Å, degrees): stores the k_t of every tilt with the stack.")
 @click.option("--x-axis", nargs=3, type=int, default=None, metavar="H K L",
               help="Zone-frame x-axis reflection with --cell (default g1).")
+@click.option("--kt-reference", nargs=2, type=float, default=None, metavar="KX KY",
+              help="Incident k_t (1/Å, zone frame) at the reference tilt, with --cell "
+                   "(default 0 0: the reference pattern is on the zone axis).")
+@click.option("--project", "project_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write a project file for the stack (as 'qcbed import-larbed'; "
+                   "needs --cell, --voltage, --cif and --thickness).")
+@click.option("--cif", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Crystal structure for --project.")
+@click.option("--thickness", type=float, default=None,
+              help="Start thickness (Å) for --project.")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Blocks processed concurrently (threads).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
@@ -110,7 +120,8 @@ def command(source: str, output: str, fmt: str | None, dataset: str | None,
             refine: bool, drift_order: int, stride: int, track_method: str, gain: float,
             dqe: float, mixing: float, read_variance: float, voltage: float | None,
             cell: tuple[float, ...] | None, x_axis: tuple[int, int, int] | None,
-            workers: int, quiet: bool) -> None:
+            kt_reference: tuple[float, float] | None, project_out: str | None,
+            cif: str | None, thickness: float | None, workers: int, quiet: bool) -> None:
     """Extract LACBED images with variances from the LARBED dataset SOURCE.
 
     The spot of every reflection is located at every tilt from a reference
@@ -128,6 +139,10 @@ def command(source: str, output: str, fmt: str | None, dataset: str | None,
         if n_given != 1:
             raise click.UsageError("give exactly one of --vacuum, --calibration, "
                                    "--no-beam-motion, --self-calibrate")
+        if kt_reference is not None and not cell:
+            raise click.UsageError("--kt-reference needs --cell (the k_t map of the tilts)")
+        if project_out and not (cell and voltage and cif and thickness):
+            raise click.UsageError("--project needs --cell, --voltage, --cif and --thickness")
         shape = tuple(scan_shape) if scan_shape else None
         data = lb.open_4d(source, fmt, scan_shape=shape, dataset=dataset, chunk_mb=chunk_mb)
         ny, nx = data.scan_shape
@@ -204,9 +219,16 @@ def command(source: str, output: str, fmt: str | None, dataset: str | None,
         stack = lb.extract_lacbed(
             data, pred, hkl, disc_radius=disc_radius, annulus=tuple(annulus),
             background=background, detector=det, bad_pixels=mask, progress=progress,
-            workers=workers, metadata={"command": " ".join(sys.argv)}, voltage_kv=voltage)
+            workers=workers, metadata={"command": " ".join(sys.argv)}, voltage_kv=voltage,
+            kt_reference=kt_reference)
         lb.save_stack(stack, output)
         data.close()
+        if project_out:
+            from .import_larbed import larbed_project, write_project
+
+            assert cif is not None and thickness is not None
+            proj, comments, _facts = larbed_project(output, cif, thickness=thickness)
+            write_project(Path(project_out), proj, comments, force=True)
     except QcbedError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
