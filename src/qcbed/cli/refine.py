@@ -1,6 +1,13 @@
-"""``qcbed refine PROJECT``: run a project's refinement plan and write the results."""
+"""``qcbed refine PROJECT…``: run refinement plans and write the results.
+
+One project file: its plan runs and its results are written. Several files, a
+folder or a glob: a batch (:mod:`qcbed.batch`): each project in turn, finished
+ones skipped, interrupted ones resumed, and a summary table (CSV + HTML).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -8,30 +15,58 @@ from ._common import engine_options, executor, settings, wrap
 
 
 @click.command("refine")
-@click.argument("project", type=click.Path(exists=True, dir_okay=False))
+@click.argument("projects", nargs=-1, required=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-              help="Output folder (default: [project] output of the file).")
+              help="Output folder (default: [project] output of the file); with several "
+                   "projects, each one's results go to OUT/<project file name>.")
+@click.option("--summary", "summary_dir", type=click.Path(file_okay=False), default=None,
+              help="Batch: folder of batch_summary.csv/.html (default: OUT, else the "
+                   "current folder).")
+@click.option("--force", is_flag=True,
+              help="Batch: run finished projects again instead of skipping them.")
 @engine_options
 @wrap
-def command(project: str, out_dir: str | None, quiet: bool | None, workers: str | None) -> None:
-    """Run the refinement plan of PROJECT (a TOML project file): coarse steps, then fine
-    steps; write results.h5, result.json, structure_factors.hkl and report.html.
+def command(projects: tuple[str, ...], out_dir: str | None, summary_dir: str | None,
+            force: bool, quiet: bool | None, workers: str | None) -> None:
+    """Run the refinement plan of PROJECTS (TOML project files, folders of them or glob
+    patterns): coarse steps, then fine steps; write results.h5, result.json,
+    structure_factors.hkl, refined.cif and report.html.
 
     A checkpoint is written after every iteration; continue a killed run with
-    'qcbed resume PROJECT'.
+    'qcbed resume PROJECT'. With several projects the batch skips finished ones,
+    resumes interrupted ones, goes on after a failure and writes batch_summary.csv and
+    batch_summary.html; the exit status is 1 when any project failed.
     """
+    from ..batch import expand_projects, run_batch, write_summary
     from ..errors import QcbedError
     from ..project import ProjectRun, load_project
 
     q, w = settings(quiet, workers)
-    proj = load_project(project)
-    run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q,
-                     log=(lambda s: None) if q else click.echo)
-    try:
-        res = run.run()
-    except (QcbedError, KeyboardInterrupt):
-        click.echo(f"the run stopped; continue it with: qcbed resume {run.out_dir}", err=True)
-        raise
-    if res.fine is not None:
-        click.echo(res.fine.summary())
-    click.echo(f"results in {res.out_dir}: " + ", ".join(p.name for p in res.files.values()))
+    log = (lambda s: None) if q else click.echo
+    paths = expand_projects(projects)
+    if len(paths) == 1 and len(projects) == 1 and Path(projects[0]).is_file() \
+            and summary_dir is None and not force:
+        proj = load_project(paths[0])
+        run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q, log=log)
+        try:
+            res = run.run()
+        except (QcbedError, KeyboardInterrupt):
+            click.echo(f"the run stopped; continue it with: qcbed resume {run.out_dir}",
+                       err=True)
+            raise
+        if res.fine is not None:
+            click.echo(res.fine.summary())
+        click.echo(f"results in {res.out_dir}: " + ", ".join(p.name for p in res.files.values()))
+        return
+    entries = run_batch(paths, out_root=out_dir, force=force, executor=executor(w),
+                        progress=not q, log=log)
+    csv_path, html_path = write_summary(entries, summary_dir or out_dir or Path.cwd())
+    n_fail = sum(e.status == "failed" for e in entries)
+    for e in entries:
+        th = e.result.get("thickness", {})
+        extra = (f"thickness {th.get('value', float('nan')):.2f} Å, chi2 "
+                 f"{e.result.get('chi2') or float('nan'):.4g}" if e.result else e.error)
+        click.echo(f"  {e.status:8s} {e.project}: {extra}")
+    click.echo(f"summary: {csv_path}, {html_path}")
+    if n_fail:
+        raise SystemExit(1)
