@@ -29,7 +29,7 @@ KT_CENTRE = (0.012, -0.021)  # Å⁻¹ at the grid centre
 DOSE = 5.0e4
 DET = (112, 112)
 REF = ((NY - 1) / 2, (NX - 1) / 2)
-POOL_RADIUS = (NY - 3) / 2 * STEP * np.sqrt(2) + 5 * STEP  # ROI (1 tilt margin) + 5 steps
+POOL_RADIUS = (NY - 1) / 2 * STEP * np.sqrt(2) + 5 * STEP  # ROI (the whole grid) + 5 steps
 THICKNESS = 900.0
 CIF = f"""data_si
 _cell_length_a {A}

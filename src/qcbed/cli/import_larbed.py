@@ -45,8 +45,8 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
     elastic, absorption, xi : str, str, float
         Engine scattering-factor and absorption models.
     orientation : bool
-        Also refine the orientation (``shift.row``, ``shift.col``: the k_t grid moved by
-        a fraction of a tilt step).
+        Also refine the orientation (``tilt.x``, ``tilt.y``: every simulated k_t moved,
+        Å⁻¹; the data stay on their tilts, nothing is interpolated).
     min_valid : float
         Reflections valid at fewer than this fraction of the tilts are not compared.
 
@@ -103,15 +103,16 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
             if len(families) == n_ug:
                 break
     ny, nx = stack.shape
-    # one tilt of margin: refined shifts and rotations keep every sample on the grid
-    m0 = 1 if orientation else 0
-    if min(ny, nx) - 2 * m0 < 2:
+    if min(ny, nx) < 2:
         raise InputError("tilt grid too small for a region", source=sp,
-                         expected="at least 4 x 4 tilts", found=(ny, nx))
-    samples = [(ny - 1 - 2 * m0) // roi_step + 1, (nx - 1 - 2 * m0) // roi_step + 1]
-    last = [m0 + (samples[0] - 1) * roi_step, m0 + (samples[1] - 1) * roi_step]
+                         expected="at least 2 x 2 tilts", found=(ny, nx))
+    # the ROI samples sit on the tilts themselves; the orientation is refined as tilt.x,
+    # tilt.y (the simulated k_t move) rather than shift.row/.col (the data would be
+    # interpolated between tilts, which smooths rocking curves sampled this coarsely)
+    samples = [(ny - 1) // roi_step + 1, (nx - 1) // roi_step + 1]
+    last = [(samples[0] - 1) * roi_step, (samples[1] - 1) * roi_step]
     frame = geo.frame
-    shift = ["shift.row", "shift.col"] if orientation else []
+    shift = ["tilt.x", "tilt.y"] if orientation else []
     ug = [f"U({','.join(str(v) for v in h)})" for h in families]
     proj = {
         "project": {"name": f"LARBED {sp.stem}", "output": output},
@@ -127,7 +128,7 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                      "reference": [float(v) for v in geo.reference],
                      "shift": [float(v) for v in geo.shift]},
         "roi": {"hkl": [list(h) for h in hkl],
-                "regions": [{"corners": [[m0, m0], [m0, last[1]], [last[0], m0]],
+                "regions": [{"corners": [[0, 0], [0, last[1]], [last[0], 0]],
                              "samples": [samples[1], samples[0]]}]},
         "engine": {"mode": "exact", "coarse_mode": "fast", "gmax": 2.5, "smax": 0.03,
                    "holz": False, "elastic": elastic, "absorption": absorption, "xi": xi},
@@ -146,8 +147,7 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                     "to the k_t of every tilt;\nlargest deviation "
                     f"{stack.metadata.get('geometry_mismatch_steps', float('nan')):.3g} tilt "
                     "steps); tilt0 = k_t (1/A) at the reference tilt (extract --kt-reference)",
-        "roi": f"every {roi_step}. tilt of the {ny} x {nx} grid less a margin of {m0}; "
-               "reflections valid at "
+        "roi": f"every {roi_step}. tilt of the {ny} x {nx} grid; reflections valid at "
                f"≥ {min_valid:.0%} of the tilts",
         "plan.thickness": "start thickness (A)",
     }
