@@ -52,7 +52,7 @@ def test_stack_to_emd_and_hspy(stack_file, tmp_path) -> None:
     assert np.array_equal(root.tree("hkl").data, [[0, 0, 0], [2, 2, 0], [-2, -2, 0]])
     assert np.allclose(root.tree("kt").data, kt)
     assert np.allclose(root.tree("variance").data, img * 1.1, equal_nan=True)
-    assert root.metadata["calibration"]["Q_pixel_size"] == pytest.approx(STEP)
+    assert root.metadata["qcbed_calibration"]["Q_pixel_size"] == pytest.approx(STEP)
     meta = json.loads(a.metadata["qcbed"]["json"])
     assert meta["hkl"][1] == "2,2,0" and meta["geometry"]["zone"] == [0, 0, 1]
     assert meta["voltage_kv"] == 200.0
@@ -70,6 +70,18 @@ def test_stack_to_emd_and_hspy(stack_file, tmp_path) -> None:
     assert "counts" in s["metadata"]["Signal"]["quantity"]
     assert json.loads(s["original_metadata"]["qcbed"]["json"])["hkl"][2] == "-2,-2,0"
     assert sigs["mask"]["data"][1, 0, 0] == 0
+
+
+def test_py4dstem_reads_the_emd_file(stack_file, tmp_path) -> None:
+    py4dstem = pytest.importorskip("py4DSTEM")
+    path, img, _ = stack_file
+    from qcbed.output.export import export
+
+    out = export(path, tmp_path / "s.emd")
+    data = py4dstem.read(str(out))
+    a = data.tree("images")
+    assert np.array_equal(a.data, img, equal_nan=True)
+    assert a.dim_units[1] == "A^-1" and a.dims[1][1] - a.dims[1][0] == pytest.approx(STEP)
 
 
 def test_simulation_export(tmp_path) -> None:

@@ -18,10 +18,11 @@ row and the column of the grid, 0 at the reference tilt); the exact k_t of every
 sample is the ``kt`` array (zone-frame k_x, k_y, Å⁻¹, no 2π; docs/conventions.md).
 
 * **EMD 1.0** (:func:`write_emd`): one ``emdfile.Root`` named ``qcbed`` holding one
-  ``emdfile.Array`` per item (``dims``, ``dim_units``, ``dim_names``, ``units``), with
-  root metadata ``calibration`` (py4DSTEM's keys ``Q_pixel_size``, ``Q_pixel_units``,
-  ``R_pixel_size``, ``R_pixel_units``) and ``qcbed`` (geometry, provenance). Read it with
-  ``emdfile.read`` or ``py4DSTEM.read``.
+  ``emdfile.Array`` per item (``dims``, ``dim_units``, ``dim_names``, ``units``: the
+  calibrations), with root metadata ``qcbed_calibration`` (py4DSTEM's keys
+  ``Q_pixel_size``, ``Q_pixel_units``, ``R_pixel_size``, ``R_pixel_units``) and ``qcbed``
+  (program, items). Read it with ``emdfile.read`` or ``py4DSTEM.read`` (checked with
+  py4DSTEM 0.14.18).
 * **HyperSpy** (:func:`write_hspy`): the ``.hspy`` format of HyperSpy/RosettaSciIO
   (``rsciio.hspy``), one experiment per item, with axes (name, scale, offset, units,
   navigate), ``metadata.General.title``, ``metadata.Signal.quantity`` and the qcbed
@@ -271,7 +272,9 @@ def write_emd(items: Sequence[ExportItem], path: str | os.PathLike) -> Path:
         arr.metadata = emdfile.Metadata(name="qcbed", data={
             "title": it.title, "json": json.dumps(_jsonable(it.metadata))})
         root.add_to_tree(arr)
-    cal = emdfile.Metadata(name="calibration")
+    # py4DSTEM's keys, under a name of its own: py4DSTEM.read turns root metadata called
+    # 'calibration' into its Calibration class and fails on a plain emdfile Metadata
+    cal = emdfile.Metadata(name="qcbed_calibration")
     cal["Q_pixel_size"] = float(step) if step is not None else 1.0
     cal["Q_pixel_units"] = A_INV if step is not None else "pixels"
     cal["R_pixel_size"] = 1.0
