@@ -84,6 +84,20 @@ def test_py4dstem_reads_the_emd_file(stack_file, tmp_path) -> None:
     assert a.dim_units[1] == "A^-1" and a.dims[1][1] - a.dims[1][0] == pytest.approx(STEP)
 
 
+def test_hyperspy_loads_the_hspy_file(stack_file, tmp_path) -> None:
+    hs = pytest.importorskip("hyperspy.api")
+    path, img, _ = stack_file
+    from qcbed.output.export import export
+
+    sigs = hs.load(str(export(path, tmp_path / "s.hspy")))
+    im = next(s for s in sigs if s.metadata.General.title == "images")
+    assert np.array_equal(im.data, img, equal_nan=True)
+    nav = im.axes_manager.navigation_axes
+    assert len(nav) == 1 and nav[0].name == "reflection"
+    k_row = im.axes_manager["k_row"]
+    assert k_row.units == "A^-1" and k_row.scale == pytest.approx(STEP)
+
+
 def test_simulation_export(tmp_path) -> None:
     inten = np.random.default_rng(1).uniform(0, 1, (2, 3, 4, 5))
     kt = np.stack(np.meshgrid(np.arange(4) * 0.01, np.arange(5) * 0.01, indexing="ij"), -1)
