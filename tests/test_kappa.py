@@ -176,3 +176,52 @@ def test_kappa_is_recovered_from_synthetic_cbed() -> None:
     assert res.value("thickness") == pytest.approx(1500.0, abs=3 * res.esd("thickness"))
     with pytest.raises(InputError):
         Refinement(base, DirectData(sim.outputs, kt, obs, obs)).add_kappa("Si1")
+
+
+def test_kappa_parameters_in_a_project_file(tmp_path) -> None:
+    """κ(Si1) named in a project file: validated, refined from the CLI, carried between
+    steps, reported with its esd in result.json and in the CIF's rho loop."""
+    import json
+
+    import gemmi
+    from click.testing import CliRunner
+
+    from qcbed.cli import main
+    from qcbed.demo import make_demo
+
+    path, _ = make_demo(tmp_path / "demo", fast=True, executor="serial")
+    text = path.read_text()
+    assert 'elastic = "kirkland"' in text and 'absorption = "bird_king"' in text
+    text = text.replace('elastic = "kirkland"', 'elastic = "kappa"').replace(
+        'absorption = "bird_king"', 'absorption = "proportional"\nxi = 0.013')
+    text = text.replace('refine = ["thickness", "shift.row", "shift.col"]',
+                        'refine = ["thickness", "kappa(Si1)", "shift.row", "shift.col"]')
+    text = text.replace('refine = ["thickness", "U(1,1,1)", "Uabs(1,1,1)", "U(2,2,2)", '
+                        '"shift.row", "shift.col"]',
+                        'refine = ["thickness", "U(2,2,2)", "kappa(Si1)", "shift.row", '
+                        '"shift.col"]')
+    assert text.count("kappa(Si1)") == 2
+    (tmp_path / "demo" / "k.toml").write_text(text)
+    run = CliRunner()
+    r = run.invoke(main, ["validate", str(tmp_path / "demo" / "k.toml")])
+    assert r.exit_code == 0, r.output
+    bad = text.replace('elastic = "kappa"', 'elastic = "kirkland"')
+    (tmp_path / "demo" / "bad.toml").write_text(bad)
+    r = run.invoke(main, ["validate", str(tmp_path / "demo" / "bad.toml")])
+    assert r.exit_code == 2 and "need the kappa model" in r.output
+    (tmp_path / "demo" / "bad2.toml").write_text(text.replace("kappa(Si1)", "kappa(Xx1)"))
+    r = run.invoke(main, ["validate", str(tmp_path / "demo" / "bad2.toml")])
+    assert r.exit_code == 2 and "unknown site label or element" in r.output
+    r = run.invoke(main, ["--quiet", "--workers", "1", "refine", str(tmp_path / "demo" /
+                                                                      "k.toml"),
+                          "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    res = json.loads((tmp_path / "out" / "result.json").read_text())
+    k = next(p for p in res["parameters"] if p["name"] == "kappa(Si1)")
+    assert k["refined"] and 0 < k["esd"] < 0.05 and abs(k["value"] - 1.0) < 0.1
+    state = json.loads((tmp_path / "out" / "run_state.json").read_text())["state"]
+    assert state["kappa"]["Si1"]["kappa"] == pytest.approx(k["value"])
+    b = gemmi.cif.read_file(str(tmp_path / "out" / "refined.cif")).sole_block()
+    row = b.find("_atom_rho_multipole_", ["atom_label", "kappa", "coeff_Pv"])[0]
+    assert row[0] == "Si1" and "(" in row[1] and "(" not in row[2]
+    assert float(row[1].split("(")[0]) == pytest.approx(k["value"], abs=2 * k["esd"])

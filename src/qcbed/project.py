@@ -99,6 +99,7 @@ SAMPLING_NAMES = ("rotation", "gl", "shift.row", "shift.col")
 _HKL_RE = r"\(\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)"
 _SF_RE = re.compile(r"^(U|Uabs|phase)" + _HKL_RE + r"$")
 _B_RE = re.compile(r"^B\(\s*([^()\s]+)\s*\)$")
+_KAPPA_RE = re.compile(r"^(kappa|Pv)\(\s*([^()\s]+)\s*\)$")
 _DISC_RE = re.compile(r"^disc_shift" + _HKL_RE + r"\.(row|col)$")
 _CELL = ("a", "b", "c", "alpha", "beta", "gamma")
 
@@ -141,6 +142,9 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     m = _B_RE.match(s)
     if m:
         return "B", m.group(1), f"B({m.group(1)})"
+    m = _KAPPA_RE.match(s)
+    if m:
+        return "kappa", m.group(2), f"{m.group(1)}({m.group(2)})"
     if s.startswith("cell.") and s[5:] in _CELL:
         return "cell", s[5:], s
     if s in SAMPLING_NAMES:
@@ -155,6 +159,7 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
         return "tilt", s[-1], s
     raise InputError("unknown parameter name", source=source, tag=tag,
                      expected="thickness, U(h,k,l), Uabs(h,k,l), phase(h,k,l), B(label), "
+                              "kappa(label), Pv(label), "
                               "voltage, cell.a…cell.gamma, tilt.x, tilt.y, rotation, gl, "
                               "shift.row, shift.col, disc_shift(h,k,l).row/.col, probe.sigma, "
                               "probe.gamma", found=name)
@@ -1296,6 +1301,14 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
                                expected="U(h,k,l) or Uabs(h,k,l)", found=canon)
             elif kind == "B" and detail not in labels:
                 raise _err(proj, "unknown site label", tag, expected=labels, found=canon)
+            elif kind == "kappa":
+                if sim.potential.elastic != "kappa":
+                    raise _err(proj, "κ and P_v need the kappa model", tag,
+                               expected="engine.elastic = 'kappa'", found=sim.potential.elastic)
+                elements = sorted({s.element for s in crystal.sites})
+                if detail not in labels and detail.capitalize() not in elements:
+                    raise _err(proj, "unknown site label or element", tag,
+                               expected=labels + elements, found=canon)
             elif kind == "sampling" and detail is not None and detail not in roi_shift:
                 raise _err(proj, "disc shift not declared in roi.disc_shifts", tag,
                            expected=f"{list(detail)} in roi.disc_shifts", found=canon)
@@ -1452,8 +1465,10 @@ class ProjectRun:
         return crystal
 
     def _sim(self, setup: Setup, base, state: dict, mode: str | None = None):
+        kappa = state.get("kappa")  # κ, P_v of the kappa model carried between steps
         sim = base.with_changes(crystal=self._crystal(setup, state),
-                                voltage_kv=state["voltage_kv"], mode=mode)
+                                voltage_kv=state["voltage_kv"], mode=mode,
+                                potential=base.potential.with_kappa(kappa) if kappa else None)
         sf = {_key_hkl(k): (complex(v[0], v[1]), complex(v[2], v[3]))
               for k, v in state["structure_factors"].items()}
         if sf:
@@ -1615,6 +1630,9 @@ class ProjectRun:
             elif kind == "B":
                 ref.add_b_iso(detail, refine=canon in refine)
                 ref.params[canon].value = state["b_iso"].get(detail, ref.params[canon].value)
+            elif kind == "kappa" and canon not in ref.params:
+                for p in ref.add_kappa(detail, kappa=False, pv=False):  # start: sim.potential
+                    p.refine = p.name in refine
             elif kind == "voltage":
                 ref.add_voltage(refine=canon in refine)
             elif kind == "tilt" and "tilt.x" not in ref.params:
@@ -1679,6 +1697,9 @@ class ProjectRun:
                         cur[0 if m.group(4) == "row" else 1] = float(p.value)
             elif p.name.startswith("B("):
                 state["b_iso"][p.name[2:-1]] = float(p.value)
+            elif p.target and p.target[0] in ("kappa", "Pv"):
+                state.setdefault("kappa", {}).setdefault(p.target[1], {})[p.target[0]] = \
+                    float(p.value)
             elif p.name.startswith("cell."):
                 state.setdefault("cell", {})[p.name[5:]] = float(p.value)
                 state["cell_system"] = p.target[2]
