@@ -67,7 +67,7 @@ Si1 Si 0 0 0 0.5
 # ---------------------------------------------------------------- 1. the experiment
 si = Crystal(Lattice(A, A, A), [Site("Si1", "Si", (0, 0, 0), b_iso=0.5)], 227)
 # the engine set-up the project will use (pool over the ROI ± 5 tilt steps, Bethe beams)
-pool_radius = (NY - 1) / 2 * STEP * np.sqrt(2) + 5 * STEP
+pool_radius = ((NY - 1) / 2 + 4) * STEP * np.sqrt(2) + 5 * STEP
 sim = Simulation(si, 200.0, [0, 0, 1], [2, 2, 0],
                  potential=PotentialModel("kirkland", "proportional", 0.08), gmax=2.5,
                  smax=0.03, holz=False, selection=BeamSelection(0.3, 30.0),

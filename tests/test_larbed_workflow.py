@@ -29,7 +29,11 @@ KT_CENTRE = (0.012, -0.021)  # Å⁻¹ at the grid centre
 DOSE = 5.0e4
 DET = (112, 112)
 REF = ((NY - 1) / 2, (NX - 1) / 2)
-POOL_RADIUS = (NY - 1) / 2 * STEP * np.sqrt(2) + 5 * STEP  # ROI (the whole grid) + 5 steps
+KREF_ERROR = (2 * STEP, -2 * STEP)  # error of the k_t given to extract --kt-reference
+# the project's pool: around the grid as extract places it (off by KREF_ERROR), the whole
+# grid widened by the coarse step's search margin (4 steps), + 5 steps
+POOL_CENTRE = (KT_CENTRE[0] + KREF_ERROR[0], KT_CENTRE[1] + KREF_ERROR[1])
+POOL_RADIUS = ((NY - 1) / 2 + 4) * STEP * np.sqrt(2) + 5 * STEP
 THICKNESS = 900.0
 CIF = f"""data_si
 _cell_length_a {A}
@@ -60,12 +64,12 @@ def larbed_files(tmp_path_factory) -> dict:
     (d / "si.cif").write_text(CIF)
     si = Crystal(Lattice(A, A, A), [Site("Si1", "Si", (0, 0, 0), b_iso=0.5)], 227)
     # the engine set-up of the project that import-larbed writes (same automatic pool over
-    # the ROI ± 5 tilt steps, same Bethe selection): the test measures the workflow, not
-    # the convergence of the beam pool (a different pool moves U_g by ~0.5 %)
+    # the ROI and the coarse search field ± 5 tilt steps, same Bethe selection): the test
+    # measures the workflow, not the convergence of the pool (another pool: U_g ~0.5 %)
     sim = Simulation(si, 200.0, [0, 0, 1], [2, 2, 0],
                      potential=PotentialModel("kirkland", "proportional", 0.08),
                      gmax=2.5, smax=0.03, holz=False, selection=BeamSelection(0.3, 30.0),
-                     outputs=np.array(HKL), kt_center=KT_CENTRE, kt_radius=POOL_RADIUS)
+                     outputs=np.array(HKL), kt_center=POOL_CENTRE, kt_radius=POOL_RADIUS)
     u220, u400 = (sim.structure_factor(h)[0].real for h in ((2, 2, 0), (4, 0, 0)))
     truth_u = {"U(2,2,0)": 1.04 * u220, "U(4,0,0)": 0.95 * u400}
     sim.set_structure_factors({(2, 2, 0): truth_u["U(2,2,0)"], (4, 0, 0): truth_u["U(4,0,0)"]})
@@ -96,7 +100,8 @@ def larbed_files(tmp_path_factory) -> dict:
 def test_extract_import_refine_recovers_thickness_and_ug(larbed_files) -> None:
     d: Path = larbed_files["dir"]
     p0, p1, p2 = larbed_files["p"]
-    kx, ky = larbed_files["kt_ref"]
+    # the reference tilt's k_t given 2 tilt steps off in x and y: the coarse step finds it
+    kx, ky = larbed_files["kt_ref"] + np.array(KREF_ERROR)
     run = CliRunner()
     args = ["extract", str(d / "scan.npy"), "-o", str(d / "stack.h5"),
             "--zone", "0", "0", "1",
@@ -133,6 +138,8 @@ def test_extract_import_refine_recovers_thickness_and_ug(larbed_files) -> None:
         assert abs(p["value"] - true) < 3 * p["esd"], (name, p, true)
         assert p["esd"] < 0.01 * abs(true)
     assert 0.7 < res["chi2"] < 1.5
+    t0 = res["orientation"]["tilt0"]  # k_t at the grid centre (reference display pixel)
+    assert np.hypot(t0[0] - KT_CENTRE[0], t0[1] - KT_CENTRE[1]) < 0.05 * STEP
     assert (d / "out" / "refined.cif").is_file()
     print("LARBED workflow:", th, {n: (ps[n]["value"], ps[n]["esd"], larbed_files["truth"][n])
                                    for n in larbed_files["truth"]}, res["chi2"])

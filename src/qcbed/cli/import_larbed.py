@@ -21,7 +21,8 @@ from ._common import wrap
 def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                    voltage_kv: float | None = None, output: str = "results", n_ug: int = 2,
                    roi_step: int = 1, elastic: str = "kirkland", absorption: str = "bird_king",
-                   xi: float = 0.1, orientation: bool = True, min_valid: float = 0.5
+                   xi: float = 0.1, orientation: bool = True, coarse: bool = True,
+                   coarse_margin: int = 4, min_valid: float = 0.5
                    ) -> tuple[dict, dict[str, str], dict[str, Any]]:
     """The project (dict for :func:`qcbed.project.dumps_toml`), its comments and facts.
 
@@ -47,6 +48,12 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
     orientation : bool
         Also refine the orientation (``tilt.x``, ``tilt.y``: every simulated k_t moved,
         Å⁻¹; the data stay on their tilts, nothing is interpolated).
+    coarse : bool
+        Start with a coarse ``orientation_thickness`` step (template matching of the
+        whole grid, thickness ± 20 %): finds the orientation when the k_t of the
+        reference tilt (``extract --kt-reference``) is off by more than about a tilt step.
+    coarse_margin : int
+        Search half-width of the coarse step, in tilt steps.
     min_valid : float
         Reflections valid at fewer than this fraction of the tilts are not compared.
 
@@ -139,6 +146,11 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                           {"name": "low-order structure factors",
                            "refine": ["thickness", *ug, *shift], "max_iter": 25}]},
     }
+    if coarse:
+        proj["plan"]["coarse"] = [{"step": "orientation_thickness",
+                                   "thickness_range": [0.8 * thickness, 1.2 * thickness],
+                                   "n_scan": 13, "margin": int(coarse_margin),
+                                   "template_size": [ny, nx], "template_step": 1.0}]
     comments = {
         "project": f"qcbed project for the LACBED stack {sp}\n"
                    "written by 'qcbed import-larbed'; reference: docs/larbed.md",
@@ -194,21 +206,26 @@ def write_project(path: Path, proj: dict, comments: dict[str, str], *, force: bo
               help="Absorption model of the engine.")
 @click.option("--xi", type=float, default=0.1, show_default=True,
               help="ξ of the proportional absorption model.")
+@click.option("--coarse/--no-coarse", default=True, show_default=True,
+              help="Start with a coarse orientation and thickness search (template matching).")
+@click.option("--coarse-margin", type=int, default=4, show_default=True,
+              help="Search half-width of the coarse step (tilt steps).")
 @click.option("--force", is_flag=True, help="Overwrite an existing project file.")
 @wrap
 def command(stack: str, cif: str, thickness: float, voltage: float | None, out: str | None,
             output_dir: str | None, n_ug: int, roi_step: int, elastic: str, absorption: str,
-            xi: float, force: bool) -> None:
+            xi: float, coarse: bool, coarse_margin: int, force: bool) -> None:
     """Write a project file for the LACBED STACK of 'qcbed extract', ready for 'qcbed
     refine': crystal from --cif, data = the stack, geometry = the tilt grid the stack
     records, the whole grid as ROI and a plan (thickness + orientation, then low-order
-    U_g)."""
+    U_g), after a coarse orientation/thickness search unless --no-coarse."""
     sp = Path(stack).resolve()
     path = Path(out) if out else Path.cwd() / f"{sp.stem}.toml"
     proj, comments, facts = larbed_project(
         sp, cif, thickness=thickness, voltage_kv=voltage,
         output=output_dir or f"{sp.stem}-results", n_ug=n_ug, roi_step=roi_step,
-        elastic=elastic, absorption=absorption, xi=xi)
+        elastic=elastic, absorption=absorption, xi=xi, coarse=coarse,
+        coarse_margin=coarse_margin)
     write_project(path, proj, comments, force=force)
     click.echo(f"wrote {path}: {facts['n_compared']} of {facts['n_images']} reflections on a "
                f"{facts['grid'][0]} x {facts['grid'][1]} tilt grid at {facts['voltage_kv']:g} "
