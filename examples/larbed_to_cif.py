@@ -115,7 +115,7 @@ qcbed("extract", str(out / "scan.npy"), "-o", str(out / "stack.h5"), "--zone", "
       "--cell", str(A), str(A), str(A), "90", "90", "90",
       "--kt-reference", f"{kx:.6f}", f"{ky:.6f}", "--quiet")
 print(qcbed("import-larbed", str(out / "stack.h5"), "--cif", str(out / "si.cif"),
-            "--thickness", "960", "--absorption", "proportional", "--xi", "0.08",
+            "--thickness", "960", "--absorption", "proportional", "--xi", "0.08", "--no-holz",
             "-o", str(out / "si.toml"), "--output-dir", str(out / "results"), "--force"))
 print(qcbed("validate", str(out / "si.toml")))
 qcbed("--quiet", "refine", str(out / "si.toml"))

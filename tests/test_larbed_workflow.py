@@ -116,7 +116,7 @@ def test_extract_import_refine_recovers_thickness_and_ug(larbed_files) -> None:
     assert r.exit_code == 0, r.output + repr(r.exception)
     r = run.invoke(main, ["import-larbed", str(d / "stack.h5"), "--cif", str(d / "si.cif"),
                           "--thickness", "960", "--absorption", "proportional", "--xi", "0.08",
-                          "-o", str(d / "si.toml"), "--output-dir", str(d / "out")])
+                          "--no-holz", "-o", str(d / "si.toml"), "--output-dir", str(d / "out")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     text = (d / "si.toml").read_text()
     assert 'format = "lacbed_h5"' in text and "U(2,2,0)" in text and "U(4,0,0)" in text

@@ -21,7 +21,8 @@ from ._common import wrap
 def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                    voltage_kv: float | None = None, output: str = "results", n_ug: int = 2,
                    roi_step: int = 1, elastic: str = "kirkland", absorption: str = "bird_king",
-                   xi: float = 0.1, orientation: bool = True, coarse: bool = True,
+                   xi: float = 0.1, holz: bool = True, gmax: float = 2.5, smax: float = 0.03,
+                   orientation: bool = True, coarse: bool = True,
                    coarse_margin: int = 4, min_valid: float = 0.5
                    ) -> tuple[dict, dict[str, str], dict[str, Any]]:
     """The project (dict for :func:`qcbed.project.dumps_toml`), its comments and facts.
@@ -45,6 +46,9 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
         Tilts between ROI samples.
     elastic, absorption, xi : str, str, float
         Engine scattering-factor and absorption models.
+    holz, gmax, smax : bool, float, float
+        Engine beam pool: higher-order Laue zones (real data need them), |g| ≤ gmax and
+        |S_g| ≤ smax (Å⁻¹).
     orientation : bool
         Also refine the orientation (``tilt.x``, ``tilt.y``: every simulated k_t moved,
         Å⁻¹; the data stay on their tilts, nothing is interpolated).
@@ -137,8 +141,9 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
         "roi": {"hkl": [list(h) for h in hkl],
                 "regions": [{"corners": [[0, 0], [0, last[1]], [last[0], 0]],
                              "samples": [samples[1], samples[0]]}]},
-        "engine": {"mode": "exact", "coarse_mode": "fast", "gmax": 2.5, "smax": 0.03,
-                   "holz": False, "elastic": elastic, "absorption": absorption, "xi": xi},
+        "engine": {"mode": "exact", "coarse_mode": "fast", "gmax": float(gmax),
+                   "smax": float(smax), "holz": bool(holz), "elastic": elastic,
+                   "absorption": absorption, "xi": xi},
         "gof": {"metric": "chi2", "background": "per_disc"},
         "plan": {"thickness": float(thickness),
                  "fine": [{"name": "thickness and orientation",
@@ -206,6 +211,12 @@ def write_project(path: Path, proj: dict, comments: dict[str, str], *, force: bo
               help="Absorption model of the engine.")
 @click.option("--xi", type=float, default=0.1, show_default=True,
               help="ξ of the proportional absorption model.")
+@click.option("--holz/--no-holz", default=True, show_default=True,
+              help="Include higher-order Laue zones in the beam pool.")
+@click.option("--gmax", type=float, default=2.5, show_default=True,
+              help="Beam pool: largest |g| (1/Å).")
+@click.option("--smax", type=float, default=0.03, show_default=True,
+              help="Beam pool: largest excitation error |S_g| (1/Å).")
 @click.option("--coarse/--no-coarse", default=True, show_default=True,
               help="Start with a coarse orientation and thickness search (template matching).")
 @click.option("--coarse-margin", type=int, default=4, show_default=True,
@@ -214,7 +225,8 @@ def write_project(path: Path, proj: dict, comments: dict[str, str], *, force: bo
 @wrap
 def command(stack: str, cif: str, thickness: float, voltage: float | None, out: str | None,
             output_dir: str | None, n_ug: int, roi_step: int, elastic: str, absorption: str,
-            xi: float, coarse: bool, coarse_margin: int, force: bool) -> None:
+            xi: float, holz: bool, gmax: float, smax: float, coarse: bool,
+            coarse_margin: int, force: bool) -> None:
     """Write a project file for the LACBED STACK of 'qcbed extract', ready for 'qcbed
     refine': crystal from --cif, data = the stack, geometry = the tilt grid the stack
     records, the whole grid as ROI and a plan (thickness + orientation, then low-order
@@ -224,7 +236,8 @@ def command(stack: str, cif: str, thickness: float, voltage: float | None, out: 
     proj, comments, facts = larbed_project(
         sp, cif, thickness=thickness, voltage_kv=voltage,
         output=output_dir or f"{sp.stem}-results", n_ug=n_ug, roi_step=roi_step,
-        elastic=elastic, absorption=absorption, xi=xi, coarse=coarse,
+        elastic=elastic, absorption=absorption, xi=xi, holz=holz, gmax=gmax, smax=smax,
+        coarse=coarse,
         coarse_margin=coarse_margin)
     write_project(path, proj, comments, force=force)
     click.echo(f"wrote {path}: {facts['n_compared']} of {facts['n_images']} reflections on a "
