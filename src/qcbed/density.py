@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ._core.files import atomic_write
 from .constants import BOHR_RADIUS, u_to_potential
 from .errors import InputError
 
@@ -261,7 +262,6 @@ def write_cube(path: str | os.PathLike, dmap: DensityMap, *, comment: str | None
         (the second comment line states the unit either way).
     """
     from .crystal import atomic_number
-    from .results import atomic_write
 
     basis = np.asarray(dmap.lattice.direct_basis, float) / BOHR_RADIUS  # rows a, b, c (Bohr)
     n = dmap.shape

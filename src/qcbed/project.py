@@ -35,6 +35,10 @@ from typing import Any
 
 import numpy as np
 
+from ._core.files import atomic_write_text
+from ._core.hkl import hkl_key, key_hkl
+from ._core.jsonio import dumps
+from ._core.parameters import parse_parameter_name
 from .errors import InputError
 
 if sys.version_info >= (3, 11):
@@ -93,80 +97,6 @@ COARSE_STEPS = ("orientation_thickness", "pixel_size", "voltage", "b_iso")
 GOF_METRICS = ("chi2", "chi2_poisson", "r_factor", "correlation")
 BACKGROUNDS = ("per_disc", "single", "none")
 DATA_FORMATS = ("auto", "npy", "dm3", "dm4", "tif", "tiff", "felix", "npy_stack")
-SAMPLING_NAMES = ("rotation", "gl", "shift.row", "shift.col")
-
-_HKL_RE = r"\(\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*,\s*([+-]?\d+)\s*\)"
-_SF_RE = re.compile(r"^(U|Uabs|phase)" + _HKL_RE + r"$")
-_B_RE = re.compile(r"^B\(\s*([^()\s]+)\s*\)$")
-_DISC_RE = re.compile(r"^disc_shift" + _HKL_RE + r"\.(row|col)$")
-_CELL = ("a", "b", "c", "alpha", "beta", "gamma")
-
-
-# ====================================================================== names
-def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = None
-                         ) -> tuple[str, Any, str]:
-    """Classify a refinable-parameter name and return its canonical spelling.
-
-    Parameters
-    ----------
-    name : str
-        ``thickness`` (Å), ``U(h,k,l)``, ``Uabs(h,k,l)`` (Å⁻²), ``phase(h,k,l)`` (deg),
-        ``B(label)`` (Å²), ``voltage`` (kV), ``cell.a`` … ``cell.gamma``,
-        ``tilt.x``, ``tilt.y`` (Å⁻¹, shift of every simulated k_t), ``rotation`` (deg),
-        ``gl``, ``shift.row``, ``shift.col`` (px),
-        ``disc_shift(h,k,l).row``/``.col`` (px), ``probe.sigma``, ``probe.gamma`` (px).
-
-    Returns
-    -------
-    (kind, detail, canonical)
-        kind is one of ``thickness``, ``U``, ``Uabs``, ``phase``, ``B``, ``voltage``,
-        ``cell``, ``tilt``, ``sampling``, ``probe``; detail the hkl tuple, site label, cell
-        parameter or None.
-
-    Raises
-    ------
-    InputError
-        Unknown name.
-    """
-    s = str(name).strip()
-    if s == "thickness":
-        return "thickness", None, s
-    if s == "voltage":
-        return "voltage", None, s
-    m = _SF_RE.match(s)
-    if m:
-        h = (int(m.group(2)), int(m.group(3)), int(m.group(4)))
-        return m.group(1), h, f"{m.group(1)}({h[0]},{h[1]},{h[2]})"
-    m = _B_RE.match(s)
-    if m:
-        return "B", m.group(1), f"B({m.group(1)})"
-    if s.startswith("cell.") and s[5:] in _CELL:
-        return "cell", s[5:], s
-    if s in SAMPLING_NAMES:
-        return "sampling", None, s
-    m = _DISC_RE.match(s)
-    if m:
-        h = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
-        return "sampling", h, f"disc_shift({h[0]},{h[1]},{h[2]}).{m.group(4)}"
-    if s in ("probe.sigma", "probe.gamma"):
-        return "probe", None, s
-    if s in ("tilt.x", "tilt.y"):
-        return "tilt", s[-1], s
-    raise InputError("unknown parameter name", source=source, tag=tag,
-                     expected="thickness, U(h,k,l), Uabs(h,k,l), phase(h,k,l), B(label), "
-                              "voltage, cell.a…cell.gamma, tilt.x, tilt.y, rotation, gl, "
-                              "shift.row, shift.col, disc_shift(h,k,l).row/.col, probe.sigma, "
-                              "probe.gamma", found=name)
-
-
-def _hkl_key(h: Iterable[int]) -> str:
-    return ",".join(str(int(x)) for x in h)
-
-
-def _key_hkl(k: str) -> tuple[int, int, int]:
-    a = tuple(int(x) for x in k.split(","))
-    return a  # type: ignore[return-value]
-
 
 # ====================================================================== reading helpers
 class _Reader:
@@ -1337,24 +1267,6 @@ class RunResult:
     steps: list[dict] = field(default_factory=list)
 
 
-def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=_json_default), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    if isinstance(o, complex):
-        return [o.real, o.imag]
-    raise TypeError(type(o).__name__)
-
-
 class ProjectRun:
     """Runs a project's plan: coarse steps, then fine steps, then the results.
 
@@ -1404,7 +1316,7 @@ class ProjectRun:
                 "b_iso": {s.label: s.b_iso for s in setup.crystal.sites},
                 "geometry": {"rotation": g.rotation, "gl": g.gl, "tilt0": list(g.tilt0),
                              "shift": list(g.shift),
-                             "disc_shifts": {_hkl_key(k): list(v)
+                             "disc_shifts": {hkl_key(k): list(v)
                                              for k, v in g.disc_shifts.items()}},
                 "structure_factors": {}, "probe": None}
 
@@ -1413,7 +1325,7 @@ class ProjectRun:
         return setup.geometry.replace(
             rotation=gs["rotation"], gl=gs["gl"], tilt0=tuple(gs["tilt0"]),
             shift=tuple(gs["shift"]),
-            disc_shifts={_key_hkl(k): tuple(v) for k, v in gs["disc_shifts"].items()})
+            disc_shifts={key_hkl(k): tuple(v) for k, v in gs["disc_shifts"].items()})
 
     def _crystal(self, setup: Setup, state: dict):
         from .refine.parameters import apply_cell
@@ -1426,14 +1338,14 @@ class ProjectRun:
     def _sim(self, setup: Setup, base, state: dict, mode: str | None = None):
         sim = base.with_changes(crystal=self._crystal(setup, state),
                                 voltage_kv=state["voltage_kv"], mode=mode)
-        sf = {_key_hkl(k): (complex(v[0], v[1]), complex(v[2], v[3]))
+        sf = {key_hkl(k): (complex(v[0], v[1]), complex(v[2], v[3]))
               for k, v in state["structure_factors"].items()}
         if sf:
             sim.set_structure_factors(sf)
         return sim
 
     def _save(self, rs: dict) -> None:
-        _atomic_json(self.out_dir / RUN_STATE, rs)
+        atomic_write_text(self.out_dir / RUN_STATE, dumps(rs, nan_as_null=False, indent=1))
 
     # ------------------------------------------------------------ run
     def run(self, *, resume: bool = False) -> RunResult:
@@ -1576,7 +1488,7 @@ class ProjectRun:
                 ref.add_thickness(state["thickness"], refine=canon in refine)
             elif kind in ("U", "Uabs", "phase") and detail not in sf_done:
                 sf_done.add(detail)
-                hk = _hkl_key(detail)
+                hk = hkl_key(detail)
                 u0, ua0 = base.structure_factor(detail)
                 iam[hk] = (u0, ua0)
                 ref.add_structure_factor(detail, refine_u=f"U({hk})" in refine,
@@ -1644,11 +1556,10 @@ class ProjectRun:
                 elif p.name.startswith("shift."):
                     gs["shift"][0 if p.name.endswith("row") else 1] = float(p.value)
                 else:
-                    m = _DISC_RE.match(p.name)
-                    if m:
-                        k = _hkl_key((m.group(1), m.group(2), m.group(3)))
-                        cur = gs["disc_shifts"].setdefault(k, [0.0, 0.0])
-                        cur[0 if m.group(4) == "row" else 1] = float(p.value)
+                    _, disc, canon = parse_parameter_name(p.name)
+                    if disc is not None:
+                        cur = gs["disc_shifts"].setdefault(hkl_key(disc), [0.0, 0.0])
+                        cur[0 if canon.endswith(".row") else 1] = float(p.value)
             elif p.name.startswith("B("):
                 state["b_iso"][p.name[2:-1]] = float(p.value)
             elif p.name.startswith("cell."):
@@ -1663,7 +1574,7 @@ class ProjectRun:
             state["probe"] = [float(ps["probe.sigma"].value), float(ps["probe.gamma"].value)]
         for hk in sf_done:
             u, ua = ref.sim.structure_factor(hk)
-            state["structure_factors"][_hkl_key(hk)] = [u.real, u.imag, ua.real, ua.imag]
+            state["structure_factors"][hkl_key(hk)] = [u.real, u.imag, ua.real, ua.imag]
         return result, roi, ref.sim, iam
 
 

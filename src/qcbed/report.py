@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from ._core.files import atomic_write
+
 __all__ = ["write_report"]
 
 _CSS = """
@@ -60,9 +62,7 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], left: int = 1) 
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=90)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90))
 
 
 def _disc_figures(run: Any, figdir: Path) -> list[tuple[str, str]]:
@@ -228,7 +228,6 @@ def write_report(out_dir: str | os.PathLike, run: Any, result: Mapping[str, Any]
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from .results import atomic_write
 
     out = Path(out_dir)
     figdir = out / "figures"

@@ -34,13 +34,16 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._core.files import atomic_write
+from ._core.hkl import hkl_key
+from ._core.jsonio import dumps
 from ._version import __version__
 from .errors import InputError
 
@@ -276,19 +279,6 @@ def provenance(input_files: Iterable[str | os.PathLike] = (),
             "dependencies": dependency_versions(), "input_files": hashes}
 
 
-def atomic_write(path: str | os.PathLike, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp_path)`` and rename the temporary file to ``path`` when it succeeds."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        writer(tmp)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
-
-
 def _write_prov(grp, prov: Mapping[str, Any]) -> None:
     for k, v in prov.items():
         if isinstance(v, dict):
@@ -506,9 +496,7 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
 
 
 def _h5_json(obj: Any) -> str:
-    from .project import _json_default
-
-    return json.dumps(obj, default=_json_default)
+    return dumps(obj)
 
 
 def write_results(run: Any, *, command_line: Sequence[str] | None = None,
@@ -543,12 +531,12 @@ def write_results(run: Any, *, command_line: Sequence[str] | None = None,
         hk = [r["hkl"] for r in rows]
         sim = run.simulation
         u_ref = np.array([sim.structure_factor(h)[0] for h in hk])
-        u_iam = np.array([run.iam[",".join(str(x) for x in h)][0] for h in hk])
+        u_iam = np.array([run.iam[hkl_key(h)][0] for h in hk])
         dm = difference_map(sim.crystal, hk, u_ref, u_iam, sim.voltage_kv, kind=dmap)
         paths["density"] = write_cube(out / files["density"], dm)
     paths["hdf5"] = _write_h5(out / files["hdf5"], run, rows, res_json, prov)
     paths["json"] = atomic_write(out / files["json"], lambda tmp: tmp.write_text(
-        json.dumps(res_json, indent=1, ensure_ascii=False), encoding="utf-8"))
+        dumps(res_json, indent=1, ensure_ascii=False), encoding="utf-8"))
     if report:
         from .report import write_report
 
@@ -567,7 +555,7 @@ def _write_h5(path: Path, run: Any, rows: Sequence[Mapping[str, Any]], res_json:
         with h5py.File(tmp, "w") as f:
             f.attrs["format"] = "qcbed-results/1"
             f.attrs["qcbed_version"] = __version__
-            f.attrs["result_json"] = json.dumps(res_json, ensure_ascii=False)
+            f.attrs["result_json"] = dumps(res_json, ensure_ascii=False)
             g = f.create_group("inputs")
             g.attrs["project_file"] = str(proj.source)
             g.attrs["project_toml"] = proj.text

@@ -38,6 +38,9 @@ from typing import Any
 
 import numpy as np
 
+from .._core.files import atomic_write
+from .._core.hkl import hkl_key
+
 __all__ = ["DemoSettings", "make_demo", "run_demo", "truth_table"]
 
 
@@ -200,14 +203,12 @@ def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
         start += len(pk)
     rng = np.random.default_rng(seed)
     image = rng.poisson(image).astype(np.float64)
-    tmp = data_file.with_name("pattern.tmp.npy")
-    np.save(tmp, image)
-    os.replace(tmp, data_file)
+    atomic_write(data_file, lambda tmp: np.save(tmp, image))
     # ---------------------------------------------------------------- truth
     truth: dict[str, float] = {"thickness": st.thickness}
     for h_, (u, ua) in true_u.items():
         rot = np.exp(-1j * phase[h_])
-        key = ",".join(str(x) for x in h_)
+        key = hkl_key(h_)
         truth[f"U({key})"] = float((u * rot).real)
         truth[f"Uabs({key})"] = float((ua * rot).real)
     truth["tilt0.x"], truth["tilt0.y"] = (float(x) for x in st.tilt0)

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._core.hkl import hkl_key
 from ..bloch.simulation import Simulation, outputs_index
 from ..errors import InputError, QcbedError
 from .gof import GOF, GOFValue, linear_fit, make_gof, zncc
@@ -51,7 +52,6 @@ from .parameters import (
     Parameter,
     ParameterSet,
     apply_cell,
-    hkl_name,
     structure_factor_parameters,
 )
 from .probe import convolve_probe
@@ -762,7 +762,7 @@ class Refinement:
                 bg[np.asarray(self.disc) == d] = fit.background[k]
         model = model + bg
         r_factor = float(np.sum(np.abs(model - exp)[mask]) / np.sum(np.abs(exp[mask])))
-        zn = {hkl_name("", h).strip("()"): zncc(model[i], exp[i], mask[i])
+        zn = {hkl_key(h): zncc(model[i], exp[i], mask[i])
               for i, h in enumerate(self.data.hkl)}
         res = RefinementResult(
             parameters=self.params.copy(), gof=gofv.value, chi2=chi2nu, dof=dof,
