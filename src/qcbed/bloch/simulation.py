@@ -12,6 +12,7 @@ or ``Simulation.from_dat(path)`` / ``Simulation.from_felix(folder)``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -21,8 +22,10 @@ from numpy.typing import ArrayLike
 from ..constants import potential_to_u, wavenumber
 from ..crystal import Crystal
 from ..errors import InputError
+from ..io.felix import FelixInput
 from ..scattering.structure_factors import PotentialModel, TabulatedPotential, structure_factors
 from .beams import BeamPool, BeamSelection
+from .builders import SetupDefaults, SimulationRecipe, dat_recipe, felix_recipe
 from .geometry import ZoneFrame
 from .grids import TiltGrid
 from .potential import PotentialTable
@@ -210,8 +213,12 @@ class Simulation:
         self._arrays: EngineArrays | None = None
         self._version = 0
         self._symmetry_cache: dict = {}
+        self._ops_cache: tuple[int, list] = (-1, [])
         self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size)
-        self.defaults = None
+        #: What the input file said about the pattern (grid, thicknesses, kind), or None.
+        self.defaults: SetupDefaults | None = None
+        #: The parsed ``felix.inp`` of :meth:`from_felix`, or None.
+        self.felix: FelixInput | None = None
 
     def with_changes(self, *, crystal: Crystal | None = None, voltage_kv: float | None = None,
                      potential: PotentialModel | None = None,
@@ -232,22 +239,31 @@ class Simulation:
         if keep_structure_factors and self._overrides:
             new.set_structure_factors(self._overrides)
         new.defaults = self.defaults
+        new.felix = self.felix
         return new
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def from_dat(cls, path, **kw) -> Simulation:
-        """Set-up from a PyExtal/EMAPS ``.dat`` file (see :mod:`qcbed.bloch.builders`)."""
-        from .builders import simulation_from_dat
+    def from_recipe(cls, recipe: SimulationRecipe) -> Simulation:
+        """Set-up from a :class:`~qcbed.bloch.builders.SimulationRecipe`."""
+        sim = cls(*recipe.args, **recipe.kwargs)
+        if recipe.structure_factors:
+            sim.set_structure_factors(recipe.structure_factors)
+        sim.defaults = recipe.defaults
+        sim.felix = recipe.felix
+        return sim
 
-        return simulation_from_dat(path, **kw)
+    @classmethod
+    def from_dat(cls, path, **kw) -> Simulation:
+        """Set-up from a PyExtal/EMAPS ``.dat`` file (see :func:`qcbed.bloch.builders.dat_recipe`;
+        the CBED net of ``conv``/``samp`` is ``sim.defaults.grid``)."""
+        return cls.from_recipe(dat_recipe(path, **kw))
 
     @classmethod
     def from_felix(cls, folder, **kw) -> Simulation:
-        """Set-up from a Felix input folder (see :mod:`qcbed.bloch.builders`)."""
-        from .builders import simulation_from_felix
-
-        return simulation_from_felix(folder, **kw)
+        """Set-up from a Felix input folder (see :func:`qcbed.bloch.builders.felix_recipe`;
+        the parsed ``felix.inp`` is ``sim.felix``)."""
+        return cls.from_recipe(felix_recipe(folder, **kw))
 
     # ------------------------------------------------------------ potential
     def _mean_inner_u(self) -> float:
@@ -458,12 +474,27 @@ class Simulation:
         return np.exp(-2j * np.pi * (self.outputs @ self.origin_shift))
 
     # ------------------------------------------------------------ patterns
+    def _pattern_operations(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Usable pattern symmetries of the current potential (cached per table version)."""
+        key = self._version
+        if self._ops_cache[0] != key:
+            ops = pattern_operations(self._internal, self.frame, self.pool.hkl, self.pool.n_out,
+                                     (self.table.hkl, self.table.u, self.table.u_abs))
+            self._ops_cache = (key, ops)
+        return self._ops_cache[1]
+
     def symmetry_reduction(self, grid: TiltGrid):
-        """Orbits of the grid's illuminated points under the usable pattern symmetry."""
-        pts = grid.points
-        key = (pts.shape, float(np.sum(pts)), float(np.sum(pts**2)))
+        """Orbits of the grid's illuminated points under the usable pattern symmetry.
+
+        The usable operations depend on the grid *and* the current structure
+        factors (see :mod:`qcbed.bloch.symmetry`); the cache is keyed on both.
+        """
+        pts = np.ascontiguousarray(grid.points, dtype=float)
+        ops = self._pattern_operations()
+        key = (pts.shape, hashlib.blake2b(pts.view(np.uint8).reshape(-1).data,
+                                          digest_size=16).hexdigest(),
+               tuple(np.asarray(r).tobytes() for r, _ in ops))
         if key not in self._symmetry_cache:
-            ops = pattern_operations(self._internal, self.frame, self.pool.hkl, self.pool.n_out)
             step = np.median(np.linalg.norm(np.diff(pts, axis=0), axis=1)) if len(pts) > 1 \
                 else 1.0
             self._symmetry_cache = {key: reduce_grid(pts, ops, self.outputs, 1e-6 * step)}
