@@ -1407,7 +1407,7 @@ class ProjectRun:
         run = RunResult(setup=setup, state=rs["state"], fine=result, coarse=rs["coarse"],
                         history=rs["history"], out_dir=self.out_dir, elapsed_s=elapsed,
                         roi=roi, simulation=sim, iam=iam, steps=rs["fine"])
-        from .results import write_results
+        from .output.results import write_results
 
         run.files = write_results(run, command_line=self.command_line, truth=self.truth)
         return run

@@ -233,7 +233,7 @@ def truth_table(run: Any, truth: dict[str, float]) -> str:
         tt = "" if t is None else f"{t:13.6g}"
         lines.append(f"{lab:<24s} {tt:>13s} {p.value:13.6g} "
                      f"{'' if esd is None else f'{esd:10.2g}':>10s} {z:>15s}")
-    from ..results import _orientation
+    from ..output.results import _orientation
 
     o = _orientation(run)
     for k, ax in enumerate("xy"):
