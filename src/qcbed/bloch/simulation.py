@@ -23,6 +23,7 @@ from ..constants import potential_to_u, wavenumber
 from ..crystal import Crystal
 from ..errors import InputError
 from ..io.felix import FelixInput
+from ..parallel import SerialExecutor, default_executor, make_executor
 from ..scattering.structure_factors import PotentialModel, TabulatedPotential, structure_factors
 from .beams import BeamPool, BeamSelection
 from .builders import SetupDefaults, SimulationRecipe, dat_recipe, felix_recipe
@@ -176,8 +177,6 @@ class Simulation:
         self.mode = mode
         self.chunk_size = int(chunk_size)
         if isinstance(executor, (str, int)):
-            from ..parallel import make_executor
-
             executor = make_executor(executor)
         self.executor = executor
         self.frame = ZoneFrame(crystal.lattice, tuple(np.asarray(zone, float)),
@@ -423,8 +422,6 @@ class Simulation:
         return self.frame.kt_from_reciprocal(kt_hkl)
 
     def _executor_for(self, n_chunks: int):
-        from ..parallel import SerialExecutor, default_executor
-
         if self.executor is not None:
             return self.executor
         ex = default_executor()

@@ -40,6 +40,12 @@ import numpy as np
 
 from .._core.files import atomic_write
 from .._core.hkl import hkl_key
+from ..bloch.geometry import ZoneFrame
+from ..bloch.simulation import outputs_index
+from ..experiment import ExperimentGeometry
+from ..io import read_cif
+from ..output.results import _orientation
+from ..project import ProjectRun, build_setup, dumps_toml, load_project
 
 __all__ = ["DemoSettings", "make_demo", "run_demo", "truth_table"]
 
@@ -103,12 +109,6 @@ def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
         ``U(2,2,2)``, ``tilt0.x``, ``tilt0.y``) to the true values (signed amplitudes
         along the phase the refinement uses, Å⁻²; thickness in Å; k_t in Å⁻¹).
     """
-    from ..bloch.geometry import ZoneFrame
-    from ..bloch.simulation import outputs_index
-    from ..experiment import ExperimentGeometry
-    from ..io import read_cif
-    from ..project import build_setup, dumps_toml, load_project
-
     st = settings or (DemoSettings.fast() if fast else DemoSettings())
     out = Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -233,8 +233,6 @@ def truth_table(run: Any, truth: dict[str, float]) -> str:
         tt = "" if t is None else f"{t:13.6g}"
         lines.append(f"{lab:<24s} {tt:>13s} {p.value:13.6g} "
                      f"{'' if esd is None else f'{esd:10.2g}':>10s} {z:>15s}")
-    from ..output.results import _orientation
-
     o = _orientation(run)
     for k, ax in enumerate("xy"):
         t = truth.get(f"tilt0.{ax}")
@@ -252,8 +250,6 @@ def run_demo(out_dir: str | os.PathLike = "qcbed-demo", *, seed: int = 1, fast: 
              executor: Any = None, progress: bool = True,
              log: Callable[[str], None] | None = None) -> tuple[Any, dict[str, float], str]:
     """Make the demo data, run the project, and return (RunResult, truth, table)."""
-    from ..project import ProjectRun, load_project
-
     log = log or print
     t0 = time.perf_counter()
     path, truth = make_demo(out_dir, seed=seed, fast=fast, executor=executor)

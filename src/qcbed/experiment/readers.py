@@ -29,6 +29,7 @@ from numpy.typing import ArrayLike
 
 from ..bloch.geometry import ZoneFrame
 from ..errors import InputError
+from ..io.felix import felix_image_files, read_felix
 from .detector import DetectorModel
 from .geometry import ExperimentGeometry
 from .patterns import CBEDPattern, LACBEDStack, check_pixels
@@ -264,8 +265,6 @@ def read_felix_images(folder: PathType, *, clip_negative: bool = False,
         Missing folder/files, images of different or wrong shape (2R × 2R expected),
         missing images for ``felix.hkl`` reflections, NaN or negative pixels.
     """
-    from ..io.felix import felix_image_files, read_felix
-
     d = _existing(folder, "folder")
     with warnings.catch_warnings():
         # scattering-factor/CIF remarks concern the simulation set-up, not the images

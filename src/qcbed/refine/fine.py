@@ -46,11 +46,13 @@ from tqdm.auto import tqdm
 from .._core.hkl import hkl_key
 from ..bloch.simulation import Simulation, outputs_index
 from ..errors import InputError, QcbedError
+from .checkpoint import read_checkpoint, write_checkpoint
 from .gof import GOF, GOFValue, linear_fit, make_gof, zncc
 from .lm import LMState, levenberg_marquardt
 from .parameters import (
     Parameter,
     ParameterSet,
+    allowed_u_tensors,
     apply_cell,
     structure_factor_parameters,
 )
@@ -260,8 +262,6 @@ class Refinement:
         parameter (its coefficient, Å²), started from the site's current U (or
         B_iso/8π² times the metric-isotropic tensor).
         """
-        from .parameters import allowed_u_tensors
-
         for i, st in enumerate(self.sim.crystal.sites):
             if st.label == label:
                 basis, coeff = allowed_u_tensors(self.sim.crystal, i)
@@ -781,8 +781,6 @@ class Refinement:
                          final: RefinementResult | None = None) -> None:
         if self.checkpoint is None:
             return
-        from .checkpoint import write_checkpoint
-
         write_checkpoint(self.checkpoint, params=self.params, names=list(names),
                          x0=None if x0 is None else list(map(float, x0)),
                          state=None if st is None else st.to_dict(), history=self.history,
@@ -791,8 +789,6 @@ class Refinement:
     def _load_checkpoint(self, names: list[str] | None) -> LMState | None:
         if self.checkpoint is None or not self.checkpoint.exists():
             raise InputError("no checkpoint to resume from", source=self.checkpoint)
-        from .checkpoint import read_checkpoint
-
         ck = read_checkpoint(self.checkpoint)
         for n, v in ck["values"].items():
             if n in self.params:
