@@ -33,6 +33,9 @@ from .potential import PotentialTable
 from .solver import EigenChunk, EngineArrays, pattern_chunk, solve_chunk
 from .symmetry import pattern_operations, reduce_grid
 
+#: Incident directions per engine task (``Simulation(chunk_size=…)``, project files).
+DEFAULT_CHUNK_SIZE = 128
+
 
 @dataclass
 class Solution:
@@ -162,7 +165,7 @@ class Simulation:
         u_abs0: float | None = None,
         structure_factors: Mapping[tuple[int, int, int], complex | tuple[complex, complex]]
         | None = None,
-        chunk_size: int = 128,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         executor=None,
     ) -> None:
         if not np.isfinite(voltage_kv) or voltage_kv <= 0:

@@ -27,6 +27,7 @@ normalised intensity on a background of 100 counts, then Poisson-sampled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -250,7 +251,7 @@ def run_demo(out_dir: str | os.PathLike = "qcbed-demo", *, seed: int = 1, fast: 
              executor: Any = None, progress: bool = True,
              log: Callable[[str], None] | None = None) -> tuple[Any, dict[str, float], str]:
     """Make the demo data, run the project, and return (RunResult, truth, table)."""
-    log = log or print
+    log = log or logging.getLogger(__name__).info
     t0 = time.perf_counter()
     path, truth = make_demo(out_dir, seed=seed, fast=fast, executor=executor)
     log(f"simulated a noisy Si 111 systematic-row CBED pattern (4 discs, seed {seed}) "
