@@ -245,7 +245,6 @@ class ProjectRun:
             state["thickness"] = float(res.thickness)
         elif step.step == "pixel_size":
             res = cr.refine_pixel_size(rel_range=step.rel_range, xtol=step.xtol or 1e-4)
-            state["geometry"]["gl"] = float(geom.g_x_length / (res.pixel_size / s))
         elif step.step == "voltage":
             res = cr.refine_voltage(half_range=step.half_range, xtol=step.xtol or 1e-3)
             state["voltage_kv"] = float(res.values["voltage_kv"])
@@ -253,9 +252,10 @@ class ProjectRun:
             res = cr.refine_b_iso(step.labels, tuple(step.b_range))
             for k, v in res.values.items():
                 state["b_iso"][k[2:-1]] = float(v)
-        # tilt0 such that the template centre has the matched k_t (in the updated geometry)
-        d = np.asarray(res.tilt0) - self._geometry(setup, state).display_to_kt(centre)
-        t0 = np.asarray(state["geometry"]["tilt0"]) + d
+        # gl from the refined pixel size, tilt0 such that the template centre has the matched k_t
+        new_geom = res.apply_to(geom, centre, s)
+        t0 = np.asarray(new_geom.tilt0, float)
+        state["geometry"]["gl"] = float(new_geom.gl)
         state["geometry"]["tilt0"] = [float(t0[0]), float(t0[1])]
         out.update(thickness=float(res.thickness), tilt0=[float(x) for x in t0],
                    correlation=float(res.correlation), pixel_size=float(res.pixel_size),

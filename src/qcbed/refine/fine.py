@@ -57,12 +57,13 @@ from .parameters import (
     structure_factor_parameters,
 )
 from .probe import convolve_probe
+from .result import RefinementOutcome
 
 CHEAP_KINDS = ("thickness", "sampling", "probe")
 
 
 @dataclass
-class RefinementResult:
+class RefinementResult(RefinementOutcome):
     """Outcome of a fine refinement.
 
     Attributes
@@ -118,6 +119,50 @@ class RefinementResult:
 
     def value(self, name: str) -> float:
         return self.parameters[name].value
+
+    # ------------------------------------------------------------ RefinementOutcome
+    @property
+    def names(self) -> list[str]:  # type: ignore[override]
+        """The refined (free) parameters, in the order of ``x``."""
+        return list(self.free_names)
+
+    @property
+    def x(self) -> np.ndarray:  # type: ignore[override]
+        return np.array([self.parameters[n].value for n in self.free_names], float)
+
+    @property
+    def x_esd(self) -> np.ndarray:  # type: ignore[override]
+        return np.array([np.nan if self.parameters[n].esd is None else self.parameters[n].esd
+                         for n in self.free_names], float)
+
+    @property
+    def success(self) -> bool:  # type: ignore[override]
+        """False when the optimiser stopped at its iteration limit or the fit is not finite."""
+        m = self.message.lower()
+        return bool(np.isfinite(self.gof)) and not (
+            m.startswith("stopped after max_iter") or "maximum number" in m)
+
+    @property
+    def nit(self) -> int:  # type: ignore[override]
+        return int(self.n_iterations)
+
+    @property
+    def nfev(self) -> int:  # type: ignore[override]
+        return int(self.n_solves)
+
+    @property
+    def correlation_matrix(self) -> np.ndarray:  # type: ignore[override]
+        return self.correlation
+
+    @property
+    def model(self) -> np.ndarray | None:  # type: ignore[override]
+        """Model intensities (n_refl, n_pts) at the solution (scale and background applied)."""
+        return self.extra.get("model")
+
+    @property
+    def experiment(self) -> np.ndarray | None:  # type: ignore[override]
+        """Experimental intensities (n_refl, n_pts) compared."""
+        return self.extra.get("experiment")
 
     def esd(self, name: str) -> float | None:
         return self.parameters[name].esd
