@@ -45,3 +45,18 @@ def test_import_qcbed_is_light():
                          check=True).stdout
     loaded = json.loads(out)
     assert all(m in ("qcbed._version", "qcbed.errors", "qcbed._api") for m in loaded), loaded
+
+
+def test_top_level_api_is_lazy_and_listed():
+    import qcbed as qc
+
+    names = {"read_crystal", "Simulation", "read_pattern", "read_lacbed", "open_4d",
+             "ExperimentGeometry", "Region", "ROI", "Refinement", "CoarseRefinement",
+             "load_project", "run_project", "Pattern"}
+    assert names <= set(dir(qc)) and names <= set(qc.__all__)
+    from qcbed.bloch.simulation import Simulation
+    from qcbed.refine import CoarseRefinement
+
+    assert qc.Simulation is Simulation and qc.CoarseRefinement is CoarseRefinement
+    with pytest.raises(AttributeError):
+        qc.no_such_name

@@ -29,6 +29,7 @@ from .beams import BeamPool, BeamSelection
 from .builders import SetupDefaults, SimulationRecipe, dat_recipe, felix_recipe
 from .geometry import ZoneFrame
 from .grids import TiltGrid
+from .pattern import Pattern
 from .potential import PotentialTable
 from .solver import EigenChunk, EngineArrays, pattern_chunk, solve_chunk
 from .symmetry import pattern_operations, reduce_grid
@@ -526,6 +527,16 @@ class Simulation:
         else:
             vals = self._pattern_points(pts, t, progress)
         return grid.to_image(np.moveaxis(vals, -1, 1))
+
+    def labelled_pattern(self, grid: TiltGrid, thickness: float | ArrayLike, *,
+                         use_symmetry: bool = True, progress: bool = False) -> Pattern:
+        """As :meth:`pattern`, labelled: a :class:`~qcbed.bloch.pattern.Pattern` with the
+        output hkl, the thicknesses (Å) and the k_t (Å⁻¹) of every pixel; ``.values`` is
+        the array :meth:`pattern` returns."""
+        vals = self.pattern(grid, thickness, use_symmetry=use_symmetry, progress=progress)
+        kt = np.moveaxis(grid.to_image(grid.points.T), 0, -1)
+        return Pattern(vals, self.outputs.copy(), np.atleast_1d(np.asarray(thickness, float)),
+                       kt)
 
     def lacbed(self, grid: TiltGrid, thickness: float | ArrayLike, **kw) -> np.ndarray:
         """LACBED images of every output reflection on ``grid``: (n_t, n_out, ny, nx)."""

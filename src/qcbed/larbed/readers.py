@@ -486,7 +486,7 @@ def read_mib(path: str | PathLike[str], *, scan_shape: tuple[int, int] | None = 
     return _from_rsciio(dict(res, axes=[]), p, "mib", None)  # MIB axes are uncalibrated
 
 
-def read_dm(path: str | PathLike[str], *, scan_shape: tuple[int, int] | None = None,
+def read_dm_4d(path: str | PathLike[str], *, scan_shape: tuple[int, int] | None = None,
             chunk_mb: float = DEFAULT_CHUNK_MB) -> FourDData:
     """A Gatan DigitalMicrograph ``.dm4``/``.dm3`` 4-D dataset (rosettasciio).
 
@@ -806,7 +806,7 @@ def open_4d(path: str | PathLike[str], format: str | None = None, *,
     if fmt == "mib":
         return read_mib(p, scan_shape=scan_shape, chunk_mb=chunk_mb)
     if fmt == "dm":
-        return read_dm(p, scan_shape=scan_shape, chunk_mb=chunk_mb)
+        return read_dm_4d(p, scan_shape=scan_shape, chunk_mb=chunk_mb)
     if fmt == "emd":
         return read_emd(p, dataset=dataset, scan_shape=scan_shape, chunk_mb=chunk_mb)
     if fmt == "hdf5":
