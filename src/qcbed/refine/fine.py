@@ -117,6 +117,8 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
         self._cache_key: tuple | None = None
         self._cache_eig = None
         self.n_solves = 0
+        #: what the engine had to do for the directions of the latest solve
+        self.solver_counts: dict[str, int] = {}
         self.history: list[dict] = []
         self._t0 = 0.0
 

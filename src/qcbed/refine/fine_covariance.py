@@ -55,7 +55,12 @@ class _CovarianceMixin:
         gofv = self.evaluate()
         sim = self.simulate()
         exp, var, valid = self.data.sample(self._sampling_values())
-        mask = self._compare_mask(valid)
+        mask = self._compare_mask(valid, sim)
+        if self.solver_counts.get("rejected"):
+            warnings.warn(f"{self.solver_counts['rejected']} of "
+                          f"{self.solver_counts['directions']} directions were rejected by "
+                          "the engine's physical guard (NaN) and left out of the fit",
+                          UserWarning, stacklevel=3)
         fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
         model = fit.scale * sim
         bg = np.zeros_like(sim)
@@ -76,7 +81,8 @@ class _CovarianceMixin:
             r_factor=r_factor, zncc=zn, history=list(self.history), message=message,
             n_iterations=n_iter, n_solves=self.n_solves,
             elapsed_s=time.perf_counter() - self._t0,
-            extra={"model": model, "experiment": exp, "mask": mask})
+            extra={"model": model, "experiment": exp, "mask": mask,
+                   "solver": dict(self.solver_counts)})
         if self.checkpoint is not None:
             self._save_checkpoint(names, None, None, final=res)
         return res

@@ -121,6 +121,8 @@ class _ModelMixin:
         eig = self.sim.solve_eigen(self.data.kt + self._tilt(),
                                    None if deriv is None else deriv[1:])
         self.n_solves += 1
+        self.solver_counts = {"directions": eig.n_dir, "exact_fallback": eig.n_fallback,
+                              "rejected": eig.n_rejected, "clustered": eig.n_clustered}
         self._cache_key = (self._struct_key(), deriv is not None)
         self._cache_eig = (eig, None if deriv is None else deriv[0])
         return self._cache_eig
@@ -184,8 +186,13 @@ class _ModelMixin:
             grads.update(conv_grads)
         return out
 
-    def _compare_mask(self, valid: np.ndarray) -> np.ndarray:
+    def _compare_mask(self, valid: np.ndarray, sim: np.ndarray | None = None) -> np.ndarray:
+        """Samples compared: valid data, inside the region interiors, and (given the
+        model ``sim``) a finite model — directions the engine's physical guard
+        rejected are NaN and are left out."""
         m = np.asarray(valid, bool).copy()
+        if sim is not None:
+            m &= np.isfinite(sim)
         for reg in getattr(self.data, "regions", []) or []:
             if reg.pad:
                 sl = slice(reg.start, reg.start + reg.size)
@@ -199,7 +206,7 @@ class _ModelMixin:
         """The GOF at the current parameter values."""
         sim = self.simulate()
         exp, var, valid = self.data.sample(self._sampling_values())
-        mask = self._compare_mask(valid)
+        mask = self._compare_mask(valid, sim)
         return self.gof(sim, exp, var, mask, self.disc, n_params=len(self.params.free))
 
     # ------------------------------------------------------------ residuals
@@ -211,7 +218,7 @@ class _ModelMixin:
         sim_out = self.simulate(gradients=with_jac, need=set(names))
         sim, grads = (sim_out if with_jac else (sim_out, {}))
         exp, var, valid = self.data.sample(self._sampling_values())
-        mask = self._compare_mask(valid)
+        mask = self._compare_mask(valid, sim)
         if mask_fixed is not None:
             mask = mask & mask_fixed
         fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
