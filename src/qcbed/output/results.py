@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from .._core.files import atomic_write
-from .._core.hkl import hkl_key
+from .._core.hkl import hkl_key, key_hkl
 from .._core.jsonio import dumps
 from .._version import __version__
 from ..constants import MOTT_BETHE_PREFACTOR, relativistic_gamma
@@ -131,7 +131,7 @@ def structure_factor_table(run: Any) -> list[dict[str, Any]]:
     omega = crystal.lattice.volume
     rows = []
     for key, (u_iam, ua_iam) in run.iam.items():
-        h = tuple(int(x) for x in key.split(","))
+        h = key_hkl(key)
         name = f"U({key})"
         p = res.parameters[name] if name in res.parameters else None
         pa = res.parameters[f"Uabs({key})"] if f"Uabs({key})" in res.parameters else None
@@ -258,7 +258,7 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
         "n_used": int(res.n_used) if res is not None else 0,
         "r_factor": float(res.r_factor) if res is not None else None,
         "zncc": [] if res is None else [
-            {"hkl": [int(x) for x in k.split(",")], "zncc": float(v)}
+            {"hkl": list(key_hkl(k)), "zncc": float(v)}
             for k, v in res.zncc.items()],
         "solver": {} if res is None else {
             k: int(v) for k, v in res.extra.get("solver", {}).items()},
