@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._core.files import atomic_write, atomic_write_text
 from .errors import InputError, QcbedError
 
 __all__ = ["BatchEntry", "expand_projects", "run_batch", "write_summary"]
@@ -86,7 +87,7 @@ def expand_projects(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 def _state(out_dir: Path, text: str) -> str:
     """'finished', 'interrupted' or 'new' for a project's output folder."""
-    from .project import RUN_STATE
+    from .project.schema import RUN_STATE
 
     rs_path = out_dir / RUN_STATE
     if not rs_path.is_file():
@@ -189,8 +190,6 @@ def summary_rows(entries: Sequence[BatchEntry]) -> tuple[list[str], list[dict[st
 def write_summary(entries: Sequence[BatchEntry], folder: str | os.PathLike,
                   name: str = "batch_summary") -> tuple[Path, Path]:
     """Write ``<name>.csv`` and ``<name>.html`` (key results of every project) into ``folder``."""
-    from .results import atomic_write
-
     d = Path(folder)
     d.mkdir(parents=True, exist_ok=True)
     cols, rows = summary_rows(entries)
@@ -224,6 +223,5 @@ def write_summary(entries: Sequence[BatchEntry], folder: str | os.PathLike,
         lines.append(f"<tr{cls}>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     lines += ["</table>", "</body></html>"]
     text = "\n".join(lines) + "\n"
-    html_path = atomic_write(d / f"{name}.html",
-                             lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    html_path = atomic_write_text(d / f"{name}.html", text)
     return csv_path, html_path

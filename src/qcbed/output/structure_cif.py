@@ -36,6 +36,7 @@ from typing import Any
 import gemmi
 import numpy as np
 
+from .._core.files import atomic_write_text
 from .._version import __version__
 from ..crystal import Crystal
 from ..errors import InputError
@@ -307,11 +308,8 @@ def refined_cif_document(crystal: Crystal, parameters: Any = (), *,
 def write_refined_cif(path: str | os.PathLike, crystal: Crystal, parameters: Any = (),
                       **kw: Any) -> Path:
     """Write :func:`refined_cif_document` to ``path`` (atomically); returns the path."""
-    from ..results import atomic_write
-
     doc = refined_cif_document(crystal, parameters, **kw)
-    text = doc.as_string()
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return atomic_write_text(path, doc.as_string())
 
 
 def cif_from_refinement(refinement: Any, result: Any, path: str | os.PathLike, *,
@@ -324,7 +322,7 @@ def cif_from_refinement(refinement: Any, result: Any, path: str | os.PathLike, *
     """
     from types import SimpleNamespace
 
-    from ..results import structure_factor_table
+    from .results import structure_factor_table
 
     if result is None:
         raise InputError("no refinement result to write", tag="result")
@@ -345,7 +343,7 @@ def cif_from_refinement(refinement: Any, result: Any, path: str | os.PathLike, *
 def cif_from_run(run: Any, path: str | os.PathLike,
                  rows: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """The refined CIF of a project run (``qcbed refine``), beside its hkl table."""
-    from ..results import structure_factor_table
+    from .results import structure_factor_table
 
     res = run.fine
     sim = run.simulation
