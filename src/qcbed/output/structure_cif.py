@@ -133,7 +133,7 @@ def refined_cif_document(crystal: Crystal, parameters: Any = (), *,
         ``free_names``, ``covariance``); without them the s.u. of each parameter
         is its own esd and derived quantities ignore correlations.
     structure_factors : sequence of dict
-        Rows of :func:`qcbed.output.results.structure_factor_table` (``hkl``, ``U``,
+        Rows of :func:`qcbed.output.sf_table.structure_factor_table` (``hkl``, ``U``,
         ``U_esd``, ``U_iam``, ``U_abs``, ``U_abs_esd``, ``Fx``, ``Fx_esd``,
         ``Fx_iam``, ``phase_deg``, ``d``, ``s``).
     voltage_kv : float, optional
@@ -322,7 +322,7 @@ def cif_from_refinement(refinement: Any, result: Any, path: str | os.PathLike, *
     """
     from types import SimpleNamespace
 
-    from .results import structure_factor_table
+    from .sf_table import structure_factor_table
 
     if result is None:
         raise InputError("no refinement result to write", tag="result")
@@ -343,7 +343,7 @@ def cif_from_refinement(refinement: Any, result: Any, path: str | os.PathLike, *
 def cif_from_run(run: Any, path: str | os.PathLike,
                  rows: Sequence[Mapping[str, Any]] | None = None) -> Path:
     """The refined CIF of a project run (``qcbed refine``), beside its hkl table."""
-    from .results import structure_factor_table
+    from .sf_table import structure_factor_table
 
     res = run.fine
     sim = run.simulation
