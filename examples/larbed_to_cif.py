@@ -29,7 +29,6 @@ import gemmi
 import numpy as np
 from click.testing import CliRunner
 
-from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.grids import TiltGrid
 from qcbed.bloch.simulation import Simulation
 from qcbed.cli import main
@@ -66,12 +65,13 @@ Si1 Si 0 0 0 0.5
 
 # ---------------------------------------------------------------- 1. the experiment
 si = Crystal(Lattice(A, A, A), [Site("Si1", "Si", (0, 0, 0), b_iso=0.5)], 227)
-# the engine set-up the project will use (pool over the ROI ± 5 tilt steps, Bethe beams)
+# the engine set-up the project will use (pool over the ROI and the coarse search field
+# ± 5 tilt steps; strong-beam rules chosen by the engine for its accuracy at 960 Å)
 pool_radius = ((NY - 1) / 2 + 4) * STEP * np.sqrt(2) + 5 * STEP
 sim = Simulation(si, 200.0, [0, 0, 1], [2, 2, 0],
                  potential=PotentialModel("kirkland", "proportional", 0.08), gmax=2.5,
-                 smax=0.03, holz=False, selection=BeamSelection(0.3, 30.0),
-                 outputs=np.array(HKL), kt_center=KT_CENTRE, kt_radius=pool_radius)
+                 smax=0.03, holz=False, outputs=np.array(HKL), kt_center=KT_CENTRE,
+                 kt_radius=pool_radius, check_thickness=[960.0], accuracy=0.01)
 u220, u400 = (sim.structure_factor(h)[0].real for h in ((2, 2, 0), (4, 0, 0)))
 truth = {"thickness": 900.0, "U(2,2,0)": 1.04 * u220, "U(4,0,0)": 0.95 * u400}
 sim.set_structure_factors({(2, 2, 0): truth["U(2,2,0)"], (4, 0, 0): truth["U(4,0,0)"]})
@@ -116,7 +116,8 @@ qcbed("extract", str(out / "scan.npy"), "-o", str(out / "stack.h5"), "--zone", "
       "--kt-reference", f"{kx:.6f}", f"{ky:.6f}", "--quiet")
 print(qcbed("import-larbed", str(out / "stack.h5"), "--cif", str(out / "si.cif"),
             "--thickness", "960", "--absorption", "proportional", "--xi", "0.08", "--no-holz",
-            "-o", str(out / "si.toml"), "--output-dir", str(out / "results"), "--force"))
+            "--accuracy", "0.01", "-o", str(out / "si.toml"), "--output-dir",
+            str(out / "results"), "--force"))
 print(qcbed("validate", str(out / "si.toml")))
 qcbed("--quiet", "refine", str(out / "si.toml"))
 

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.grids import TiltGrid
 from qcbed.bloch.simulation import Simulation
 from qcbed.cli import main
@@ -64,12 +63,14 @@ def larbed_files(tmp_path_factory) -> dict:
     (d / "si.cif").write_text(CIF)
     si = Crystal(Lattice(A, A, A), [Site("Si1", "Si", (0, 0, 0), b_iso=0.5)], 227)
     # the engine set-up of the project that import-larbed writes (same automatic pool over
-    # the ROI and the coarse search field ± 5 tilt steps, same Bethe selection): the test
-    # measures the workflow, not the convergence of the pool (another pool: U_g ~0.5 %)
+    # the ROI and the coarse search field ± 5 tilt steps, the strong-beam rules the engine
+    # chooses for its accuracy at the start thickness): the test measures the workflow, not
+    # the convergence of the engine (another pool or selection: U_g ~0.5 %)
     sim = Simulation(si, 200.0, [0, 0, 1], [2, 2, 0],
                      potential=PotentialModel("kirkland", "proportional", 0.08),
-                     gmax=2.5, smax=0.03, holz=False, selection=BeamSelection(0.3, 30.0),
-                     outputs=np.array(HKL), kt_center=POOL_CENTRE, kt_radius=POOL_RADIUS)
+                     gmax=2.5, smax=0.03, holz=False, outputs=np.array(HKL),
+                     kt_center=POOL_CENTRE, kt_radius=POOL_RADIUS, check_thickness=[960.0],
+                     accuracy=0.01)
     u220, u400 = (sim.structure_factor(h)[0].real for h in ((2, 2, 0), (4, 0, 0)))
     truth_u = {"U(2,2,0)": 1.04 * u220, "U(4,0,0)": 0.95 * u400}
     sim.set_structure_factors({(2, 2, 0): truth_u["U(2,2,0)"], (4, 0, 0): truth_u["U(4,0,0)"]})
@@ -94,7 +95,8 @@ def larbed_files(tmp_path_factory) -> dict:
     p0, p1, p2 = camera.positions([[0, 0, 0], [2, 2, 0], [-2, 2, 0]]) + \
         scan.matrix @ (np.array(ref) - REF)
     return {"dir": d, "p": (p0, p1, p2), "kt_ref": grid.kt[ref], "truth": truth_u,
-            "pool": {tuple(int(v) for v in h) for h in sim.pool.hkl}}
+            "pool": {tuple(int(v) for v in h) for h in sim.pool.hkl},
+            "selection": sim.selection}
 
 
 def test_extract_import_refine_recovers_thickness_and_ug(larbed_files) -> None:
@@ -116,7 +118,8 @@ def test_extract_import_refine_recovers_thickness_and_ug(larbed_files) -> None:
     assert r.exit_code == 0, r.output + repr(r.exception)
     r = run.invoke(main, ["import-larbed", str(d / "stack.h5"), "--cif", str(d / "si.cif"),
                           "--thickness", "960", "--absorption", "proportional", "--xi", "0.08",
-                          "--no-holz", "-o", str(d / "si.toml"), "--output-dir", str(d / "out")])
+                          "--no-holz", "--accuracy", "0.01", "-o", str(d / "si.toml"),
+                          "--output-dir", str(d / "out")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     text = (d / "si.toml").read_text()
     assert 'format = "lacbed_h5"' in text and "U(2,2,0)" in text and "U(4,0,0)" in text
@@ -126,6 +129,7 @@ def test_extract_import_refine_recovers_thickness_and_ug(larbed_files) -> None:
 
     psim = build_setup(load_project(d / "si.toml"), executor="serial").simulation()
     assert {tuple(int(v) for v in h) for h in psim.pool.hkl} == larbed_files["pool"]
+    assert psim.selection == larbed_files["selection"]
     r = run.invoke(main, ["--quiet", "--workers", "1", "refine", str(d / "si.toml")])
     assert r.exit_code == 0, r.output + repr(r.exception)
     res = json.loads((d / "out" / "result.json").read_text())

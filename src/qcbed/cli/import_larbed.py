@@ -22,6 +22,7 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                    voltage_kv: float | None = None, output: str = "results", n_ug: int = 2,
                    roi_step: int = 1, elastic: str = "kirkland", absorption: str = "bird_king",
                    xi: float = 0.1, holz: bool = True, gmax: float = 2.5, smax: float = 0.03,
+                   accuracy: float | None = None,
                    orientation: bool = True, coarse: bool = True,
                    coarse_margin: int = 4, min_valid: float = 0.5
                    ) -> tuple[dict, dict[str, str], dict[str, Any]]:
@@ -49,6 +50,9 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
     holz, gmax, smax : bool, float, float
         Engine beam pool: higher-order Laue zones (real data need them), |g| ≤ gmax and
         |S_g| ≤ smax (Å⁻¹).
+    accuracy : float, optional
+        ``[engine] accuracy`` (max |ΔI|/I_max the engine's strong-beam rules may cost);
+        default: the engine's.
     orientation : bool
         Also refine the orientation (``tilt.x``, ``tilt.y``: every simulated k_t moved,
         Å⁻¹; the data stay on their tilts, nothing is interpolated).
@@ -151,6 +155,8 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                           {"name": "low-order structure factors",
                            "refine": ["thickness", *ug, *shift], "max_iter": 25}]},
     }
+    if accuracy is not None:
+        proj["engine"]["accuracy"] = float(accuracy)
     if coarse:
         proj["plan"]["coarse"] = [{"step": "orientation_thickness",
                                    "thickness_range": [0.8 * thickness, 1.2 * thickness],
@@ -217,6 +223,9 @@ def write_project(path: Path, proj: dict, comments: dict[str, str], *, force: bo
               help="Beam pool: largest |g| (1/Å).")
 @click.option("--smax", type=float, default=0.03, show_default=True,
               help="Beam pool: largest excitation error |S_g| (1/Å).")
+@click.option("--accuracy", type=float, default=None,
+              help="[engine] accuracy: largest |dI|/I_max of the strong-beam rules "
+                   "(default: the engine's).")
 @click.option("--coarse/--no-coarse", default=True, show_default=True,
               help="Start with a coarse orientation and thickness search (template matching).")
 @click.option("--coarse-margin", type=int, default=4, show_default=True,
@@ -225,7 +234,8 @@ def write_project(path: Path, proj: dict, comments: dict[str, str], *, force: bo
 @wrap
 def command(stack: str, cif: str, thickness: float, voltage: float | None, out: str | None,
             output_dir: str | None, n_ug: int, roi_step: int, elastic: str, absorption: str,
-            xi: float, holz: bool, gmax: float, smax: float, coarse: bool,
+            xi: float, holz: bool, gmax: float, smax: float, accuracy: float | None,
+            coarse: bool,
             coarse_margin: int, force: bool) -> None:
     """Write a project file for the LACBED STACK of 'qcbed extract', ready for 'qcbed
     refine': crystal from --cif, data = the stack, geometry = the tilt grid the stack
@@ -237,7 +247,7 @@ def command(stack: str, cif: str, thickness: float, voltage: float | None, out: 
         sp, cif, thickness=thickness, voltage_kv=voltage,
         output=output_dir or f"{sp.stem}-results", n_ug=n_ug, roi_step=roi_step,
         elastic=elastic, absorption=absorption, xi=xi, holz=holz, gmax=gmax, smax=smax,
-        coarse=coarse,
+        accuracy=accuracy, coarse=coarse,
         coarse_margin=coarse_margin)
     write_project(path, proj, comments, force=force)
     click.echo(f"wrote {path}: {facts['n_compared']} of {facts['n_images']} reflections on a "
