@@ -1,0 +1,192 @@
+"""Pure image helpers of the app: view grids, PNG encoding, fits, ZNCC, profiles.
+
+Everything here is a small function of arrays (no state), shared by the app's
+session (:mod:`qcbed.gui.session`) and its tests.
+
+Coordinates are *display pixels* (row, col) of ``docs/conventions.md`` ("Experimental
+geometry"): the app samples the experiment and the simulation on a regular grid of
+display pixels and sends the results as images covering the same extent.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+__all__ = ["ViewGrid", "colour_png", "linear_fit", "parallelogram_mask", "profile", "robust_range",
+           "zncc"]
+
+
+@dataclass(frozen=True)
+class ViewGrid:
+    """A rectangle of display pixels sampled on an (ny, nx) grid of cell centres.
+
+    Parameters
+    ----------
+    extent : (row_lo, row_hi, col_lo, col_hi)
+        Outer edges of the rectangle in display pixels (a full-resolution grid of
+        ``H × W`` pixels starting at pixel 0 has the extent (−½, H − ½, −½, W − ½)).
+    shape : (ny, nx)
+        Samples; each covers an equal cell of the rectangle, sampled at its centre.
+    """
+
+    extent: tuple[float, float, float, float]
+    shape: tuple[int, int]
+
+    @property
+    def step(self) -> tuple[float, float]:
+        """Display pixels per sample (rows, cols)."""
+        r0, r1, c0, c1 = self.extent
+        return (r1 - r0) / self.shape[0], (c1 - c0) / self.shape[1]
+
+    def points(self) -> np.ndarray:
+        """Display (row, col) of every sample, (ny, nx, 2)."""
+        r0, _r1, c0, _c1 = self.extent
+        sr, sc = self.step
+        rows = r0 + (np.arange(self.shape[0]) + 0.5) * sr
+        cols = c0 + (np.arange(self.shape[1]) + 0.5) * sc
+        rr, cc = np.meshgrid(rows, cols, indexing="ij")
+        return np.stack([rr, cc], axis=-1)
+
+    def to_index(self, rc: ArrayLike) -> np.ndarray:
+        """Fractional (i, j) sample indices of display points (..., 2)."""
+        a = np.asarray(rc, dtype=float)
+        sr, sc = self.step
+        return np.stack([(a[..., 0] - self.extent[0]) / sr - 0.5,
+                         (a[..., 1] - self.extent[2]) / sc - 0.5], axis=-1)
+
+    def coarsened(self, max_side: int) -> ViewGrid:
+        """The same extent with at most ``max_side`` samples along the longer side."""
+        ny, nx = self.shape
+        f = max(1, int(np.ceil(max(ny, nx) / max(int(max_side), 2))))
+        return ViewGrid(self.extent, (max(2, int(np.ceil(ny / f))), max(2, int(np.ceil(nx / f)))))
+
+
+def linear_fit(sim: np.ndarray, exp: np.ndarray, mask: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares scale a and background b of exp ≈ a·sim + b, per leading index.
+
+    Parameters
+    ----------
+    sim, exp : ndarray (n, ...)
+        Simulated and experimental values; NaN are ignored.
+    mask : ndarray (n, ...) bool, optional
+        Samples to use (default: where both are finite).
+
+    Returns
+    -------
+    (a, b) : ndarrays (n,)
+        a = 0, b = mean(exp) when the simulation is flat; when the least-squares scale
+        is negative (anti-correlated images) a = std(exp)/std(sim) instead.
+    """
+    s = sim.reshape(len(sim), -1)
+    e = exp.reshape(len(exp), -1)
+    m = np.isfinite(s) & np.isfinite(e)
+    if mask is not None:
+        m &= mask.reshape(len(mask), -1)
+    n = np.maximum(m.sum(axis=1), 1)
+    s0 = np.where(m, s, 0.0)
+    e0 = np.where(m, e, 0.0)
+    ms, me = s0.sum(1) / n, e0.sum(1) / n
+    ds = np.where(m, s0 - ms[:, None], 0.0)
+    de = np.where(m, e0 - me[:, None], 0.0)
+    vs = (ds * ds).sum(1)
+    a = np.where(vs > 0, (ds * de).sum(1) / np.where(vs > 0, vs, 1.0), 0.0)
+    # anti-correlated (far from the fit): match the spread instead, so that the
+    # simulation is still shown with its own contrast, never inverted
+    spread = np.sqrt((de * de).sum(1) / np.where(vs > 0, vs, 1.0))
+    a = np.where(a > 0, a, spread)
+    return a, me - a * ms
+
+
+def zncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """Zero-normalised cross-correlation per leading index (NaN-aware), in [−1, 1].
+
+    ZNCC = Σ(a−ā)(b−b̄) / √(Σ(a−ā)² Σ(b−b̄)²) over the samples where both are finite
+    (and ``mask``); NaN when fewer than 3 samples or a flat image.
+    """
+    x = a.reshape(len(a), -1)
+    y = b.reshape(len(b), -1)
+    m = np.isfinite(x) & np.isfinite(y)
+    if mask is not None:
+        m &= mask.reshape(len(mask), -1)
+    n = m.sum(axis=1)
+    nn = np.maximum(n, 1)
+    x0 = np.where(m, x, 0.0)
+    y0 = np.where(m, y, 0.0)
+    dx = np.where(m, x0 - (x0.sum(1) / nn)[:, None], 0.0)
+    dy = np.where(m, y0 - (y0.sum(1) / nn)[:, None], 0.0)
+    den = np.sqrt((dx * dx).sum(1) * (dy * dy).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (dx * dy).sum(1) / den
+    return np.where((n >= 3) & (den > 0), out, np.nan)
+
+
+def parallelogram_mask(points: np.ndarray, corners: ArrayLike) -> np.ndarray:
+    """True where display points (..., 2) lie in the parallelogram of 3 corners (3, 2).
+
+    The parallelogram spans corner 1 → 2 and corner 1 → 3 (as
+    :class:`qcbed.experiment.Region`).
+    """
+    c = np.asarray(corners, dtype=float)
+    e = np.stack([c[1] - c[0], c[2] - c[0]], axis=1)        # columns e12, e13
+    uv = (np.asarray(points, float) - c[0]) @ np.linalg.inv(e).T
+    tol = 1e-9
+    return np.all((uv >= -tol) & (uv <= 1 + tol), axis=-1)
+
+
+def profile(images: np.ndarray, grid: ViewGrid, start: ArrayLike, stop: ArrayLike,
+            n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Values of images (k, ny, nx) along a line of display pixels (bilinear).
+
+    Returns
+    -------
+    (s, values) : distance along the line in display pixels (n,), values (k, n);
+        NaN outside the grid.
+    """
+    from scipy import ndimage
+
+    p0 = np.asarray(start, float)
+    p1 = np.asarray(stop, float)
+    length = float(np.linalg.norm(p1 - p0))
+    if n is None:
+        n = int(min(max(2, np.ceil(length / min(grid.step)) * 2 + 1), 2000))
+    t = np.linspace(0.0, 1.0, n)
+    pts = p0 + t[:, None] * (p1 - p0)
+    ij = grid.to_index(pts)
+    out = np.full((len(images), n), np.nan)
+    inside = ((ij[:, 0] >= -0.5) & (ij[:, 0] <= grid.shape[0] - 0.5)
+              & (ij[:, 1] >= -0.5) & (ij[:, 1] <= grid.shape[1] - 0.5))
+    for k, im in enumerate(images):
+        v = ndimage.map_coordinates(im, ij[inside].T, order=1,
+                                    mode="nearest")
+        out[k, inside] = v
+    return t * length, out
+
+
+def colour_png(image: np.ndarray, vmin: float, vmax: float, cmap: str = "gray") -> bytes:
+    """An image (ny, nx) as an RGBA PNG through a matplotlib colormap; NaN transparent."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    a = np.asarray(image, dtype=float)
+    span = vmax - vmin if np.isfinite(vmax - vmin) and vmax > vmin else 1.0
+    x = np.clip((np.nan_to_num(a, nan=vmin) - vmin) / span, 0.0, 1.0)
+    rgba = (colormaps[cmap](x) * 255).astype(np.uint8)
+    rgba[~np.isfinite(a), 3] = 0
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def robust_range(values: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> tuple[float, float]:
+    """Percentile range of the finite values (0, 1 when there are none)."""
+    v = np.asarray(values, float)
+    v = v[np.isfinite(v)]
+    if not v.size:
+        return 0.0, 1.0
+    a, b = np.percentile(v, [lo, hi])
+    return (float(a), float(b)) if b > a else (float(a), float(a) + 1.0)
