@@ -426,6 +426,18 @@ class ROI:
         return s.intensity, s.variance, s.valid
 
     # ------------------------------------------------------------ images
+    def _repr_html_(self) -> str:
+        """Jupyter view (:func:`qcbed.experiment.notebook.roi_html`)."""
+        from .notebook import roi_html
+
+        return roi_html(self)
+
+    def plot(self, hkl: ArrayLike | None = None, **kw):
+        """The regions on the pattern (:func:`qcbed.experiment.plots.plot_roi`)."""
+        from .plots import plot_roi
+
+        return plot_roi(self, hkl, **kw)
+
     def split(self, values: ArrayLike, crop: bool = True) -> list[np.ndarray]:
         """Per-point arrays (..., n_pts) → one (..., rows, cols) array per region.
 

@@ -40,9 +40,9 @@ import numpy as np
 from ..errors import InputError
 from .views import (
     ViewGrid,
-    colour_png,
     linear_fit,
     parallelogram_mask,
+    png_bytes,
     profile,
     robust_range,
 )
@@ -631,10 +631,10 @@ class Session:
         im = arr[index]
         if kind == "diff":
             lim = max(abs(x) for x in robust_range(im, 1, 99)) or 1.0
-            return colour_png(im, -lim, lim, "RdBu_r")
+            return png_bytes(im, -lim, lim, "RdBu_r")
         ref = f.experiment_full[index] if f.experiment_full is not None else im
         lo, hi = robust_range(ref)
-        return colour_png(im, lo, hi, cmap)
+        return png_bytes(im, lo, hi, cmap)
 
     def thumb_png(self, index: int, cmap: str = "gray") -> bytes:
         """Small PNG of reflection ``index`` (experiment, else simulation) for the gallery."""
@@ -645,7 +645,7 @@ class Session:
             s = int(np.ceil(max(im.shape) / 64))
             im = im[::s, ::s]
         lo, hi = robust_range(im)
-        return colour_png(im, lo, hi, cmap)
+        return png_bytes(im, lo, hi, cmap)
 
     def line_profile(self, index: int, start: Any, stop: Any) -> dict:
         """Experiment and simulation along a line of display pixels (current frame)."""

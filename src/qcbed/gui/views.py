@@ -1,4 +1,4 @@
-"""Pure image helpers of the app: view grids, PNG encoding, fits, ZNCC, profiles.
+"""Pure image helpers of the app: view grids, fits, ZNCC, profiles (PNG: experiment.notebook).
 
 Everything here is a small function of arrays (no state), shared by the app's
 session (:mod:`qcbed.gui.session`) and its tests.
@@ -10,14 +10,15 @@ display pixels and sends the results as images covering the same extent.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["ViewGrid", "colour_png", "linear_fit", "parallelogram_mask", "profile", "robust_range",
-           "zncc"]
+from ..experiment.notebook import png_bytes, robust_range
+
+__all__ = ["ViewGrid", "linear_fit", "parallelogram_mask", "png_bytes", "profile",
+           "robust_range", "zncc"]
 
 
 @dataclass(frozen=True)
@@ -165,28 +166,3 @@ def profile(images: np.ndarray, grid: ViewGrid, start: ArrayLike, stop: ArrayLik
                                     mode="nearest")
         out[k, inside] = v
     return t * length, out
-
-
-def colour_png(image: np.ndarray, vmin: float, vmax: float, cmap: str = "gray") -> bytes:
-    """An image (ny, nx) as an RGBA PNG through a matplotlib colormap; NaN transparent."""
-    from matplotlib import colormaps
-    from PIL import Image
-
-    a = np.asarray(image, dtype=float)
-    span = vmax - vmin if np.isfinite(vmax - vmin) and vmax > vmin else 1.0
-    x = np.clip((np.nan_to_num(a, nan=vmin) - vmin) / span, 0.0, 1.0)
-    rgba = (colormaps[cmap](x) * 255).astype(np.uint8)
-    rgba[~np.isfinite(a), 3] = 0
-    buf = io.BytesIO()
-    Image.fromarray(rgba, "RGBA").save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def robust_range(values: np.ndarray, lo: float = 0.5, hi: float = 99.5) -> tuple[float, float]:
-    """Percentile range of the finite values (0, 1 when there are none)."""
-    v = np.asarray(values, float)
-    v = v[np.isfinite(v)]
-    if not v.size:
-        return 0.0, 1.0
-    a, b = np.percentile(v, [lo, hi])
-    return (float(a), float(b)) if b > a else (float(a), float(a) + 1.0)

@@ -72,6 +72,9 @@ async function start() {
   $("#plan").textContent = planText(I.plan);
   applyState(app.st, true);
   if (I.results_dir) loadResults();
+  const q = new URLSearchParams(location.search);
+  if (q.get("embed")) document.body.classList.add("embed");
+  if (q.get("tab")) { const b = $(`nav button[data-tab="${q.get("tab")}"]`); if (b && !b.disabled) b.click(); }
   setInterval(poll, 400);
 }
 
