@@ -41,6 +41,7 @@ from ..errors import InputError
 from .views import (
     ViewGrid,
     linear_fit,
+    moments,
     parallelogram_mask,
     png_bytes,
     profile,
@@ -49,6 +50,9 @@ from .views import (
 from .views import zncc as zncc_of
 
 __all__ = ["Frame", "Session", "open_session"]
+
+#: Seconds the orientation must rest before the full-grid solve starts.
+FULL_DELAY_S = 0.4
 
 _PATH_KEYS = (("crystal", "source"), ("data", "folder"), ("data", "g_vectors"),
               ("data", "mask"))
@@ -333,7 +337,7 @@ class Session:
         kt = self._kt(self.full_grid).reshape(-1, 2)
         centre = 0.5 * (kt.min(axis=0) + kt.max(axis=0))
         radius = float(np.max(np.linalg.norm(kt - centre, axis=1)))
-        self._pool = (centre, 1.25 * radius + 1e-6)
+        self._pool = (centre, 1.1 * radius + 1e-6)
         setup = replace(self.setup, _pool_kt=self._pool)
         sim = setup.simulation(mode=self.project.engine["coarse_mode"])
         if self.sim is not None:       # keep tuned structure factors
@@ -373,7 +377,7 @@ class Session:
         red = sim.symmetry_reduction(grid)
         pts = grid.points[red.representatives] if red.n_ops > 1 else grid.points
         sols = []
-        chunk = 2048
+        chunk = 1024
         for i in range(0, len(pts), chunk):
             if token is not None and token != self._token:
                 raise _Cancelled
@@ -475,13 +479,17 @@ class Session:
         zv, zr = nan, nan
         if exp is not None and sim is not None:
             roi = np.broadcast_to(self._roi_mask(grid), exp.shape)
+            # the ZNCC is invariant to the (positive) scale: computed on the raw simulation
+            m_view = moments(sim, exp)
+            m_roi = moments(sim, exp, roi) if roi.any() else None
+            zv = zncc_of(sim, exp, mom=m_view)
+            zr = zncc_of(sim, exp, mom=m_roi) if m_roi is not None else nan
             # CBED: the window holds background around the disc, so the scale is fitted
             # in the ROI; LACBED images are valid everywhere
-            a, b = linear_fit(sim, exp, roi if self.is_cbed and roi.any() else None)
+            a, b = linear_fit(sim, exp, mom=m_roi if self.is_cbed and m_roi is not None
+                              else m_view)
             sim = a[:, None, None] * sim + b[:, None, None]
             diff = exp - sim
-            zv = zncc_of(exp, sim)
-            zr = zncc_of(exp, sim, roi) if roi.any() else nan
         self.version += 1
         f = Frame(level, grid, exp, sim, diff, zv, zr, a, b, self.version,
                   exp if level == "full" else self._experiment("full"))
@@ -503,6 +511,13 @@ class Session:
         kt, mask = self._kt(grid), self._mask(grid)
 
         def work() -> None:
+            # start only when the orientation has rested (slider drags make many
+            # previews; a full solve for each would compete with the next preview)
+            t_rest = time.monotonic() + FULL_DELAY_S
+            while time.monotonic() < t_rest:
+                if token != self._token:
+                    raise _Cancelled
+                time.sleep(0.05)
             t0 = time.perf_counter()
             res = self._solve(sim, kt, mask, token)
             with self._lock:
@@ -567,6 +582,8 @@ class Session:
                     raise InputError("unknown parameter", tag=k,
                                      expected="thickness, tilt0, rotation, gl, pixel_size, "
                                               "shift, ug", found=k)
+            if orient or ug_changed:
+                self._token += 1        # cancels a running full-grid solve now
             if self.kind != "stack":
                 if ug_changed:
                     self._apply_ug(p["ug"])

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike
 
 from ..experiment.notebook import png_bytes, robust_range
 
-__all__ = ["ViewGrid", "linear_fit", "parallelogram_mask", "png_bytes", "profile",
+__all__ = ["ViewGrid", "linear_fit", "moments", "parallelogram_mask", "png_bytes", "profile",
            "robust_range", "zncc"]
 
 
@@ -66,8 +66,32 @@ class ViewGrid:
         return ViewGrid(self.extent, (max(2, int(np.ceil(ny / f))), max(2, int(np.ceil(nx / f)))))
 
 
-def linear_fit(sim: np.ndarray, exp: np.ndarray, mask: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def moments(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None
+            ) -> tuple[np.ndarray, ...]:
+    """Per leading index over the samples where both are finite (and ``mask``):
+    (n, mean a, mean b, Σ(a−ā)², Σ(b−b̄)², Σ(a−ā)(b−b̄)), each (k,).
+
+    One pass of sums; the centred sums follow as Σa² − n·ā² etc. (float64; the
+    images are counts or intensities of similar magnitude, far from cancellation).
+    """
+    x = a.reshape(len(a), -1)
+    y = b.reshape(len(b), -1)
+    m = np.isfinite(x) & np.isfinite(y)
+    if mask is not None:
+        m &= mask.reshape(len(mask), -1)
+    x0 = np.where(m, x, 0.0)
+    y0 = np.where(m, y, 0.0)
+    n = m.sum(axis=1)
+    nn = np.maximum(n, 1)
+    mx, my = x0.sum(1) / nn, y0.sum(1) / nn
+    sxx = np.maximum(np.einsum("ij,ij->i", x0, x0) - n * mx * mx, 0.0)
+    syy = np.maximum(np.einsum("ij,ij->i", y0, y0) - n * my * my, 0.0)
+    sxy = np.einsum("ij,ij->i", x0, y0) - n * mx * my
+    return n, mx, my, sxx, syy, sxy
+
+
+def linear_fit(sim: np.ndarray, exp: np.ndarray, mask: np.ndarray | None = None,
+               mom: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares scale a and background b of exp ≈ a·sim + b, per leading index.
 
     Parameters
@@ -76,54 +100,37 @@ def linear_fit(sim: np.ndarray, exp: np.ndarray, mask: np.ndarray | None = None
         Simulated and experimental values; NaN are ignored.
     mask : ndarray (n, ...) bool, optional
         Samples to use (default: where both are finite).
+    mom : tuple, optional
+        :func:`moments` of (sim, exp, mask), when already computed.
 
     Returns
     -------
     (a, b) : ndarrays (n,)
         a = 0, b = mean(exp) when the simulation is flat; when the least-squares scale
-        is negative (anti-correlated images) a = std(exp)/std(sim) instead.
+        is negative (anti-correlated images) a = std(exp)/std(sim) instead, so that
+        the simulation is shown with its own contrast, never inverted.
     """
-    s = sim.reshape(len(sim), -1)
-    e = exp.reshape(len(exp), -1)
-    m = np.isfinite(s) & np.isfinite(e)
-    if mask is not None:
-        m &= mask.reshape(len(mask), -1)
-    n = np.maximum(m.sum(axis=1), 1)
-    s0 = np.where(m, s, 0.0)
-    e0 = np.where(m, e, 0.0)
-    ms, me = s0.sum(1) / n, e0.sum(1) / n
-    ds = np.where(m, s0 - ms[:, None], 0.0)
-    de = np.where(m, e0 - me[:, None], 0.0)
-    vs = (ds * ds).sum(1)
-    a = np.where(vs > 0, (ds * de).sum(1) / np.where(vs > 0, vs, 1.0), 0.0)
-    # anti-correlated (far from the fit): match the spread instead, so that the
-    # simulation is still shown with its own contrast, never inverted
-    spread = np.sqrt((de * de).sum(1) / np.where(vs > 0, vs, 1.0))
-    a = np.where(a > 0, a, spread)
+    _n, ms, me, vs, ve, cse = mom if mom is not None else moments(sim, exp, mask)
+    ok = vs > 0
+    den = np.where(ok, vs, 1.0)
+    a = np.where(ok, cse / den, 0.0)
+    a = np.where(a > 0, a, np.sqrt(ve / den))
     return a, me - a * ms
 
 
-def zncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+def zncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None,
+         mom: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
     """Zero-normalised cross-correlation per leading index (NaN-aware), in [−1, 1].
 
     ZNCC = Σ(a−ā)(b−b̄) / √(Σ(a−ā)² Σ(b−b̄)²) over the samples where both are finite
-    (and ``mask``); NaN when fewer than 3 samples or a flat image.
+    (and ``mask``); NaN when fewer than 3 samples or a flat image. ``mom``: the
+    :func:`moments` of (a, b, mask) when already computed.
     """
-    x = a.reshape(len(a), -1)
-    y = b.reshape(len(b), -1)
-    m = np.isfinite(x) & np.isfinite(y)
-    if mask is not None:
-        m &= mask.reshape(len(mask), -1)
-    n = m.sum(axis=1)
-    nn = np.maximum(n, 1)
-    x0 = np.where(m, x, 0.0)
-    y0 = np.where(m, y, 0.0)
-    dx = np.where(m, x0 - (x0.sum(1) / nn)[:, None], 0.0)
-    dy = np.where(m, y0 - (y0.sum(1) / nn)[:, None], 0.0)
-    den = np.sqrt((dx * dx).sum(1) * (dy * dy).sum(1))
+    n, _ma, _mb, saa, sbb, sab = mom if mom is not None else moments(a, b, mask)
+    den = np.sqrt(saa * sbb)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = (dx * dy).sum(1) / den
-    return np.where((n >= 3) & (den > 0), out, np.nan)
+        out = np.clip(sab / den, -1.0, 1.0)
+    return np.where((n >= 3) & (den > 1e-12 * np.maximum(saa + sbb, 1e-300)), out, np.nan)
 
 
 def parallelogram_mask(points: np.ndarray, corners: ArrayLike) -> np.ndarray:
