@@ -40,6 +40,7 @@ import numpy as np
 from ..errors import InputError
 from .views import (
     ViewGrid,
+    disc_mask,
     linear_fit,
     moments,
     parallelogram_mask,
@@ -434,6 +435,15 @@ class Session:
         self._exp_cache[level] = (key, out)
         return out
 
+    def _disc_mask(self, level: str, exp: np.ndarray) -> np.ndarray:
+        """CBED disc masks of the experiment on a level's grid (cached per experiment)."""
+        hit = self._exp_cache.get("disc:" + level)
+        if hit is not None and hit[0] is exp:
+            return hit[1]
+        m = disc_mask(exp)
+        self._exp_cache["disc:" + level] = (exp, m)
+        return m
+
     def _roi_mask(self, grid: ViewGrid) -> np.ndarray:
         pts = grid.points()
         m = np.zeros(grid.shape, bool)
@@ -479,6 +489,8 @@ class Session:
         zv, zr = nan, nan
         if exp is not None and sim is not None:
             roi = np.broadcast_to(self._roi_mask(grid), exp.shape)
+            if self.is_cbed:            # only inside the discs (the window has background)
+                sim = np.where(self._disc_mask(level, exp), sim, np.nan)
             # the ZNCC is invariant to the (positive) scale: computed on the raw simulation
             m_view = moments(sim, exp)
             m_roi = moments(sim, exp, roi) if roi.any() else None

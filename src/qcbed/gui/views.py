@@ -17,8 +17,8 @@ from numpy.typing import ArrayLike
 
 from ..experiment.notebook import png_bytes, robust_range
 
-__all__ = ["ViewGrid", "linear_fit", "moments", "parallelogram_mask", "png_bytes", "profile",
-           "robust_range", "zncc"]
+__all__ = ["ViewGrid", "disc_mask", "linear_fit", "moments", "parallelogram_mask", "png_bytes",
+           "profile", "robust_range", "zncc"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +131,29 @@ def zncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None,
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.clip(sab / den, -1.0, 1.0)
     return np.where((n >= 3) & (den > 1e-12 * np.maximum(saa + sbb, 1e-300)), out, np.nan)
+
+
+def disc_mask(images: np.ndarray, level: float = 0.05) -> np.ndarray:
+    """Where each CBED disc window (k, ny, nx) is illuminated: a threshold on the 3 × 3
+    median-filtered image at background + ``level``·(bright − background), closed and
+    with holes filled.
+
+    Background and bright are the 5th and 99th percentiles of the finite values. Used to
+    show and compare the simulation only inside the disc (a CBED window holds
+    background around it); LACBED images need none.
+    """
+    from scipy import ndimage
+
+    out = np.zeros(images.shape, bool)
+    for k, im in enumerate(images):
+        v = im[np.isfinite(im)]
+        if v.size < 9:
+            continue
+        bg, top = np.percentile(v, [5.0, 99.0])
+        sm = ndimage.median_filter(np.where(np.isfinite(im), im, bg), size=3)
+        m = ndimage.binary_closing(sm > bg + level * (top - bg), iterations=2)
+        out[k] = ndimage.binary_fill_holes(m) & np.isfinite(im)
+    return out
 
 
 def parallelogram_mask(points: np.ndarray, corners: ArrayLike) -> np.ndarray:

@@ -52,6 +52,12 @@ async function start() {
   if (!I.can_refine) $("#tab-refine").disabled = true;
   if (!I.can_roi) { $("#tool-roi").disabled = true; $("#g-export").classList.add("hidden"); }
   if (!I.has_simulation) { $("#g-params").classList.add("hidden"); $("#g-ug").classList.add("hidden"); }
+  // one dataset without the other: only the panels that have something to show
+  const shown = ["exp", "sim", "diff"].filter((k) => (k !== "exp" || I.has_experiment) &&
+    (k !== "sim" || I.has_simulation) && (k !== "diff" || (I.has_experiment && I.has_simulation)));
+  for (const f of $$(".panel")) f.classList.toggle("hidden", !shown.includes(f.dataset.kind));
+  $(".panels").style.gridTemplateColumns = `repeat(${shown.length}, minmax(0, ${shown.length === 1 ? "560px" : "1fr"}))`;
+  if (!(I.has_experiment && I.has_simulation)) { $("#zncc-card").classList.add("hidden"); for (const r of $$(".sidebar .group .row.small")) if (r.textContent.includes("ZNCC")) r.classList.add("hidden"); }
   if (I.mode === "cbed") $("#roi-step").value = 1;
   const ext = I.extent, W = ext[3] - ext[2], H = ext[1] - ext[0];
   for (const vp of $$(".viewport")) vp.style.aspectRatio = `${W} / ${H}`;
