@@ -225,8 +225,8 @@ function updateZncc() {
     const tr = el("tr", { "data-i": i }, tb);
     if (i === app.sel) tr.classList.add("sel");
     el("td", { text: hklLabel(h) }, tr);
-    el("td", { text: fmt(z[i], 3) }, tr);
-    el("td", { text: fmt(zr[i], 3) }, tr);
+    el("td", { text: z[i] === null ? "–" : z[i].toFixed(4) }, tr);
+    el("td", { text: zr[i] === null ? "–" : zr[i].toFixed(4) }, tr);
     const td = el("td", { style: "width:80px" }, tr);
     el("div", { class: "bar", style: `width:${Math.max(0, (z[i] || 0) * 100)}%` }, td);
     tr.addEventListener("click", () => select(i));
