@@ -242,7 +242,8 @@ def test_dat_file_opens_as_simulation(pyextal_dat_dir):
                      full_resolution=False)
     assert s.kind == "simulation" and s.frame.experiment is None
     sim = s.frame.simulation
-    assert np.isfinite(sim).any() and np.isnan(sim).any()      # the CBED disc, NaN outside
+    frac = np.isfinite(sim[0]).mean()                         # the CBED disc, NaN outside
+    assert 0.7 < frac < 0.88                                    # π/4 of the square window
     n = s.n_solves
     s.update({"thickness": 1200.0})
     assert s.n_solves == n

@@ -315,7 +315,7 @@ class Session:
             from scipy import ndimage
 
             g = self._dat_grid
-            ij = grid.to_index(grid.points())
+            ij = self.full_grid.to_index(grid.points())
             kt = np.stack([ndimage.map_coordinates(g.kt[..., k], ij.reshape(-1, 2).T, order=1,
                                                    mode="nearest").reshape(grid.shape)
                            for k in range(2)], axis=-1)
@@ -326,7 +326,7 @@ class Session:
         if self.kind == "simulation":
             from scipy import ndimage
 
-            ij = grid.to_index(grid.points()).reshape(-1, 2).T
+            ij = self.full_grid.to_index(grid.points()).reshape(-1, 2).T
             return ndimage.map_coordinates(self._dat_grid.mask.astype(float), ij, order=0,
                                            mode="constant").reshape(grid.shape) > 0.5
         return np.ones(grid.shape, bool)
