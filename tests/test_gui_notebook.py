@@ -66,8 +66,10 @@ def test_pattern_roi_and_result_views(demo_setup):
     roi = s.roi()
     h = roi._repr_html_()
     assert "ROI" in h and f"<td style='text-align:left'>{roi.n_points}</td>" in h
-    assert _n_img(h) == 1
-    assert isinstance(roi.plot(), Figure)
+    assert h.count("<polygon") == len(roi.region_list) and h.count("<circle") == roi.n_points
+    assert "<image href='data:image/png;base64," in h
+    fig = roi.plot()
+    assert isinstance(fig, Figure) and "ROI on" in fig.axes[0].get_title()
     ref = Refinement(s.simulation(mode="fast"), roi)
     ref.add_thickness(1600.0)
     res = ref.fit(max_iter=2)

@@ -25,8 +25,7 @@ def command(project: str, out_dir: str | None, quiet: bool | None, workers: str 
 
     q, w = settings(quiet, workers)
     proj = load_project(project)
-    run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q,
-                     log=(lambda s: None) if q else click.echo)
+    run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q)
     try:
         res = run.run()
     except (QcbedError, KeyboardInterrupt):

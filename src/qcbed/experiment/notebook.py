@@ -5,7 +5,8 @@
 functions (HTML with inline PNG thumbnails, no JavaScript), and their ``plot()``
 methods return matplotlib figures (:mod:`qcbed.experiment.plots` style: no pyplot
 state). :func:`png_bytes` is the one PNG encoder of qcbed's interactive views
-(the app in :mod:`qcbed.gui` uses it too).
+(the app in :mod:`qcbed.gui` uses it too). The module imports no other module of
+the package (the classes call it), so that it adds no import cycle.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "figure_data_uri",
     "pattern_html",
     "plot_pattern",
+    "plot_roi_display",
     "plot_stack",
     "png_bytes",
     "png_data_uri",
@@ -173,10 +175,17 @@ def plot_pattern(pattern: Any, *, cmap: str = "gray", log: bool = True,
     return fig
 
 
-def roi_html(roi: Any) -> str:
-    """HTML summary of an ROI: regions, points, reflections and the regions on the pattern."""
-    from .plots import plot_roi
+def _roi_display(roi: Any, hkl: ArrayLike | None) -> tuple[np.ndarray, Any]:
+    """The display image of the ROI's first (or ``hkl``) reflection and its hkl."""
+    h = roi.hkl[0] if hkl is None else np.asarray(hkl, int).reshape(3)
+    d = roi.data
+    img = d.images[d.index(h)] if hasattr(d, "images") else d.image
+    return roi.geometry.display_image(img, order=1), h
 
+
+def roi_html(roi: Any) -> str:
+    """HTML summary of an ROI: regions, points, reflections, and the regions with their
+    sample points drawn (SVG) over the display image of the first reflection."""
     rows = [("regions", str(len(roi.region_list))),
             ("sample points", str(roi.n_points)),
             ("reflections", f"{len(roi.hkl)}: " + ", ".join(_hkl(h) for h in roi.hkl[:10])
@@ -185,6 +194,45 @@ def roi_html(roi: Any) -> str:
     for k, r in enumerate(roi.region_list[:6]):
         c = np.round(r.corners, 2).tolist()
         rows.append((f"region {k}", f"corners {c}, {r.n12} × {r.n13} samples"))
-    fig = plot_roi(roi, display=True, figsize=(4.0, 4.0))
-    return ("<div><b>ROI</b>" + _table(rows)
-            + f"<img src='{figure_data_uri(fig)}' style='max-width:360px'></div>")
+    img, h = _roi_display(roi, None)
+    hh, ww = img.shape
+    shapes = []
+    for r in roi.region_list:
+        o = r.outline()
+        pts = " ".join(f"{c:.2f},{rr:.2f}" for rr, c in o)
+        shapes.append(f"<polygon points='{pts}' fill='none' stroke='#f59e0b' "
+                      "stroke-width='0.6'/>")
+        p = r.points().reshape(-1, 2)
+        step = max(1, int(np.ceil(len(p) / 1500)))
+        shapes.extend(f"<circle cx='{c:.2f}' cy='{rr:.2f}' r='0.35' fill='#f59e0b'/>"
+                      for rr, c in p[::step])
+    svg = (f"<svg viewBox='-0.5 -0.5 {ww} {hh}' style='width:360px;max-width:100%;"
+           "border:1px solid #ddd' xmlns='http://www.w3.org/2000/svg'>"
+           f"<image href='{png_data_uri(img)}' x='-0.5' y='-0.5' width='{ww}' height='{hh}' "
+           "style='image-rendering:pixelated' preserveAspectRatio='none'/>"
+           + "".join(shapes) + "</svg>")
+    return (f"<div><b>ROI</b>{_table(rows)}<div style='font-size:11px;color:#555'>"
+            f"display frame, reflection {_hkl(h)}</div>{svg}</div>")
+
+
+def plot_roi_display(roi: Any, hkl: ArrayLike | None = None, *, cmap: str = "gray",
+                     figsize: tuple[float, float] = (5.0, 5.0)) -> Figure:
+    """The regions and their sample points on the display image of ``hkl`` (default: the
+    ROI's first reflection), in display pixels (g_x to the right)."""
+    img, h = _roi_display(roi, hkl)
+    fig = Figure(figsize=figsize)
+    ax = fig.add_subplot(1, 1, 1)
+    lo, hi = robust_range(img)
+    ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi)
+    for k, r in enumerate(roi.region_list):
+        o = r.outline()
+        ax.plot(o[:, 1], o[:, 0], "-", color="#f59e0b", lw=1.2)
+        p = r.points().reshape(-1, 2)
+        step = max(1, int(np.ceil(len(p) / 3000)))
+        ax.plot(p[::step, 1], p[::step, 0], ".", color="#f59e0b", ms=1.5)
+        ax.text(o[0, 1], o[0, 0], str(k), color="#f59e0b", fontsize=8, va="bottom")
+    ax.set_title(f"ROI on {_hkl(h)} (display frame)", fontsize=9)
+    ax.set_xlabel("display column (px)")
+    ax.set_ylabel("display row (px)")
+    fig.tight_layout()
+    return fig

@@ -40,10 +40,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage, optimize
 
+from .._core.parameters import Parameter
 from ..errors import InputError
-from ..refine.data import RegionGrid
-from ..refine.parameters import Parameter
 from .geometry import ExperimentGeometry
+from .grids import RegionGrid, interior_mask
 from .patterns import CBEDPattern, LACBEDStack
 
 __all__ = ["ROI", "GeometryFit", "Region", "Samples"]
@@ -144,10 +144,7 @@ class Region:
 
     def interior(self) -> np.ndarray:
         """Boolean (rows, cols): True on the unpadded samples."""
-        m = np.zeros(self.shape, bool)
-        p = self.pad
-        m[p:self.shape[0] - p, p:self.shape[1] - p] = True
-        return m
+        return interior_mask(self.shape, self.pad)
 
     def crop(self, values: ArrayLike) -> np.ndarray:
         """Remove the padding: (..., rows, cols) → (..., n13, n12).
@@ -433,10 +430,12 @@ class ROI:
         return roi_html(self)
 
     def plot(self, hkl: ArrayLike | None = None, **kw):
-        """The regions on the pattern (:func:`qcbed.experiment.plots.plot_roi`)."""
-        from .plots import plot_roi
+        """The regions and sample points on the display image
+        (:func:`qcbed.experiment.notebook.plot_roi_display`; the raw-pixel view is
+        :func:`qcbed.experiment.plots.plot_roi`)."""
+        from .notebook import plot_roi_display
 
-        return plot_roi(self, hkl, **kw)
+        return plot_roi_display(self, hkl, **kw)
 
     def split(self, values: ArrayLike, crop: bool = True) -> list[np.ndarray]:
         """Per-point arrays (..., n_pts) → one (..., rows, cols) array per region.

@@ -1021,7 +1021,7 @@ def open_session(path: str | os.PathLike | None = None, *,
                                   "folder", found="missing")
     wd = Path(workdir) if workdir else Path.cwd()
     if p.is_dir() and (p / "felix.inp").is_file():
-        from ..cli.import_felix import felix_project
+        from ..project.felix import felix_project
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
