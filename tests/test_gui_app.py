@@ -53,12 +53,13 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(demo_project_factory):
     from qcbed.gui.server import start_in_thread
     from qcbed.gui.session import open_session
 
-    wd = tmp_path_factory.mktemp("gui-demo")
-    s = open_session(None, workdir=wd, executor="serial")
+    proj = demo_project_factory()
+    wd = proj.parent
+    s = open_session(proj, workdir=wd, executor="serial")
     srv, url = start_in_thread(s)
     yield s, url, wd
     srv.shutdown()
@@ -249,9 +250,12 @@ def _free_port() -> int:
 
 def test_cli_serves_on_localhost(tmp_path):
     """``qcbed gui PATH --port PORT --no-browser`` serves the page on 127.0.0.1:PORT."""
-    from qcbed.demo import make_demo
+    from qcbed.experiment import LACBEDStack
+    from qcbed.larbed.stack import save_stack
 
-    proj, _ = make_demo(tmp_path / "d", fast=True, executor="serial")
+    rng = np.random.default_rng(5)
+    proj = save_stack(LACBEDStack(rng.random((2, 16, 16)) * 10 + 1,
+                                  np.array([[0, 0, 0], [1, 1, 1]])), tmp_path / "s.h5")
     port = _free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path), QCBED_WORKERS="1")
     proc = subprocess.Popen(
@@ -272,7 +276,7 @@ def test_cli_serves_on_localhost(tmp_path):
         assert html is not None, proc.stdout.read() if proc.poll() is not None else "no reply"
         assert "<title>qcbed</title>" in html
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=5) as r:
-            assert b'"kind": "project"' in r.read()
+            assert b'"kind": "stack"' in r.read()
         # bound to localhost only: not reachable on another address of this machine
         host_ip = socket.gethostbyname(socket.gethostname())
         if not host_ip.startswith("127."):

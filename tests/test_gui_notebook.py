@@ -12,12 +12,10 @@ from matplotlib.figure import Figure
 
 
 @pytest.fixture(scope="module")
-def demo_setup(tmp_path_factory):
-    from qcbed.demo import make_demo
+def demo_setup(demo_project_factory):
     from qcbed.project import build_setup, load_project
 
-    path, _truth = make_demo(tmp_path_factory.mktemp("nb"), fast=True, executor="serial")
-    return build_setup(load_project(path), executor="serial")
+    return build_setup(load_project(demo_project_factory()), executor="serial")
 
 
 def _n_img(s: str) -> int:

@@ -90,11 +90,11 @@ def test_parallelogram_mask():
 
 # ====================================================================== session (demo)
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(demo_project_factory):
     from qcbed.gui.session import open_session
 
-    wd = tmp_path_factory.mktemp("gui-session")
-    return open_session(None, workdir=wd, executor="serial")
+    proj = demo_project_factory()
+    return open_session(proj, workdir=proj.parent, executor="serial")
 
 
 def test_thickness_update_uses_stored_eigen_solutions(demo, monkeypatch):

@@ -19,10 +19,14 @@ from ._common import engine_options, executor, settings, wrap
                    "(default: a temporary folder for the demo, else the current folder).")
 @click.option("--preview-side", type=int, default=40, show_default=True,
               help="Samples along the longer side of the orientation preview.")
+@click.option("--accuracy", type=float, default=1e-2, show_default=True,
+              help="Intensity accuracy of the interactive views (the engine picks its beam "
+                   "thresholds for it); refinements use the project's [engine] accuracy.")
 @engine_options
 @wrap
 def command(path: str | None, port: int, host: str, no_browser: bool, workdir: str | None,
-            preview_side: int, quiet: bool | None, workers: str | None) -> None:
+            preview_side: int, accuracy: float, quiet: bool | None, workers: str | None
+            ) -> None:
     """Explore, tune by eye, draw ROIs and refine in a local web app.
 
     PATH is a Felix folder, a project file (.toml), a PyExtal .dat file (simulation
@@ -37,5 +41,5 @@ def command(path: str | None, port: int, host: str, no_browser: bool, workdir: s
     log = (lambda s: None) if q else click.echo
     log("opening " + (path or "the built-in demo") + " …")
     session = open_session(path, workdir=workdir, executor=executor(w),
-                           preview_side=preview_side)
+                           preview_side=preview_side, accuracy=accuracy)
     serve(session, host, port, open_browser=not no_browser, log=click.echo)

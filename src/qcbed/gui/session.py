@@ -52,6 +52,10 @@ from .views import zncc as zncc_of
 
 __all__ = ["Frame", "Session", "open_session"]
 
+#: Accuracy (max. intensity error the engine's beam selection aims at, see
+#: ``[engine] accuracy``) of the views; refinements use the project's own setting.
+VIEW_ACCURACY = 1e-2
+
 #: Seconds the orientation must rest before the full-grid solve starts.
 FULL_DELAY_S = 0.4
 
@@ -152,6 +156,10 @@ class Session:
         Engine executor for the full-resolution solves (default: the engine's choice).
     preview_side : int
         Samples along the longer side of the preview grid.
+    accuracy : float or None
+        Intensity accuracy of the views' engine set-up (``[engine] accuracy``; the
+        engine chooses its beam thresholds for it unless the project fixes them);
+        None: the project's. Refinements always use the project's setting.
     full_resolution : bool
         Compute the full-resolution grid in the background after a preview.
     results_dir : path, optional
@@ -162,7 +170,8 @@ class Session:
                  stack: Any = None, workdir: str | os.PathLike = ".", executor: Any = None,
                  preview_side: int = 40, full_resolution: bool = True,
                  results_dir: str | os.PathLike | None = None,
-                 source: str | os.PathLike | None = None) -> None:
+                 source: str | os.PathLike | None = None,
+                 accuracy: float | None = VIEW_ACCURACY) -> None:
         self.title = title
         self.kind = kind
         self.project = project
@@ -172,6 +181,7 @@ class Session:
         self.full_resolution = bool(full_resolution)
         self.results_dir = Path(results_dir) if results_dir else None
         self.source = str(source) if source is not None else title
+        self.accuracy = accuracy
         self._lock = threading.RLock()
         self._bg = _Latest()
         self.version = 0
@@ -339,7 +349,10 @@ class Session:
         centre = 0.5 * (kt.min(axis=0) + kt.max(axis=0))
         radius = float(np.max(np.linalg.norm(kt - centre, axis=1)))
         self._pool = (centre, 1.1 * radius + 1e-6)
-        setup = replace(self.setup, _pool_kt=self._pool)
+        proj = self.project
+        if self.accuracy is not None:      # the view's accuracy, not the refinement's
+            proj = replace(proj, engine=replace(proj.engine, accuracy=float(self.accuracy)))
+        setup = replace(self.setup, project=proj, _pool_kt=self._pool)
         sim = setup.simulation(mode=self.project.engine["coarse_mode"])
         if self.sim is not None:       # keep tuned structure factors
             ug = self.params.get("ug", {})
@@ -809,15 +822,21 @@ class Session:
             self.last_export = out
         return out
 
-    def project_for_run(self, what: str) -> Any:
+    def project_for_run(self, what: str, max_iter: int | None = None) -> Any:
         """The current state as a :class:`~qcbed.project.Project` running part of the plan.
 
-        ``what``: 'coarse' (the coarse steps), 'fine' (the fine steps) or 'plan' (all).
+        ``what``: 'coarse' (the coarse steps), 'fine' (the fine steps) or 'plan' (all);
+        ``max_iter`` caps the iterations of every fine step (written into the project,
+        so that a resumed run keeps it).
         """
         from ..project import dumps_toml, parse_project
 
         raw, _c = self.project_dict()
         pl = raw["plan"]
+        if max_iter is not None:
+            fine = pl.get("fine", [])
+            for st in [fine] if isinstance(fine, dict) else fine:
+                st["max_iter"] = min(int(max_iter), int(st.get("max_iter", max_iter)))
         if what == "coarse":
             pl.pop("fine", None)
         elif what == "fine":
@@ -881,8 +900,6 @@ class Session:
         every fine iteration updates the view (preview grid) with its parameters.
         ``max_iter`` caps the iterations of every fine step.
         """
-        from dataclasses import replace
-
         from .jobs import RefinementJob
 
         if self.kind != "project":
@@ -890,9 +907,7 @@ class Session:
         with self._lock:
             if self.job is not None and self.job.running:
                 raise InputError("a refinement is already running", found=self.job.state)
-            proj = self.project_for_run(what)
-            if max_iter is not None:
-                proj.fine = [replace(st, max_iter=int(max_iter)) for st in proj.fine]
+            proj = self.project_for_run(what, max_iter)
             self.job = RefinementJob(proj, what, proj.output, executor=self.executor,
                                      on_record=self._follow, on_finish=self._finished,
                                      command_line=["qcbed", "gui", self.source])
@@ -983,7 +998,8 @@ def _clean(a: Any) -> list:
 
 def open_session(path: str | os.PathLike | None = None, *,
                  workdir: str | os.PathLike | None = None, executor: Any = None,
-                 preview_side: int = 40, full_resolution: bool = True) -> Session:
+                 preview_side: int = 40, full_resolution: bool = True,
+                 accuracy: float | None = VIEW_ACCURACY) -> Session:
     """Open a dataset in a :class:`Session`.
 
     Parameters
@@ -1000,12 +1016,13 @@ def open_session(path: str | os.PathLike | None = None, *,
         folder).
     executor : optional
         Engine executor for full-resolution solves and refinements.
-    preview_side, full_resolution
+    preview_side, full_resolution, accuracy
         As :class:`Session`.
     """
     from ..project import load_project, parse_project
 
-    kw = dict(executor=executor, preview_side=preview_side, full_resolution=full_resolution)
+    kw = dict(executor=executor, preview_side=preview_side, full_resolution=full_resolution,
+              accuracy=accuracy)
     if path is None:
         from ..demo import make_demo
 
