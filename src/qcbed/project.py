@@ -1520,9 +1520,7 @@ class ProjectRun:
                               margin=step.margin)
         out: dict[str, Any] = {"index": i, "step": step.step}
         if step.step == "orientation_thickness":
-            t = state["thickness"]
-            rng = step.thickness_range or (0.85 * t, 1.15 * t)
-            res = cr.refine_orientation_thickness(rng, n_scan=step.n_scan,
+            res = cr.refine_orientation_thickness(step.thickness_range, n_scan=step.n_scan,
                                                   xtol=step.xtol or 0.05)
             state["thickness"] = float(res.thickness)
         elif step.step == "pixel_size":

@@ -105,7 +105,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         "gof": {"metric": "chi2", "background": "per_disc"},
         "plan": {"thickness": t0,
                  "coarse": [{"step": "orientation_thickness",
-                             "thickness_range": [0.8 * t0, 1.2 * t0], "n_scan": 21,
+                             "thickness_range": [0.6 * t0, 1.6 * t0], "n_scan": 101,
                              "margin": 8, "template_size": [tpl, tpl], "template_step": 2.0,
                              "reflections": low}],
                  "fine": [{"name": "thickness and orientation",
