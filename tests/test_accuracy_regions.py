@@ -12,7 +12,6 @@ from qcbed.errors import InputError
 from qcbed.experiment.roi import Region
 from qcbed.refine import DirectData, Refinement
 from qcbed.refine.reproducibility import region_spread, tile_region, tile_slices
-
 from test_accuracy_noise_budget import OUT, T_TRUE, U111, U222, UA111, A, si_sim
 
 

@@ -81,7 +81,7 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
                "omega", "sgmax", "bethe", "min_strong", "elastic", "absorption", "xi",
                "executor", "chunk_size"),
     "gof": ("metric", "background", "probe"),
-    "plan": ("thickness", "coarse", "fine"),
+    "plan": ("thickness", "coarse", "fine", "regions", "budget"),
     "plan.coarse": ("step", "thickness_range", "n_scan", "xtol", "margin", "template_size",
                     "template_center", "template_step", "reflections", "rel_range",
                     "half_range", "labels", "b_range"),
@@ -337,6 +337,11 @@ class Project:
         Start thickness (Å).
     coarse, fine : list
         The plan.
+    regions : int
+        Repeat the last fine step on this many disjoint tiles of the first ROI region
+        (0: no; ≥ 2; :mod:`qcbed.refine.reproducibility`).
+    budget : bool
+        Compute the error budget of the last fine step (:mod:`qcbed.refine.budget`).
     """
 
     source: str
@@ -355,6 +360,8 @@ class Project:
     thickness: float
     coarse: list[CoarseStep]
     fine: list[FineStep]
+    regions: int = 0
+    budget: bool = True
 
     def path(self, p: str | os.PathLike) -> Path:
         """A path of the file resolved against the project folder."""
@@ -611,10 +618,18 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
                 if n.startswith("probe."):
                     raise r.err("probe parameters need gof.probe", f"plan.fine[{i}].refine",
                                 expected="gof.probe = [sigma, gamma]", found=n)
+    n_regions = r.get(pl, "regions", "plan.regions", "int", 0, lo=0)
+    if n_regions == 1:
+        raise r.err("a spread needs at least two regions", "plan.regions",
+                    expected="0 (off) or >= 2", found=1)
+    if n_regions and not fine:
+        raise r.err("regions repeat the last fine step", "plan.regions",
+                    expected="a [[plan.fine]] step", found=None)
     return Project(source=source, base_dir=base, raw=dict(raw), text=text or dumps_toml(raw),
                    name=name, output=_resolve(base, output), density_map=dmap,
                    crystal=crystal, data=data, geometry=geom, roi=roi, engine=engine, gof=gof,
-                   thickness=thickness, coarse=coarse, fine=fine)
+                   thickness=thickness, coarse=coarse, fine=fine, regions=n_regions,
+                   budget=r.get(pl, "budget", "plan.budget", "bool", True))
 
 
 def _resolve(base: Path, p: str) -> Path:
@@ -882,12 +897,17 @@ class Setup:
         return Simulation(crystal or self.crystal, voltage_kv or self.voltage_kv, g["zone"],
                           g["x_axis"], **kw)
 
-    def roi(self, geometry=None, refine: Iterable[str] = ()):
-        """The refinement dataset (:class:`~qcbed.experiment.ROI`) for a geometry."""
+    def roi(self, geometry=None, refine: Iterable[str] = (), regions: list | None = None):
+        """The refinement dataset (:class:`~qcbed.experiment.ROI`) for a geometry.
+
+        ``regions`` replaces the project's regions (tiles of the first one: its
+        reflection mask applies to all).
+        """
         from .experiment import ROI
 
-        return ROI(self.data, self.regions, geometry or self.geometry, hkl=self.hkl,
-                   masks=self.masks, refine=tuple(refine),
+        masks = self.masks if regions is None else np.repeat(self.masks[:1], len(regions), 0)
+        return ROI(self.data, self.regions if regions is None else regions,
+                   geometry or self.geometry, hkl=self.hkl, masks=masks, refine=tuple(refine),
                    disc_shifts=self.project.roi["disc_shifts"])
 
 
@@ -921,6 +941,11 @@ def _load_array(project: Project, name: str, tag: str) -> tuple[np.ndarray, Path
         return np.load(p, allow_pickle=False), p
     except (OSError, ValueError) as exc:
         raise _err(project, f"cannot read the .npy file: {exc}", tag, found=str(p)) from None
+
+
+#: [data] variance values that are not files: Poisson σ² = max(I, floor), or the model
+#: σ² = g·I + σ₀² estimated from the images (:mod:`qcbed.experiment.noise`).
+VARIANCE_KEYWORDS = ("poisson", "estimated")
 
 
 def _read_data(project: Project) -> tuple[Any, list[Path]]:
@@ -957,7 +982,7 @@ def _read_data(project: Project) -> tuple[Any, list[Path]]:
                 raise _err(project, "file not found", tag, expected="an existing file",
                            found=str(p))
         var = None
-        if d["variance"] not in ("poisson",):
+        if d["variance"] not in VARIANCE_KEYWORDS:
             var = project.path(d["variance"])
             if not var.is_file():
                 raise _err(project, "variance file not found", "data.variance",
@@ -1004,7 +1029,7 @@ def _read_data(project: Project) -> tuple[Any, list[Path]]:
                            expected=imgs[0].shape, found=im.shape)
             imgs.append(im)
         var = None
-        if d["variance"] != "poisson":
+        if d["variance"] not in VARIANCE_KEYWORDS:
             var, vp = _load_array(project, d["variance"], "data.variance")
             files.append(vp)
             if var.shape != (len(imgs),) + imgs[0].shape:
@@ -1022,6 +1047,14 @@ def _read_data(project: Project) -> tuple[Any, list[Path]]:
         except InputError as exc:
             raise _err(project, exc.reason, f"data.{exc.tag or 'files'}", expected=exc.expected,
                        found=exc.found) from None
+    if d["variance"] == "estimated":
+        from .experiment.noise import with_estimated_variance
+
+        try:
+            stack, _nm = with_estimated_variance(stack)
+        except InputError as exc:
+            raise _err(project, f"cannot estimate the noise: {exc.reason}", "data.variance",
+                       expected=exc.expected, found=exc.found) from None
     return stack, files
 
 
@@ -1321,6 +1354,9 @@ class RunResult:
         The last fine step's engine set-up (with the refined structure factors).
     iam : dict
         IAM (U, U′) of every refined reflection, keyed by 'h,k,l'.
+    accuracy : dict
+        ``noise_model``, ``error_budget`` and ``regions`` (as written to result.json),
+        those that apply.
     """
 
     setup: Setup
@@ -1335,6 +1371,7 @@ class RunResult:
     simulation: Any = None
     iam: dict = field(default_factory=dict)
     steps: list[dict] = field(default_factory=list)
+    accuracy: dict = field(default_factory=dict)
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -1491,10 +1528,11 @@ class ProjectRun:
             if key not in rs["done"]:
                 rs["done"].append(key)
             self._save(rs)
+        accuracy = self._accuracy(setup, base, rs, result) if result is not None else {}
         elapsed = time.perf_counter() - t0
         run = RunResult(setup=setup, state=rs["state"], fine=result, coarse=rs["coarse"],
                         history=rs["history"], out_dir=self.out_dir, elapsed_s=elapsed,
-                        roi=roi, simulation=sim, iam=iam, steps=rs["fine"])
+                        roi=roi, simulation=sim, iam=iam, steps=rs["fine"], accuracy=accuracy)
         from .results import write_results
 
         run.files = write_results(run, command_line=self.command_line, truth=self.truth)
@@ -1547,22 +1585,68 @@ class ProjectRun:
                           + (f", {extra}" if extra else ""))
         return out
 
+    # ------------------------------------------------------------ accuracy
+    def _accuracy(self, setup: Setup, base, rs: dict, result) -> dict:
+        """Noise model, error budget and the spread over regions (issue 12 items 2–4)."""
+        import copy
+
+        out: dict[str, Any] = {}
+        nm = getattr(setup.data, "metadata", {}).get("noise_model")
+        if nm:
+            out["noise_model"] = nm
+        ref = getattr(self, "_last_refinement", None)
+        if self.project.budget and ref is not None:
+            from .refine.budget import compute_budget
+
+            ts = time.perf_counter()
+            budget = compute_budget(ref, progress=self.progress)
+            out["error_budget"] = budget.as_dict()
+            self.log("error budget (shifts per input; u_c = combined standard uncertainty):\n"
+                     + budget.table() + f"\n({time.perf_counter() - ts:.1f} s)")
+        n = self.project.regions
+        if n >= 2 and self.project.fine:
+            from .refine.reproducibility import region_spread, tile_region
+
+            tiles = tile_region(setup.regions[0], n)
+            i = len(self.project.fine) - 1
+            step = self.project.fine[i]
+            fits = []
+            for k, tile in enumerate(tiles):
+                ts = time.perf_counter()
+                state = copy.deepcopy(rs["state"])
+                res_k, *_ = self._fine(setup, base, state, step, i,
+                                       self.out_dir / f"checkpoint_region{k}.h5", False,
+                                       {"history": []}, regions=[tile])
+                fits.append(res_k)
+                self.log(f"region {k + 1}/{len(tiles)}: " + ", ".join(
+                    f"{nm_} = {res_k.value(nm_):.6g} ± {res_k.esd(nm_) or 0:.2g}"
+                    for nm_ in res_k.free_names if nm_.startswith(("U", "thickness")))
+                    + f" ({time.perf_counter() - ts:.1f} s)")
+            spread = region_spread(fits, labels=[
+                f"corners {np.round(t.corners, 1).tolist()}, {t.n13} x {t.n12} samples"
+                for t in tiles])
+            out["regions"] = spread.as_dict()
+            self.log("reproducibility across regions:\n" + spread.table())
+            self._last_refinement = ref
+        return out
+
     # ------------------------------------------------------------ fine
     def _fine(self, setup: Setup, base, state: dict, step: FineStep, i: int, ckpt: Path,
-              resume: bool, rs: dict):
+              resume: bool, rs: dict, regions: list | None = None):
         from .refine.fine import Refinement
         from .refine.parameters import cell_parameters
 
         proj = self.project
         sim = self._sim(setup, base, state)
         geom = self._geometry(setup, state)
-        roi = setup.roi(geom, refine=())
+        roi = setup.roi(geom, refine=(), regions=regions)
         probe = None
         if proj.gof["probe"] is not None:
             probe = tuple(state["probe"]) if state.get("probe") else tuple(proj.gof["probe"])
         ref = Refinement(sim, roi, gof=proj.gof["metric"], background=proj.gof["background"],
                          probe=probe, jacobian=step.jacobian, checkpoint=ckpt,
                          progress=self.progress)
+        self._last_refinement = ref
         refine = set(step.refine)
         # every parameter refined anywhere in the plan takes part (fixed when not in this step)
         names = proj.refined_names

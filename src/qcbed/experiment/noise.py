@@ -61,6 +61,7 @@ __all__ = [
     "looks_like_counts",
     "scatter_residuals",
     "smoothed_variance",
+    "with_estimated_variance",
 ]
 
 #: Σ D² of the 3 × 3 product kernel (1, −2, 1) ⊗ (1, −2, 1).
@@ -260,3 +261,28 @@ def smoothed_variance(images: ArrayLike, noise: NoiseModel) -> np.ndarray:
             mean = np.where(w > 0, s / w, 0.0)
         out[k] = noise.variance(mean)
     return out.reshape(ims.shape)
+
+
+def with_estimated_variance(stack, *, n_bins: int = 24):
+    """A LACBED stack whose variance maps follow the noise model estimated from its images.
+
+    Parameters
+    ----------
+    stack : LACBEDStack
+    n_bins : int
+        Intensity bins of :func:`estimate_noise`.
+
+    Returns
+    -------
+    (LACBEDStack, NoiseModel)
+        The stack (``variance`` = σ²(Ī) of :func:`smoothed_variance`, the model in
+        ``metadata['noise_model']``) and the model.
+    """
+    from dataclasses import replace
+
+    mask = np.asarray(stack.mask, bool)
+    nm = estimate_noise(stack.images, mask, n_bins=n_bins)
+    var = smoothed_variance(np.where(mask, stack.images, np.nan), nm)
+    var = np.where(np.isfinite(var) & (var > 0), var, nm.floor)
+    return replace(stack, variance=var,
+                   metadata={**stack.metadata, "noise_model": nm.as_dict()}), nm
