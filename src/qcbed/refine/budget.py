@@ -287,6 +287,7 @@ def _modified(ref, sim=None, values: dict | None = None, background: str | None 
     """Temporarily change the engine set-up, parameter values or background model."""
     old_sim0, old_bg = ref.sim0, ref.background
     old_vals = {n: ref.params[n].value for n in (values or {})}
+    cache = (getattr(ref, "_work", None), ref.sim, ref._cache_key, ref._cache_eig)
 
     def reset():
         ref._work = None
@@ -306,9 +307,8 @@ def _modified(ref, sim=None, values: dict | None = None, background: str | None 
         ref.sim0, ref.background = old_sim0, old_bg
         for n, v in old_vals.items():
             ref.params[n].value = v
-        if sim is not None:
-            reset()
-            ref._apply_structure()
+        if sim is not None:  # the unmodified set-up and its eigen-solution, as they were
+            ref._work, ref.sim, ref._cache_key, ref._cache_eig = cache
 
 
 def _valid_mask(ref, values: dict | None) -> np.ndarray:
