@@ -254,7 +254,8 @@ def _accuracy_sections(result: Mapping[str, Any]) -> list[str]:
         parts.append(_table(
             ["parameter", "mean", "std", "rel. std (%)", "mean esd", "std/esd", "χ²_ν"],
             [[e(n), _fmt(s["mean"], ".6g"), _fmt(s["std"], ".2g"),
-              _fmt(100 * s["rel_std"], ".3f"), _fmt(s["mean_esd"], ".2g"),
+              _fmt(None if s["rel_std"] is None else 100 * s["rel_std"], ".3f"),
+              _fmt(s["mean_esd"], ".2g"),
               _fmt(s["std_over_esd"], ".2f"), _fmt(s["chi2_nu"], ".2f")]
              for n, s in rg["stats"].items()]))
     return parts

@@ -134,10 +134,15 @@ class RegionSpread:
         return out
 
     def as_dict(self) -> dict:
+        """JSON-ready (undefined statistics, e.g. χ²_ν without esds, are None)."""
+        def clean(v: float) -> float | None:
+            return float(v) if np.isfinite(v) else None
+
         return {"n_regions": self.n, "labels": list(self.labels),
                 "values": {n: self.values[:, k].tolist() for k, n in enumerate(self.names)},
                 "esds": {n: self.esds[:, k].tolist() for k, n in enumerate(self.names)},
-                "stats": self.stats()}
+                "stats": {n: {k: clean(v) for k, v in st.items()}
+                          for n, st in self.stats().items()}}
 
     def table(self) -> str:
         st = self.stats()
