@@ -55,12 +55,26 @@ def test_scatter_estimate_recovers_gain_and_floor(gain, floor):
     truth = smooth_images()
     obs = truth + rng.normal(size=truth.shape) * np.sqrt(gain * truth + floor)
     nm = estimate_noise(obs)
+    assert nm.white and nm.lag1[0] == pytest.approx(-2 / 3, abs=0.03)
     assert nm.gain == pytest.approx(gain, rel=0.03)
     assert nm.floor == pytest.approx(floor, rel=0.15)
     # scaling the images by s scales g by s and the floor by s²
     nm2 = estimate_noise(10.0 * obs)
     assert nm2.gain == pytest.approx(10 * nm.gain, rel=1e-6)
     assert nm2.floor == pytest.approx(100 * nm.floor, rel=1e-6)
+
+
+def test_correlated_noise_is_flagged():
+    # noise smoothed by a 3-tap filter (as after interpolation): not white, and warned
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    truth = smooth_images((2, 96, 96))
+    noise = ndimage.uniform_filter(rng.normal(size=truth.shape), (1, 3, 3))
+    with pytest.warns(UserWarning, match="not white"):
+        nm = estimate_noise(truth + 5.0 * noise)
+    assert nm.white is False and nm.lag1[0] > -0.5
+    assert nm.as_dict()["white"] is False
 
 
 def test_residual_estimate_and_count_detection():

@@ -46,6 +46,7 @@ still independent pixel by pixel away from the mirror line.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,6 +69,8 @@ __all__ = [
 KERNEL_NORM = 36.0
 #: median of the χ² distribution with one degree of freedom.
 MEDIAN_CHI2_1 = 0.454936423119573
+#: lag-1 autocorrelation of D ⊛ (white noise) along rows or columns.
+WHITE_LAG1 = -2.0 / 3.0
 #: D²/36: the weights with which the pixel variances enter E[r²]/36.
 LEVEL_KERNEL = np.array([[1.0, 4.0, 1.0], [4.0, 16.0, 4.0], [1.0, 4.0, 1.0]]) / 36.0
 
@@ -88,13 +91,28 @@ class NoiseModel:
         Pixels (samples) used in the fit.
     bins : ndarray (n_bins, 3)
         Mean intensity, estimated variance and number of pixels of every bin.
+    lag1 : (float, float) or None
+        Lag-1 autocorrelation of the filtered field r along rows and columns
+        (``'scatter'`` only): −2/3 for white pixel noise on smooth signal
+        (Σ D(i, j) D(i, j+1) / Σ D² = 6·(−4)/36). A value far from −2/3 means
+        correlated pixel noise (smoothed or interpolated images: the estimate
+        is too low) or fine structure leaking through the filter (too high).
     """
+
+    @property
+    def white(self) -> bool | None:
+        """True when ``lag1`` is within 0.1 of the white-noise value −2/3."""
+        if self.lag1 is None:
+            return None
+        return bool(max(abs(v - WHITE_LAG1) for v in self.lag1) <= 0.1)
+
 
     gain: float
     floor: float
     method: str = "scatter"
     n_used: int = 0
     bins: np.ndarray | None = None
+    lag1: tuple[float, float] | None = None
 
     def variance(self, intensity: ArrayLike) -> np.ndarray:
         """σ² at ``intensity`` (negative intensities count as 0)."""
@@ -102,9 +120,12 @@ class NoiseModel:
         return self.gain * i + self.floor
 
     def as_dict(self) -> dict:
-        return {"model": "sigma2 = gain * I + floor", "gain": float(self.gain),
-                "floor": float(self.floor), "method": self.method,
-                "n_used": int(self.n_used)}
+        out = {"model": "sigma2 = gain * I + floor", "gain": float(self.gain),
+               "floor": float(self.floor), "method": self.method, "n_used": int(self.n_used)}
+        if self.lag1 is not None:
+            out.update(lag1_rows=float(self.lag1[0]), lag1_cols=float(self.lag1[1]),
+                       lag1_white=WHITE_LAG1, white=self.white)
+        return out
 
 
 def scatter_residuals(image: ArrayLike, valid: ArrayLike | None = None
@@ -194,11 +215,29 @@ def estimate_noise(images: ArrayLike, valid: ArrayLike | None = None, *,
         ims = ims[None]
     vm = None if valid is None else np.broadcast_to(np.asarray(valid, bool), ims.shape)
     r2s, lv = [], []
+    acc = np.zeros((2, 3))  # per axis: Σ r r', Σ r², Σ r'²
+    d = np.array([1.0, -2.0, 1.0])
     for k in range(len(ims)):
-        r2, mean, _ = scatter_residuals(ims[k], None if vm is None else vm[k])
+        r2, mean, where = scatter_residuals(ims[k], None if vm is None else vm[k])
         r2s.append(r2)
         lv.append(mean)
-    return _fit_binned(np.concatenate(lv), np.concatenate(r2s), n_bins, True, "scatter")
+        x = np.where(np.isfinite(ims[k]), ims[k], 0.0)
+        r = np.where(where, ndimage.correlate(x, np.outer(d, d), mode="constant"), 0.0)
+        for ax in (0, 1):
+            a = r[1:] if ax == 0 else r[:, 1:]
+            b = r[:-1] if ax == 0 else r[:, :-1]
+            both = (a != 0) & (b != 0)
+            acc[ax] += (np.sum(a * b * both), np.sum(a * a * both), np.sum(b * b * both))
+    nm = _fit_binned(np.concatenate(lv), np.concatenate(r2s), n_bins, True, "scatter")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lag = tuple(float(c[0] / np.sqrt(c[1] * c[2])) for c in acc)
+    nm = NoiseModel(nm.gain, nm.floor, nm.method, nm.n_used, nm.bins, lag)
+    if nm.white is False:
+        warnings.warn(f"the local scatter is not white pixel noise (lag-1 autocorrelation "
+                      f"{lag[0]:.2f}, {lag[1]:.2f}; white: {WHITE_LAG1:.2f}): correlated noise "
+                      "or fine structure bias the estimated gain and floor", UserWarning,
+                      stacklevel=2)
+    return nm
 
 
 def estimate_noise_from_residuals(model: ArrayLike, experiment: ArrayLike,
