@@ -94,4 +94,7 @@ def test_estimated_variance_for_a_lacbed_stack(demo, tmp_path):
     raw["plan"]["regions"] = 1
     with pytest.raises(Exception, match="two regions"):
         parse_project(raw, source="x", base_dir=tmp_path)
+    raw["plan"]["regions"] = 10_000
+    with pytest.raises(Exception, match="cannot hold"):
+        parse_project(raw, source="x", base_dir=tmp_path)
     json.dumps(nm)

@@ -625,6 +625,16 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     if n_regions and not fine:
         raise r.err("regions repeat the last fine step", "plan.regions",
                     expected="a [[plan.fine]] step", found=None)
+    if n_regions:
+        from .refine.reproducibility import tile_slices
+
+        n12, n13 = roi["regions"][0]["samples"]
+        try:
+            tile_slices((int(n13), int(n12)), n_regions)
+        except InputError as exc:
+            raise r.err(f"the first ROI region cannot hold {n_regions} regions: "
+                        f"{exc.reason}", "plan.regions", expected=exc.expected,
+                        found=f"{n13} x {n12} samples") from None
     return Project(source=source, base_dir=base, raw=dict(raw), text=text or dumps_toml(raw),
                    name=name, output=_resolve(base, output), density_map=dmap,
                    crystal=crystal, data=data, geometry=geom, roi=roi, engine=engine, gof=gof,
