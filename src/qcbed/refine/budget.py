@@ -351,29 +351,41 @@ def compute_budget(ref, inputs: Iterable[BudgetInput] | None = None, *,
     for ch in changes:
         for c in ch:
             mask &= _valid_mask(ref, c.get("values"))
-    r0, j, _fit, _m = ref._residuals(names, mask, True)
+    r0, j, _fit, used0 = ref._residuals(names, mask, True)
     budget = ErrorBudget(names, {n: ref.params[n].value for n in names},
                          {n: (ref.params[n].esd or 0.0) for n in names})
+
+    def evaluate(c: dict, m: np.ndarray):
+        with _modified(ref, **c):
+            if "background" in c:
+                r, ja, _f, used = ref._residuals(names, m, True)
+            else:
+                r, ja, _f, used = ref._residuals([], m, False)
+        return r, ja, used
+
     for inp, ch in tqdm(list(zip(inputs, changes)), desc="error budget", disable=not progress,
                         leave=False):
-        rs = []
-        for c in ch:
-            with _modified(ref, **c):
-                if "background" in c:
-                    r, ja, _f, _m = ref._residuals(names, mask, True)
-                    rs.append((r, ja))
-                else:
-                    r, _j, _f, _m = ref._residuals([], mask, False)
-                    rs.append((r, None))
+        rs = [evaluate(c, mask) for c in ch]
+        common = used0.copy()
+        for _r, _ja, used in rs:
+            common &= used
+        r_base, j_base = r0, j
+        if not all(np.array_equal(used, common) for *_x, used in rs) or \
+                not np.array_equal(used0, common):
+            # the engine rejected some directions under the change (NaN model): compare
+            # base and changed models on the samples valid for both
+            rs = [evaluate(c, common) for c in ch]
+            r_base, j_base, _f, _u = ref._residuals(names, common, True)
+        rs = [(r, ja) for r, ja, _u in rs]
         if len(rs) == 2:
             dr = (rs[0][0] - rs[1][0]) / (2 * h)
-            dx, *_ = np.linalg.lstsq(j, -dr, rcond=None)
+            dx, *_ = np.linalg.lstsq(j_base, -dr, rcond=None)
             method = "linearised, central difference"
         elif rs[0][1] is not None:
             dx, *_ = np.linalg.lstsq(rs[0][1], -rs[0][0], rcond=None)
             method = "Gauss-Newton step of the alternative"
         else:
-            dx, *_ = np.linalg.lstsq(j, -(rs[0][0] - r0), rcond=None)
+            dx, *_ = np.linalg.lstsq(j_base, -(rs[0][0] - r_base), rcond=None)
             method = "linearised, alternative"
         budget.entries.append(BudgetEntry(inp.name, inp.delta,
                                           {n: float(v) for n, v in zip(names, dx)}, method))
