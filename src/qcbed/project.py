@@ -1612,7 +1612,18 @@ class ProjectRun:
         out: dict[str, Any] = {}
         nm = getattr(setup.data, "metadata", {}).get("noise_model")
         if nm:
-            out["noise_model"] = nm
+            out["noise_model"] = dict(nm)
+            ex = result.extra
+            if "model" in ex:  # the same model fitted to the residuals: misfit shows as excess
+                from .experiment.noise import estimate_noise_from_residuals
+
+                try:
+                    rn = estimate_noise_from_residuals(
+                        ex["model"], ex["experiment"], ex["mask"],
+                        n_params=len(result.free_names))
+                    out["noise_model"]["from_residuals"] = rn.as_dict()
+                except InputError as exc:
+                    self.log(f"noise from the fit residuals: not estimated ({exc.reason})")
         ref = getattr(self, "_last_refinement", None)
         if self.project.budget and ref is not None:
             from .refine.budget import compute_budget

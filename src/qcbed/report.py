@@ -231,7 +231,16 @@ def _accuracy_sections(result: Mapping[str, Any]) -> list[str]:
         parts.append("<h2>Noise model</h2>")
         parts.append(f"<p>σ² = g·I + σ₀², estimated from the data ({e(str(nm['method']))}, "
                      f"{nm.get('n_used', 0)} pixels): g = {_fmt(nm['gain'], '.4g')}, "
-                     f"σ₀² = {_fmt(nm['floor'], '.4g')}.</p>")
+                     f"σ₀² = {_fmt(nm['floor'], '.4g')}"
+                     + ("" if nm.get("white") is not False else
+                        f"; the local scatter is not white (lag-1 autocorrelation "
+                        f"{_fmt(nm['lag1_rows'], '.2f')}, {_fmt(nm['lag1_cols'], '.2f')}; "
+                        "white: −0.67)") + ".</p>")
+        rn = nm.get("from_residuals")
+        if rn:
+            parts.append(f"<p>The same model fitted to the refinement residuals (misfit "
+                         f"counts as noise): g = {_fmt(rn['gain'], '.4g')}, σ₀² = "
+                         f"{_fmt(rn['floor'], '.4g')}.</p>")
     eb = result.get("error_budget")
     if eb:
         names = list(eb["parameters"])
