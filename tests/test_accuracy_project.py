@@ -98,3 +98,25 @@ def test_estimated_variance_for_a_lacbed_stack(demo, tmp_path):
     with pytest.raises(Exception, match="cannot hold"):
         parse_project(raw, source="x", base_dir=tmp_path)
     json.dumps(nm)
+
+
+def test_accuracy_group_of_results_h5(tmp_path):
+    from qcbed.results import _write_accuracy_h5
+
+    acc = {"noise_model": {"gain": 2.0, "floor": 0.5, "method": "scatter", "n_used": 10,
+                           "white": False, "from_residuals": {"gain": 9.0, "floor": 1.0}},
+           "error_budget": {"formula": "u_c", "inputs": [{"input": "voltage", "delta": "1 kV",
+                                                          "method": "m"}],
+                            "parameters": {"U(1,1,1)": {"value": 0.05, "esd": 1e-5,
+                                                        "shifts": {"voltage": 2e-5},
+                                                        "combined": 2.2e-5}}},
+           "regions": {"n_regions": 2, "labels": ["a", "b"], "values": {"t": [1.0, 2.0]},
+                       "esds": {"t": [0.1, 0.1]}, "stats": {"t": {"chi2_nu": None}}}}
+    with h5py.File(tmp_path / "r.h5", "w") as f:
+        _write_accuracy_h5(f, acc)
+    with h5py.File(tmp_path / "r.h5") as f:
+        g = f["accuracy"]
+        assert json.loads(g.attrs["noise_model"])["from_residuals"]["gain"] == 9.0
+        assert g.attrs["noise_gain"] == 2.0
+        assert g["error_budget/shifts"][()].tolist() == [[2e-5]]
+        assert g["regions/values"].shape == (2, 1)

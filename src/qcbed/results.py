@@ -577,8 +577,10 @@ def _write_accuracy_h5(f: Any, acc: Mapping[str, Any]) -> None:
     g = f.create_group("accuracy")
     sd = h5py.string_dtype()
     if "noise_model" in acc:
+        g.attrs["noise_model"] = json.dumps(acc["noise_model"])
         for k, v in acc["noise_model"].items():
-            g.attrs[f"noise_{k}"] = v
+            if isinstance(v, (int, float, str, bool)):
+                g.attrs[f"noise_{k}"] = v
     if "error_budget" in acc:
         b = g.create_group("error_budget")
         eb = acc["error_budget"]
