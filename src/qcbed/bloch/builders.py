@@ -1,4 +1,11 @@
-"""Build a :class:`~qcbed.bloch.simulation.Simulation` from a PyExtal ``.dat`` or a Felix folder."""
+"""What a PyExtal ``.dat`` file or a Felix folder says about a simulation: a recipe.
+
+:func:`dat_recipe` and :func:`felix_recipe` translate an input file into the
+arguments of :class:`~qcbed.bloch.simulation.Simulation` (a
+:class:`SimulationRecipe`); :meth:`Simulation.from_dat` and
+:meth:`Simulation.from_felix` build from it. This module does not import the
+simulation (the simulation imports it).
+"""
 
 from __future__ import annotations
 
@@ -12,8 +19,11 @@ import numpy as np
 
 from ..constants import potential_to_u, wavenumber
 from ..errors import InputError
+from ..io.dat import read_dat
+from ..io.felix import FelixInput, read_felix
 from ..scattering.structure_factors import PotentialModel
 from .beams import BeamSelection
+from .geometry import ZoneFrame
 from .grids import TiltGrid
 
 
@@ -38,9 +48,33 @@ class SetupDefaults:
     source: Path
 
 
-def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | None = None,
-                        mode: str = "fast", **overrides: Any):
-    """A Simulation from a PyExtal/EMAPS ``.dat`` file.
+@dataclass
+class SimulationRecipe:
+    """Arguments of a :class:`~qcbed.bloch.simulation.Simulation` read from an input file.
+
+    Attributes
+    ----------
+    args : tuple
+        (crystal, voltage_kv, zone, x_axis).
+    kwargs : dict
+        Keyword arguments of the constructor.
+    structure_factors : dict
+        hkl → (U, U′) (Å⁻², user's origin) to set after construction.
+    defaults : SetupDefaults
+    felix : FelixInput or None
+        The parsed ``felix.inp`` (Felix folders only).
+    """
+
+    args: tuple
+    kwargs: dict[str, Any]
+    structure_factors: dict[tuple[int, int, int], tuple[complex, complex]]
+    defaults: SetupDefaults
+    felix: FelixInput | None = None
+
+
+def dat_recipe(path: str | os.PathLike, *, potential: PotentialModel | None = None,
+               mode: str = "fast", **overrides: Any) -> SimulationRecipe:
+    """Simulation arguments from a PyExtal/EMAPS ``.dat`` file.
 
     Mapping (pyextal-notes §1.2): ``hv`` → voltage; ``zone``/``norm``/``xaxis`` →
     frame; ``kt`` (reciprocal components) → centre of the tilt net; ``hkl`` →
@@ -52,9 +86,6 @@ def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | 
     scattering factors default to PyExtal's: Mott–Bethe from the X-ray tables
     with Bird–King absorption.
     """
-    from ..io.dat import read_dat
-    from .simulation import Simulation
-
     dat = read_dat(path)
     if dat.x_axis is None:
         raise InputError("the .dat file has no 'xaxis' line", source=dat.source, tag="xaxis")
@@ -84,28 +115,25 @@ def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | 
         kw.update(gmax=gmax, smax=sg2k / (2 * wavenumber(dat.voltage_kv)),
                   kt_radius=conv * gx)
     kw.update(overrides)
-    from .geometry import ZoneFrame
-
     frame = ZoneFrame(dat.crystal.lattice, tuple(dat.zone), tuple(dat.x_axis),
                       tuple(dat.surface_normal))
     kt0 = frame.kt_from_reciprocal(dat.kt)
     if "pool" not in kw:
         kw.setdefault("kt_center", kt0)
-    sim = Simulation(dat.crystal, dat.voltage_kv, dat.zone, dat.x_axis, **kw)
     hkl, u, ua = dat.adjustments_qcbed()
-    if len(hkl):
-        sim.set_structure_factors({tuple(h): (complex(a), complex(b))
-                                   for h, a, b in zip(hkl, u, ua)})
-    sim.defaults = SetupDefaults(grid=TiltGrid.disc(kt0, conv * gx, samp),
-                                 thickness=np.array([1000.0]), kind="cbed", source=dat.source)
-    return sim
+    sf = {(int(h[0]), int(h[1]), int(h[2])): (complex(a), complex(b))
+          for h, a, b in zip(hkl, u, ua)}
+    defaults = SetupDefaults(grid=TiltGrid.disc(kt0, conv * gx, samp),
+                             thickness=np.array([1000.0]), kind="cbed", source=dat.source)
+    return SimulationRecipe((dat.crystal, dat.voltage_kv, dat.zone, dat.x_axis), kw, sf,
+                            defaults)
 
 
-def simulation_from_felix(folder: str | os.PathLike, *, potential: PotentialModel | None = None,
-                          selection: BeamSelection | None = None, mode: str = "fast",
-                          gmax: float | None = None, smax: float = 0.02, holz: bool | None = None,
-                          **overrides: Any):
-    """A Simulation from a Felix input folder (``felix.inp``, ``felix.cif``, ``felix.hkl``).
+def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None = None,
+                 selection: BeamSelection | None = None, mode: str = "fast",
+                 gmax: float | None = None, smax: float = 0.02, holz: bool | None = None,
+                 **overrides: Any) -> SimulationRecipe:
+    """Simulation arguments from a Felix input folder (``felix.inp``, ``felix.cif``, ``felix.hkl``).
 
     The frame is z = ``incident_beam_direction`` (taken, as in Spence & Zuo's
     formulation Felix follows, as the zone axis towards the source), x =
@@ -120,9 +148,6 @@ def simulation_from_felix(folder: str | os.PathLike, *, potential: PotentialMode
     ``holz=False`` (default: included, as real-data simulations need them —
     Felix's own ``holz_flag`` is recorded in ``sim.defaults``).
     """
-    from ..io.felix import read_felix
-    from .simulation import Simulation
-
     fx = read_felix(folder)
     if potential is None:
         elastic = fx.scattering_factors or "kirkland"
@@ -143,11 +168,9 @@ def simulation_from_felix(folder: str | os.PathLike, *, potential: PotentialMode
     if fx.holz_flag == 0 and holz is None:
         warnings.warn("felix.inp has holz_flag = 0; qcbed includes HOLZ beams by default "
                       "(pass holz=False for a ZOLZ-only calculation)", UserWarning,
-                      stacklevel=2)
-    sim = Simulation(fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
-                     fx.x_direction, **kw)
-    sim.defaults = SetupDefaults(grid=TiltGrid.felix(fx.convergence_angle, fx.image_radius),
-                                 thickness=np.asarray(fx.thicknesses, float), kind="lacbed",
-                                 source=Path(folder))
-    sim.felix = fx
-    return sim
+                      stacklevel=3)
+    defaults = SetupDefaults(grid=TiltGrid.felix(fx.convergence_angle, fx.image_radius),
+                             thickness=np.asarray(fx.thicknesses, float), kind="lacbed",
+                             source=Path(folder))
+    return SimulationRecipe((fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
+                             fx.x_direction), kw, {}, defaults, fx)

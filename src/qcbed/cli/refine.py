@@ -41,8 +41,7 @@ def command(project: str, out_dir: str | None, regions: int | None, budget: bool
         proj = replace(proj, regions=regions)
     if budget is not None:
         proj = replace(proj, budget=budget)
-    run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q,
-                     log=(lambda s: None) if q else click.echo)
+    run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q)
     try:
         res = run.run()
     except (QcbedError, KeyboardInterrupt):

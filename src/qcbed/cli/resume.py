@@ -18,8 +18,7 @@ def command(path: str, quiet: bool | None, workers: str | None) -> None:
     from ..project import resume_run
 
     q, w = settings(quiet, workers)
-    res = resume_run(path, executor=executor(w), progress=not q,
-                     log=(lambda s: None) if q else click.echo)
+    res = resume_run(path, executor=executor(w), progress=not q)
     if res.fine is not None:
         click.echo(res.fine.summary())
     click.echo(f"results in {res.out_dir}: " + ", ".join(p.name for p in res.files.values()))

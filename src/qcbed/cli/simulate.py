@@ -61,7 +61,7 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
     from ..bloch.beams import BeamSelection
     from ..bloch.simulation import Simulation
     from ..errors import InputError
-    from ..results import write_simulation
+    from ..output.results import write_simulation
     from ..scattering.structure_factors import PotentialModel
 
     q, w = settings(quiet, workers)

@@ -1,0 +1,256 @@
+"""What a project file may hold (``PROJECT_SCHEMA``, the step names) and the parsed project
+(:class:`Project`, :class:`CoarseStep`, :class:`FineStep`); see ``docs/project-file.md``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..bloch.simulation import DEFAULT_CHUNK_SIZE
+
+RUN_STATE = "run_state.json"
+_MISSING = object()
+
+#: Sections and keys of a project file (the reference is docs/project-file.md).
+PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
+    "project": ("name", "output", "density_map"),
+    "crystal": ("source", "b_iso"),
+    "data": ("kind", "format", "files", "folder", "hkl", "g_vectors", "variance",
+             "variance_floor", "clip_negative", "allow_negative", "mask", "background",
+             "require_hkl", "detector"),
+    "data.detector": ("gain", "mixing", "read_variance", "gain_ref_error", "excess_noise"),
+    "geometry": ("voltage_kv", "zone", "x_axis", "normal", "mode", "rotation", "mirror", "gl",
+                 "tilt0", "reference", "shift", "disc_shifts", "display_shape"),
+    "geometry.disc_shifts": ("hkl", "shift"),
+    "roi": ("hkl", "pad", "disc_shifts", "regions"),
+    "roi.regions": ("corners", "samples", "pad", "reflections"),
+    "engine": ("mode", "coarse_mode", "gmax", "smax", "holz", "min_pool", "pool", "sgmin",
+               "omega", "sgmax", "bethe", "min_strong", "elastic", "absorption", "xi",
+               "executor", "chunk_size"),
+    "gof": ("metric", "background", "probe"),
+    "plan": ("thickness", "coarse", "fine", "regions", "budget"),
+    "plan.coarse": ("step", "thickness_range", "n_scan", "xtol", "margin", "template_size",
+                    "template_center", "template_step", "reflections", "rel_range",
+                    "half_range", "labels", "b_range"),
+    "plan.fine": ("name", "refine", "method", "outer", "max_iter", "ftol", "xtol", "jacobian",
+                  "bounds", "scales"),
+}
+
+COARSE_STEPS = ("orientation_thickness", "pixel_size", "voltage", "b_iso")
+GOF_METRICS = ("chi2", "chi2_poisson", "r_factor", "correlation")
+BACKGROUNDS = ("per_disc", "single", "none")
+DATA_FORMATS = ("auto", "npy", "dm3", "dm4", "tif", "tiff", "felix", "npy_stack")
+
+
+# ====================================================================== sections
+class _Section(Mapping):
+    """Read-only mapping view of a frozen section dataclass (``engine["gmax"]`` and
+    ``engine.gmax`` both work)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, eq=False)
+class CrystalSection(_Section):
+    """``[crystal]``: the structure file and B overrides (Å²) by site label."""
+
+    source: str
+    b_iso: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class DataSection(_Section):
+    """``[data]``: what the experimental data are and how to read them."""
+
+    kind: str
+    format: str = "auto"
+    files: list[str] | None = None
+    folder: str | None = None
+    g_vectors: str | None = None
+    hkl: list[tuple[int, int, int]] | None = None
+    variance: str = "poisson"
+    variance_floor: float = 1.0
+    clip_negative: bool = False
+    allow_negative: bool = False
+    mask: str | None = None
+    background: float | None = None
+    require_hkl: bool = True
+    detector: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class GeometrySection(_Section):
+    """``[geometry]``: zone frame (kV, [uvw]) and the pixel ↔ k_t mapping (deg, px)."""
+
+    zone: tuple[float, float, float]
+    x_axis: tuple[float, float, float]
+    gl: float
+    mode: str
+    voltage_kv: float | None = None
+    normal: tuple[float, float, float] | None = None
+    rotation: float = 0.0
+    mirror: bool = False
+    tilt0: tuple[float, float] = (0.0, 0.0)
+    reference: tuple[float, float] | None = None
+    shift: tuple[float, float] = (0.0, 0.0)
+    display_shape: tuple[int, int] | None = None
+    disc_shifts: dict[tuple[int, int, int], tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class RoiSection(_Section):
+    """``[roi]``: reflections compared and the regions (display pixels) sampled."""
+
+    hkl: list[tuple[int, int, int]] | None
+    regions: list[dict[str, Any]]
+    disc_shifts: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, eq=False)
+class EngineSection(_Section):
+    """``[engine]``: beam pool (Å⁻¹), beam selection, scattering model, executor."""
+
+    mode: str = "exact"
+    coarse_mode: str = "fast"
+    gmax: float = 3.0
+    smax: float = 0.05
+    holz: bool = True
+    min_pool: int = 0
+    pool: list[tuple[int, int, int]] | None = None
+    sgmin: float = 0.3
+    omega: float = 30.0
+    sgmax: float | None = None
+    bethe: bool = True
+    min_strong: int = 0
+    elastic: str = "kirkland"
+    absorption: str = "bird_king"
+    xi: float = 0.1
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    executor: str | int = "auto"
+
+
+@dataclass(frozen=True, eq=False)
+class GofSection(_Section):
+    """``[gof]``: the metric, the background model and the LARBED probe (px)."""
+
+    metric: str = "chi2"
+    background: str = "per_disc"
+    probe: tuple[float, float] | None = None
+
+
+# ====================================================================== spec objects
+@dataclass(frozen=True)
+class CoarseStep:
+    """One coarse (correlation) step of the plan; see ``docs/project-file.md``."""
+
+    step: str
+    thickness_range: tuple[float, float] | None = None
+    n_scan: int = 21
+    xtol: float | None = None
+    margin: int = 10
+    template_size: tuple[int, int] | None = None
+    template_center: tuple[float, float] | None = None
+    template_step: float = 1.0
+    reflections: list[tuple[int, int, int]] | None = None
+    rel_range: float = 0.05
+    half_range: float = 0.5
+    labels: list[str] | None = None
+    b_range: tuple[float, float] = (0.0, 2.0)
+
+
+@dataclass(frozen=True)
+class FineStep:
+    """One fine (χ²) step: which parameters are refined, with which optimiser."""
+
+    name: str
+    refine: list[str]
+    method: str = "lm"
+    outer: str = "lm"
+    max_iter: int = 30
+    ftol: float = 1e-9
+    xtol: float = 1e-9
+    jacobian: str = "analytic"
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
+    scales: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Project:
+    """A parsed and type-checked project file.
+
+    Attributes
+    ----------
+    source : str
+        The file (or a description when built from a dict).
+    base_dir : Path
+        Folder that relative paths in the file are resolved against.
+    raw : dict
+        The TOML content as read.
+    text : str
+        The file's text (stored in results for provenance).
+    name, output : str, Path
+        Project name and output folder (absolute).
+    crystal, data, geometry, roi, engine, gof : frozen section dataclasses
+        Checked settings of each section (values in the units of the reference);
+        read-only mappings too (``project.engine["gmax"] == project.engine.gmax``).
+    thickness : float
+        Start thickness (Å).
+    coarse, fine : list
+        The plan.
+    regions : int
+        Repeat the last fine step on this many disjoint tiles of the first ROI region
+        (0: no; ≥ 2; :mod:`qcbed.refine.reproducibility`).
+    budget : bool
+        Compute the error budget of the last fine step (:mod:`qcbed.refine.budget`).
+    """
+
+    source: str
+    base_dir: Path
+    raw: dict
+    text: str
+    name: str
+    output: Path
+    density_map: str
+    crystal: CrystalSection
+    data: DataSection
+    geometry: GeometrySection
+    roi: RoiSection
+    engine: EngineSection
+    gof: GofSection
+    thickness: float
+    coarse: list[CoarseStep]
+    fine: list[FineStep]
+    regions: int = 0
+    budget: bool = True
+
+    def path(self, p: str | os.PathLike) -> Path:
+        """A path of the file resolved against the project folder."""
+        q = Path(os.path.expanduser(str(p)))
+        return q if q.is_absolute() else (self.base_dir / q)
+
+    @property
+    def refined_names(self) -> list[str]:
+        """Every parameter refined in some fine step (canonical names, first-seen order)."""
+        out: list[str] = []
+        for st in self.fine:
+            for n in st.refine:
+                if n not in out:
+                    out.append(n)
+        return out
+
+
