@@ -53,6 +53,8 @@ def test_refine_with_regions_and_budget(demo):
     assert rg["n_regions"] >= 4
     st = rg["stats"]["U(1,1,1)"]
     assert np.isfinite(st["std"]) and st["mean_esd"] > 0
+    # every tile is its own refinement: the values differ
+    assert st["std"] > 0 and len(set(rg["values"]["U(1,1,1)"])) == rg["n_regions"]
     with h5py.File(out / "results.h5") as f:
         b = f["accuracy/error_budget"]
         assert b["shifts"].shape == (len(inputs), len(eb["parameters"]))

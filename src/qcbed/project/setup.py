@@ -124,10 +124,14 @@ class Setup:
                           g["x_axis"], **kw)
 
     def roi(self, geometry=None, refine: Iterable[str] = (), regions: list | None = None):
-        """The refinement dataset (:class:`~qcbed.experiment.ROI`) for a geometry."""
-        return ROI(self.data, self.regions, geometry or self.geometry, hkl=self.hkl,
-                   masks=self.masks if regions is None else np.repeat(
-                       self.masks[:1], len(regions), 0), refine=tuple(refine),
+        """The refinement dataset (:class:`~qcbed.experiment.ROI`) for a geometry.
+
+        ``regions`` replaces the project's regions (tiles of the first one: its
+        reflection mask applies to all).
+        """
+        masks = self.masks if regions is None else np.repeat(self.masks[:1], len(regions), 0)
+        return ROI(self.data, self.regions if regions is None else regions,
+                   geometry or self.geometry, hkl=self.hkl, masks=masks, refine=tuple(refine),
                    disc_shifts=self.project.roi["disc_shifts"])
 
 
