@@ -23,7 +23,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,8 @@ def _state(out_dir: Path, text: str) -> str:
 
 def run_batch(projects: Sequence[str | os.PathLike], *, out_root: str | os.PathLike | None = None,
               force: bool = False, executor: Any = None, progress: bool = True,
-              log: Callable[[str], None] | None = None) -> list[BatchEntry]:
+              log: Callable[[str], None] | None = None,
+              changes: dict[str, Any] | None = None) -> list[BatchEntry]:
     """Run several projects in turn (see the module docstring).
 
     Parameters
@@ -117,6 +118,9 @@ def run_batch(projects: Sequence[str | os.PathLike], *, out_root: str | os.PathL
         Run every project from the start, finished or not.
     executor, progress, log
         As :class:`qcbed.project.ProjectRun`.
+    changes : dict, optional
+        Project fields replaced in every project (``regions``, ``budget``), as the
+        command line's ``--regions``/``--budget``.
 
     Returns
     -------
@@ -132,6 +136,8 @@ def run_batch(projects: Sequence[str | os.PathLike], *, out_root: str | os.PathL
         t0 = time.perf_counter()
         try:
             proj = load_project(path)
+            if changes:
+                proj = replace(proj, **changes)
             e.out_dir = Path(out_root) / Path(path).stem if out_root else proj.output
             state = "new" if force else _state(e.out_dir, proj.text)
             say(f"[{k}/{len(projects)}] {path}: " + {

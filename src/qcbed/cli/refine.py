@@ -19,6 +19,12 @@ from ._common import engine_options, executor, settings, wrap
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: [project] output of the file); with several "
                    "projects, each one's results go to OUT/<project file name>.")
+@click.option("--regions", type=click.IntRange(min=0), default=None,
+              help="Repeat the last fine step on N >= 2 disjoint tiles of the ROI and report "
+                   "mean and spread (overrides [plan] regions; 0: off).")
+@click.option("--budget/--no-budget", default=None,
+              help="Error budget of the refined parameters against the fixed inputs "
+                   "(default: [plan] budget, true).")
 @click.option("--summary", "summary_dir", type=click.Path(file_okay=False), default=None,
               help="Batch: folder of batch_summary.csv/.html (default: OUT, else the "
                    "current folder).")
@@ -26,8 +32,9 @@ from ._common import engine_options, executor, settings, wrap
               help="Batch: run finished projects again instead of skipping them.")
 @engine_options
 @wrap
-def command(projects: tuple[str, ...], out_dir: str | None, summary_dir: str | None,
-            force: bool, quiet: bool | None, workers: str | None) -> None:
+def command(projects: tuple[str, ...], out_dir: str | None, regions: int | None,
+            budget: bool | None, summary_dir: str | None, force: bool, quiet: bool | None,
+            workers: str | None) -> None:
     """Run the refinement plan of PROJECTS (TOML project files, folders of them or glob
     patterns): coarse steps, then fine steps; write results.h5, result.json,
     structure_factors.hkl, refined.cif and report.html.
@@ -38,15 +45,21 @@ def command(projects: tuple[str, ...], out_dir: str | None, summary_dir: str | N
     batch_summary.html; the exit status is 1 when any project failed.
     """
     from ..batch import expand_projects, run_batch, write_summary
-    from ..errors import QcbedError
+    from ..errors import InputError, QcbedError
     from ..project import ProjectRun, load_project
 
     q, w = settings(quiet, workers)
     log = (lambda s: None) if q else click.echo
+    if regions == 1:
+        raise InputError("a spread needs at least two regions", tag="--regions",
+                         expected="0 (off) or >= 2", found=1)
+    changes = {k: v for k, v in (("regions", regions), ("budget", budget)) if v is not None}
     paths = expand_projects(projects)
     if len(paths) == 1 and len(projects) == 1 and Path(projects[0]).is_file() \
             and summary_dir is None and not force:
-        proj = load_project(paths[0])
+        from dataclasses import replace
+
+        proj = replace(load_project(paths[0]), **changes)
         run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q, log=log)
         try:
             res = run.run()
@@ -59,7 +72,7 @@ def command(projects: tuple[str, ...], out_dir: str | None, summary_dir: str | N
         click.echo(f"results in {res.out_dir}: " + ", ".join(p.name for p in res.files.values()))
         return
     entries = run_batch(paths, out_root=out_dir, force=force, executor=executor(w),
-                        progress=not q, log=log)
+                        progress=not q, log=log, changes=changes)
     csv_path, html_path = write_summary(entries, summary_dir or out_dir or Path.cwd())
     n_fail = sum(e.status == "failed" for e in entries)
     for e in entries:
