@@ -348,10 +348,16 @@ class PatternChunk:
                             sum(c.n_clustered for c in chunks))
 
 
-def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarray
-            ) -> np.ndarray:
-    """vec[index[rows_i, cols_j]] for batched index lists (n, a) × (n, b) → (n, a, b)."""
-    return vec[index[rows[:, :, None], cols[:, None, :]]]
+def _adjoint(x: np.ndarray) -> np.ndarray:
+    """Batched conjugate transpose (a transposed view for real arrays)."""
+    return np.swapaxes(x, 1, 2) if np.isrealobj(x) else np.conj(np.swapaxes(x, 1, 2))
+
+
+def _real_times_complex(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b for a real ``a`` and a complex ``b``: one real product over b's
+    interleaved real and imaginary parts (half the flops of a complex product)."""
+    b = np.ascontiguousarray(b)
+    return (a @ b.view(np.float64)).view(np.complex128)
 
 
 #: Pairs of Bloch waves whose absorptive coupling is not small against their
@@ -472,7 +478,7 @@ def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
     s1 = (1j * pim) * (_inverse_gaps(h) if inv_gaps is None else inv_gaps)
     unsafe = (np.abs(s1) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
     if np.isrealobj(pim):
-        ps = 1j * (pim @ s1.real + 1j * (pim @ s1.imag))
+        ps = 1j * _real_times_complex(pim, s1)
     else:
         ps = 1j * (pim @ s1)
     h2mat = ps - s1 @ ps
@@ -545,7 +551,7 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
         h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck),
                                    None if with_clusters else inv[k])
         if np.isrealobj(vo):
-            bo = vo + (vo @ t.real + 1j * (vo @ t.imag))
+            bo = vo + _real_times_complex(vo, t)
         else:
             bo = vo + vo @ t
         t[:, ar, ar] += 1.0
@@ -717,35 +723,49 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         rows = np.nonzero(n_s == n)[0]
         idx = np.argsort(~strong[rows], axis=1, kind="stable")[:, :n]
         diag_sg = np.take_along_axis(two_k_sg[rows], idx, axis=1)
-        a = _gather(u, arrays.index, idx, idx)
         ar = np.arange(n)
+        blk = arrays.index[idx[:, :, None], idx[:, None, :]]
+        a = u.take(blk)
         a[:, ar, ar] = diag_sg + (1j * arrays.u_abs0 if exact else 0.0)
-        aabs = _gather(ua, arrays.index, idx, idx) if absorbing else None
+        aabs = ua.take(blk) if absorbing else None
         wmask = weak[rows]
         wcols = np.nonzero(wmask.any(axis=0))[0]
         if gmat is not None:
-            da = np.stack([_gather(dtab[p], arrays.index, idx, idx) for p in range(n_par)], 1)
+            da = np.stack([dtab[p].take(blk) for p in range(n_par)], 1)
             da[:, :, ar, ar] = 1j * np.asarray(derivatives[1], complex).reshape(n_par, -1)[
                 :, row0][None, :, None]
         if len(wcols):
-            wsel = np.broadcast_to(wcols, (len(rows), len(wcols)))
             sg_w = two_k_sg[rows][:, wcols]
             d = np.where(wmask[:, wcols], 1.0 / np.where(wmask[:, wcols], sg_w, 1.0), 0.0)
-            u_sw = _gather(u, arrays.index, idx, wsel) * d[:, None, :]
-            u_ws = _gather(u, arrays.index, wsel, idx)
-            if gmat is not None:
-                for p in range(n_par):
-                    du_sw = _gather(dtab[p], arrays.index, idx, wsel) * d[:, None, :]
-                    du_ws = _gather(dtab[p], arrays.index, wsel, idx)
-                    da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
-            a -= u_sw @ u_ws
-            if aabs is not None:
-                ua_sw = _gather(ua, arrays.index, idx, wsel) * d[:, None, :]
-                ua_ws = _gather(ua, arrays.index, wsel, idx)
-                # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order part,
-                # and the second-order real part −U′ D U′ (Hermitian) in the elastic block
-                aabs -= u_sw @ ua_ws + ua_sw @ u_ws
-                a += ua_sw @ ua_ws
+            sw = arrays.index[idx[:, :, None], wcols[None, None, :]]
+            u_sw = u.take(sw)
+            if exact:
+                # U + iU′ is not Hermitian: the weak-to-strong block is gathered
+                ws = arrays.index[wcols[None, :, None], idx[:, None, :]]
+                u_ws = u.take(ws)
+                u_sw *= d[:, None, :]
+                if gmat is not None:
+                    for p in range(n_par):
+                        du_sw = dtab[p].take(sw) * d[:, None, :]
+                        du_ws = dtab[p].take(ws)
+                        da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
+                a -= u_sw @ u_ws
+            else:
+                # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
+                # adjoints of the strong-to-weak ones, no second gather
+                u_ws = _adjoint(u_sw)          # a view: scale a copy
+                u_sw = u_sw * d[:, None, :]
+                a -= u_sw @ u_ws
+                if aabs is not None:
+                    ua_sw = ua.take(sw)
+                    ua_ws = _adjoint(ua_sw)
+                    # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order
+                    # part U D U′ + U′ D U = X + X†, and the second-order real part
+                    # −U′ D U′ (Hermitian) in the elastic block
+                    x = u_sw @ ua_ws
+                    aabs -= x
+                    aabs -= _adjoint(x)
+                    a += (ua_sw * d[:, None, :]) @ ua_ws
         m = np.sqrt(1.0 + g_n[idx] / k_n[rows, None])
         mm = m[:, :, None] * m[:, None, :]
         a /= mm
