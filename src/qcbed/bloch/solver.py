@@ -409,6 +409,12 @@ def _inverse_gaps(h: np.ndarray) -> np.ndarray:
     return 1.0 / dh
 
 
+def _gap_ratio(h: np.ndarray, pim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pim_jk/(h_k − h_j) (= −i S₁) and its modulus, computed once per round."""
+    r = pim * _inverse_gaps(h)
+    return r, np.abs(r)
+
+
 def _clusters(big: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
     """Connected components (size ≥ 2) of a batched symmetric adjacency (n_g, n, n).
 
@@ -461,7 +467,7 @@ def _diagonalise_clusters(hc: np.ndarray, vo: np.ndarray, c0: np.ndarray,
 
 
 def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
-                  inv_gaps: np.ndarray | None = None
+                  ratio: tuple[np.ndarray, np.ndarray] | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Two perturbative similarity steps for H = diag(h) + i·pim (pim zero on the diagonal).
 
@@ -471,12 +477,14 @@ def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
     eigenvalues, T = S₁ + S₂ + S₁ S₂ (eigenvectors 1 + T) and a flag for
     directions where absorption mixes excited Bloch waves strongly
     (:data:`FAST_MIXING_LIMIT`). A real ``pim`` (centrosymmetric crystals) keeps
-    the products real.
+    the products real. ``ratio``, when the caller has it, is
+    (pim/(h_k − h_j), its modulus) from :func:`_gap_ratio`.
     """
     n = h.shape[1]
     ar = np.arange(n)
-    s1 = (1j * pim) * (_inverse_gaps(h) if inv_gaps is None else inv_gaps)
-    unsafe = (np.abs(s1) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
+    r, r_abs = _gap_ratio(h, pim) if ratio is None else ratio
+    s1 = 1j * r
+    unsafe = (r_abs * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
     if np.isrealobj(pim):
         ps = 1j * _real_times_complex(pim, s1)
     else:
@@ -520,8 +528,8 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
     h = (lam + 1j * q[:, ar, ar].real) / kn2
     q[:, ar, ar] = 0.0
     pim = q / kn2[:, :, None]
-    inv = _inverse_gaps(h)
-    big = np.abs(pim) * np.abs(inv) > CLUSTER_LIMIT
+    ratio, ratio_abs = _gap_ratio(h, pim)
+    big = ratio_abs > CLUSTER_LIMIT
     clustered = big.any(axis=(1, 2))
     gam = np.empty((n_g, n), complex)
     bout = np.empty((n_g, n_out, n), complex)
@@ -534,6 +542,7 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
         hk, pk, ck = h[k], pim[k], c0[k].astype(complex)
         vo = vec[k, :n_out, :]
         bad = np.zeros(len(k), bool)
+        rk = (ratio[k], ratio_abs[k]) if not with_clusters else None
         if with_clusters:
             vo = vo.astype(complex)
             hc = 1j * pk.astype(complex)
@@ -544,12 +553,12 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
                 hk = hc[:, ar, ar].copy()
                 pk = -1j * hc
                 pk[:, ar, ar] = 0.0
-                bigk = np.abs(pk) * np.abs(_inverse_gaps(hk)) > CLUSTER_LIMIT
+                rk = _gap_ratio(hk, pk)
+                bigk = rk[1] > CLUSTER_LIMIT
                 if not bigk.any():
                     break
             bad |= bigk.any(axis=(1, 2))
-        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck),
-                                   None if with_clusters else inv[k])
+        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
         if np.isrealobj(vo):
             bo = vo + _real_times_complex(vo, t)
         else:
