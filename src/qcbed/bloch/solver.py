@@ -65,6 +65,7 @@ directions can be sent to any executor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -99,6 +100,12 @@ class EngineArrays:
     rules: BeamSelection
     mode: str = "fast"
     version: int = 0
+
+    #: Fields that a structure-factor update changes: executors ship them as row
+    #: deltas against the state their workers hold (qcbed.parallel._state).
+    delta_fields: ClassVar[tuple[str, ...]] = ("u", "u_abs")
+    #: Fields that change with every update and are no part of the state's identity.
+    counter_fields: ClassVar[tuple[str, ...]] = ("version",)
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "exact"):
