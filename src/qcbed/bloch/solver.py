@@ -693,6 +693,24 @@ def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray
     return kt, two_k_sg, k_n, g_n, strong, weak
 
 
+#: Most complex elements (directions × strong beams × max(strong, weak beams)) in one
+#: batched step of :func:`solve_chunk`. Directions sharing a matrix size are split
+#: into batches this big: the temporaries stay small (below the C allocator's mmap
+#: threshold, so they are reused instead of page-faulted anew) and the union of the
+#: weak beams of a batch, whose blocks are gathered, stays close to each direction's.
+BATCH_ELEMENTS = 1 << 20
+
+
+def _size_batches(n_s: np.ndarray, n_weak: np.ndarray):
+    """(matrix size, direction indices) batches of :func:`solve_chunk`."""
+    for n in np.unique(n_s):
+        rows = np.nonzero(n_s == n)[0]
+        width = max(int(n), int(n_weak[rows].max()))
+        per = max(1, BATCH_ELEMENTS // (int(n) * width))
+        for i in range(0, len(rows), per):
+            yield int(n), rows[i:i + per]
+
+
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 derivatives: tuple[np.ndarray, np.ndarray] | None = None) -> EigenChunk:
     """Eigen-solutions for a chunk of tangential wave vectors ``kt`` (n_dir, 2) in Å⁻¹.
@@ -735,8 +753,7 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         n_par = len(dtab)
         row0 = arrays.index[0, 0]
         gmat = np.zeros((n_dir, n_par, n_max, n_max), dtype=complex)
-    for n in np.unique(n_s):
-        rows = np.nonzero(n_s == n)[0]
+    for n, rows in _size_batches(n_s, n_weak):
         idx = np.argsort(~strong[rows], axis=1, kind="stable")[:, :n]
         diag_sg = np.take_along_axis(two_k_sg[rows], idx, axis=1)
         ar = np.arange(n)
