@@ -144,8 +144,9 @@ def run_yig(repeat: int, rng) -> None:
     print("\n== YIG off [110] near the (00l) systematic row, 300 kV, Bird-King absorption")
     center = (0.0, 0.35)   # tilted ~7 mrad off the zone, perpendicular to the 00l row
     kt = np.asarray(center) + rng.uniform(-0.05, 0.05, (64, 2))
+    row = [(0, 0, l) for l in (-12, -8, -4, 4, 8, 12)]   # outputs: the 00l row
     for n_strong in (60, 100, 166, 220):
-        sim = Simulation(yig(), 300.0, [1, 1, 0], [0, 0, 1], potential=BIRD_KING,
+        sim = Simulation(yig(), 300.0, [1, 1, 0], [0, 0, 1], potential=BIRD_KING, outputs=row,
                          selection=BeamSelection(sgmin=0.0, omega=None, min_strong=n_strong),
                          gmax=2.0, smax=0.03, kt_center=center, kt_radius=0.1,
                          min_pool=676, executor="serial")
