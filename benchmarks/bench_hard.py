@@ -147,7 +147,7 @@ def run_yig(repeat: int, rng) -> None:
     row = [(0, 0, l) for l in (-12, -8, -4, 4, 8, 12)]   # outputs: the 00l row
     for n_strong in (60, 100, 166, 220):
         sim = Simulation(yig(), 300.0, [1, 1, 0], [0, 0, 1], potential=BIRD_KING, outputs=row,
-                         selection=BeamSelection(sgmin=0.0, omega=None, min_strong=n_strong),
+                         selection=BeamSelection(sgmin=1e-3, omega=None, min_strong=n_strong),
                          gmax=2.0, smax=0.03, kt_center=center, kt_radius=0.1,
                          min_pool=676, executor="serial")
         report(f"{n_strong} strong", sim, kt, repeat, None, rng)
