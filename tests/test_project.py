@@ -58,7 +58,11 @@ def test_demo_project_is_valid(demo_project):
     rep = validate_project(demo_project)
     assert rep.ok, rep.text()
     classes = [c for c, _ in rep.checks]
-    assert classes == ["file", "data", "geometry", "roi", "beams", "parameters"]
+    assert classes == ["file", "data", "geometry", "roi", "beams", "convergence",
+                       "parameters"]
+    # validate prints the engine's accuracy (issue 12): chosen for the default 1e-3
+    conv = dict(rep.checks)["convergence"]
+    assert "convergence error" in conv and "chosen for 0.001" in conv
     assert "project is valid" in rep.text()
 
 
