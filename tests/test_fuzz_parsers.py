@@ -168,10 +168,6 @@ _cell_angle_gamma 90
 _space_group_name_H-M_alt 'F m -3 m'
 _space_group_IT_number 225
 loop_
-_space_group_symop_operation_xyz
-'x, y, z'
-'-x, -y, -z'
-loop_
 _atom_site_label
 _atom_site_type_symbol
 _atom_site_fract_x

@@ -165,3 +165,165 @@ def test_text_file_named_npy(tmp_path: Path) -> None:
     p.write_bytes(b"")
     with pytest.raises(InputError, match="empty file"):
         load_npy(p)
+
+
+# ====================================================================== Python API
+@pytest.fixture(scope="module")
+def si_sim():
+    from qcbed.bloch.simulation import Simulation
+    from qcbed.io import read_crystal
+
+    crystal = read_crystal(Path(__file__).resolve().parents[1] / "src" / "qcbed" / "demo"
+                           / "si.cif")
+    return Simulation(crystal, 200, [1, -1, 0], [1, 1, 1], gmax=1.2, smax=0.05,
+                      executor="serial")
+
+
+@pytest.mark.parametrize(("kw", "tag"), [
+    ({"gmax": -1}, "gmax"), ({"gmax": math.nan}, "gmax"), ({"gmax": 1e6}, "gmax"),
+    ({"smax": 0}, "smax"), ({"kt_center": (math.nan, 0.0)}, "kt_center[0]"),
+    ({"kt_radius": -1}, "kt_radius"), ({"voltage_kv": -5}, "voltage_kv"),
+    ({"outputs": [(1.5, 0, 0)]}, "outputs"), ({"pool": [(0, 0, 0), (1e20, 0, 0)]}, "pool"),
+    ({"min_pool": 2.5}, "min_pool"), ({"u_abs0": math.inf}, "u_abs0"),
+])
+def test_simulation_checks_arguments(si_sim, kw: dict, tag: str) -> None:
+    from qcbed.bloch.simulation import Simulation
+
+    args = {"gmax": 1.2, "smax": 0.05, "executor": "serial", "voltage_kv": 200, **kw}
+    kv = args.pop("voltage_kv")
+    with pytest.raises(InputError) as info:
+        Simulation(si_sim.crystal, kv, [1, -1, 0], [1, 1, 1], **args)
+    assert info.value.tag == tag, str(info.value)
+    assert info.value.found is not None
+
+
+@pytest.mark.parametrize("thickness", [[-100.0], [math.nan], [1e9]])
+def test_pattern_checks_thickness(si_sim, thickness: list[float]) -> None:
+    from qcbed.bloch.grids import TiltGrid
+
+    with pytest.raises(InputError, match=r"thickness\[0\]"):
+        si_sim.pattern(TiltGrid.disc((0.0, 0.0), 0.01, 1), thickness)
+
+
+def test_solve_checks_kt_in_the_parent(si_sim) -> None:
+    with pytest.raises(InputError, match="longer than K"):
+        si_sim.solve(np.array([[1e3, 0.0]]))
+    with pytest.raises(InputError, match=r"kt\[1\] must be a finite"):
+        si_sim.solve(np.array([[0.0, math.nan]]))
+
+
+def test_set_structure_factors_checks_hkl(si_sim) -> None:
+    with pytest.raises(InputError, match=r"integer.*\(1.5, 1.0, 1.0\)"):
+        si_sim.set_structure_factors({(1.5, 1, 1): -0.05})
+    # 002 and 100 are forbidden in Fd-3m: named as such (not a centre-of-symmetry error)
+    for hkl in ((0, 0, 2), (1, 0, 0)):
+        with pytest.raises(InputError, match="forbidden by the space group") as info:
+            si_sim.set_structure_factors({hkl: 0.01})
+        assert "centre of symmetry" not in str(info.value)
+    with pytest.warns(UserWarning, match=r"U\(30,30,30\): not a difference"):
+        si_sim.set_structure_factors({(30, 30, 30): 0.001})
+    with pytest.raises(InputError, match="finite"):
+        si_sim.set_structure_factors({(1, 1, 1): math.nan})
+    # a forbidden reflection set to zero is fine
+    si_sim.set_structure_factors({(0, 0, 2): 0.0})
+
+
+# ====================================================================== memory guard
+def test_memory_guard_refuses_big_grids_and_pools(si_sim, monkeypatch) -> None:
+    from qcbed.bloch.grids import TiltGrid
+    from qcbed.bloch.simulation import Simulation
+    from qcbed.guard import check_memory, memory_limit, parse_memory
+
+    assert parse_memory("8GiB") == 8 * 2**30 and parse_memory(500e6) == 500_000_000
+    assert 0 < parse_memory("0.5") < parse_memory("1.0")
+    for bad in ("lots", -1, "0", math.nan, True):
+        with pytest.raises(InputError):
+            parse_memory(bad)
+    monkeypatch.setenv("QCBED_MEMORY_LIMIT", "1MiB")
+    assert memory_limit() == 2**20
+    with pytest.raises(InputError, match="above the memory limit of 1 MiB"):
+        check_memory(2e6, "a test")
+    with pytest.raises(InputError, match="200001 × 200001") as info:
+        TiltGrid.disc((0.0, 0.0), 0.1, 100_000)
+    assert info.value.tag == "samp"
+    monkeypatch.setenv("QCBED_MEMORY_LIMIT", "50MiB")
+    with pytest.raises(InputError, match="beam pool of") as info:
+        Simulation(si_sim.crystal, 200, [1, -1, 0], [1, 1, 1], gmax=4.0, smax=1.0,
+                   executor="serial")
+    monkeypatch.setenv("QCBED_MEMORY_LIMIT", "junk")
+    with pytest.raises(InputError, match="QCBED_MEMORY_LIMIT"):
+        memory_limit()
+
+
+def test_dat_engine_errors_name_file_and_line(tmp_path: Path) -> None:
+    from qcbed.bloch.simulation import Simulation
+
+    for pattern, new, key in ((r"^xaxis .*$", "xaxis 1 1 0", "xaxis"),
+                              (r"^norm .*$", "norm -1 -1 0", "norm"),
+                              (r"^samp .*$", "samp 9000", "samp")):
+        p = tmp_path / f"{key}.dat"
+        text = _sub(DAT, pattern, new)
+        p.write_text(text)
+        line = next(i for i, t in enumerate(text.splitlines(), 1) if t.startswith(key))
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("QCBED_MEMORY_LIMIT", "100MiB")
+            with pytest.raises(InputError) as info:
+                Simulation.from_dat(p, executor="serial")
+        assert f"{p}:{line} [{key}]" in str(info.value), str(info.value)
+
+
+def test_felix_engine_errors_name_the_felix_key(tmp_path: Path) -> None:
+    from qcbed.bloch.simulation import Simulation
+
+    d = _felix(tmp_path, _sub(INP, r"^x_direction .*$", "x_direction = [0, 0, 1]"))
+    with pytest.raises(InputError) as info:
+        Simulation.from_felix(d, executor="serial", gmax=1.0)
+    assert f"{d / 'felix.inp'}:11 [x_direction]" in str(info.value), str(info.value)
+    d = _felix(tmp_path, _sub(INP, r"^final_thickness .*$", "final_thickness = 1e9"))
+    with pytest.raises(InputError, match="final_thickness"):
+        read_felix(d)
+    d = _felix(tmp_path, _sub(INP, r"^delta_thickness .*$", "delta_thickness = 1e-6"))
+    with pytest.raises(InputError, match="too many thicknesses"):
+        read_felix(d)
+
+
+# ====================================================================== physics sanity
+def test_zero_mean_absorption_warns_and_intensity_grows(tmp_path: Path) -> None:
+    """``abs 0.0`` makes U′₀ = 0 < |U′_g|: warned, and the summed intensity of all beams
+    exceeds 1; with the model's U′₀ (no ``abs`` line) the sum stays ≤ 1 (absorption only
+    removes electrons)."""
+    from qcbed.bloch.simulation import Simulation
+
+    text = _sub(_sub(DAT, r"^abs .*$", "abs 0.0"), r"^adj 2\n(.*\n){2}", "")
+    text = _sub(_sub(_sub(text, r"^out 2\n(.*\n){2}", ""), r"^aper .*$", "aper 5.0"),
+                r"^samp .*$", "samp 8")
+    p = tmp_path / "abs0.dat"
+    p.write_text(text)
+    with pytest.warns(UserWarning, match=rf"{re.escape(str(p))}:\d+ \[abs\]: mean absorption"):
+        sim = Simulation.from_dat(p, executor="serial")
+    assert sim.pool.n_out == len(sim.pool)  # every beam is an output: the sum is the flux
+    total = np.nanmax(np.nansum(sim.pattern(sim.defaults.grid, [10000.0]), axis=1))
+    p2 = tmp_path / "model.dat"
+    p2.write_text(_sub(text, r"^abs .*\n", ""))
+    with warnings_as_errors():
+        sim2 = Simulation.from_dat(p2, executor="serial")
+    total2 = np.nanmax(np.nansum(sim2.pattern(sim2.defaults.grid, [10000.0]), axis=1))
+    assert total > 1.2 and total2 <= 1.0, (total, total2)
+
+
+def warnings_as_errors():
+    import warnings
+
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("error", UserWarning)
+
+    class _Exit:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            ctx.__exit__(*exc)
+            return False
+
+    return _Exit()

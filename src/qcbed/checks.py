@@ -16,10 +16,15 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["MAX_MILLER_INDEX", "check_hkl", "check_integer", "check_number", "check_numbers"]
+__all__ = ["MAX_MILLER_INDEX", "MAX_THICKNESS", "MAX_THICKNESS_COUNT", "check_hkl",
+           "check_integer", "check_number", "check_numbers"]
 
 #: Largest |h|, |k|, |l| accepted anywhere (|g| ≈ 1000/a ≫ any physical beam pool).
 MAX_MILLER_INDEX = 1000
+#: Largest crystal thickness accepted anywhere, Å (0.1 mm; electrons do not get through).
+MAX_THICKNESS = 1.0e6
+#: Most thicknesses of one scan.
+MAX_THICKNESS_COUNT = 100_000
 #: Largest integer accepted for counts and indices (fits a C long everywhere).
 _INT_LIMIT = 2**31 - 1
 
@@ -150,7 +155,7 @@ def check_numbers(values: Any, name: str, *, low: float | None = None,
         ok &= (flat < high) if high_open else (flat <= high)
     if not ok.all():
         i = int(np.flatnonzero(~ok)[0])
-        check_number(flat[i], f"{name}[{i}]", low=low, high=high, low_open=low_open,
+        check_number(float(flat[i]), f"{name}[{i}]", low=low, high=high, low_open=low_open,
                      high_open=high_open, unit=unit, source=source, line=line)
     return a
 

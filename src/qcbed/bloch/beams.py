@@ -25,7 +25,14 @@ from numpy.typing import ArrayLike
 
 from ..crystal import Crystal
 from ..errors import InputError
+from ..guard import check_memory
 from .geometry import ZoneFrame, excitation_errors
+
+#: Bytes per candidate reflection while an automatic pool is built (hkl, |g|, g in the
+#: zone frame, centring phases).
+_BYTES_PER_CANDIDATE = 160
+#: Bytes per pair of pool beams (the N × N index of g − h and its temporaries).
+_BYTES_PER_PAIR = 64
 
 
 @dataclass(frozen=True)
@@ -162,6 +169,10 @@ class BeamPool:
         """
         lat = crystal.lattice
         hmax = np.ceil(gmax * np.array([lat.a, lat.b, lat.c])).astype(int)
+        n_grid = float(np.prod(2.0 * hmax + 1))
+        check_memory(n_grid * _BYTES_PER_CANDIDATE,
+                     f"the candidate reflections of gmax = {gmax:g} Å⁻¹ ({n_grid:.3g} hkl)",
+                     tag="gmax", hint="lower gmax")
         rng = [np.arange(-m, m + 1) for m in hmax]
         hkl = np.stack(np.meshgrid(*rng, indexing="ij"), -1).reshape(-1, 3)
         hkl = hkl[lat.g_length(hkl) <= gmax + 1e-12]
@@ -184,6 +195,11 @@ class BeamPool:
             if keep.sum() >= min_size or keep.all():
                 break
             s_cap *= 1.25
+        n_pool = float(keep.sum())
+        check_memory(n_pool * n_pool * _BYTES_PER_PAIR,
+                     f"a beam pool of {int(n_pool)} beams (gmax = {gmax:g} Å⁻¹, smax = "
+                     f"{s_cap:g} Å⁻¹; its coupling table has N² entries)", tag="gmax/smax",
+                     hint="lower gmax or smax")
         order = np.argsort(s_min[keep] + 1e-9 * np.linalg.norm(g[keep], axis=1), kind="stable")
         pool = cls.from_hkl(frame, hkl[keep][order], outputs)
         pool.meta.update(gmax=gmax, smax=s_cap, kt_radius=kt_radius, holz=holz)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,27 @@ class SetupDefaults:
     thickness: np.ndarray
     kind: str
     source: Path
+
+
+@contextlib.contextmanager
+def _located(source: Path, lines: dict[str, int], keys: dict[str, str]) -> Iterator[None]:
+    """Re-raise InputErrors of the engine (tags such as ``xaxis``, ``sgmin``, ``U(1,1,1)``)
+    naming the input file, the line and the file's own key (``x_direction`` in Felix)."""
+    try:
+        yield
+    except InputError as exc:
+        if exc.source is not None:
+            raise
+        tag = exc.tag or ""
+        base = tag.split("[")[0]
+        key = keys.get(base)
+        if key is None and (tag.startswith("U(") or tag.startswith("Uabs(")):
+            key = "adj"
+        if key is None:
+            raise
+        where = key if tag in keys else f"{key} / {tag}"
+        raise InputError(exc.reason, source=source, line=lines.get(key), tag=where,
+                         expected=exc.expected, found=exc.found) from None
 
 
 def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | None = None,
@@ -86,17 +109,34 @@ def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | 
     kw.update(overrides)
     from .geometry import ZoneFrame
 
-    frame = ZoneFrame(dat.crystal.lattice, tuple(dat.zone), tuple(dat.x_axis),
-                      tuple(dat.surface_normal))
-    kt0 = frame.kt_from_reciprocal(dat.kt)
-    if "pool" not in kw:
-        kw.setdefault("kt_center", kt0)
-    sim = Simulation(dat.crystal, dat.voltage_kv, dat.zone, dat.x_axis, **kw)
-    hkl, u, ua = dat.adjustments_qcbed()
-    if len(hkl):
-        sim.set_structure_factors({tuple(h): (complex(a), complex(b))
-                                   for h, a, b in zip(hkl, u, ua)})
-    sim.defaults = SetupDefaults(grid=TiltGrid.disc(kt0, conv * gx, samp),
+    keys = {"zone": "zone", "xaxis": "xaxis", "norm": "norm" if dat.normal is not None
+            else "zone", "sgmin": "sgmin", "omeg": "omeg", "sgmax": "sgmax",
+            "voltage_kv": "hv", "gmax": "sele", "smax": "sele", "kt_radius": "conv",
+            "kt_center": "kt", "pool": "hkl", "outputs": "out", "u_abs0": "abs", "v0": "v0",
+            "aperture": "aper", "samp": "samp", "disc radius": "conv"}
+    keys = {k: v for k, v in keys.items() if k not in overrides}
+    with _located(dat.source, dat.lines, keys):
+        frame = ZoneFrame(dat.crystal.lattice, tuple(dat.zone), tuple(dat.x_axis),
+                          tuple(dat.surface_normal))
+        kt0 = frame.kt_from_reciprocal(dat.kt)
+        if "pool" not in kw:
+            kw.setdefault("kt_center", kt0)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sim = Simulation(dat.crystal, dat.voltage_kv, dat.zone, dat.x_axis, **kw)
+            hkl, u, ua = dat.adjustments_qcbed()
+            if len(hkl):
+                sim.set_structure_factors({tuple(h): (complex(a), complex(b))
+                                           for h, a, b in zip(hkl, u, ua)})
+        grid = TiltGrid.disc(kt0, conv * gx, samp)
+    for w in caught:
+        text = str(w.message)
+        if text.startswith("mean absorption") and "abs" in dat.lines:
+            text = f"{dat.source}:{dat.lines['abs']} [abs]: {text}"
+        elif text.startswith("U(") and "adj" in dat.lines:
+            text = f"{dat.source}:{dat.lines['adj']} [adj]: {text}"
+        warnings.warn(text, w.category, stacklevel=2)
+    sim.defaults = SetupDefaults(grid=grid,
                                  thickness=np.array([1000.0]), kind="cbed", source=dat.source)
     return sim
 
@@ -144,9 +184,17 @@ def simulation_from_felix(folder: str | os.PathLike, *, potential: PotentialMode
         warnings.warn("felix.inp has holz_flag = 0; qcbed includes HOLZ beams by default "
                       "(pass holz=False for a ZOLZ-only calculation)", UserWarning,
                       stacklevel=2)
-    sim = Simulation(fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
-                     fx.x_direction, **kw)
-    sim.defaults = SetupDefaults(grid=TiltGrid.felix(fx.convergence_angle, fx.image_radius),
+    keys = {"zone": "incident_beam_direction", "xaxis": "x_direction", "norm": "normal",
+            "voltage_kv": "accelerating_voltage_kv", "gmax": "g_limit",
+            "min_pool": "min_reflection_pool", "image_radius": "image_radius",
+            "convergence_angle": "convergence_angle", "kt_radius": "convergence_angle"}
+    keys = {k: v for k, v in keys.items() if k not in overrides}
+    lines = {k.lower(): n for k, n in fx.lines.items()}
+    with _located(fx.source / "felix.inp", lines, keys):
+        sim = Simulation(fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
+                         fx.x_direction, **kw)
+        grid = TiltGrid.felix(fx.convergence_angle, fx.image_radius)
+    sim.defaults = SetupDefaults(grid=grid,
                                  thickness=np.asarray(fx.thicknesses, float), kind="lacbed",
                                  source=Path(folder))
     sim.felix = fx

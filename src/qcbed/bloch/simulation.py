@@ -12,22 +12,48 @@ or ``Simulation.from_dat(path)`` / ``Simulation.from_felix(folder)``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from ..checks import MAX_THICKNESS, check_hkl, check_integer, check_number, check_numbers
 from ..constants import potential_to_u, wavenumber
 from ..crystal import Crystal
 from ..errors import InputError
+from ..guard import check_memory
 from ..scattering.structure_factors import PotentialModel, TabulatedPotential, structure_factors
 from .beams import BeamPool, BeamSelection
-from .geometry import ZoneFrame
+from .geometry import ZoneFrame, incident_kz
 from .grids import TiltGrid
 from .potential import PotentialTable
 from .solver import EigenChunk, EngineArrays, pattern_chunk, solve_chunk
 from .symmetry import pattern_operations, reduce_grid
+
+#: Largest accelerating voltage accepted, kV.
+MAX_VOLTAGE_KV = 10_000.0
+#: Largest automatic-pool radius |g| accepted, Å⁻¹ (d = 0.05 Å; the scattering-factor
+#: parameterisations end near 6 Å⁻¹ in s = g/2).
+MAX_GMAX = 20.0
+
+def _finite_complex(value: object, name: str) -> complex:
+    """``value`` as a complex number with finite real and imaginary parts."""
+    try:
+        c = complex(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number", tag=name, expected="a complex number "
+                         "in Å⁻²", found=value) from None
+    check_number(c.real, name, unit="Å⁻²")
+    check_number(c.imag, name, unit="Å⁻²")
+    return c
+
+
+def check_thickness(thickness: float | ArrayLike, name: str = "thickness") -> np.ndarray:
+    """Thicknesses in Å as a 1-D array: finite, 0 ≤ t ≤ :data:`MAX_THICKNESS`."""
+    return np.atleast_1d(check_numbers(thickness, name, low=0.0, high=MAX_THICKNESS,
+                                       unit="Å")).reshape(-1)
 
 
 @dataclass
@@ -57,13 +83,13 @@ class Solution:
 
     def intensities(self, thickness: float | ArrayLike) -> np.ndarray:
         """Flux-normalised intensities I_g(t) → (n_t, ..., n_out); t in Å."""
-        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        t = check_thickness(thickness)
         i = self.eigen.intensities(t)
         return i.reshape((len(t),) + self.shape + (len(self.hkl),))
 
     def amplitudes(self, thickness: float | ArrayLike) -> np.ndarray:
         """Exit-surface amplitudes φ_g(t) (user's origin) → (n_t, ..., n_out) complex."""
-        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        t = check_thickness(thickness)
         psi = self.eigen.amplitudes(t) / self.eigen.m_out[None] * self.phase
         return psi.reshape((len(t),) + self.shape + (len(self.hkl),))
 
@@ -161,9 +187,30 @@ class Simulation:
         chunk_size: int = 128,
         executor=None,
     ) -> None:
-        if not np.isfinite(voltage_kv) or voltage_kv <= 0:
-            raise InputError("accelerating voltage must be > 0", tag="voltage_kv",
-                             found=voltage_kv)
+        voltage_kv = check_number(voltage_kv, "voltage_kv", low=0.0, low_open=True,
+                                  high=MAX_VOLTAGE_KV, unit="kV")
+        gmax = check_number(gmax, "gmax", low=0.0, low_open=True, high=MAX_GMAX, unit="Å⁻¹")
+        smax = check_number(smax, "smax", low=0.0, low_open=True, unit="Å⁻¹")
+        aperture = check_number(aperture, "aperture", low=0.0, unit="Å⁻¹")
+        kt_radius = check_number(kt_radius, "kt_radius", low=0.0, unit="Å⁻¹")
+        kc = check_numbers(kt_center, "kt_center", unit="Å⁻¹")
+        if kc.shape != (2,):
+            raise InputError("kt_center must be two numbers (k_x, k_y in Å⁻¹)",
+                             tag="kt_center", expected="shape (2,)", found=kc.shape)
+        kt_center = (float(kc[0]), float(kc[1]))
+        min_pool = check_integer(min_pool, "min_pool", low=0)
+        chunk_size = check_integer(chunk_size, "chunk_size", low=1)
+        if v0 is not None:
+            v0 = check_number(v0, "v0", unit="V")
+        if u_abs0 is not None:
+            u_abs0 = check_number(u_abs0, "u_abs0", low=0.0, unit="Å⁻²")
+        for name, vec in (("zone", zone), ("x_axis", x_axis), ("normal", normal)):
+            if vec is not None:
+                check_numbers(vec, name)
+        if pool is not None:
+            pool = check_hkl(pool, "pool")
+        if outputs is not None:
+            outputs = check_hkl(outputs, "outputs")
         if mode not in ("fast", "exact"):
             raise InputError("mode must be 'fast' or 'exact'", tag="mode", found=mode)
         self.crystal = crystal
@@ -207,6 +254,7 @@ class Simulation:
         self._overrides: dict[tuple[int, int, int], tuple[complex, complex]] = {}
         if structure_factors:
             self.set_structure_factors(structure_factors)
+        self.check_absorption()
         self._arrays: EngineArrays | None = None
         self._version = 0
         self._symmetry_cache: dict = {}
@@ -287,12 +335,26 @@ class Simulation:
             exp(2πi g·t)) and every Friedel mate (complex conjugate).
         """
         vals: dict[tuple[int, int, int], tuple[complex, complex]] = {}
+        unknown = []
         for k, v in values.items():
-            key = tuple(int(x) for x in k)
-            if isinstance(v, tuple):
-                vals[key] = (complex(v[0]), complex(v[1]))
-            else:
-                vals[key] = (complex(v), self.structure_factor(key)[1])
+            key = tuple(int(x) for x in check_hkl(k, "structure_factors")[0])
+            tag = "U({},{},{})".format(*key)
+            pair = v if isinstance(v, tuple) else (v, None)
+            if len(pair) != 2:
+                raise InputError("expected U or a pair (U, U′)", tag=tag,
+                                 expected="a complex number or (U, U′) in Å⁻²", found=v)
+            u_new = _finite_complex(pair[0], tag)
+            ua_new = (self.structure_factor(key)[1] if pair[1] is None
+                      else _finite_complex(pair[1], f"Uabs{tag[1:]}"))
+            vals[key] = (u_new, ua_new)
+            given = [u_new] if pair[1] is None else [u_new, ua_new]
+            if max(abs(x) for x in given) > 0 and self.crystal.is_systematically_absent(key):
+                raise InputError(f"{tag} is forbidden by the space group "
+                                 f"{self.crystal.space_group_symbol} (systematic absence)",
+                                 tag=tag, expected="U = U′ = 0 for a forbidden reflection",
+                                 found=given[0] if len(given) == 1 else tuple(given))
+            if self.table.lookup(np.array([key]))[0] < 0:
+                unknown.append(tag)
             if symmetric and self.crystal.is_centrosymmetric:
                 # a centre of symmetry at s fixes the phase of U_g to −2π g·s (mod π)
                 allowed = -2 * np.pi * float(np.dot(key, self.origin_shift))
@@ -306,6 +368,10 @@ class Simulation:
                                 expected=f"phase {np.degrees(allowed) % 360:.1f}° or "
                                          f"{(np.degrees(allowed) + 180) % 360:.1f}°",
                                 found=f"{np.degrees(np.angle(val)) % 360:.3f}°")
+        if unknown:
+            warnings.warn(f"{', '.join(unknown)}: not a difference of two beams of the pool "
+                          f"({len(self.pool)} beams); the value(s) have no effect",
+                          UserWarning, stacklevel=2)
         changed = self.table.set_values(vals, self.crystal if symmetric else None,
                                         self.origin_shift)
         self._overrides.update(vals)
@@ -314,6 +380,33 @@ class Simulation:
             rows = np.unique(np.asarray(changed, dtype=int))
             self._arrays.update_values(rows, self.table.u[rows], self.table.u_abs[rows],
                                        self._version)
+
+    def check_absorption(self) -> str | None:
+        """Warn (and return the text) when the mean absorption U′₀ is below some |U′_g|.
+
+        The absorptive potential V′(r) = Σ_g U′_g exp(2πi g·r) must be ≥ 0 everywhere
+        for intensity to decay with thickness; V′ ≥ 0 needs U′₀ ≥ |U′_g| for every g
+        (the Fourier coefficients of a non-negative function are bounded by the mean).
+        With U′₀ = 0 and U′_g ≠ 0 (``abs 0.0`` in a PyExtal ``.dat`` file) the
+        summed intensity exceeds 1 and grows with thickness.
+        """
+        h = self.table.hkl
+        zero = np.all(h == 0, axis=1)
+        if not zero.any() or zero.all():
+            return None
+        u0 = float(np.real(self.table.u_abs[zero][0]))
+        other = np.abs(self.table.u_abs[~zero])
+        k = int(np.argmax(other))
+        if u0 >= other[k] * (1 - 1e-9) or other[k] == 0:
+            return None
+        worst = tuple(int(x) for x in h[~zero][k])
+        text = (f"mean absorption U′₀ = {u0:.4g} Å⁻² is below |U′{worst}| = {other[k]:.4g} "
+                "Å⁻²: the absorptive potential is negative somewhere, so intensity grows "
+                "with thickness (sum of intensities > 1). Set U′₀ ≥ max |U′_g| (in a .dat "
+                "file: `abs`, in V; `abs 0.0` sets U′₀ = 0) or leave it to the absorption "
+                "model")
+        warnings.warn(text, UserWarning, stacklevel=3)
+        return text
 
     def default_phase(self, hkl: ArrayLike) -> float:
         """Reference phase φ (rad) of U_g = a·exp(iφ) when its signed amplitude a is refined.
@@ -426,7 +519,8 @@ class Simulation:
         ``derivatives`` = (∂U/∂p, ∂U′/∂p) over the U-table rows (see
         :meth:`sf_coefficients`) stores what analytic gradients need (``exact`` mode).
         """
-        pts = np.asarray(kt, dtype=float).reshape(-1, 2)
+        pts = check_numbers(kt, "kt", unit="Å⁻¹").reshape(-1, 2)
+        incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
         chunks = self._chunks(pts)
         args = () if derivatives is None else (derivatives,)
         results = self._executor_for(len(chunks)).map_chunks(
@@ -436,6 +530,7 @@ class Simulation:
     def _pattern_points(self, pts: np.ndarray, thickness: np.ndarray,
                         progress: bool) -> np.ndarray:
         """Intensities (n_t, n, n_out) computed chunk by chunk (no eigen-systems kept)."""
+        incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
         chunks = self._chunks(pts)
         results = self._executor_for(len(chunks)).map_chunks(
             pattern_chunk, self.arrays, chunks, args=(thickness,), progress=progress)
@@ -487,7 +582,12 @@ class Simulation:
         ndarray (n_t, n_out, ny, nx)
             Flux-normalised intensities, NaN outside the grid mask.
         """
-        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        t = check_thickness(thickness)
+        ny, nx = grid.shape
+        check_memory(3.0 * 8 * len(t) * self.pool.n_out * ny * nx,
+                     f"{len(t)} thickness(es) × {self.pool.n_out} output beams × {ny} × {nx} "
+                     "pixels of intensity", tag="thickness/outputs/grid",
+                     hint="use fewer thicknesses, output beams or pixels")
         pts = grid.points
         red = self.symmetry_reduction(grid) if use_symmetry else None
         if red is not None and red.n_ops > 1:

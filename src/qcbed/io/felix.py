@@ -26,7 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import MAX_MILLER_INDEX, check_integer, check_number
+from ..checks import (
+    MAX_MILLER_INDEX,
+    MAX_THICKNESS,
+    MAX_THICKNESS_COUNT,
+    check_integer,
+    check_number,
+)
 from ..crystal import Crystal
 from ..errors import InputError
 from .cif import read_cif
@@ -416,6 +422,14 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
         raise InputError("final_thickness is below initial_thickness", source=inp,
                          line=lines_l["final_thickness"], tag="final_thickness",
                          expected=f"≥ initial_thickness = {t0:g} Å", found=t1)
+    for key, value in (("initial_thickness", t0), ("final_thickness", t1)):
+        check_number(value, key, high=MAX_THICKNESS, unit="Å", source=inp, line=lines_l[key])
+    n_t = (t1 - t0) / dt + 1
+    if n_t > MAX_THICKNESS_COUNT:
+        raise InputError("too many thicknesses in the scan", source=inp,
+                         line=lines_l["delta_thickness"], tag="delta_thickness",
+                         expected=f"(final − initial)/delta + 1 ≤ {MAX_THICKNESS_COUNT}",
+                         found=f"{n_t:.4g} thicknesses ({t0:g}..{t1:g} Å step {dt:g} Å)")
 
     crystal = read_cif(d / "felix.cif")
     hkl = read_felix_hkl(d / "felix.hkl")
