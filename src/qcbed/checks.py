@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
+from collections.abc import Iterable
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import InputError
 
-__all__ = ["MAX_MILLER_INDEX", "MAX_THICKNESS", "MAX_THICKNESS_COUNT", "check_hkl",
-           "check_integer", "check_number", "check_numbers"]
+__all__ = ["MAX_GMAX", "MAX_MILLER_INDEX", "MAX_THICKNESS", "MAX_THICKNESS_COUNT",
+           "MAX_VOLTAGE_KV", "check_hkl",
+           "check_integer", "check_number", "check_numbers", "check_output_path"]
 
 #: Largest |h|, |k|, |l| accepted anywhere (|g| ≈ 1000/a ≫ any physical beam pool).
 MAX_MILLER_INDEX = 1000
+#: Largest accelerating voltage accepted, kV.
+MAX_VOLTAGE_KV = 10_000.0
+#: Largest automatic-pool radius |g| accepted, Å⁻¹ (d = 0.05 Å; the scattering-factor
+#: parameterisations end near 6 Å⁻¹ in s = g/2).
+MAX_GMAX = 20.0
 #: Largest crystal thickness accepted anywhere, Å (0.1 mm; electrons do not get through).
 MAX_THICKNESS = 1.0e6
 #: Most thicknesses of one scan.
@@ -190,3 +199,56 @@ def check_hkl(hkl: Any, name: str = "hkl", *, source: str | PathLike[str] | None
                          f"{MAX_MILLER_INDEX}", source=source, line=line, tag=name,
                          expected="integer-valued h k l", found=tuple(a[i].tolist()))
     return a.astype(int)
+
+
+def check_output_path(path: str | PathLike[str], *, overwrite: bool = False,
+                      inputs: Iterable[str | PathLike[str]] = (), tag: str = "output",
+                      source: str | PathLike[str] | None = None,
+                      option: str = "--force") -> Path:
+    """Check, before any work is done, that a result may be written to ``path``.
+
+    Parameters
+    ----------
+    path : str or path
+        The file to write.
+    overwrite : bool
+        Allow replacing an existing output file (``--force`` / ``overwrite = true``).
+    inputs : paths
+        Input files of the run: never overwritten, whatever ``overwrite`` says.
+    tag, source, option : str
+        The option or key naming the path, the project file, and the switch that
+        allows overwriting (for the message).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    InputError
+        The folder does not exist, ``path`` is a folder, ``path`` is one of the
+        inputs, or ``path`` exists and ``overwrite`` is false.
+    """
+    p = Path(path)
+    src = source if source is not None else p
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError("the folder of the output file does not exist", source=src, tag=tag,
+                         expected="an existing folder", found=str(parent))
+    if p.is_dir():
+        raise InputError("the output is a folder", source=src, tag=tag,
+                         expected="a file name", found=str(p))
+    if p.exists():
+        for q in inputs:
+            qq = Path(q)
+            try:
+                same = qq.exists() and os.path.samefile(p, qq)
+            except OSError:
+                same = False
+            if same:
+                raise InputError("the output would overwrite an input file", source=src,
+                                 tag=tag, expected="a new file name", found=str(p))
+        if not overwrite:
+            raise InputError(f"the output file exists; pass {option} to overwrite it",
+                             source=src, tag=tag, expected="a new file name", found=str(p))
+    return p

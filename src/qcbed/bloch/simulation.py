@@ -19,7 +19,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..checks import MAX_THICKNESS, check_hkl, check_integer, check_number, check_numbers
+from ..checks import (
+    MAX_GMAX,
+    MAX_THICKNESS,
+    MAX_VOLTAGE_KV,
+    check_hkl,
+    check_integer,
+    check_number,
+    check_numbers,
+)
 from ..constants import potential_to_u, wavenumber
 from ..crystal import Crystal
 from ..errors import InputError
@@ -32,11 +40,6 @@ from .potential import PotentialTable
 from .solver import EigenChunk, EngineArrays, pattern_chunk, solve_chunk
 from .symmetry import pattern_operations, reduce_grid
 
-#: Largest accelerating voltage accepted, kV.
-MAX_VOLTAGE_KV = 10_000.0
-#: Largest automatic-pool radius |g| accepted, Å⁻¹ (d = 0.05 Å; the scattering-factor
-#: parameterisations end near 6 Å⁻¹ in s = g/2).
-MAX_GMAX = 20.0
 
 def _finite_complex(value: object, name: str) -> complex:
     """``value`` as a complex number with finite real and imaginary parts."""

@@ -43,6 +43,7 @@ from .executors import (
     ProcessExecutor,
     SerialExecutor,
     available_cores,
+    check_executor_spec,
     default_executor,
     make_executor,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "ShipStats",
     "TorchExecutor",
     "available_cores",
+    "check_executor_spec",
     "default_executor",
     "make_executor",
     "torch_available",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
 import sys
 import time
 import weakref
@@ -35,6 +36,7 @@ __all__ = [
     "ProcessExecutor",
     "SerialExecutor",
     "available_cores",
+    "check_executor_spec",
     "default_executor",
     "make_executor",
 ]
@@ -667,6 +669,13 @@ class MPIExecutor(_FuturesExecutor):
         self._pool = None
         world = _mpi_world_size()
         self._in_world = world > 1
+        if not self._in_world and not any(shutil.which(x) for x in _MPI_LAUNCHERS):
+            # spawning MPI workers without a launcher aborts the whole process (MPI_Abort)
+            raise InputError("the MPI executor must spawn its workers but no MPI launcher "
+                             "was found on PATH", tag="executor",
+                             expected="mpiexec/mpirun on PATH, or run under 'mpiexec -n N "
+                                      "python -m mpi4py.futures …'",
+                             found=f"mpi{'' if n_workers is None else f':{n_workers}'}")
         self.n_workers = (world - 1) if self._in_world else int(n_workers or available_cores())
 
     def _get_pool(self):
@@ -695,6 +704,9 @@ class MPIExecutor(_FuturesExecutor):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+_MPI_LAUNCHERS = ("mpiexec", "mpirun", "mpiexec.hydra", "srun")
 
 
 def _mpi_world_size() -> int:
@@ -739,6 +751,44 @@ def _count(text: str, spec: Any) -> int | None:
         raise InputError("bad worker count in executor spec", tag="executor",
                          expected="a positive integer", found=spec)
     return int(text)
+
+
+_SPEC_NAMES = ("auto", "serial", "processes", "process", "local", "dask", "mpi", "torch",
+               "cuda", "gpu")
+
+
+def check_executor_spec(spec: Any, *, source: Any = None, tag: str = "executor") -> None:
+    """InputError unless ``spec`` is a valid executor spec (see :func:`make_executor`).
+
+    Only the spelling is checked: nothing is started or imported.
+    """
+    expected = ("auto, serial, N, processes[:N], dask[:N], tcp://host:port, mpi[:N], "
+                "torch[:device], cuda")
+    if isinstance(spec, bool) or not isinstance(spec, (str, int)):
+        raise InputError("bad executor spec", source=source, tag=tag, expected=expected,
+                         found=spec)
+    if isinstance(spec, int):
+        if spec < 1:
+            raise InputError("the number of workers must be ≥ 1", source=source, tag=tag,
+                             found=spec)
+        return
+    s = spec.strip()
+    if s.startswith(_DASK_SCHEMES):
+        return
+    low = s.lower()
+    if low.isdigit():
+        check_executor_spec(int(low), source=source, tag=tag)
+        return
+    name, _, rest = low.partition(":")
+    if name not in _SPEC_NAMES or (name in ("auto", "serial") and rest):
+        raise InputError("unknown executor", source=source, tag=tag, expected=expected,
+                         found=spec)
+    if name in ("processes", "process", "local", "dask", "mpi"):
+        try:
+            _count(rest, spec)
+        except InputError as exc:
+            raise InputError(exc.reason, source=source, tag=tag, expected=exc.expected,
+                             found=spec) from None
 
 
 def make_executor(spec: str | int | Executor | Any | None = None, **kwargs: Any) -> Executor:
@@ -794,6 +844,7 @@ def make_executor(spec: str | int | Executor | Any | None = None, **kwargs: Any)
         raise InputError("bad executor spec", tag="executor",
                          expected="str, int, Executor, Dask Client or cluster",
                          found=type(spec).__name__)
+    check_executor_spec(spec)
     s = spec.strip()
     if s.startswith(_DASK_SCHEMES):
         return DaskExecutor(s, **kwargs)
