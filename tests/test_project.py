@@ -58,7 +58,7 @@ def test_demo_project_is_valid(demo_project):
     rep = validate_project(demo_project)
     assert rep.ok, rep.text()
     classes = [c for c, _ in rep.checks]
-    assert classes == ["file", "data", "geometry", "roi", "beams", "parameters"]
+    assert classes == ["file", "data", "geometry", "roi", "beams", "resources", "parameters"]
     assert "project is valid" in rep.text()
 
 
@@ -104,7 +104,7 @@ def test_toml_syntax_error_names_the_line(tmp_path):
 
 @pytest.mark.parametrize("edit, tag, expected, found", [
     (lambda r: r["data"].__setitem__("colour", "red"), "data.colour", "one of", "colour"),
-    (lambda r: r["geometry"].__setitem__("gl", "big"), "geometry.gl", "a float", "big"),
+    (lambda r: r["geometry"].__setitem__("gl", "big"), "geometry.gl", "a finite number", "big"),
     (lambda r: r["geometry"].__setitem__("gl", -2.0), "geometry.gl", "> 0", "-2.0"),
     (lambda r: r["geometry"].__setitem__("zone", [1, -1]), "geometry.zone", "3 numbers",
      "[1, -1]"),

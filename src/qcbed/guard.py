@@ -8,8 +8,8 @@ instead of ending in a raw ``MemoryError`` (or the kernel's OOM killer) minutes 
 
 The limit is, in order of precedence:
 
-1. the ``limit`` argument of :func:`check_memory` (the project key
-   ``engine.memory_limit``, the ``--memory-limit`` CLI option);
+1. the ``limit`` argument of :func:`check_memory`, else the limit of the enclosing
+   :func:`limit_scope` (a project run sets its ``engine.memory_limit`` key this way);
 2. the environment variable ``QCBED_MEMORY_LIMIT`` (bytes, or ``'8GiB'``, ``'500MB'``,
    or a fraction of the available memory such as ``'0.8'``);
 3. :data:`DEFAULT_FRACTION` of the memory available now (``MemAvailable`` of
@@ -18,12 +18,15 @@ The limit is, in order of precedence:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import re
+from collections.abc import Iterator
 
 from .errors import InputError
 
-__all__ = ["DEFAULT_FRACTION", "check_memory", "format_bytes", "memory_limit",
+__all__ = ["DEFAULT_FRACTION", "check_memory", "format_bytes", "limit_scope", "memory_limit",
            "parse_memory"]
 
 #: Default limit as a fraction of the available memory.
@@ -79,8 +82,24 @@ def parse_memory(text: str | float | int, *, source: str | None = None,
     return int(value * _UNITS[unit])
 
 
+_SCOPE: contextvars.ContextVar[str | float | int | None] = contextvars.ContextVar(
+    "qcbed_memory_limit", default=None)
+
+
+@contextlib.contextmanager
+def limit_scope(limit: str | float | int | None) -> Iterator[None]:
+    """Within the block, :func:`memory_limit` defaults to ``limit`` (None: no change)."""
+    token = _SCOPE.set(limit if limit is not None else _SCOPE.get())
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
 def memory_limit(limit: str | float | int | None = None) -> int:
     """The limit in bytes (see the module docstring for the precedence)."""
+    if limit is None:
+        limit = _SCOPE.get()
     if limit is not None:
         return parse_memory(limit)
     env = os.environ.get("QCBED_MEMORY_LIMIT")

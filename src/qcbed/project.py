@@ -35,7 +35,21 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from .checks import check_integer, check_number, check_numbers
+from .errors import InputError, QcbedError
+from .guard import limit_scope, parse_memory
+from .parallel import check_executor_spec
+from .run_safety import (
+    MAX_N_SCAN,
+    changed_inputs,
+    check_output_folder,
+    check_resources,
+    estimate_resources,
+    file_hashes,
+    read_run_state,
+    resource_summary,
+    run_is_finished,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,6 +62,7 @@ __all__ = [
     "FineStep",
     "Project",
     "ProjectRun",
+    "RunFinished",
     "RunResult",
     "Setup",
     "ValidationReport",
@@ -66,7 +81,7 @@ _MISSING = object()
 
 #: Sections and keys of a project file (the reference is docs/project-file.md).
 PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
-    "project": ("name", "output", "density_map"),
+    "project": ("name", "output", "density_map", "overwrite"),
     "crystal": ("source", "b_iso"),
     "data": ("kind", "format", "files", "folder", "hkl", "g_vectors", "variance",
              "variance_floor", "clip_negative", "allow_negative", "mask", "background",
@@ -79,7 +94,7 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
     "roi.regions": ("corners", "samples", "pad", "reflections"),
     "engine": ("mode", "coarse_mode", "gmax", "smax", "holz", "min_pool", "pool", "sgmin",
                "omega", "sgmax", "bethe", "min_strong", "elastic", "absorption", "xi",
-               "executor", "chunk_size"),
+               "executor", "chunk_size", "memory_limit"),
     "gof": ("metric", "background", "probe"),
     "plan": ("thickness", "coarse", "fine"),
     "plan.coarse": ("step", "thickness_range", "n_scan", "xtol", "margin", "template_size",
@@ -214,21 +229,12 @@ class _Reader:
             if not isinstance(v, bool):
                 raise self.err("must be true or false", tag, expected="true or false", found=v)
             return v
-        if kind in ("float", "int"):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise self.err("must be a number", tag, expected=f"a {kind}", found=v)
-            if kind == "int" and (not float(v).is_integer()):
-                raise self.err("must be an integer", tag, expected="an integer", found=v)
-            x = float(v)
-            if not math.isfinite(x):
-                raise self.err("must be finite", tag, expected="a finite number", found=v)
-            if positive and x <= 0:
-                raise self.err("must be > 0", tag, expected="> 0", found=v)
-            if lo is not None and x < lo:
-                raise self.err("out of range", tag, expected=f"≥ {lo:g}", found=v)
-            if hi is not None and x > hi:
-                raise self.err("out of range", tag, expected=f"≤ {hi:g}", found=v)
-            return int(x) if kind == "int" else x
+        if kind == "int":
+            return check_integer(v, tag, low=1 if positive else lo, high=hi,
+                                 source=self.source)
+        if kind == "float":
+            return check_number(v, tag, low=0.0 if positive else lo, low_open=positive,
+                                high=hi, source=self.source)
         raise AssertionError(kind)  # pragma: no cover
 
     def vector(self, d: Mapping, key: str, tag: str, n: int, default: Any = _MISSING, *,
@@ -242,7 +248,11 @@ class _Reader:
         if not isinstance(v, list) or len(v) != n or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             raise self.err("wrong value", tag, expected=what, found=v)
-        a = np.asarray(v, dtype=float)
+        if integer:
+            for x in v:
+                check_integer(x, tag, source=self.source)
+        a = check_numbers([float(min(max(x, -1e308), 1e308)) for x in v], tag,
+                          source=self.source)
         if not np.all(np.isfinite(a)):
             raise self.err("must be finite", tag, expected=what, found=v)
         if integer and np.any(a != np.round(a)):
@@ -331,6 +341,8 @@ class Project:
         The file's text (stored in results for provenance).
     name, output : str, Path
         Project name and output folder (absolute).
+    overwrite : bool
+        Replace the results of an earlier run in ``output`` (``[project] overwrite``).
     crystal, data, geometry, roi, engine, gof : dict
         Checked settings of each section (values in the units of the reference).
     thickness : float
@@ -346,6 +358,7 @@ class Project:
     name: str
     output: Path
     density_map: str
+    overwrite: bool
     crystal: dict
     data: dict
     geometry: dict
@@ -389,7 +402,16 @@ def load_project(path: str | os.PathLike) -> Project:
     if not p.is_file():
         raise InputError("no such project file", source=p, expected="a TOML file",
                          found="missing" if not p.exists() else "a folder")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1]
+        raise InputError("not a project file (not UTF-8 text)", source=p,
+                         expected="a TOML project file",
+                         found=f"binary data (byte {exc.start}: {bad!r})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the project file: {exc.strerror or exc}",
+                         source=p) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -420,6 +442,7 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     output = r.get(pj, "output", "project.output", "str", "results")
     dmap = r.get(pj, "density_map", "project.density_map", "str", "none",
                  choices=("none", "xray", "potential"))
+    overwrite = r.get(pj, "overwrite", "project.overwrite", "bool", False)
     # ---------------------------------------------------------------- [crystal]
     cr = r.table(raw, "crystal", "crystal", required=True)
     r.unknown(cr, "crystal")
@@ -578,7 +601,11 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     if isinstance(ex, bool) or not isinstance(ex, (str, int)):
         raise r.err("wrong executor", "engine.executor",
                     expected="auto, serial, N, dask, tcp://host:port or mpi", found=ex)
+    check_executor_spec(ex, source=source, tag="engine.executor")
     engine["executor"] = ex
+    ml = en.get("memory_limit", None)
+    engine["memory_limit"] = None if ml is None else parse_memory(
+        ml, source=source, tag="engine.memory_limit")
     try:
         from .scattering.structure_factors import PotentialModel
 
@@ -613,6 +640,7 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
                                 expected="gof.probe = [sigma, gamma]", found=n)
     return Project(source=source, base_dir=base, raw=dict(raw), text=text or dumps_toml(raw),
                    name=name, output=_resolve(base, output), density_map=dmap,
+                   overwrite=overwrite,
                    crystal=crystal, data=data, geometry=geom, roi=roi, engine=engine, gof=gof,
                    thickness=thickness, coarse=coarse, fine=fine)
 
@@ -650,7 +678,7 @@ def _parse_coarse(r: _Reader, t: Mapping, i: int) -> CoarseStep:
                     expected="[B_min, B_max] in Å²", found=list(br))
     return CoarseStep(
         step=step, thickness_range=tr,
-        n_scan=r.get(t, "n_scan", tag + ".n_scan", "int", 21, lo=3),
+        n_scan=r.get(t, "n_scan", tag + ".n_scan", "int", 21, lo=3, hi=MAX_N_SCAN),
         xtol=r.get(t, "xtol", tag + ".xtol", "float", None, positive=True),
         margin=r.get(t, "margin", tag + ".margin", "int", 10, lo=1),
         template_size=ts,
@@ -1143,6 +1171,7 @@ class ValidationReport:
     checks: list[tuple[str, str]] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    beam_counts: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -1187,10 +1216,20 @@ def validate_project(path_or_project: str | os.PathLike | Project, *, executor: 
                                f"{len(setup.hkl)} reflections compared"))
     rep.checks.append(("geometry", f"pixel size {setup.geometry.pixel_size:.4g} 1/A, "
                                    f"g_x length {setup.geometry.g_x_length:.4g} 1/A"))
+    limit = proj.engine["memory_limit"]
     try:
-        _check_roi(setup, rep)
-        sim = _check_beams(setup, rep)
-        _check_parameters(setup, sim, rep)
+        with limit_scope(limit):
+            check_resources(estimate_resources(proj, len(setup.hkl)), source=proj.source)
+            _check_roi(setup, rep)
+            sim = _check_beams(setup, rep)
+            n_strong = int(rep.beam_counts.get("strong_max", 0)) or None
+            items = estimate_resources(proj, len(setup.hkl), n_strong=n_strong,
+                                       n_pool=len(sim.pool))
+            check_resources(items, source=proj.source)
+            rep.checks.append(("resources", resource_summary(items, limit)))
+            _check_parameters(setup, sim, rep)
+            check_output_folder(proj.output, source=proj.source, overwrite=proj.overwrite,
+                                inputs=setup.input_files)
     except InputError as exc:
         rep.errors.append(exc)
     return rep
@@ -1237,10 +1276,35 @@ def _check_beams(setup: Setup, rep: ValidationReport):
                        found=tuple(int(v) for v in h))
     centre, radius = setup.pool_range()
     counts = sim.solve(np.asarray(centre, float)[None]).beam_counts()
+    rep.beam_counts = counts
     rep.checks.append(("beams", f"pool {len(sim.pool)} beams (k_t radius {radius:.3g} 1/A), "
                                 f"{sim.pool.n_out} outputs, {counts['strong_max']} strong at the "
                                 f"ROI centre; {sim.potential.describe()}"))
     return sim
+
+
+def _start_value(setup: Setup, sim, name: str) -> float | None:
+    """Start value of a refinable parameter before any step (None: not known here)."""
+    kind, detail, canon = parse_parameter_name(name)
+    g = setup.geometry
+    if kind == "thickness":
+        return float(setup.project.thickness)
+    if kind == "voltage":
+        return float(setup.voltage_kv)
+    if kind == "B":
+        return next((float(s.b_iso) for s in setup.crystal.sites if s.label == detail), None)
+    if kind == "cell":
+        return float(getattr(setup.crystal.lattice, detail))
+    if kind in ("U", "Uabs"):
+        u = sim.structure_factor(detail)[0 if kind == "U" else 1]
+        return float((u * np.exp(-1j * sim.default_phase(detail))).real)
+    if canon in ("shift.row", "shift.col"):
+        return float(g.shift[0 if canon.endswith("row") else 1])
+    if canon in ("rotation", "gl"):
+        return float(getattr(g, canon))
+    if kind == "tilt":
+        return 0.0
+    return None
 
 
 def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
@@ -1272,10 +1336,13 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
                            expected=f"{list(detail)} in roi.disc_shifts", found=canon)
             n += 1
         for k, (lo, hi) in st.bounds.items():
-            if k == "thickness" and not proj.coarse and not lo <= proj.thickness <= hi:
-                raise _err(proj, "start thickness outside its bounds",
-                           f"plan.fine[{i}].bounds.thickness", expected=f"[{lo:g}, {hi:g}] Å",
-                           found=proj.thickness)
+            start = _start_value(setup, sim, k)
+            if start is None or (k == "thickness" and proj.coarse):
+                continue  # set by an earlier step
+            if not lo <= start <= hi:
+                raise _err(proj, f"start value of {k} outside its bounds",
+                           f"plan.fine[{i}].bounds.{k}", expected=f"[{lo:g}, {hi:g}]",
+                           found=start)
     for i, st in enumerate(proj.coarse):
         tag = f"plan.coarse[{i}]"
         if st.reflections is not None:
@@ -1375,6 +1442,9 @@ class ProjectRun:
     truth : dict, optional
         Known true values {parameter name: value} (synthetic data), written to
         ``result.json`` and the report.
+    overwrite : bool, optional
+        Replace the results of an earlier run in the output folder (default
+        ``[project] overwrite``; without it such a folder is refused).
 
     The run keeps ``run_state.json`` in the output folder (atomically rewritten
     after every step) and one checkpoint per fine step (rewritten after every
@@ -1386,8 +1456,11 @@ class ProjectRun:
                  log: Callable[[str], None] | None = None,
                  callback: Callable[[dict], None] | None = None,
                  command_line: Sequence[str] | None = None,
-                 truth: Mapping[str, float] | None = None) -> None:
+                 truth: Mapping[str, float] | None = None,
+                 overwrite: bool | None = None) -> None:
         self.project = project
+        self.overwrite = project.overwrite if overwrite is None else bool(overwrite)
+        self.started = False  # True once the run state is written (a resume is possible)
         self.out_dir = Path(out_dir) if out_dir is not None else project.output
         self.executor = executor
         self.progress = progress
@@ -1436,20 +1509,50 @@ class ProjectRun:
 
     # ------------------------------------------------------------ run
     def run(self, *, resume: bool = False) -> RunResult:
-        """Run the plan (continue a previous run of the same project with ``resume``)."""
+        """Run the plan (continue a previous run of the same project with ``resume``).
+
+        Before any work: the output folder is checked (an existing file, an input, or
+        earlier results without ``overwrite`` are refused) and the memory the
+        settings imply is estimated (:mod:`qcbed.run_safety`).
+        """
+        with limit_scope(self.project.engine["memory_limit"]):
+            return self._run(resume)
+
+    def _input_hashes(self, setup: Setup) -> dict[str, str]:
+        files = list(setup.input_files)
+        if Path(self.project.source).is_file():
+            files.append(Path(self.project.source))
+        return file_hashes(files)
+
+    def _run(self, resume: bool) -> RunResult:
         t0 = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         setup = build_setup(self.project, executor=self.executor)
+        check_output_folder(self.out_dir, source=self.project.source,
+                            overwrite=self.overwrite or resume, inputs=setup.input_files)
+        check_resources(estimate_resources(self.project, len(setup.hkl)),
+                        source=self.project.source)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.started = True
         rs_path = self.out_dir / RUN_STATE
+        hashes = self._input_hashes(setup)
         if resume and rs_path.exists():
-            rs = json.loads(rs_path.read_text(encoding="utf-8"))
+            rs = read_run_state(rs_path)
             self.log(f"resuming: {len(rs['done'])} step(s) done")
+            changed = changed_inputs(rs.get("input_hashes", {}), hashes)
+            if changed:
+                warnings.warn("inputs changed since the run started (the run continues "
+                              "with the project as it was when started, and the data files "
+                              "as they are now): " + "; ".join(changed), UserWarning,
+                              stacklevel=3)
+            rs["input_hashes"] = hashes
+            rs["results_written"] = False
         else:
             rs = {"format": "qcbed-run-state/1", "project_file": self.project.source,
                   "project_base": str(self.project.base_dir), "project_text": self.project.text,
                   "out_dir": str(self.out_dir), "done": [], "state": self._initial_state(setup),
                   "coarse": [], "fine": [], "history": [], "truth": self.truth,
-                  "command_line": self.command_line}
+                  "command_line": self.command_line, "input_hashes": hashes,
+                  "results_written": False}
             for p in self.out_dir.glob("checkpoint_*.h5"):
                 p.unlink()
             self._save(rs)
@@ -1497,6 +1600,8 @@ class ProjectRun:
         from .results import write_results
 
         run.files = write_results(run, command_line=self.command_line, truth=self.truth)
+        rs["results_written"] = True
+        self._save(rs)
         return run
 
     # ------------------------------------------------------------ coarse
@@ -1688,22 +1793,41 @@ def find_run_state(path: str | os.PathLike) -> Path:
     return cand
 
 
-def resume_run(path: str | os.PathLike, **kw: Any) -> RunResult:
+class RunFinished(QcbedError):
+    """:func:`resume_run` was asked to continue a run that is already finished."""
+
+
+def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> RunResult:
     """Continue a killed run from its checkpoint.
+
+    The project as it was when the run started is used (stored in the run
+    state); files whose SHA-256 changed since are named in a warning.
 
     Parameters
     ----------
     path : str or path
         The project file, its output folder, or a checkpoint in that folder.
+    force : bool
+        Also "resume" a finished run (the last fine step is run again from its
+        checkpoint and the results are rewritten); without it :class:`RunFinished`
+        is raised and nothing changes.
     **kw
         As :class:`ProjectRun` (executor, progress, log, callback).
     """
     rs_path = find_run_state(path)
-    rs = json.loads(rs_path.read_text(encoding="utf-8"))
+    rs = read_run_state(rs_path)
     proj_file = Path(rs["project_file"])
-    raw = tomllib.loads(rs["project_text"])
+    try:
+        raw = tomllib.loads(rs["project_text"])
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"the run state is damaged (project text: {exc})", source=rs_path,
+                         tag="project_text") from None
     proj = parse_project(raw, source=str(proj_file), base_dir=rs["project_base"],
                          text=rs["project_text"])
+    if run_is_finished(rs, len(proj.coarse), len(proj.fine), rs_path.parent) and not force:
+        raise RunFinished(f"{rs_path.parent}: the run is finished (every step done, results "
+                          "written); nothing was changed. Pass --force (force=True) to run "
+                          "the last fine step again and rewrite the results.")
     kw.setdefault("command_line", rs.get("command_line"))
     kw.setdefault("truth", rs.get("truth"))
     return ProjectRun(proj, out_dir=rs_path.parent, **kw).run(resume=True)

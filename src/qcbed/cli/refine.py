@@ -11,9 +11,13 @@ from ._common import engine_options, executor, settings, wrap
 @click.argument("project", type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Output folder (default: [project] output of the file).")
+@click.option("--force", is_flag=True,
+              help="Replace the results of an earlier run in the output folder (as "
+                   "[project] overwrite = true).")
 @engine_options
 @wrap
-def command(project: str, out_dir: str | None, quiet: bool | None, workers: str | None) -> None:
+def command(project: str, out_dir: str | None, force: bool, quiet: bool | None,
+            workers: str | None) -> None:
     """Run the refinement plan of PROJECT (a TOML project file): coarse steps, then fine
     steps; write results.h5, result.json, structure_factors.hkl and report.html.
 
@@ -21,16 +25,18 @@ def command(project: str, out_dir: str | None, quiet: bool | None, workers: str 
     'qcbed resume PROJECT'.
     """
     from ..errors import QcbedError
-    from ..project import ProjectRun, load_project
+    from ..project import RUN_STATE, ProjectRun, load_project
 
     q, w = settings(quiet, workers)
     proj = load_project(project)
     run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q,
-                     log=(lambda s: None) if q else click.echo)
+                     log=(lambda s: None) if q else click.echo, overwrite=force or None)
     try:
         res = run.run()
     except (QcbedError, KeyboardInterrupt):
-        click.echo(f"the run stopped; continue it with: qcbed resume {run.out_dir}", err=True)
+        if run.started and (run.out_dir / RUN_STATE).is_file():
+            click.echo(f"the run stopped; continue it with: qcbed resume {run.out_dir}",
+                       err=True)
         raise
     if res.fine is not None:
         click.echo(res.fine.summary())

@@ -277,5 +277,6 @@ def run_demo(out_dir: str | os.PathLike = "qcbed-demo", *, seed: int = 1, fast: 
     log(f"simulated a noisy Si 111 systematic-row CBED pattern (4 discs, seed {seed}) "
         f"in {time.perf_counter() - t0:.1f} s -> {path}")
     proj = load_project(path)
-    run = ProjectRun(proj, executor=executor, progress=progress, log=log, truth=truth).run()
+    run = ProjectRun(proj, executor=executor, progress=progress, log=log, truth=truth,
+                     overwrite=overwrite).run()
     return run, truth, truth_table(run, truth)

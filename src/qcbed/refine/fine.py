@@ -59,6 +59,10 @@ from .probe import convolve_probe
 CHEAP_KINDS = ("thickness", "sampling", "probe")
 
 
+#: Condition number of the scaled JᵀJ above which the covariance counts as singular.
+_SINGULAR_COND = 1e14
+
+
 @dataclass
 class RefinementResult:
     """Outcome of a fine refinement.
@@ -551,6 +555,14 @@ class Refinement:
         if not self.params.free:
             raise InputError("nothing to refine: every parameter is fixed")
         self._t0 = time.perf_counter()
+        self._lm_final: tuple[list[str], np.ndarray, LMState] | None = None
+        exp, _var, valid = self.data.sample(self._sampling_values())
+        used = self._compare_mask(valid)
+        if not np.any(used) or not np.any(exp[used]):
+            raise InputError("nothing to fit: the compared data are all zero or no sample "
+                             "is valid", source=getattr(self.data, "source", None),
+                             expected="data with counts in the regions of interest",
+                             found=f"{int(np.sum(used))} valid samples, all zero")
         if method == "lm":
             if not self.gof.least_squares:
                 raise InputError("Levenberg–Marquardt needs a χ²-type GOF; use method="
@@ -561,6 +573,7 @@ class Refinement:
             st = self._run_lm(names, max_iter, ftol, xtol, state, callback, stage="lm",
                               esd_tol=esd_tol)
             message, n_iter = st.message, st.iteration
+            self._lm_final = (names, self._lm_x0, st)
         elif method == "nested":
             message, n_iter = self._run_nested(outer, max_iter, ftol, xtol, resume, callback)
         else:
@@ -574,6 +587,7 @@ class Refinement:
         ps = [self.params[n] for n in names]
         x0 = np.array([p.value for p in ps]) if state is None else np.asarray(
             self._ckpt_x0)
+        self._lm_x0 = x0
         scales = np.array([p.scale for p in ps])
         lo = (np.array([p.lower for p in ps]) - x0) / scales
         hi = (np.array([p.upper for p in ps]) - x0) / scales
@@ -726,15 +740,28 @@ class Refinement:
         dof = len(r) - len(names) - fit.n_linear
         chi2nu = float(r @ r) / max(dof, 1)
         jtj = j.T @ j
-        try:
+        scale = np.sqrt(np.clip(np.diag(jtj), 1e-300, None))
+        singular = not np.all(np.isfinite(jtj)) or \
+            np.linalg.cond(jtj / np.outer(scale, scale)) > _SINGULAR_COND
+        if singular:  # some parameter combination is not determined by the data
+            cov = np.full_like(jtj, np.nan)
+        else:
             cov = np.linalg.inv(jtj) * chi2nu
-        except np.linalg.LinAlgError:
-            cov = np.linalg.pinv(jtj) * chi2nu
         return names, cov, chi2nu, dof
 
     def _finish(self, message: str, n_iter: int) -> RefinementResult:
         names, cov, chi2nu, dof = self.covariance()
-        esd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        if not np.all(np.isfinite(cov)):
+            message += ("; DEGENERATE: the covariance is singular (a parameter combination "
+                        "is not determined by the data), esds are undefined (null)")
+            warnings.warn(f"degenerate refinement: singular covariance of {names}; esds are "
+                          "undefined", UserWarning, stacklevel=3)
+        if not (np.isfinite(chi2nu) and chi2nu > 0):
+            message += f"; DEGENERATE: χ²_ν = {chi2nu:g} (a perfect or undefined fit)"
+            warnings.warn(f"degenerate refinement: χ²_ν = {chi2nu:g}", UserWarning,
+                          stacklevel=3)
+        with np.errstate(invalid="ignore"):
+            esd = np.sqrt(np.clip(np.diag(cov), 0, None))
         for n, e in zip(names, esd):
             self.params[n].esd = float(e)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -773,7 +800,12 @@ class Refinement:
             elapsed_s=time.perf_counter() - self._t0,
             extra={"model": model, "experiment": exp, "mask": mask})
         if self.checkpoint is not None:
-            self._save_checkpoint(names, None, None, final=res)
+            # keep the optimiser state: a resume after the end (e.g. a kill during the
+            # final write) continues from it instead of restarting the count
+            lm = getattr(self, "_lm_final", None)
+            lm = lm if lm is not None and lm[0] == names else None
+            self._save_checkpoint(names, None if lm is None else lm[1],
+                                  None if lm is None else lm[2], final=res)
         return res
 
     # ------------------------------------------------------------ checkpoints
@@ -797,6 +829,9 @@ class Refinement:
         for n, v in ck["values"].items():
             if n in self.params:
                 self.params[n].value = v
+        for n, v in ck["scales"].items():  # x = (value − x0)/scale: the scales of the run
+            if n in self.params:
+                self.params[n].scale = v
         self.history = list(ck["history"])
         if names is None:
             return None
