@@ -289,9 +289,9 @@ def test_felix_engine_errors_name_the_felix_key(tmp_path: Path) -> None:
 
 # ====================================================================== physics sanity
 def test_zero_mean_absorption_warns_and_intensity_grows(tmp_path: Path) -> None:
-    """``abs 0.0`` makes U′₀ = 0 < |U′_g|: warned, and the summed intensity of all beams
-    exceeds 1; with the model's U′₀ (no ``abs`` line) the sum stays ≤ 1 (absorption only
-    removes electrons)."""
+    """``abs 0.0`` makes U′₀ = 0 < |U′_g|: warned naming the file and the ``abs`` line,
+    and the summed intensity of all beams exceeds 1; with the model's U′₀ (no ``abs``
+    line) the sum stays ≤ 1 (absorption only removes electrons)."""
     from qcbed.bloch.simulation import Simulation
 
     text = _sub(_sub(DAT, r"^abs .*$", "abs 0.0"), r"^adj 2\n(.*\n){2}", "")
@@ -299,7 +299,8 @@ def test_zero_mean_absorption_warns_and_intensity_grows(tmp_path: Path) -> None:
                 r"^samp .*$", "samp 8")
     p = tmp_path / "abs0.dat"
     p.write_text(text)
-    with pytest.warns(UserWarning, match=rf"{re.escape(str(p))}:\d+ \[abs\]: mean absorption"):
+    where = rf"{re.escape(str(p))}:\d+ \[abs\]: the absorptive potential is unphysical"
+    with pytest.warns(UserWarning, match=where):
         sim = Simulation.from_dat(p, executor="serial")
     assert sim.pool.n_out == len(sim.pool)  # every beam is an output: the sum is the flux
     total = np.nanmax(np.nansum(sim.pattern(sim.defaults.grid, [10000.0]), axis=1))

@@ -269,3 +269,36 @@ def test_read_crystal_unknown_kind(tmp_path: Path) -> None:
         read_crystal(p)
     with pytest.raises(InputError, match="no such file or folder"):
         read_crystal(tmp_path / "missing.xyz")
+
+
+def test_normal_direction_alias(tmp_path: Path) -> None:
+    """Older Felix input files name the surface normal 'normal_direction'."""
+    d = make_folder(tmp_path, inp=INP.replace("normal                    = [0, 0, 1]",
+                                              "normal_direction          = [1, 1, 2]"))
+    fx = read_felix(d)
+    np.testing.assert_array_equal(fx.normal, [1, 1, 2])
+    # without either key the error names the key that is missing
+    (tmp_path / "b").mkdir()
+    d2 = make_folder(tmp_path / "b", inp=INP.replace("normal                    = [0, 0, 1]",
+                                                     ""))
+    with pytest.raises(InputError, match="normal"):
+        read_felix(d2)
+
+
+def test_image_radius_differing_from_images_follows_images(tmp_path: Path,
+                                                           si_dlacbed_dir: Path) -> None:
+    import shutil
+
+    from qcbed.experiment.readers import read_felix_images
+
+    d = tmp_path / "si"
+    shutil.copytree(si_dlacbed_dir, d)
+    inp = (d / "felix.inp").read_text()
+    (d / "felix.inp").write_text(inp.replace("image_radius              = 76",
+                                             "image_radius              = 70"))
+    with pytest.warns(UserWarning, match="following the images"):
+        stack = read_felix_images(d, clip_negative=True)
+    ref = read_felix_images(si_dlacbed_dir, clip_negative=True)
+    assert stack.images.shape == ref.images.shape == (stack.images.shape[0], 152, 152)
+    rc = np.array([[10.0, 20.0], [140.0, 3.0]])
+    np.testing.assert_allclose(stack.geometry.pixel_to_kt(rc), ref.geometry.pixel_to_kt(rc))

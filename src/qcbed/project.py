@@ -1275,11 +1275,20 @@ def _check_beams(setup: Setup, rep: ValidationReport):
                        "engine.pool", expected="every reflection of roi.hkl in the pool",
                        found=tuple(int(v) for v in h))
     centre, radius = setup.pool_range()
-    counts = sim.solve(np.asarray(centre, float)[None]).beam_counts()
+    # the centre and a ring of directions over the tilt range: beam counts and
+    # what the solver had to do there (exact re-solves, rejected directions)
+    ang = np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False)
+    ring = np.asarray(centre, float) + 0.9 * radius * np.c_[np.cos(ang), np.sin(ang)]
+    counts = sim.solve(np.vstack([np.asarray(centre, float)[None], ring])).beam_counts()
     rep.beam_counts = counts
+    if counts["exact_fallback"] or counts["rejected"]:
+        rep.warnings.append(f"engine: of 9 sample directions {counts['exact_fallback']} "
+                            f"needed the exact solver and {counts['rejected']} were "
+                            "rejected by the physical guard")
     rep.checks.append(("beams", f"pool {len(sim.pool)} beams (k_t radius {radius:.3g} 1/A), "
-                                f"{sim.pool.n_out} outputs, {counts['strong_max']} strong at the "
-                                f"ROI centre; {sim.potential.describe()}"))
+                                f"{sim.pool.n_out} outputs, up to {counts['strong_max']} "
+                                f"strong over 9 directions of the tilt range; "
+                                f"{sim.potential.describe()}"))
     return sim
 
 

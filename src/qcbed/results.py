@@ -129,6 +129,12 @@ RESULT_SCHEMA: dict[str, Any] = {
         "zncc": {"type": "array",
                  "items": {"type": "object", "required": ["hkl", "zncc"],
                            "properties": {"hkl": _HKL, "zncc": _NUM}}},
+        "solver": {"type": "object",
+                   "description": "what the engine had to do for the final model's "
+                                  "directions: re-solved exactly, rejected (NaN, left out "
+                                  "of the fit), near-degenerate clusters treated exactly",
+                   "properties": {k: {"type": "integer"} for k in
+                                  ("directions", "exact_fallback", "rejected", "clustered")}},
         "scale": _NUM,
         "background": {"type": "array", "items": _NUM},
         "correlation": {"type": "object", "required": ["names", "matrix"],
@@ -487,6 +493,8 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
         "zncc": [] if res is None else [
             {"hkl": [int(x) for x in k.split(",")], "zncc": float(v)}
             for k, v in res.zncc.items()],
+        "solver": {} if res is None else {
+            k: int(v) for k, v in res.extra.get("solver", {}).items()},
         "scale": float(res.scale) if res is not None else 1.0,
         "background": [] if res is None else [float(x) for x in np.atleast_1d(res.background)],
         "correlation": {"names": list(res.free_names) if res is not None else [],
@@ -611,6 +619,7 @@ def _write_h5(path: Path, run: Any, rows: Sequence[Mapping[str, Any]], res_json:
                           "n_iterations", "n_solves", "elapsed_s"):
                     fi.attrs[k] = getattr(res, k)
                 fi.attrs["zncc"] = json.dumps(res.zncc)
+                fi.attrs["solver"] = json.dumps(res.extra.get("solver", {}))
                 pat = f.create_group("patterns")
                 roi = run.roi
                 pat.create_dataset("hkl", data=np.asarray(roi.hkl, np.int64))

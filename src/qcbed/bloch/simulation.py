@@ -37,7 +37,7 @@ from .beams import BeamPool, BeamSelection
 from .geometry import ZoneFrame, incident_kz
 from .grids import TiltGrid
 from .potential import PotentialTable
-from .solver import EigenChunk, EngineArrays, pattern_chunk, solve_chunk
+from .solver import EigenChunk, EngineArrays, PatternChunk, pattern_chunk, solve_chunk
 from .symmetry import pattern_operations, reduce_grid
 
 
@@ -102,11 +102,22 @@ class Solution:
         return self.eigen.n_strong.reshape(self.shape)
 
     def beam_counts(self) -> dict[str, float]:
-        """min/mean/max number of strong (and weak) beams over the directions."""
+        """Beam counts and what the solver had to do, over the directions.
+
+        ``strong_min``/``strong_mean``/``strong_max`` and ``weak_mean``: beams in the
+        eigen-problem and beams included by Bethe potentials; ``exact_fallback``:
+        directions re-solved with the general complex solver (strong absorptive
+        mixing or a failed physical guard); ``rejected``: directions returned as
+        NaN because every solver failed the physical guard; ``clustered``:
+        directions where the ``fast`` solver diagonalised near-degenerate
+        Bloch-wave clusters exactly.
+        """
         ns, nw = self.eigen.n_strong, self.eigen.n_weak
         return {"strong_min": int(ns.min()), "strong_mean": float(ns.mean()),
                 "strong_max": int(ns.max()), "weak_mean": float(nw.mean()),
-                "exact_fallback": int(self.eigen.n_fallback)}
+                "exact_fallback": int(self.eigen.n_fallback),
+                "rejected": int(self.eigen.n_rejected),
+                "clustered": int(self.eigen.n_clustered)}
 
 
 class Simulation:
@@ -257,7 +268,6 @@ class Simulation:
         self._overrides: dict[tuple[int, int, int], tuple[complex, complex]] = {}
         if structure_factors:
             self.set_structure_factors(structure_factors)
-        self.check_absorption()
         self._arrays: EngineArrays | None = None
         self._version = 0
         self._symmetry_cache: dict = {}
@@ -384,33 +394,6 @@ class Simulation:
             self._arrays.update_values(rows, self.table.u[rows], self.table.u_abs[rows],
                                        self._version)
 
-    def check_absorption(self) -> str | None:
-        """Warn (and return the text) when the mean absorption U′₀ is below some |U′_g|.
-
-        The absorptive potential V′(r) = Σ_g U′_g exp(2πi g·r) must be ≥ 0 everywhere
-        for intensity to decay with thickness; V′ ≥ 0 needs U′₀ ≥ |U′_g| for every g
-        (the Fourier coefficients of a non-negative function are bounded by the mean).
-        With U′₀ = 0 and U′_g ≠ 0 (``abs 0.0`` in a PyExtal ``.dat`` file) the
-        summed intensity exceeds 1 and grows with thickness.
-        """
-        h = self.table.hkl
-        zero = np.all(h == 0, axis=1)
-        if not zero.any() or zero.all():
-            return None
-        u0 = float(np.real(self.table.u_abs[zero][0]))
-        other = np.abs(self.table.u_abs[~zero])
-        k = int(np.argmax(other))
-        if u0 >= other[k] * (1 - 1e-9) or other[k] == 0:
-            return None
-        worst = tuple(int(x) for x in h[~zero][k])
-        text = (f"mean absorption U′₀ = {u0:.4g} Å⁻² is below |U′{worst}| = {other[k]:.4g} "
-                "Å⁻²: the absorptive potential is negative somewhere, so intensity grows "
-                "with thickness (sum of intensities > 1). Set U′₀ ≥ max |U′_g| (in a .dat "
-                "file: `abs`, in V; `abs 0.0` sets U′₀ = 0) or leave it to the absorption "
-                "model")
-        warnings.warn(text, UserWarning, stacklevel=3)
-        return text
-
     def default_phase(self, hkl: ArrayLike) -> float:
         """Reference phase φ (rad) of U_g = a·exp(iφ) when its signed amplitude a is refined.
 
@@ -491,6 +474,7 @@ class Simulation:
                 u_abs=self.table.u_abs.copy(), n_out=self.pool.n_out, k_in=self.k_in,
                 normal=self.frame.normal_frame, rules=self.selection, mode=self.mode,
                 version=self._version)
+            _warn_unphysical_absorption(self._arrays)
         return self._arrays
 
     @property
@@ -531,13 +515,13 @@ class Simulation:
         return EigenChunk.concatenate(results)
 
     def _pattern_points(self, pts: np.ndarray, thickness: np.ndarray,
-                        progress: bool) -> np.ndarray:
+                        progress: bool) -> PatternChunk:
         """Intensities (n_t, n, n_out) computed chunk by chunk (no eigen-systems kept)."""
         incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
         chunks = self._chunks(pts)
         results = self._executor_for(len(chunks)).map_chunks(
             pattern_chunk, self.arrays, chunks, args=(thickness,), progress=progress)
-        return np.concatenate(results, axis=1)
+        return PatternChunk.concatenate(results)
 
     def solve(self, kt: ArrayLike, *, progress: bool = False) -> Solution:
         """Diagonalise for tangential wave vectors ``kt`` (..., 2) in Å⁻¹.
@@ -568,7 +552,8 @@ class Simulation:
         return self._symmetry_cache[key]
 
     def pattern(self, grid: TiltGrid, thickness: float | ArrayLike, *,
-                use_symmetry: bool = True, progress: bool = False) -> np.ndarray:
+                use_symmetry: bool = True, progress: bool = False,
+                return_stats: bool = False):
         """Intensities of every output beam on a tilt grid.
 
         Parameters
@@ -579,11 +564,18 @@ class Simulation:
         use_symmetry : bool
             Solve only symmetry-irreducible directions (exact; see
             :mod:`qcbed.bloch.symmetry`).
+        return_stats : bool
+            Also return the solver counts of the solved directions (dict with
+            ``directions``, ``exact_fallback``, ``rejected``, ``clustered``; see
+            :meth:`Solution.beam_counts`).
 
         Returns
         -------
         ndarray (n_t, n_out, ny, nx)
-            Flux-normalised intensities, NaN outside the grid mask.
+            Flux-normalised intensities, NaN outside the grid mask and for
+            directions rejected by the physical guard.
+        stats : dict
+            Only with ``return_stats``.
         """
         t = check_thickness(thickness)
         ny, nx = grid.shape
@@ -594,10 +586,13 @@ class Simulation:
         pts = grid.points
         red = self.symmetry_reduction(grid) if use_symmetry else None
         if red is not None and red.n_ops > 1:
-            vals = red.expand(self._pattern_points(pts[red.representatives], t, progress))
+            res = self._pattern_points(pts[red.representatives], t, progress)
+            vals = red.expand(res.intensities)
         else:
-            vals = self._pattern_points(pts, t, progress)
-        return grid.to_image(np.moveaxis(vals, -1, 1))
+            res = self._pattern_points(pts, t, progress)
+            vals = res.intensities
+        images = grid.to_image(np.moveaxis(vals, -1, 1))
+        return (images, res.counts()) if return_stats else images
 
     def lacbed(self, grid: TiltGrid, thickness: float | ArrayLike, **kw) -> np.ndarray:
         """LACBED images of every output reflection on ``grid``: (n_t, n_out, ny, nx)."""
@@ -635,6 +630,27 @@ class Simulation:
             "k_in": self.k_in,
             "origin_shift": list(map(float, self.origin_shift)),
         }
+
+
+def _warn_unphysical_absorption(arrays: EngineArrays) -> None:
+    """Warn when the absorptive potential matrix U′_{g−h} is not positive semi-definite.
+
+    A non-negative absorptive potential V′(r) has a positive semi-definite matrix;
+    a negative eigenvalue (typically U′₀ too small for the U′_g, e.g. ``abs 0.0``
+    in a ``.dat`` file) lets Bloch waves grow with thickness, so the summed
+    intensity can exceed 1.
+    """
+    floor = arrays.absorption_floor
+    scale = float(np.abs(arrays.u_abs).max()) if arrays.u_abs.size else 0.0
+    if floor < -1e-6 * scale:
+        warnings.warn(
+            f"the absorptive potential is unphysical: its matrix U'(g-h) has the negative "
+            f"eigenvalue {floor:.3e} A^-2 while U'0 = {arrays.u_abs0:.3e} A^-2 (U'0 is too "
+            f"small for the U'_g). Bloch waves can grow with thickness (up to "
+            f"exp(2*pi*{arrays.max_growth:.2e}*t), t in A) and the summed intensity can "
+            "exceed 1; give a mean absorption U'0 (.dat 'abs') of at least "
+            f"{arrays.u_abs0 - floor:.3e} A^-2 for a physical model.",
+            UserWarning, stacklevel=3)
 
 
 def outputs_index(sim: Simulation, hkl: Sequence[Sequence[int]]) -> np.ndarray:

@@ -37,9 +37,25 @@ Two solvers:
   absorption); this one agrees with ``exact`` to a few 10⁻⁴ of the maximum
   intensity even there (see the tests). It costs about two elastic
   diagonalisations — a quarter or less of the general complex solver — and is the
-  default. It does not apply when absorption is not small against the spacing
-  of the Bloch-wave eigenvalues (|U′_g| ≳ 0.1 |U_g|, or near-degenerate Bloch
-  waves coupled by absorption, where |S| is capped at 0.5): use ``exact``.
+  default. Near-degenerate Bloch waves coupled by absorption
+  (|S_jk| > ``CLUSTER_LIMIT`` = 0.1, whatever their excitation) are grouped into
+  clusters whose block of H is diagonalised exactly (small complex
+  eigen-problems, batched by cluster size) before the perturbative steps
+  (degenerate perturbation theory). Without this, weakly excited waves got
+  second-order eigenvalue shifts with the wrong sign of absorption and grew
+  exponentially with thickness (up to 10⁷² in a Ge₀.₉Sn₀.₁ pattern, issue 17).
+  It does not apply when absorption is not small against the spacing of the
+  Bloch-wave eigenvalues overall (|U′_g| ≳ 0.1 |U_g|): use ``exact``.
+
+A physical guard is always on, in every solver path: in an absorbing crystal no
+Bloch wave may grow with thickness (Im γ_j ≥ 0, the numerical range of
+A = H + iK with K ⪰ 0), the perturbative amplitudes must respect
+Σ_j |B_gj||c_j| ≲ 1 (a unitary B gives ≤ 1), and the output intensities may not
+sum to more than 1. A direction that fails is re-solved with ``exact``; if that
+fails too the direction is NaN, never a number; both are counted
+(``EigenChunk.n_fallback``/``n_rejected``). An unphysical absorption model
+(U′ matrix not positive semi-definite, e.g. U′₀ = 0 with U′_g ≠ 0) is held to
+the growth its own matrix allows (:attr:`EngineArrays.max_growth`).
 
 Directions sharing a strong-beam count are stacked and solved in one batched
 LAPACK call. Everything here is a pure function of arrays, so chunks of
@@ -96,6 +112,17 @@ class EngineArrays:
                          and np.all(np.abs(self.u_abs.imag) <= 1e-12 * scale))
         self.coupling = np.abs(self.u[self.index[:, 0]])
         self.u_abs0 = float(self.u_abs[self.index[0, 0]].real)
+        self.absorption_floor = absorption_floor(self.u_abs, self.index)
+
+    @property
+    def max_growth(self) -> float:
+        """Largest growth rate of a Bloch wave that the absorption model allows (Å⁻¹).
+
+        0 for a physical model (U′ matrix positive semi-definite). Otherwise
+        −λ_min/2K with a 10 % margin for the surface-normal scaling: the bound on
+        −Im γ_j from the numerical range of A = H + iK (Im γ_j ≥ λ_min(K)/2K_n).
+        """
+        return max(0.0, -self.absorption_floor) * 1.1 / (2.0 * self.k_in)
 
     def update_values(self, rows: np.ndarray, u: np.ndarray, u_abs: np.ndarray,
                       version: int) -> None:
@@ -104,6 +131,26 @@ class EngineArrays:
         self.u_abs[rows] = u_abs
         self.version = version
         self.refresh()
+
+
+def absorption_floor(u_abs: np.ndarray, index: np.ndarray) -> float:
+    """min(0, λ_min) of the pool's absorptive matrix U′_{g−h} (Å⁻²).
+
+    An absorptive potential is non-negative, so its matrix is positive
+    semi-definite and no Bloch wave can grow with thickness. A negative value
+    flags an unphysical model (e.g. U′₀ = 0 with U′_g ≠ 0, as in ``.dat`` files with
+    ``abs 0.0``). Pools above 2000 beams use Gershgorin's (cheaper, lower) bound.
+    """
+    if not np.any(u_abs):
+        return 0.0
+    k = u_abs[index]
+    k = 0.5 * (k + np.conj(k.T))
+    if len(k) <= 2000:
+        lam = float(np.linalg.eigvalsh(k)[0])
+    else:
+        off = np.abs(k).sum(axis=1) - np.abs(np.diag(k))
+        lam = float(np.min(np.diag(k).real - off))
+    return min(0.0, lam)
 
 
 @dataclass
@@ -131,7 +178,14 @@ class EigenChunk:
     gmat : (n_dir, n_params, n_max, n_max) complex or None
         G_p = B⁻¹ ∂H/∂p B for analytic structure-factor derivatives (``exact`` mode).
     n_fallback : int
-        Directions the ``fast`` solver handed to the general complex solver.
+        Directions the ``fast`` solver handed to the general complex solver
+        (strong absorptive mixing, or the physical guard failed).
+    n_rejected : int
+        Directions whose general complex solution failed the physical guard too
+        (see :func:`physically_invalid`): their values are NaN, never a number.
+    n_clustered : int
+        Directions where the ``fast`` solver diagonalised clusters of
+        near-degenerate Bloch waves exactly inside the perturbative step.
     """
 
     gamma: np.ndarray
@@ -142,6 +196,9 @@ class EigenChunk:
     m_out: np.ndarray
     gmat: np.ndarray | None = None
     n_fallback: int = 0
+    n_rejected: int = 0
+    n_clustered: int = 0
+    max_growth: float = 0.0
 
     @property
     def n_dir(self) -> int:
@@ -208,9 +265,13 @@ class EigenChunk:
         return out
 
     def intensities(self, thickness: np.ndarray) -> np.ndarray:
-        """Flux-normalised I_g(t) = |ψ_g(t)|² → (n_t, n_dir, n_out)."""
+        """Flux-normalised I_g(t) = |ψ_g(t)|² → (n_t, n_dir, n_out).
+
+        Directions whose output intensities sum to more than 1 are NaN
+        (:func:`flux_guard`).
+        """
         a = self.amplitudes(thickness)
-        return a.real**2 + a.imag**2
+        return flux_guard(a.real**2 + a.imag**2, thickness, self.max_growth)
 
     @staticmethod
     def concatenate(chunks: list[EigenChunk]) -> EigenChunk:
@@ -231,13 +292,60 @@ class EigenChunk:
             gmat=None if chunks[0].gmat is None else
             np.concatenate([pad(c.gmat, 2) for c in chunks]),
             n_fallback=sum(c.n_fallback for c in chunks),
+            n_rejected=sum(c.n_rejected for c in chunks),
+            n_clustered=sum(c.n_clustered for c in chunks),
+            max_growth=max(c.max_growth for c in chunks),
         )
 
     def take(self, idx: np.ndarray) -> EigenChunk:
         """A subset of directions."""
         return EigenChunk(self.gamma[idx], self.bout[idx], self.c[idx], self.n_strong[idx],
                           self.n_weak[idx], self.m_out[idx],
-                          None if self.gmat is None else self.gmat[idx])
+                          None if self.gmat is None else self.gmat[idx],
+                          max_growth=self.max_growth)
+
+
+@dataclass
+class PatternChunk:
+    """Intensities of a chunk of directions, with what the solver had to do for them.
+
+    Attributes
+    ----------
+    intensities : ndarray (n_t, n_dir, n_out)
+        Flux-normalised intensities; NaN for rejected directions.
+    n_fallback : int
+        Directions re-solved with the general complex solver.
+    n_rejected : int
+        Directions returned as NaN (the physical guard failed for every solver).
+    n_clustered : int
+        Directions where near-degenerate Bloch-wave clusters were diagonalised exactly.
+    """
+
+    intensities: np.ndarray
+    n_fallback: int = 0
+    n_rejected: int = 0
+    n_clustered: int = 0
+
+    @classmethod
+    def from_intensities(cls, inten: np.ndarray, n_fallback: int = 0,
+                         n_clustered: int = 0) -> PatternChunk:
+        """Count the rejected (non-finite) directions of ``inten`` (n_t, n_dir, n_out)."""
+        rejected = int(np.count_nonzero(~np.isfinite(inten).all(axis=(0, 2))))
+        return cls(inten, int(n_fallback), rejected, int(n_clustered))
+
+    def counts(self) -> dict[str, int]:
+        """The solver counts as a dict (for results files)."""
+        return {"directions": int(self.intensities.shape[1]),
+                "exact_fallback": self.n_fallback, "rejected": self.n_rejected,
+                "clustered": self.n_clustered}
+
+    @staticmethod
+    def concatenate(chunks: list[PatternChunk]) -> PatternChunk:
+        """Join chunks along the direction axis."""
+        return PatternChunk(np.concatenate([c.intensities for c in chunks], axis=1),
+                            sum(c.n_fallback for c in chunks),
+                            sum(c.n_rejected for c in chunks),
+                            sum(c.n_clustered for c in chunks))
 
 
 def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarray
@@ -246,10 +354,43 @@ def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarr
     return vec[index[rows[:, :, None], cols[:, None, :]]]
 
 
-#: Directions where absorption mixes two Bloch waves by more than this
-#: (|S_jk| = |P_jk/(h_k − h_j)|, weighted by the larger excitation |c|) are solved
+#: Pairs of Bloch waves whose absorptive coupling is not small against their
+#: eigenvalue gap, |S_jk| = |P_jk/(h_k − h_j)| > CLUSTER_LIMIT, are grouped into
+#: clusters (connected components of such pairs) whose block of the absorbing
+#: problem is diagonalised exactly before the perturbative steps (degenerate
+#: perturbation theory, e.g. Messiah 1961, ch. XVI §2). Without this, weakly
+#: excited near-degenerate Bloch waves got second-order "absorption" of the wrong
+#: sign and grew exponentially with thickness (issue 17).
+CLUSTER_LIMIT = 0.1
+
+#: Directions where, after the clusters, absorption still mixes two Bloch waves
+#: by more than this (|S_jk| weighted by the larger excitation |c|), are solved
 #: with the general complex solver instead.
 FAST_MIXING_LIMIT = 0.1
+
+#: Rounds of cluster detection (eigenvalues shifted by one round can bring new
+#: waves within reach); directions with strongly mixed pairs left after the last
+#: round are solved exactly.
+CLUSTER_ROUNDS = 3
+
+#: Eigenvector condition estimate max|W|·max|W⁻¹|·m of a cluster above which the
+#: direction is solved exactly (near an exceptional point of the absorbing block).
+CLUSTER_CONDITION_LIMIT = 1e3
+
+#: Physical guard (always on): in an absorbing crystal no Bloch wave grows with
+#: thickness, Im γ_j ≥ 0. Round-off and the Bethe approximation allow this much
+#: (Å⁻¹; a growth factor of at most exp(2π·1e-7·t), 1.006 at t = 1 µm).
+GROWTH_TOLERANCE = 1e-7
+
+#: Physical guard: the amplitudes of the eigen-solution obey
+#: Σ_j |B_gj||c_j| ≤ 1 for a unitary B (Cauchy–Schwarz); a perturbative solution
+#: far above that bound relies on cancellations that the perturbation cannot be
+#: trusted to deliver, and is re-solved exactly.
+AMPLITUDE_LIMIT = 1.5
+
+#: Physical guard: the flux-normalised intensities of the output beams may not sum
+#: to more than 1 (beyond round-off); directions that do are NaN, never a number.
+FLUX_TOLERANCE = 1e-5
 
 
 def _inverse_gaps(h: np.ndarray) -> np.ndarray:
@@ -262,60 +403,257 @@ def _inverse_gaps(h: np.ndarray) -> np.ndarray:
     return 1.0 / dh
 
 
-def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
-                           aabs: np.ndarray, kn2: np.ndarray, n_out: int
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Eigen-solution of (A′ + i A′_abs)/2K_n from the elastic one (see module docstring).
+def _clusters(big: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Connected components (size ≥ 2) of a batched symmetric adjacency (n_g, n, n).
 
-    Returns γ (n_g, n), the output rows of the eigenvectors (n_g, n_out, n), the
-    excitations c (n_g, n), and a flag (n_g,) marking directions where the
-    perturbation is not small (see :data:`FAST_MIXING_LIMIT`), which the caller
-    solves exactly.
+    Returns a list of ``(dirs (k,), members (k, m))``, one entry per cluster size m.
     """
-    q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
-    n = lam.shape[1]
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n_g, n, _ = big.shape
+    d, j, k = np.nonzero(big)
+    graph = coo_matrix((np.ones(len(d), np.int8), (d * n + j, d * n + k)),
+                       shape=(n_g * n, n_g * n))
+    _, lab = connected_components(graph, directed=False)
+    counts = np.bincount(lab)
+    order = np.argsort(lab, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    out = []
+    for m in np.unique(counts[counts >= 2]):
+        nodes = order[starts[counts == m][:, None] + np.arange(m)]
+        out.append((nodes[:, 0] // n, nodes % n))
+    return out
+
+
+def _diagonalise_clusters(hc: np.ndarray, vo: np.ndarray, c0: np.ndarray,
+                          clusters: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Diagonalise each cluster block of H = ``hc`` exactly, in place.
+
+    With W block-diagonal (the eigenvectors of each cluster block, identity
+    elsewhere) H ← W⁻¹ H W, the output rows of the eigenvectors vo ← vo W and the
+    excitations c₀ ← W⁻¹ c₀. Returns a flag (n_g,) for directions whose cluster
+    eigenvectors are ill-conditioned (near an exceptional point).
+    """
+    bad = np.zeros(len(hc), bool)
+    for dirs, mem in clusters:
+        rows, cols = mem[:, :, None], mem[:, None, :]
+        blk = hc[dirs[:, None, None], rows, cols]
+        ev, w = np.linalg.eig(blk)
+        winv = np.linalg.inv(w)
+        m = mem.shape[1]
+        cond = np.abs(w).max(axis=(1, 2)) * np.abs(winv).max(axis=(1, 2)) * m
+        np.logical_or.at(bad, dirs, ~np.isfinite(cond) | (cond > CLUSTER_CONDITION_LIMIT))
+        d1 = dirs[:, None]
+        hc[d1, :, mem] = np.einsum("kar,kab->kbr", hc[d1, :, mem], w)
+        hc[d1, mem, :] = np.einsum("kba,kar->kbr", winv, hc[d1, mem, :])
+        hc[dirs[:, None, None], rows, cols] = 0.0
+        hc[d1, mem, mem] = ev
+        vo[d1, :, mem] = np.einsum("kao,kab->kbo", vo[d1, :, mem], w)
+        c0[d1, mem] = np.einsum("kba,ka->kb", winv, c0[d1, mem])
+    return bad
+
+
+def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
+                  inv_gaps: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two perturbative similarity steps for H = diag(h) + i·pim (pim zero on the diagonal).
+
+    S₁ = P/(h_k − h_j) with P = i·pim; (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁
+    + O(P⁴), whose diagonal holds the second- and third-order eigenvalue shifts
+    and whose off-diagonal part the second step S₂ removes. Returns the
+    eigenvalues, T = S₁ + S₂ + S₁ S₂ (eigenvectors 1 + T) and a flag for
+    directions where absorption mixes excited Bloch waves strongly
+    (:data:`FAST_MIXING_LIMIT`). A real ``pim`` (centrosymmetric crystals) keeps
+    the products real.
+    """
+    n = h.shape[1]
     ar = np.arange(n)
-    h = (lam + 1j * q[:, ar, ar].real) / kn2
-    q[:, ar, ar] = 0.0
-    scale = 1j / kn2[:, :, None]
-    # S₁ = P/(h_k − h_j), P = i Q_offdiag / 2K_n
-    s1 = (scale * q) * _inverse_gaps(h)
-    # mixing between Bloch waves, weighted by how much the stronger one is excited
-    wexc = np.abs(c0)
-    wexc = np.maximum(wexc[:, :, None], wexc[:, None, :])
+    s1 = (1j * pim) * (_inverse_gaps(h) if inv_gaps is None else inv_gaps)
     unsafe = (np.abs(s1) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
-    # (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁ + O(P⁴)
-    if np.isrealobj(q):
-        ps = scale * (q @ s1.real + 1j * (q @ s1.imag))
+    if np.isrealobj(pim):
+        ps = 1j * (pim @ s1.real + 1j * (pim @ s1.imag))
     else:
-        ps = scale * (q @ s1)
+        ps = 1j * (pim @ s1)
     h2mat = ps - s1 @ ps
     h2 = h + h2mat[:, ar, ar]
     h2mat[:, ar, ar] = 0.0
     s2 = h2mat * _inverse_gaps(h2)
     h2 = h2 + np.sum(h2mat * np.swapaxes(s2, 1, 2), axis=2)
     unsafe |= (np.abs(s2) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
-    # V = B (1 + S₁)(1 + S₂) = B (1 + T), T = S₁ + S₂ + S₁ S₂; c = (1 + T)⁻¹ c₀
     t = s1 @ s2
     t += s1
     t += s2
-    vo = vec[:, :n_out, :]
-    if np.isrealobj(vo):
-        bout = vo + (vo @ t.real + 1j * (vo @ t.imag))
-    else:
-        bout = vo + vo @ t
-    t[:, ar, ar] += 1.0
-    c = np.linalg.solve(t, c0[..., None])[..., 0]
-    return h2, bout, c, unsafe
+    return h2, t, unsafe
+
+
+def _excitation_weight(c0: np.ndarray) -> np.ndarray:
+    """max(|c_j|, |c_k|): mixing matters in proportion to the stronger excitation."""
+    w = np.abs(c0)
+    return np.maximum(w[:, :, None], w[:, None, :])
+
+
+def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
+                           aabs: np.ndarray, kn2: np.ndarray, n_out: int
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Eigen-solution of (A′ + i A′_abs)/2K_n from the elastic one (see module docstring).
+
+    In the elastic eigenbasis H = diag(h) + P, h_j = (λ_j + i Q_jj)/2K_n,
+    P = i Q_offdiag/2K_n, Q = B† A′_abs B. Clusters of Bloch waves coupled by P
+    more strongly than :data:`CLUSTER_LIMIT` of their gap are diagonalised exactly
+    (small complex eigen-problems, batched by cluster size); the rest of P is
+    removed by two perturbative similarity steps.
+
+    Returns γ (n_g, n), the output rows of the eigenvectors (n_g, n_out, n), the
+    excitations c (n_g, n), a flag (n_g,) marking directions the caller must
+    solve exactly, and the number of directions that needed clusters.
+    """
+    q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
+    n_g, n = lam.shape
+    ar = np.arange(n)
+    h = (lam + 1j * q[:, ar, ar].real) / kn2
+    q[:, ar, ar] = 0.0
+    pim = q / kn2[:, :, None]
+    inv = _inverse_gaps(h)
+    big = np.abs(pim) * np.abs(inv) > CLUSTER_LIMIT
+    clustered = big.any(axis=(1, 2))
+    gam = np.empty((n_g, n), complex)
+    bout = np.empty((n_g, n_out, n), complex)
+    c = np.empty((n_g, n), complex)
+    unsafe = np.zeros(n_g, bool)
+    for with_clusters in (False, True):
+        k = np.nonzero(clustered == with_clusters)[0]
+        if not len(k):
+            continue
+        hk, pk, ck = h[k], pim[k], c0[k].astype(complex)
+        vo = vec[k, :n_out, :]
+        bad = np.zeros(len(k), bool)
+        if with_clusters:
+            vo = vo.astype(complex)
+            hc = 1j * pk.astype(complex)
+            hc[:, ar, ar] = hk
+            bigk = big[k]
+            for _ in range(CLUSTER_ROUNDS):
+                bad |= _diagonalise_clusters(hc, vo, ck, _clusters(bigk))
+                hk = hc[:, ar, ar].copy()
+                pk = -1j * hc
+                pk[:, ar, ar] = 0.0
+                bigk = np.abs(pk) * np.abs(_inverse_gaps(hk)) > CLUSTER_LIMIT
+                if not bigk.any():
+                    break
+            bad |= bigk.any(axis=(1, 2))
+        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck),
+                                   None if with_clusters else inv[k])
+        if np.isrealobj(vo):
+            bo = vo + (vo @ t.real + 1j * (vo @ t.imag))
+        else:
+            bo = vo + vo @ t
+        t[:, ar, ar] += 1.0
+        gam[k] = h2
+        bout[k] = bo
+        c[k] = np.linalg.solve(t, ck[..., None])[..., 0]
+        unsafe[k] = uns | bad
+    return gam, bout, c, unsafe, int(clustered.sum())
+
+
+def physically_invalid(gamma: np.ndarray, bout: np.ndarray, c: np.ndarray, *,
+                       check_amplitude: bool = True, max_growth: float = 0.0) -> np.ndarray:
+    """Directions whose eigen-solution breaks the physics (the always-on guard).
+
+    A direction fails when any value is not finite, when a Bloch wave grows with
+    thickness (Im γ_j < −:data:`GROWTH_TOLERANCE`; absorption makes every Im γ_j
+    ≥ 0), or, with ``check_amplitude``, when Σ_j |B_gj||c_j| exceeds
+    :data:`AMPLITUDE_LIMIT` for an output beam (a unitary B gives ≤ 1).
+
+    Parameters
+    ----------
+    gamma : (n_dir, n) complex
+        Eigenvalues γ_j (Å⁻¹).
+    bout : (n_dir, n_out, n) complex
+        Output rows of the eigenvectors.
+    c : (n_dir, n) complex
+        Excitations.
+    check_amplitude : bool
+        Apply the amplitude bound (perturbative solutions).
+    max_growth : float
+        Growth rate (Å⁻¹) that an unphysical absorption model itself allows
+        (:attr:`EngineArrays.max_growth`); 0 for a physical model.
+
+    Returns
+    -------
+    ndarray (n_dir,) bool
+    """
+    bad = ~(np.isfinite(gamma).all(axis=1) & np.isfinite(c).all(axis=1)
+            & np.isfinite(bout).all(axis=(1, 2)))
+    with np.errstate(invalid="ignore"):
+        bad |= (gamma.imag < -(GROWTH_TOLERANCE + max_growth)).any(axis=1)
+        if check_amplitude:
+            amp = np.einsum("dgj,dj->dg", np.abs(bout), np.abs(c))
+            bad |= amp.max(axis=1) > AMPLITUDE_LIMIT
+    return bad
+
+
+def flux_guard(intensities: np.ndarray, thickness: np.ndarray,
+               max_growth: float = 0.0) -> np.ndarray:
+    """NaN for directions whose output intensities sum to more than 1 (in place).
+
+    Parameters
+    ----------
+    intensities : ndarray (n_t, n_dir, n_out)
+        Flux-normalised intensities.
+    thickness : array_like (n_t,)
+        Thicknesses (Å).
+    max_growth : float
+        Growth rate (Å⁻¹) an unphysical absorption model allows: the bound is then
+        exp(4π·max_growth·t) instead of 1.
+
+    Returns
+    -------
+    ndarray
+        ``intensities``, with failing directions set to NaN.
+    """
+    t = np.atleast_1d(np.asarray(thickness, float)).reshape(-1, 1)
+    limit = (1.0 + FLUX_TOLERANCE) * np.exp(4.0 * np.pi * max_growth * np.abs(t))
+    with np.errstate(invalid="ignore"):
+        bad = ~(intensities.sum(axis=-1) <= limit)
+    intensities[bad] = np.nan
+    return intensities
 
 
 def _solve_exact(a: np.ndarray, kn2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """General complex eigen-problem: (γ, eigenvectors, excitations from B c = e₀)."""
-    lam, vec = np.linalg.eig(a)
+    """General complex eigen-problem: (γ, eigenvectors, excitations from B c = e₀).
+
+    A direction whose eigen-problem LAPACK cannot solve (no convergence, singular
+    eigenvectors) comes back as NaN; the physical guard then rejects it.
+    """
     e0 = np.zeros(a.shape[:2] + (1,), dtype=complex)
     e0[:, 0, 0] = 1.0
-    c = np.linalg.solve(vec, e0)[..., 0]
+    try:
+        lam, vec = np.linalg.eig(a)
+        c = np.linalg.solve(vec, e0)[..., 0]
+    except np.linalg.LinAlgError:
+        if len(a) == 1:
+            nan = np.full(a.shape[:2], np.nan + 0j)
+            return nan, np.full(a.shape, np.nan + 0j), nan
+        parts = [_solve_exact(a[i:i + 1], kn2[i:i + 1]) for i in range(len(a))]
+        return tuple(np.concatenate(x) for x in zip(*parts))  # type: ignore[return-value]
     return lam / kn2, vec, c
+
+
+def _exact_with_guard(a: np.ndarray, kn2: np.ndarray, n_out: int, max_growth: float
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_solve_exact`, then the physical guard: failing directions become NaN.
+
+    Returns γ, the output rows of the eigenvectors, c and the rejected flags.
+    """
+    gam, vec, c = _solve_exact(a, kn2)
+    bout = vec[:, :n_out, :]
+    bad = physically_invalid(gam, bout, c, check_amplitude=False, max_growth=max_growth)
+    if np.any(bad):
+        gam[bad] = np.nan
+        bout[bad] = np.nan
+        c[bad] = np.nan
+    return gam, bout, c, bad
 
 
 def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -357,7 +695,8 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
     cc = np.zeros((n_dir, n_max), dtype=complex)
     exact = arrays.mode == "exact"
     absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
-    n_exact = 0
+    n_exact = n_rejected = n_clustered = 0
+    growth = arrays.max_growth
     m_out = np.sqrt(1.0 + g_n[None, :n_out] / k_n[:, None])
     n_weak = weak.sum(axis=1)
     real = arrays.real and not exact
@@ -413,9 +752,15 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         kn2 = 2.0 * k_n[rows, None]
         if exact:
             gam, vec, c = _solve_exact(a, kn2)
+            rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
+                                          max_growth=growth)
             if gmat is not None:
                 dh = da / (mm[:, None] * kn2[:, :, None, None])
-                gmat[rows, :, :n, :n] = np.linalg.solve(vec[:, None], dh @ vec[:, None])
+                ok = ~rejected
+                gmat[rows[ok], :, :n, :n] = np.linalg.solve(vec[ok, None], dh[ok] @ vec[ok, None])
+            if np.any(rejected):
+                gam[rejected], vec[rejected], c[rejected] = np.nan, np.nan, np.nan
+                n_rejected += int(rejected.sum())
         else:
             if not real:
                 # enforce exact Hermiticity against round-off in the gathers
@@ -424,21 +769,37 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
             c = np.conj(vec[:, 0, :])
             if absorbing:
                 aabs /= mm
-                gam, vec, c, unsafe = _absorb_perturbatively(lam, vec, c, aabs, kn2, n_out)
-                if np.any(unsafe):
-                    k = np.nonzero(unsafe)[0]
-                    g_x, v_x, c_x = _solve_exact(a[k] + 1j * aabs[k], kn2[k])
-                    gam[k], vec[k], c[k] = g_x, v_x[:, :n_out, :], c_x
-                    n_exact += len(k)
+                gam, vec, c, unsafe, n_cl = _absorb_perturbatively(lam, vec, c, aabs, kn2,
+                                                                   n_out)
+                n_clustered += n_cl
             else:
-                gam = lam / kn2
+                gam = (lam / kn2).astype(complex)
+                vec = vec[:, :n_out, :]
+                unsafe = np.zeros(len(rows), bool)
+            # the physical guard, always on: re-solve failing directions exactly
+            unsafe |= physically_invalid(gam, vec, c, max_growth=growth)
+            if np.any(unsafe):
+                k = np.nonzero(unsafe)[0]
+                a_k = a[k] + 1j * aabs[k] if absorbing else a[k].astype(complex)
+                g_x, v_x, c_x, rej = _exact_with_guard(a_k, kn2[k], n_out, growth)
+                vec, c = vec.astype(complex, copy=False), c.astype(complex, copy=False)
+                gam[k], vec[k], c[k] = g_x, v_x, c_x
+                n_exact += len(k)
+                n_rejected += int(rej.sum())
         gamma[rows, :n] = gam
         bout[rows, :, :n] = vec[:, :n_out, :]
         cc[rows, :n] = c
     return EigenChunk(gamma=gamma, bout=bout, c=cc, n_strong=n_s, n_weak=n_weak,
-                      m_out=m_out, gmat=gmat, n_fallback=n_exact)
+                      m_out=m_out, gmat=gmat, n_fallback=n_exact, n_rejected=n_rejected,
+                      n_clustered=n_clustered, max_growth=growth)
 
 
-def pattern_chunk(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray) -> np.ndarray:
-    """Intensities (n_t, n_dir, n_out) for a chunk of directions: only these travel back."""
-    return solve_chunk(arrays, kt).intensities(thickness)
+def pattern_chunk(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray
+                  ) -> PatternChunk:
+    """Intensities (n_t, n_dir, n_out) for a chunk of directions, with the solver counts.
+
+    Only these travel back from a worker (no eigen-systems).
+    """
+    eig = solve_chunk(arrays, kt)
+    return PatternChunk.from_intensities(eig.intensities(thickness), eig.n_fallback,
+                                         eig.n_clustered)

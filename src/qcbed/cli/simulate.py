@@ -113,7 +113,8 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
                          found=p.suffix or p.name)
     t = np.asarray(t_arg if t_arg else sim.defaults.thickness, dtype=float)
     grid = sim.defaults.grid
-    inten = sim.pattern(grid, t, use_symmetry=not no_symmetry, progress=not q)
+    inten, solver = sim.pattern(grid, t, use_symmetry=not no_symmetry, progress=not q,
+                                return_stats=True)
     bad = ~np.isfinite(inten[:, :, grid.mask])
     if bad.any():
         it = int(np.nonzero(bad.any(axis=(1, 2)))[0][0])
@@ -137,6 +138,9 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
         "strong_min": counts["strong_min"], "strong_mean": counts["strong_mean"],
         "strong_max": counts["strong_max"], "weak_mean": counts["weak_mean"],
         "beam_count_directions": len(sub),
+        "solved_directions": solver["directions"],
+        "exact_fallback": solver["exact_fallback"], "rejected": solver["rejected"],
+        "clustered": solver["clustered"],
         "scattering_factors": getattr(pm, "elastic", "tabulated"),
         "absorption": getattr(pm, "absorption", "tabulated"), "potential": pm.describe(),
         "mode": sim.mode, "zone": list(sim.frame.zone), "x_axis": list(sim.frame.x_axis),
@@ -149,6 +153,11 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
         click.echo(f"{p}: {sim.potential.describe()}; pool {len(sim.pool)} beams, strong "
                    f"{counts['strong_min']}-{counts['strong_max']} (mean "
                    f"{counts['strong_mean']:.1f}); {len(pts)} directions")
+    if solver["exact_fallback"] or solver["rejected"]:
+        click.echo(f"warning: of {solver['directions']} solved directions, "
+                   f"{solver['exact_fallback']} were re-solved with the exact solver and "
+                   f"{solver['rejected']} were rejected by the physical guard (NaN in the "
+                   "output)", err=True)
     click.echo(f"wrote {path}: intensity {tuple(inten.shape)} at thickness "
                f"{', '.join(f'{x:g}' for x in t)} A ({time.perf_counter() - t0:.1f} s)")
 

@@ -261,6 +261,26 @@ def read_npy_stack(images: PathType | ArrayLike, variance: PathType | ArrayLike 
 
 
 # ====================================================================== Felix
+def _felix_image_radius(shape: tuple[int, ...], radius: int, inp: Path) -> int:
+    """The image radius the Felix images imply (they win over ``image_radius``).
+
+    Felix images are 2R × 2R pixels spanning ± ``convergence_angle``; older input
+    files may give an ``image_radius`` that differs from the images. The images
+    are followed (the pixel size becomes convergence_angle / (size/2)), with a
+    warning; images that are not square with an even size are refused.
+    """
+    if len(shape) != 2 or shape[0] != shape[1] or shape[0] % 2:
+        raise InputError("Felix D-LACBED images must be square with an even size "
+                         "(2·image_radius pixels)", source=inp, tag="image_radius",
+                         expected=(2 * radius, 2 * radius), found=tuple(shape))
+    if shape[0] != 2 * radius:
+        warnings.warn(f"{inp}: image_radius = {radius} but the images are "
+                      f"{shape[0]} x {shape[1]} pixels; following the images (image radius "
+                      f"{shape[0] // 2}, pixel size convergence_angle/{shape[0] // 2})",
+                      UserWarning, stacklevel=3)
+    return shape[0] // 2
+
+
 def read_felix_images(folder: PathType, *, clip_negative: bool = False,
                       allow_negative: bool = False, require_hkl: bool = True,
                       variance_floor: float = 1.0) -> LACBEDStack:
@@ -317,18 +337,18 @@ def read_felix_images(folder: PathType, *, clip_negative: bool = False,
                              found=len(missing))
         warnings.warn(f"{d}: {msg}; they are skipped", UserWarning, stacklevel=2)
     order = [h for h in wanted if h in files] + [h for h in files if h not in set(wanted)]
-    n = 2 * inp.image_radius
     images = []
     for h in order:
         img, _ = _dm_array(files[h])
-        if img.shape != (n, n):
-            raise InputError("image size differs from 2·image_radius", source=files[h],
-                             expected=(n, n), found=img.shape)
+        if images and img.shape != images[0].shape:
+            raise InputError("the images of a Felix folder differ in size", source=files[h],
+                             expected=images[0].shape, found=img.shape)
         images.append(check_pixels(img, files[h], clip_negative=clip_negative,
                                    allow_negative=allow_negative))
+    radius = _felix_image_radius(images[0].shape, inp.image_radius, d / "felix.inp")
     frame = ZoneFrame(inp.crystal.lattice, tuple(inp.incident_beam_direction),
                       tuple(inp.x_direction), tuple(inp.normal))
-    geom = ExperimentGeometry.felix(frame, inp.convergence_angle, inp.image_radius)
+    geom = ExperimentGeometry.felix(frame, inp.convergence_angle, radius)
     return LACBEDStack(np.stack(images), np.array(order, dtype=int),
                        variance_floor=variance_floor, geometry=geom,
                        voltage_kv=inp.accelerating_voltage_kv, source=str(d),

@@ -393,6 +393,10 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     # case-insensitive access (Felix writes e.g. 'Debye_model')
     raw_l = {k.lower(): v for k, v in raw.items()}
     lines_l = {k.lower(): n for k, n in lines.items()}
+    # older Felix input files name the surface normal 'normal_direction'
+    if "normal" not in raw_l and "normal_direction" in raw_l:
+        raw_l["normal"] = raw_l["normal_direction"]
+        lines_l["normal"] = lines_l["normal_direction"]
     for key in _REQUIRED:
         if key not in raw_l:
             raise InputError("missing required key", source=inp, tag=key,

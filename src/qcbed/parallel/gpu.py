@@ -36,7 +36,7 @@ from ._state import ShipStats, fingerprint, nbytes, worker_error
 from .executors import Executor, SerialExecutor
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..bloch.solver import EigenChunk, EngineArrays
+    from ..bloch.solver import EigenChunk, EngineArrays, PatternChunk
 
 __all__ = ["TorchExecutor", "pattern_chunk_torch", "solve_chunk_torch", "torch_available"]
 
@@ -119,8 +119,16 @@ def _inverse_gaps(torch, h):
 
 
 def _absorb_perturbatively(torch, lam, vec, c0, aabs, kn2, n_out: int):
-    """Torch port of :func:`qcbed.bloch.solver._absorb_perturbatively`."""
-    from ..bloch.solver import FAST_MIXING_LIMIT
+    """Torch port of :func:`qcbed.bloch.solver._absorb_perturbatively`.
+
+    Directions without clusters of near-degenerate Bloch waves
+    (|S_jk| > :data:`~qcbed.bloch.solver.CLUSTER_LIMIT`) stay on the device;
+    directions with clusters go through the numpy kernel on the host, which
+    diagonalises the clusters exactly (one code path for that step).
+
+    Returns (γ, output rows of the eigenvectors, c, unsafe, n_clustered).
+    """
+    from ..bloch import solver as npk
 
     cdt = torch.complex128
     q = vec.conj().transpose(1, 2) @ aabs @ vec
@@ -132,9 +140,10 @@ def _absorb_perturbatively(torch, lam, vec, c0, aabs, kn2, n_out: int):
     q[:, ar, ar] = 0.0
     scale = 1j / kn2[:, :, None]
     s1 = (scale * q) * _inverse_gaps(torch, h)
+    clustered = (s1.abs() > npk.CLUSTER_LIMIT).any(dim=2).any(dim=1)
     wexc = c0.abs()
     wexc = torch.maximum(wexc[:, :, None], wexc[:, None, :])
-    unsafe = (s1.abs() * wexc).amax(dim=(1, 2)) > FAST_MIXING_LIMIT
+    unsafe = (s1.abs() * wexc).amax(dim=(1, 2)) > npk.FAST_MIXING_LIMIT
     if not q.is_complex():
         ps = scale * torch.complex(q @ s1.real, q @ s1.imag)
     else:
@@ -144,29 +153,70 @@ def _absorb_perturbatively(torch, lam, vec, c0, aabs, kn2, n_out: int):
     h2mat[:, ar, ar] = 0.0
     s2 = h2mat * _inverse_gaps(torch, h2)
     h2 = h2 + torch.sum(h2mat * s2.transpose(1, 2), dim=2)
-    unsafe |= (s2.abs() * wexc).amax(dim=(1, 2)) > FAST_MIXING_LIMIT
+    unsafe |= (s2.abs() * wexc).amax(dim=(1, 2)) > npk.FAST_MIXING_LIMIT
     vo = vec[:, :n_out, :].to(cdt)
     vo = vo + vo @ s1
     bout = vo + vo @ s2
     eye = torch.eye(n, dtype=cdt, device=lam.device)
-    c = torch.linalg.solve(eye + s2, torch.linalg.solve(eye + s1, c0.to(cdt)[..., None]))
-    return h2, bout, c[..., 0], unsafe
+    c = torch.linalg.solve(eye + s2, torch.linalg.solve(eye + s1, c0.to(cdt)[..., None]))[..., 0]
+    n_cl = int(clustered.sum())
+    if n_cl:
+        k = torch.nonzero(clustered)[:, 0]
+
+        def host(x):
+            return x[k].cpu().numpy()
+
+        g_h, b_h, c_h, u_h, _ = npk._absorb_perturbatively(
+            host(lam), host(vec), host(c0), host(aabs), host(kn2), n_out)
+        dev = lam.device
+        h2[k] = torch.as_tensor(g_h, device=dev)
+        bout[k] = torch.as_tensor(b_h, device=dev)
+        c[k] = torch.as_tensor(c_h, device=dev)
+        unsafe[k] = torch.as_tensor(u_h, device=dev)
+    return h2, bout, c, unsafe, n_cl
+
+
+def _physically_invalid(torch, gam, bout, c, *, check_amplitude: bool = True,
+                        max_growth: float = 0.0):
+    """Torch version of :func:`qcbed.bloch.solver.physically_invalid` (same rules)."""
+    from ..bloch import solver as npk
+
+    bad = ~(torch.isfinite(gam).all(dim=1) & torch.isfinite(c).all(dim=1)
+            & torch.isfinite(bout).flatten(1).all(dim=1))
+    bad |= (gam.imag < -(npk.GROWTH_TOLERANCE + max_growth)).any(dim=1)
+    if check_amplitude:
+        amp = torch.einsum("dgj,dj->dg", bout.abs(), c.abs())
+        bad |= amp.amax(dim=1) > npk.AMPLITUDE_LIMIT
+    return bad
 
 
 def _solve_exact(torch, a, kn2):
-    """General complex eigen-problem: (γ, eigenvectors, excitations from B c = e₀)."""
-    lam, vec = torch.linalg.eig(a)
-    e0 = torch.zeros(a.shape[:2] + (1,), dtype=torch.complex128, device=a.device)
-    e0[:, 0, 0] = 1.0
-    c = torch.linalg.solve(vec, e0)[..., 0]
+    """General complex eigen-problem: (γ, eigenvectors, excitations from B c = e₀).
+
+    When the device solver fails (no convergence, singular eigenvectors) the
+    batch is solved by the numpy kernel, which returns NaN for the failing
+    directions; the physical guard then rejects them.
+    """
+    try:
+        lam, vec = torch.linalg.eig(a)
+        e0 = torch.zeros(a.shape[:2] + (1,), dtype=torch.complex128, device=a.device)
+        e0[:, 0, 0] = 1.0
+        c = torch.linalg.solve(vec, e0)[..., 0]
+    except RuntimeError:
+        from ..bloch.solver import _solve_exact as solve_host
+
+        g_h, v_h, c_h = solve_host(a.cpu().numpy(), kn2.cpu().numpy())
+        return tuple(torch.as_tensor(x, device=a.device) for x in (g_h, v_h, c_h))
     return lam / kn2, vec, c
 
 
 def _groups(tb: _Tables, arrays: EngineArrays, kt: np.ndarray):
     """Solve a batch of directions group by group (directions sharing a matrix size).
 
-    Yields ``(rows, n, gamma, bout, c, gmat, n_fallback)`` with device tensors,
-    after a header tuple ``(n_dir, n_max, n_s, n_weak, m_out)`` (numpy).
+    Yields ``(rows, n, gamma, bout, c, gmat, counts)`` with device tensors and
+    counts = (n_fallback, n_rejected, n_clustered), after a header tuple
+    ``(n_dir, n_max, n_s, n_weak, m_out)`` (numpy). Directions rejected by the
+    physical guard are NaN.
     """
     from ..bloch.solver import prepare_directions
 
@@ -220,13 +270,20 @@ def _groups(tb: _Tables, arrays: EngineArrays, kt: np.ndarray):
         a /= mm
         kn2 = tb.t(2.0 * k_n[rows, None])
         gmat = None
-        n_fb = 0
+        n_fb = n_rej = n_cl = 0
+        growth = arrays.max_growth
         if exact:
             gam, vec, c = _solve_exact(torch, a, kn2)
             bout = vec[:, :n_out, :]
+            rej = _physically_invalid(torch, gam, bout, c, check_amplitude=False,
+                                      max_growth=growth)
             if n_par:
                 dh = da / (mm[:, None] * kn2[:, :, None, None])
                 gmat = torch.linalg.solve(vec[:, None], dh @ vec[:, None])
+            if bool(rej.any()):
+                gam, bout, c = gam.clone(), bout.clone(), c.clone()
+                gam[rej], bout[rej], c[rej] = math.nan, math.nan, math.nan
+                n_rej = int(rej.sum())
         else:
             if not real:
                 a = 0.5 * (a + a.conj().transpose(1, 2))
@@ -234,17 +291,27 @@ def _groups(tb: _Tables, arrays: EngineArrays, kt: np.ndarray):
             c = vec[:, 0, :].conj()
             if absorbing:
                 aabs /= mm
-                gam, bout, c, unsafe = _absorb_perturbatively(torch, lam, vec, c, aabs, kn2,
-                                                              n_out)
-                if bool(unsafe.any()):
-                    k = torch.nonzero(unsafe)[:, 0]
-                    g_x, v_x, c_x = _solve_exact(torch, a[k] + 1j * aabs[k], kn2[k])
-                    gam[k], bout[k], c[k] = g_x, v_x[:, :n_out, :], c_x
-                    n_fb = int(k.numel())
+                gam, bout, c, unsafe, n_cl = _absorb_perturbatively(torch, lam, vec, c, aabs,
+                                                                    kn2, n_out)
             else:
-                gam = lam / kn2
-                bout = vec[:, :n_out, :]
-        yield rows, n, gam, bout, c, gmat, n_fb
+                gam = (lam / kn2).to(torch.complex128)
+                bout = vec[:, :n_out, :].to(torch.complex128)
+                c = c.to(torch.complex128)
+                unsafe = torch.zeros(len(rows), dtype=torch.bool, device=tb.dev)
+            # the physical guard, always on: re-solve failing directions exactly
+            unsafe |= _physically_invalid(torch, gam, bout, c, max_growth=growth)
+            if bool(unsafe.any()):
+                k = torch.nonzero(unsafe)[:, 0]
+                a_k = a[k] + 1j * aabs[k] if absorbing else a[k].to(torch.complex128)
+                g_x, v_x, c_x = _solve_exact(torch, a_k, kn2[k])
+                b_x = v_x[:, :n_out, :]
+                rej = _physically_invalid(torch, g_x, b_x, c_x, check_amplitude=False,
+                                          max_growth=growth)
+                g_x[rej], b_x[rej], c_x[rej] = math.nan, math.nan, math.nan
+                gam[k], bout[k], c[k] = g_x, b_x, c_x
+                n_fb = int(k.numel())
+                n_rej = int(rej.sum())
+        yield rows, n, gam, bout, c, gmat, (n_fb, n_rej, n_cl)
 
 
 def _eigen_chunk(tb: _Tables, arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
@@ -259,34 +326,41 @@ def _eigen_chunk(tb: _Tables, arrays: EngineArrays, kt: np.ndarray) -> EigenChun
     gmat = None
     if tb.dtab is not None:
         gmat = np.zeros((n_dir, tb.dtab.shape[0], n_max, n_max), dtype=complex)
-    n_fb = 0
-    for rows, n, gam, bo, c, gm, nf in it:
+    counts = np.zeros(3, int)
+    for rows, n, gam, bo, c, gm, nc in it:
         gamma[rows, :n] = gam.cpu().numpy()
         bout[rows, :, :n] = bo.cpu().numpy()
         cc[rows, :n] = c.cpu().numpy()
         if gm is not None:
             gmat[rows, :, :n, :n] = gm.cpu().numpy()
-        n_fb += nf
+        counts += nc
     return EigenChunk(gamma=gamma, bout=bout, c=cc, n_strong=n_s, n_weak=n_weak,
-                      m_out=m_out, gmat=gmat, n_fallback=n_fb)
+                      m_out=m_out, gmat=gmat, n_fallback=int(counts[0]),
+                      n_rejected=int(counts[1]), n_clustered=int(counts[2]),
+                      max_growth=arrays.max_growth)
 
 
 def _intensities(tb: _Tables, arrays: EngineArrays, kt: np.ndarray,
-                 thickness: np.ndarray) -> np.ndarray:
+                 thickness: np.ndarray) -> PatternChunk:
+    from ..bloch.solver import PatternChunk, flux_guard
+
     torch = tb.torch
     t = np.atleast_1d(np.asarray(thickness, dtype=float))
     tt = tb.t(t)
     it = _groups(tb, arrays, kt)
     n_dir, _, _, _, _ = next(it)
     out = np.empty((len(t), n_dir, arrays.n_out))
-    for rows, _n, gam, bo, c, _gm, _nf in it:
+    counts = np.zeros(3, int)
+    for rows, _n, gam, bo, c, _gm, nc in it:
+        counts += nc
         gam = gam.to(torch.complex128)
         c = c.to(torch.complex128)
         bo = bo.to(torch.complex128)
         e = torch.exp((2j * math.pi) * gam[None] * tt[:, None, None]) * c[None]
         psi = torch.einsum("dgj,tdj->tdg", bo, e)
         out[:, rows] = (psi.real**2 + psi.imag**2).cpu().numpy()
-    return out
+    flux_guard(out, t, arrays.max_growth)
+    return PatternChunk.from_intensities(out, int(counts[0]), int(counts[2]))
 
 
 def solve_chunk_torch(arrays: EngineArrays, kt: np.ndarray,
@@ -315,8 +389,8 @@ def solve_chunk_torch(arrays: EngineArrays, kt: np.ndarray,
 
 
 def pattern_chunk_torch(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray, *,
-                        device: Any = "cpu") -> np.ndarray:
-    """Torch version of :func:`qcbed.bloch.solver.pattern_chunk`: intensities (n_t, n_dir, n_out).
+                        device: Any = "cpu") -> PatternChunk:
+    """Torch version of :func:`qcbed.bloch.solver.pattern_chunk` (intensities and counts).
 
     Only the intensities leave the device.
     """
@@ -452,7 +526,7 @@ class TorchExecutor(Executor):
                     stats.task_bytes += kt.nbytes
                     if kind == "pattern":
                         res = _intensities(tb, arrays, kt, args[0])
-                        pieces = np.split(res, np.cumsum([len(k) for k in kts])[:-1], axis=1)
+                        pieces = _split_pattern(res, [len(k) for k in kts])
                     else:
                         res = _eigen_chunk(tb, arrays, kt)
                         pieces = _split_eigen(res, [len(k) for k in kts])
@@ -470,6 +544,18 @@ class TorchExecutor(Executor):
         return out
 
 
+def _split_pattern(res: PatternChunk, sizes: list[int]) -> list[PatternChunk]:
+    """Split a PatternChunk by directions (the solver counts go with the first piece)."""
+    from ..bloch.solver import PatternChunk
+
+    if len(sizes) == 1:
+        return [res]
+    parts = np.split(res.intensities, np.cumsum(sizes)[:-1], axis=1)
+    return [PatternChunk.from_intensities(p, res.n_fallback if k == 0 else 0,
+                                          res.n_clustered if k == 0 else 0)
+            for k, p in enumerate(parts)]
+
+
 def _split_eigen(res: EigenChunk, sizes: list[int]) -> list[EigenChunk]:
     """Split an EigenChunk by directions (the fallback count goes with the first piece)."""
     from ..bloch.solver import EigenChunk
@@ -483,6 +569,9 @@ def _split_eigen(res: EigenChunk, sizes: list[int]) -> list[EigenChunk]:
         out.append(EigenChunk(res.gamma[s], res.bout[s], res.c[s], res.n_strong[s],
                               res.n_weak[s], res.m_out[s],
                               None if res.gmat is None else res.gmat[s],
-                              res.n_fallback if k == 0 else 0))
+                              res.n_fallback if k == 0 else 0,
+                              res.n_rejected if k == 0 else 0,
+                              res.n_clustered if k == 0 else 0,
+                              max_growth=res.max_growth))
         start += m
     return out

@@ -196,6 +196,8 @@ class Refinement:
         self._cache_key: tuple | None = None
         self._cache_eig = None
         self.n_solves = 0
+        #: what the engine had to do for the directions of the latest solve
+        self.solver_counts: dict[str, int] = {}
         self.history: list[dict] = []
         self._t0 = 0.0
 
@@ -383,6 +385,8 @@ class Refinement:
         eig = self.sim.solve_eigen(self.data.kt + self._tilt(),
                                    None if deriv is None else deriv[1:])
         self.n_solves += 1
+        self.solver_counts = {"directions": eig.n_dir, "exact_fallback": eig.n_fallback,
+                              "rejected": eig.n_rejected, "clustered": eig.n_clustered}
         self._cache_key = (self._struct_key(), deriv is not None)
         self._cache_eig = (eig, None if deriv is None else deriv[0])
         return self._cache_eig
@@ -446,8 +450,13 @@ class Refinement:
             grads.update(conv_grads)
         return out
 
-    def _compare_mask(self, valid: np.ndarray) -> np.ndarray:
+    def _compare_mask(self, valid: np.ndarray, sim: np.ndarray | None = None) -> np.ndarray:
+        """Samples compared: valid data, inside the region interiors, and (given the
+        model ``sim``) a finite model — directions the engine's physical guard
+        rejected are NaN and are left out."""
         m = np.asarray(valid, bool).copy()
+        if sim is not None:
+            m &= np.isfinite(sim)
         for reg in getattr(self.data, "regions", []) or []:
             if reg.pad:
                 sl = slice(reg.start, reg.start + reg.size)
@@ -461,7 +470,7 @@ class Refinement:
         """The GOF at the current parameter values."""
         sim = self.simulate()
         exp, var, valid = self.data.sample(self._sampling_values())
-        mask = self._compare_mask(valid)
+        mask = self._compare_mask(valid, sim)
         return self.gof(sim, exp, var, mask, self.disc, n_params=len(self.params.free))
 
     # ------------------------------------------------------------ residuals
@@ -473,7 +482,7 @@ class Refinement:
         sim_out = self.simulate(gradients=with_jac, need=set(names))
         sim, grads = (sim_out if with_jac else (sim_out, {}))
         exp, var, valid = self.data.sample(self._sampling_values())
-        mask = self._compare_mask(valid)
+        mask = self._compare_mask(valid, sim)
         if mask_fixed is not None:
             mask = mask & mask_fixed
         fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
@@ -777,7 +786,12 @@ class Refinement:
         gofv = self.evaluate()
         sim = self.simulate()
         exp, var, valid = self.data.sample(self._sampling_values())
-        mask = self._compare_mask(valid)
+        mask = self._compare_mask(valid, sim)
+        if self.solver_counts.get("rejected"):
+            warnings.warn(f"{self.solver_counts['rejected']} of "
+                          f"{self.solver_counts['directions']} directions were rejected by "
+                          "the engine's physical guard (NaN) and left out of the fit",
+                          UserWarning, stacklevel=3)
         fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
         model = fit.scale * sim
         bg = np.zeros_like(sim)
@@ -798,7 +812,8 @@ class Refinement:
             r_factor=r_factor, zncc=zn, history=list(self.history), message=message,
             n_iterations=n_iter, n_solves=self.n_solves,
             elapsed_s=time.perf_counter() - self._t0,
-            extra={"model": model, "experiment": exp, "mask": mask})
+            extra={"model": model, "experiment": exp, "mask": mask,
+                   "solver": dict(self.solver_counts)})
         if self.checkpoint is not None:
             # keep the optimiser state: a resume after the end (e.g. a kill during the
             # final write) continues from it instead of restarting the count
