@@ -212,6 +212,18 @@ def test_solve_checks_kt_in_the_parent(si_sim) -> None:
         si_sim.solve(np.array([[0.0, math.nan]]))
 
 
+def test_outputs_outside_the_pool_are_named(si_sim) -> None:
+    from qcbed.bloch.simulation import Simulation
+
+    with pytest.warns(UserWarning, match=r"\(30, 30, 30\) beyond gmax"):
+        sim = Simulation(si_sim.crystal, 200, [1, -1, 0], [1, 1, 1], gmax=1.2,
+                         outputs=[(1, 1, 1), (30, 30, 30)], executor="serial")
+    assert [30, 30, 30] in sim.outputs.tolist()
+    with pytest.warns(UserWarning, match=r"\(2, 2, 2\) not in the explicit pool"):
+        Simulation(si_sim.crystal, 200, [1, -1, 0], [1, 1, 1], pool=[(0, 0, 0), (1, 1, 1)],
+                   outputs=[(1, 1, 1), (2, 2, 2)], executor="serial")
+
+
 def test_set_structure_factors_checks_hkl(si_sim) -> None:
     with pytest.raises(InputError, match=r"integer.*\(1.5, 1.0, 1.0\)"):
         si_sim.set_structure_factors({(1.5, 1, 1): -0.05})

@@ -53,6 +53,25 @@ def _finite_complex(value: object, name: str) -> complex:
     return c
 
 
+def _warn_outside_pool(crystal: Crystal, outputs: np.ndarray, pool: np.ndarray | None,
+                       gmax: float) -> None:
+    """Warn about output reflections outside the beam pool (they are added to it alone,
+    without the beams that couple them: their intensity is not converged)."""
+    if pool is not None:
+        have = {tuple(h) for h in np.asarray(pool, int).reshape(-1, 3)}
+        out = [tuple(int(x) for x in h) for h in outputs if tuple(h) not in have and any(h)]
+        why = "not in the explicit pool"
+    else:
+        far = crystal.lattice.g_length(outputs) > gmax + 1e-12
+        out = [tuple(int(x) for x in h) for h in outputs[far]]
+        why = f"beyond gmax = {gmax:g} Å⁻¹"
+    if out:
+        warnings.warn(f"output reflection(s) {', '.join(map(str, out[:5]))}"
+                      f"{' …' if len(out) > 5 else ''} {why}: added to the pool without the "
+                      "beams that couple them, so their intensities are not converged",
+                      UserWarning, stacklevel=3)
+
+
 def check_thickness(thickness: float | ArrayLike, name: str = "thickness") -> np.ndarray:
     """Thicknesses in Å as a 1-D array: finite, 0 ≤ t ≤ :data:`MAX_THICKNESS`."""
     return np.atleast_1d(check_numbers(thickness, name, low=0.0, high=MAX_THICKNESS,
@@ -252,6 +271,8 @@ class Simulation:
         if outputs is None and pool is not None:
             ph = np.asarray(pool, int).reshape(-1, 3)
             outputs = ph[crystal.lattice.g_length(ph) <= aperture + 1e-12]
+        elif outputs is not None:
+            _warn_outside_pool(crystal, outputs, pool, gmax)
         if pool is not None:
             self.pool = BeamPool.from_hkl(self.frame, pool, outputs)
         else:
