@@ -14,6 +14,7 @@ from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.grids import TiltGrid
 from qcbed.bloch.simulation import Simulation
 from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
+from qcbed.errors import InputError
 from qcbed.refine.gof import zncc
 from qcbed.scattering.structure_factors import (
     PotentialModel,
@@ -259,3 +260,42 @@ def test_si_dlacbed_orientation_against_experiment(si_dlacbed_dir):
     assert len(scores["as is"]) == 39
     assert mean["as is"] > 0.75
     assert all(mean["as is"] > v + 0.4 for k, v in mean.items() if k != "as is")
+
+
+def test_symmetry_follows_structure_factors_set_without_equivalents():
+    """Regression: the pattern-symmetry cache came from the crystal only, so after
+    set_structure_factors(..., symmetric=False) the symmetric pattern differed from the
+    full one (by 0.26, max intensity 0.61)."""
+    sim = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], potential=PotentialModel(
+        "kirkland", "bird_king"), mode="exact", **ZONE_KW)
+    grid = TiltGrid.regular((0, 0), (0.04, 0), (0, -0.04), (7, 7))
+    assert sim.symmetry_reduction(grid).n_ops == 4
+    before = sim.pattern(grid, [1480.0])            # fills the cache
+    u, ua = sim.structure_factor((1, 1, 1))
+    sim.set_structure_factors({(1, 1, 1): (2.5 * u, 3.0 * ua)}, symmetric=False)
+    full = sim.pattern(grid, [1480.0], use_symmetry=False)
+    red = sim.pattern(grid, [1480.0], use_symmetry=True)
+    assert np.nanmax(np.abs(full - before)) > 0.05   # the change matters
+    np.testing.assert_allclose(red, full, atol=1e-10)
+    assert sim.symmetry_reduction(grid).n_ops < 4
+    # restoring the symmetric values brings the symmetry (and the cached reduction) back
+    sim.set_structure_factors({(1, 1, 1): (u, ua)})
+    assert sim.symmetry_reduction(grid).n_ops == 4
+    np.testing.assert_allclose(sim.pattern(grid, [1480.0]), before, atol=1e-10)
+
+
+def test_labelled_pattern_carries_hkl_thickness_and_kt(zone_axis_bk):
+    pat = zone_axis_bk.labelled_pattern(GRID, [700.0, 1480.0])
+    np.testing.assert_array_equal(pat.values, zone_axis_bk.pattern(GRID, [700.0, 1480.0]))
+    assert pat.values.shape == (2, len(OUTPUTS) + 1, 15, 15)
+    np.testing.assert_array_equal(pat.hkl, zone_axis_bk.outputs)
+    np.testing.assert_allclose(pat.kt[0, 0], GRID.points[0])     # first pixel's k_t
+    one = pat.sel(hkl=[1, 1, 1], thickness=1480.0)
+    assert one.values.shape == (1, 1, 15, 15)
+    np.testing.assert_array_equal(one.values[0, 0], pat.image((1, 1, 1), 1480.0))
+    np.testing.assert_array_equal(np.asarray(pat), pat.values)
+    assert "(1 1 1)" in pat._repr_html_() and "1480" in pat._repr_html_()
+    with pytest.raises(InputError):
+        pat.sel(hkl=[9, 9, 9])
+    fig = pat.plot(hkl=[[0, 0, 0], [1, 1, 1]], thickness=700.0)
+    assert len(fig.axes) == 2

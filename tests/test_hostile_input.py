@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from qcbed.checks import check_hkl, check_integer, check_number, check_numbers
+from qcbed._core.checks import check_hkl, check_integer, check_number, check_numbers
 from qcbed.errors import InputError
 from qcbed.io.cif import read_cif_string
 from qcbed.io.dat import read_dat
@@ -242,9 +242,9 @@ def test_set_structure_factors_checks_hkl(si_sim) -> None:
 
 # ====================================================================== memory guard
 def test_memory_guard_refuses_big_grids_and_pools(si_sim, monkeypatch) -> None:
+    from qcbed._core.guard import check_memory, memory_limit, parse_memory
     from qcbed.bloch.grids import TiltGrid
     from qcbed.bloch.simulation import Simulation
-    from qcbed.guard import check_memory, memory_limit, parse_memory
 
     assert parse_memory("8GiB") == 8 * 2**30 and parse_memory(500e6) == 500_000_000
     assert 0 < parse_memory("0.5") < parse_memory("1.0")

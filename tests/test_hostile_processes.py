@@ -72,7 +72,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path) -> None:
 
 def test_mpi_without_a_launcher_is_an_error(monkeypatch) -> None:
     """``mpi:2`` outside mpiexec, with no launcher on PATH: InputError, not MPI_Abort."""
-    from qcbed.parallel import executors
+    from qcbed.parallel import mpi, spec
 
     fake = types.ModuleType("mpi4py")
     fut = types.ModuleType("mpi4py.futures")
@@ -85,10 +85,10 @@ def test_mpi_without_a_launcher_is_an_error(monkeypatch) -> None:
     fake.futures = fut
     monkeypatch.setitem(sys.modules, "mpi4py", fake)
     monkeypatch.setitem(sys.modules, "mpi4py.futures", fut)
-    monkeypatch.setattr(executors, "_mpi_world_size", lambda: 1)
+    monkeypatch.setattr(mpi, "_mpi_world_size", lambda: 1)
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(InputError, match="no MPI launcher") as info:
-        executors.make_executor("mpi:2")
+        spec.make_executor("mpi:2")
     assert "mpi:2" in str(info.value)
 
 

@@ -179,7 +179,7 @@ def test_kill_and_resume_at_every_stage(demo, full_run, tmp_path, monkeypatch, s
     """A run killed at any stage and resumed ends with exactly the uninterrupted result
     (values, χ², iteration counts)."""
     import qcbed.project as qp
-    import qcbed.results as qr
+    import qcbed.project.run as qr
 
     out = tmp_path / "run"
     calls = []

@@ -37,8 +37,12 @@ from qcbed.parallel import (
     SerialExecutor,
     _state,
     _testing,
+    dask_cluster,
     executors,
     make_executor,
+)
+from qcbed.parallel import (
+    spec as executor_spec,
 )
 from qcbed.scattering.structure_factors import PotentialModel
 
@@ -135,7 +139,7 @@ def test_parallel_executors_agree_with_serial(parallel, reference):
 
 
 def test_parallel_agrees_hermitian_and_exact_with_derivatives(parallel, monkeypatch):
-    monkeypatch.setattr(executors, "DASK_SCATTER_ARGS_BYTES", 0)  # exercise the scatter
+    monkeypatch.setattr(dask_cluster, "DASK_SCATTER_ARGS_BYTES", 0)  # exercise the scatter
     # GaAs: non-centrosymmetric, complex Hermitian fast path with absorption
     kt = GRID.points[::2]
     ref = make_sim(SerialExecutor(), crystal=gaas())
@@ -380,14 +384,14 @@ def test_make_executor_specs(processes):
 
 
 def test_default_executor_from_environment(monkeypatch):
-    monkeypatch.setattr(executors, "_DEFAULT", None)
+    monkeypatch.setattr(executor_spec, "_DEFAULT", None)
     monkeypatch.setenv("QCBED_WORKERS", "1")
-    assert isinstance(executors.default_executor(), SerialExecutor)
-    monkeypatch.setattr(executors, "_DEFAULT", None)
+    assert isinstance(executor_spec.default_executor(), SerialExecutor)
+    monkeypatch.setattr(executor_spec, "_DEFAULT", None)
     monkeypatch.setenv("QCBED_WORKERS", "processes:2")
-    ex = executors.default_executor()
+    ex = executor_spec.default_executor()
     assert isinstance(ex, ProcessExecutor) and ex.n_workers == 2
-    monkeypatch.setattr(executors, "_DEFAULT", None)
+    monkeypatch.setattr(executor_spec, "_DEFAULT", None)
 
 
 def test_make_executor_dask_address_and_client(dask_executor):

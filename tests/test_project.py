@@ -207,3 +207,14 @@ def test_parse_project_from_dict_requires_sections():
     with pytest.raises(InputError) as e:
         parse_project({"project": {"name": "x"}}, source="inline")
     assert e.value.tag == "crystal" and e.value.source == "inline"
+
+
+def test_engine_chunk_size_default_is_the_simulations(demo_project):
+    import inspect
+
+    from qcbed.bloch import Simulation
+
+    p = load_project(demo_project)
+    assert "chunk_size" not in p.raw.get("engine", {})
+    default = inspect.signature(Simulation).parameters["chunk_size"].default
+    assert p.engine["chunk_size"] == default == 128

@@ -133,6 +133,12 @@ def test_coarse_orientation_and_thickness(zone_axis_sim):
     assert np.all(np.abs(res.tilt0 - kt_true) < 0.25 * p)
     assert abs(res.thickness - t_true) < 0.01 * t_true
     assert res.correlation > 0.95
+    # the shared result interface (RefinementOutcome)
+    assert res.names[:4] == ["tilt0.x", "tilt0.y", "thickness", "pixel_size"]
+    np.testing.assert_array_equal(res.x[:3], [*res.tilt0, res.thickness])
+    assert res.success and res.nfev == len(res.history) > 0
+    assert res.experiment.shape == tpl.shape and res.model.shape[0] == len(tpl)
+    assert res["x"] is not None and set(res.as_dict()) == set(res.keys())
     fig = co.plot(res)
     assert len(fig.axes) >= 4
 
@@ -146,6 +152,30 @@ def test_coarse_pixel_size(zone_axis_sim):
     co = CoarseRefinement(sim, tpl, sim.outputs, p_true * 1.02, kt0, 1300.0, margin=6)
     res = co.refine_pixel_size(rel_range=0.05)
     assert res.pixel_size == pytest.approx(p_true, rel=4e-3)
+
+
+def test_coarse_result_apply_to_geometry():
+    """apply_to: the template centre gets the matched k_t, gl follows the pixel size."""
+    from qcbed.bloch.geometry import ZoneFrame
+    from qcbed.experiment import ExperimentGeometry
+    from qcbed.refine import CoarseResult
+
+    frame = ZoneFrame(Lattice(5.431, 5.431, 5.431), (1, -1, 0), (0, 0, -1))
+    geom = ExperimentGeometry(frame, (101, 101), rotation=12.0, gl=40.0, tilt0=(0.01, -0.02))
+    centre, step = (40.0, 61.0), 2.0
+    same = CoarseResult(tilt0=np.array([0.05, 0.03]), thickness=1000.0,
+                        pixel_size=geom.pixel_size * step, correlation=0.9,
+                        shift_px=np.zeros(2))
+    g1 = same.apply_to(geom, centre, step)
+    assert g1.gl == geom.gl and g1.rotation == geom.rotation
+    np.testing.assert_allclose(g1.display_to_kt(centre), same.tilt0, atol=1e-14)
+    finer = CoarseResult(tilt0=np.array([0.05, 0.03]), thickness=1000.0,
+                         pixel_size=0.97 * geom.pixel_size * step, correlation=0.9,
+                         shift_px=np.zeros(2))
+    g2 = finer.apply_to(geom, centre, step)
+    assert g2.pixel_size == pytest.approx(0.97 * geom.pixel_size, rel=1e-12)
+    assert g2.gl == pytest.approx(geom.gl / 0.97, rel=1e-12)
+    np.testing.assert_allclose(g2.display_to_kt(centre), finer.tilt0, atol=1e-14)
 
 
 def test_coarse_preprocessing_hook_is_applied(zone_axis_sim):

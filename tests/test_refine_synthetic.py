@@ -130,6 +130,12 @@ def test_systematic_row_recovery_from_three_percent_off(truth_setup):
     assert res.dof == res.n_used - 4 - 1 - 4
     assert res.correlation.shape == (4, 4)
     assert np.allclose(np.diag(res.correlation), 1.0)
+    # the shared result interface (RefinementOutcome, as scipy's OptimizeResult)
+    assert res.success and res.nit == res.n_iterations and res.nfev == res.n_solves
+    assert res.names == res.free_names and res.x[res.names.index("thickness")] == t
+    assert res.x_esd[res.names.index("U(2,-2,-2)")] == res.esd("U(2,-2,-2)")
+    assert res.correlation_matrix is res.correlation
+    assert res.model.shape == res.experiment.shape == data.intensity.shape
 
 
 @pytest.mark.slow

@@ -3,6 +3,15 @@
 from .beams import BeamPool, BeamSelection
 from .geometry import ZoneFrame
 from .grids import TiltGrid
+from .pattern import Pattern
 from .simulation import Simulation, Solution
 
-__all__ = ["BeamPool", "BeamSelection", "Simulation", "Solution", "TiltGrid", "ZoneFrame"]
+__all__ = [
+    "BeamPool",
+    "BeamSelection",
+    "Pattern",
+    "Simulation",
+    "Solution",
+    "TiltGrid",
+    "ZoneFrame",
+]

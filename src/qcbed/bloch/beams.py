@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.guard import check_memory
 from ..crystal import Crystal
 from ..errors import InputError
-from ..guard import check_memory
 from .geometry import ZoneFrame, excitation_errors
 
 #: Bytes per candidate reflection while an automatic pool is built (hkl, |g|, g in the

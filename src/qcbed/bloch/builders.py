@@ -1,4 +1,11 @@
-"""Build a :class:`~qcbed.bloch.simulation.Simulation` from a PyExtal ``.dat`` or a Felix folder."""
+"""What a PyExtal ``.dat`` file or a Felix folder says about a simulation: a recipe.
+
+:func:`dat_recipe` and :func:`felix_recipe` translate an input file into the
+arguments of :class:`~qcbed.bloch.simulation.Simulation` (a
+:class:`SimulationRecipe`); :meth:`Simulation.from_dat` and
+:meth:`Simulation.from_felix` build from it. This module does not import the
+simulation (the simulation imports it).
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,11 @@ import numpy as np
 
 from ..constants import potential_to_u, wavenumber
 from ..errors import InputError
+from ..io.dat import read_dat
+from ..io.felix import FelixInput, read_felix
 from ..scattering.structure_factors import PotentialModel
 from .beams import BeamSelection
+from .geometry import ZoneFrame
 from .grids import TiltGrid
 
 
@@ -40,30 +50,87 @@ class SetupDefaults:
     source: Path
 
 
-@contextlib.contextmanager
-def _located(source: Path, lines: dict[str, int], keys: dict[str, str]) -> Iterator[None]:
-    """Re-raise InputErrors of the engine (tags such as ``xaxis``, ``sgmin``, ``U(1,1,1)``)
-    naming the input file, the line and the file's own key (``x_direction`` in Felix)."""
-    try:
-        yield
-    except InputError as exc:
-        if exc.source is not None:
-            raise
-        tag = exc.tag or ""
-        base = tag.split("[")[0]
-        key = keys.get(base)
-        if key is None and (tag.startswith("U(") or tag.startswith("Uabs(")):
-            key = "adj"
-        if key is None:
-            raise
-        where = key if tag in keys else f"{key} / {tag}"
-        raise InputError(exc.reason, source=source, line=lines.get(key), tag=where,
-                         expected=exc.expected, found=exc.found) from None
+@dataclass
+class SimulationRecipe:
+    """Arguments of a :class:`~qcbed.bloch.simulation.Simulation` read from an input file.
+
+    Attributes
+    ----------
+    args : tuple
+        (crystal, voltage_kv, zone, x_axis).
+    kwargs : dict
+        Keyword arguments of the constructor.
+    structure_factors : dict
+        hkl → (U, U′) (Å⁻², user's origin) to set after construction.
+    defaults : SetupDefaults
+    felix : FelixInput or None
+        The parsed ``felix.inp`` (Felix folders only).
+    location : Location or None
+        The input file, its line numbers and its keys, to name them in errors.
+    """
+
+    args: tuple
+    kwargs: dict[str, Any]
+    structure_factors: dict[tuple[int, int, int], tuple[complex, complex]]
+    defaults: SetupDefaults
+    felix: FelixInput | None = None
+    location: Location | None = None
 
 
-def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | None = None,
-                        mode: str = "fast", **overrides: Any):
-    """A Simulation from a PyExtal/EMAPS ``.dat`` file.
+@dataclass(frozen=True)
+class Location:
+    """Where the settings of a recipe were read: errors of the engine name the file,
+    the line and the file's own key (``x_direction`` in Felix for the engine's ``xaxis``).
+
+    Attributes
+    ----------
+    source : Path
+        The file.
+    lines : dict
+        Key of the file → 1-based line.
+    keys : dict
+        Engine tag (``xaxis``, ``gmax``, ``samp``…) → key of the file.
+    """
+
+    source: Path
+    lines: dict[str, int]
+    keys: dict[str, str]
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Re-raise InputErrors without a source naming the file, line and key."""
+        try:
+            yield
+        except InputError as exc:
+            if exc.source is not None:
+                raise
+            tag = exc.tag or ""
+            key = self.keys.get(tag.split("[")[0])
+            if key is None and tag.startswith(("U(", "Uabs(")):
+                key = self.keys.get("U(h,k,l)")
+            if key is None:
+                raise
+            where = key if tag in self.keys else f"{key} / {tag}"
+            raise InputError(exc.reason, source=self.source, line=self.lines.get(key),
+                             tag=where, expected=exc.expected, found=exc.found) from None
+
+    def warn(self, caught: list) -> None:
+        """Re-emit recorded warnings, naming the line of the setting they are about."""
+        for w in caught:
+            text = str(w.message)
+            key = None
+            if text.startswith("the absorptive potential is unphysical"):
+                key = self.keys.get("u_abs0")
+            elif text.startswith("U("):
+                key = self.keys.get("U(h,k,l)")
+            if key is not None and key in self.lines:
+                text = f"{self.source}:{self.lines[key]} [{key}]: {text}"
+            warnings.warn(text, w.category, stacklevel=4)
+
+
+def dat_recipe(path: str | os.PathLike, *, potential: PotentialModel | None = None,
+               mode: str = "fast", **overrides: Any) -> SimulationRecipe:
+    """Simulation arguments from a PyExtal/EMAPS ``.dat`` file.
 
     Mapping (pyextal-notes §1.2): ``hv`` → voltage; ``zone``/``norm``/``xaxis`` →
     frame; ``kt`` (reciprocal components) → centre of the tilt net; ``hkl`` →
@@ -75,9 +142,6 @@ def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | 
     scattering factors default to PyExtal's: Mott–Bethe from the X-ray tables
     with Bird–King absorption.
     """
-    from ..io.dat import read_dat
-    from .simulation import Simulation
-
     dat = read_dat(path)
     if dat.x_axis is None:
         raise InputError("the .dat file has no 'xaxis' line", source=dat.source, tag="xaxis")
@@ -107,46 +171,34 @@ def simulation_from_dat(path: str | os.PathLike, *, potential: PotentialModel | 
         kw.update(gmax=gmax, smax=sg2k / (2 * wavenumber(dat.voltage_kv)),
                   kt_radius=conv * gx)
     kw.update(overrides)
-    from .geometry import ZoneFrame
-
     keys = {"zone": "zone", "xaxis": "xaxis", "norm": "norm" if dat.normal is not None
             else "zone", "sgmin": "sgmin", "omeg": "omeg", "sgmax": "sgmax",
             "voltage_kv": "hv", "gmax": "sele", "smax": "sele", "kt_radius": "conv",
             "kt_center": "kt", "pool": "hkl", "outputs": "out", "u_abs0": "abs", "v0": "v0",
-            "aperture": "aper", "samp": "samp", "disc radius": "conv"}
-    keys = {k: v for k, v in keys.items() if k not in overrides}
-    with _located(dat.source, dat.lines, keys):
+            "aperture": "aper", "samp": "samp", "disc radius": "conv", "U(h,k,l)": "adj"}
+    where = Location(dat.source, dict(dat.lines),
+                     {k: v for k, v in keys.items() if k not in overrides})
+    with where.errors():
         frame = ZoneFrame(dat.crystal.lattice, tuple(dat.zone), tuple(dat.x_axis),
                           tuple(dat.surface_normal))
         kt0 = frame.kt_from_reciprocal(dat.kt)
-        if "pool" not in kw:
-            kw.setdefault("kt_center", kt0)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            sim = Simulation(dat.crystal, dat.voltage_kv, dat.zone, dat.x_axis, **kw)
-            hkl, u, ua = dat.adjustments_qcbed()
-            if len(hkl):
-                sim.set_structure_factors({tuple(h): (complex(a), complex(b))
-                                           for h, a, b in zip(hkl, u, ua)})
-            sim.arrays  # noqa: B018 - builds the engine state: its absorption check warns here
         grid = TiltGrid.disc(kt0, conv * gx, samp)
-    for w in caught:
-        text = str(w.message)
-        if text.startswith("the absorptive potential is unphysical") and "abs" in dat.lines:
-            text = f"{dat.source}:{dat.lines['abs']} [abs]: {text}"
-        elif text.startswith("U(") and "adj" in dat.lines:
-            text = f"{dat.source}:{dat.lines['adj']} [adj]: {text}"
-        warnings.warn(text, w.category, stacklevel=2)
-    sim.defaults = SetupDefaults(grid=grid,
-                                 thickness=np.array([1000.0]), kind="cbed", source=dat.source)
-    return sim
+    if "pool" not in kw:
+        kw.setdefault("kt_center", kt0)
+    hkl, u, ua = dat.adjustments_qcbed()
+    sf = {(int(h[0]), int(h[1]), int(h[2])): (complex(a), complex(b))
+          for h, a, b in zip(hkl, u, ua)}
+    defaults = SetupDefaults(grid=grid, thickness=np.array([1000.0]), kind="cbed",
+                             source=dat.source)
+    return SimulationRecipe((dat.crystal, dat.voltage_kv, dat.zone, dat.x_axis), kw, sf,
+                            defaults, location=where)
 
 
-def simulation_from_felix(folder: str | os.PathLike, *, potential: PotentialModel | None = None,
-                          selection: BeamSelection | None = None, mode: str = "fast",
-                          gmax: float | None = None, smax: float = 0.02, holz: bool | None = None,
-                          **overrides: Any):
-    """A Simulation from a Felix input folder (``felix.inp``, ``felix.cif``, ``felix.hkl``).
+def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None = None,
+                 selection: BeamSelection | None = None, mode: str = "fast",
+                 gmax: float | None = None, smax: float = 0.02, holz: bool | None = None,
+                 **overrides: Any) -> SimulationRecipe:
+    """Simulation arguments from a Felix input folder (``felix.inp``, ``felix.cif``, ``felix.hkl``).
 
     The frame is z = ``incident_beam_direction`` (taken, as in Spence & Zuo's
     formulation Felix follows, as the zone axis towards the source), x =
@@ -161,9 +213,6 @@ def simulation_from_felix(folder: str | os.PathLike, *, potential: PotentialMode
     ``holz=False`` (default: included, as real-data simulations need them —
     Felix's own ``holz_flag`` is recorded in ``sim.defaults``).
     """
-    from ..io.felix import read_felix
-    from .simulation import Simulation
-
     fx = read_felix(folder)
     if potential is None:
         elastic = fx.scattering_factors or "kirkland"
@@ -184,19 +233,16 @@ def simulation_from_felix(folder: str | os.PathLike, *, potential: PotentialMode
     if fx.holz_flag == 0 and holz is None:
         warnings.warn("felix.inp has holz_flag = 0; qcbed includes HOLZ beams by default "
                       "(pass holz=False for a ZOLZ-only calculation)", UserWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     keys = {"zone": "incident_beam_direction", "xaxis": "x_direction", "norm": "normal",
             "voltage_kv": "accelerating_voltage_kv", "gmax": "g_limit",
             "min_pool": "min_reflection_pool", "image_radius": "image_radius",
             "convergence_angle": "convergence_angle", "kt_radius": "convergence_angle"}
-    keys = {k: v for k, v in keys.items() if k not in overrides}
-    lines = {k.lower(): n for k, n in fx.lines.items()}
-    with _located(fx.source / "felix.inp", lines, keys):
-        sim = Simulation(fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
-                         fx.x_direction, **kw)
+    where = Location(fx.source / "felix.inp", {k.lower(): n for k, n in fx.lines.items()},
+                     {k: v for k, v in keys.items() if k not in overrides})
+    with where.errors():
         grid = TiltGrid.felix(fx.convergence_angle, fx.image_radius)
-    sim.defaults = SetupDefaults(grid=grid,
-                                 thickness=np.asarray(fx.thicknesses, float), kind="lacbed",
-                                 source=Path(folder))
-    sim.felix = fx
-    return sim
+    defaults = SetupDefaults(grid=grid, thickness=np.asarray(fx.thicknesses, float),
+                             kind="lacbed", source=Path(folder))
+    return SimulationRecipe((fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
+                             fx.x_direction), kw, {}, defaults, fx, location=where)

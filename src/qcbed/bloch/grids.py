@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..checks import check_integer, check_number
+from .._core.checks import check_integer, check_number
+from .._core.guard import check_memory
 from ..errors import InputError
-from ..guard import check_memory
 
 #: Bytes per grid pixel while a grid is built (k_t, mask and meshgrid temporaries).
 _GRID_BYTES_PER_PIXEL = 64
@@ -24,7 +24,7 @@ _GRID_BYTES_PER_PIXEL = 64
 def guard_grid(ny: int, nx: int, tag: str = "grid shape", limit: str | float | None = None
                ) -> None:
     """InputError when an ny × nx tilt grid would exceed the memory limit
-    (:func:`qcbed.guard.check_memory`)."""
+    (:func:`qcbed._core.guard.check_memory`)."""
     check_memory(float(ny) * float(nx) * _GRID_BYTES_PER_PIXEL,
                  f"a tilt grid of {ny} × {nx} directions", tag=tag, limit=limit,
                  hint="use fewer pixels (samp, image_radius, ROI samples, margin)")

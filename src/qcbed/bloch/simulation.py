@@ -12,6 +12,7 @@ or ``Simulation.from_dat(path)`` / ``Simulation.from_felix(folder)``.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..checks import (
+from .._core.checks import (
     MAX_GMAX,
     MAX_THICKNESS,
     MAX_VOLTAGE_KV,
@@ -28,17 +29,24 @@ from ..checks import (
     check_number,
     check_numbers,
 )
+from .._core.guard import check_memory
 from ..constants import potential_to_u, wavenumber
 from ..crystal import Crystal
 from ..errors import InputError
-from ..guard import check_memory
+from ..io.felix import FelixInput
+from ..parallel import SerialExecutor, default_executor, make_executor
 from ..scattering.structure_factors import PotentialModel, TabulatedPotential, structure_factors
 from .beams import BeamPool, BeamSelection
+from .builders import SetupDefaults, SimulationRecipe, dat_recipe, felix_recipe
 from .geometry import ZoneFrame, incident_kz
 from .grids import TiltGrid
+from .pattern import Pattern
 from .potential import PotentialTable
 from .solver import EigenChunk, EngineArrays, PatternChunk, pattern_chunk, solve_chunk
 from .symmetry import pattern_operations, reduce_grid
+
+#: Incident directions per engine task (``Simulation(chunk_size=…)``, project files).
+DEFAULT_CHUNK_SIZE = 128
 
 
 def _finite_complex(value: object, name: str) -> complex:
@@ -217,7 +225,7 @@ class Simulation:
         u_abs0: float | None = None,
         structure_factors: Mapping[tuple[int, int, int], complex | tuple[complex, complex]]
         | None = None,
-        chunk_size: int = 128,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
         executor=None,
     ) -> None:
         voltage_kv = check_number(voltage_kv, "voltage_kv", low=0.0, low_open=True,
@@ -253,8 +261,6 @@ class Simulation:
         self.mode = mode
         self.chunk_size = int(chunk_size)
         if isinstance(executor, (str, int)):
-            from ..parallel import make_executor
-
             executor = make_executor(executor)
         self.executor = executor
         self.frame = ZoneFrame(crystal.lattice, tuple(np.asarray(zone, float)),
@@ -292,8 +298,12 @@ class Simulation:
         self._arrays: EngineArrays | None = None
         self._version = 0
         self._symmetry_cache: dict = {}
+        self._ops_cache: tuple[int, list] = (-1, [])
         self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size)
-        self.defaults = None
+        #: What the input file said about the pattern (grid, thicknesses, kind), or None.
+        self.defaults: SetupDefaults | None = None
+        #: The parsed ``felix.inp`` of :meth:`from_felix`, or None.
+        self.felix: FelixInput | None = None
 
     def with_changes(self, *, crystal: Crystal | None = None, voltage_kv: float | None = None,
                      potential: PotentialModel | None = None,
@@ -314,22 +324,41 @@ class Simulation:
         if keep_structure_factors and self._overrides:
             new.set_structure_factors(self._overrides)
         new.defaults = self.defaults
+        new.felix = self.felix
         return new
 
     # ------------------------------------------------------------ constructors
     @classmethod
-    def from_dat(cls, path, **kw) -> Simulation:
-        """Set-up from a PyExtal/EMAPS ``.dat`` file (see :mod:`qcbed.bloch.builders`)."""
-        from .builders import simulation_from_dat
+    def from_recipe(cls, recipe: SimulationRecipe) -> Simulation:
+        """Set-up from a :class:`~qcbed.bloch.builders.SimulationRecipe`."""
+        where = recipe.location
+        if where is None:
+            sim = cls(*recipe.args, **recipe.kwargs)
+            if recipe.structure_factors:
+                sim.set_structure_factors(recipe.structure_factors)
+        else:  # errors and warnings name the input file, the line and its key
+            with where.errors(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sim = cls(*recipe.args, **recipe.kwargs)
+                if recipe.structure_factors:
+                    sim.set_structure_factors(recipe.structure_factors)
+                sim.arrays  # noqa: B018 - builds the engine state: its absorption check warns
+            where.warn(caught)
+        sim.defaults = recipe.defaults
+        sim.felix = recipe.felix
+        return sim
 
-        return simulation_from_dat(path, **kw)
+    @classmethod
+    def from_dat(cls, path, **kw) -> Simulation:
+        """Set-up from a PyExtal/EMAPS ``.dat`` file (see :func:`qcbed.bloch.builders.dat_recipe`;
+        the CBED net of ``conv``/``samp`` is ``sim.defaults.grid``)."""
+        return cls.from_recipe(dat_recipe(path, **kw))
 
     @classmethod
     def from_felix(cls, folder, **kw) -> Simulation:
-        """Set-up from a Felix input folder (see :mod:`qcbed.bloch.builders`)."""
-        from .builders import simulation_from_felix
-
-        return simulation_from_felix(folder, **kw)
+        """Set-up from a Felix input folder (see :func:`qcbed.bloch.builders.felix_recipe`;
+        the parsed ``felix.inp`` is ``sim.felix``)."""
+        return cls.from_recipe(felix_recipe(folder, **kw))
 
     # ------------------------------------------------------------ potential
     def _mean_inner_u(self) -> float:
@@ -508,8 +537,6 @@ class Simulation:
         return self.frame.kt_from_reciprocal(kt_hkl)
 
     def _executor_for(self, n_chunks: int):
-        from ..parallel import SerialExecutor, default_executor
-
         if self.executor is not None:
             return self.executor
         ex = default_executor()
@@ -561,12 +588,27 @@ class Simulation:
         return np.exp(-2j * np.pi * (self.outputs @ self.origin_shift))
 
     # ------------------------------------------------------------ patterns
+    def _pattern_operations(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Usable pattern symmetries of the current potential (cached per table version)."""
+        key = self._version
+        if self._ops_cache[0] != key:
+            ops = pattern_operations(self._internal, self.frame, self.pool.hkl, self.pool.n_out,
+                                     (self.table.hkl, self.table.u, self.table.u_abs))
+            self._ops_cache = (key, ops)
+        return self._ops_cache[1]
+
     def symmetry_reduction(self, grid: TiltGrid):
-        """Orbits of the grid's illuminated points under the usable pattern symmetry."""
-        pts = grid.points
-        key = (pts.shape, float(np.sum(pts)), float(np.sum(pts**2)))
+        """Orbits of the grid's illuminated points under the usable pattern symmetry.
+
+        The usable operations depend on the grid *and* the current structure
+        factors (see :mod:`qcbed.bloch.symmetry`); the cache is keyed on both.
+        """
+        pts = np.ascontiguousarray(grid.points, dtype=float)
+        ops = self._pattern_operations()
+        key = (pts.shape, hashlib.blake2b(pts.view(np.uint8).reshape(-1).data,
+                                          digest_size=16).hexdigest(),
+               tuple(np.asarray(r).tobytes() for r, _ in ops))
         if key not in self._symmetry_cache:
-            ops = pattern_operations(self._internal, self.frame, self.pool.hkl, self.pool.n_out)
             step = np.median(np.linalg.norm(np.diff(pts, axis=0), axis=1)) if len(pts) > 1 \
                 else 1.0
             self._symmetry_cache = {key: reduce_grid(pts, ops, self.outputs, 1e-6 * step)}
@@ -614,6 +656,16 @@ class Simulation:
             vals = res.intensities
         images = grid.to_image(np.moveaxis(vals, -1, 1))
         return (images, res.counts()) if return_stats else images
+
+    def labelled_pattern(self, grid: TiltGrid, thickness: float | ArrayLike, *,
+                         use_symmetry: bool = True, progress: bool = False) -> Pattern:
+        """As :meth:`pattern`, labelled: a :class:`~qcbed.bloch.pattern.Pattern` with the
+        output hkl, the thicknesses (Å) and the k_t (Å⁻¹) of every pixel; ``.values`` is
+        the array :meth:`pattern` returns."""
+        vals = self.pattern(grid, thickness, use_symmetry=use_symmetry, progress=progress)
+        kt = np.moveaxis(grid.to_image(grid.points.T), 0, -1)
+        return Pattern(vals, self.outputs.copy(), np.atleast_1d(np.asarray(thickness, float)),
+                       kt)
 
     def lacbed(self, grid: TiltGrid, thickness: float | ArrayLike, **kw) -> np.ndarray:
         """LACBED images of every output reflection on ``grid``: (n_t, n_out, ny, nx)."""

@@ -5,6 +5,12 @@ surface normal, the dynamical intensities obey I_{gR}(k_t S) = I_g(k_t), with
 S the rotation acting on frame vectors (the translation only changes phases of
 U_g; Spence & Zuo 1992, §6; Buxton et al. 1976). On a grid closed under S,
 only one direction per orbit needs an eigen-solution.
+
+The relation needs the *potential* to have the symmetry, not only the crystal:
+structure factors set without their equivalents (``symmetric=False``) or a
+tabulated potential can break it. :func:`pattern_operations` therefore keeps an
+operation only when the current U and U′ tables obey U(gR) = exp(2πi g·t) U(g)
+(the convention of :meth:`qcbed.crystal.Crystal.equivalent_reflections`).
 """
 
 from __future__ import annotations
@@ -51,14 +57,35 @@ class SymmetryReduction:
         return np.take_along_axis(v, np.broadcast_to(perm, v.shape), axis=-1)
 
 
-def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray, n_out: int
+def table_is_invariant(r: np.ndarray, t: np.ndarray, hkl: np.ndarray,
+                       values: tuple[np.ndarray, ...], rtol: float = 1e-9) -> bool:
+    """Whether every table U(g) (rows ``hkl``) obeys U(gR) = exp(2πi g·t) U(g).
+
+    Rows whose image gR is not in the table are not constrained (they never couple
+    beams of the pool onto each other under the operation).
+    """
+    where = {tuple(h): i for i, h in enumerate(np.asarray(hkl, int))}
+    mapped = [where.get(tuple(h), -1) for h in np.asarray(hkl, int) @ r]
+    img = np.array(mapped, dtype=int)
+    ok = img >= 0
+    phase = np.exp(2j * np.pi * (np.asarray(hkl, float) @ np.asarray(t, float)))[ok]
+    for u in values:
+        scale = max(float(np.abs(u).max()), 1e-30)
+        if np.any(np.abs(u[img[ok]] - phase * u[ok]) > rtol * scale):
+            return False
+    return True
+
+
+def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray, n_out: int,
+                       table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
                        ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Operations usable for pattern symmetry: [(R (3,3) int, S (2,2) float)], identity first.
 
     Kept: rotations fixing ẑ and the normal, mapping the pool and the output set
-    onto themselves.
+    onto themselves and — with ``table`` = (hkl (M, 3), U (M,), U′ (M,)), internal
+    origin — leaving the potential invariant (:func:`table_is_invariant`).
     """
-    rot, _ = crystal.operations
+    rot, tran = crystal.operations
     a_star = crystal.lattice.reciprocal_basis
     to_frame = frame.rotation.T
     pool_set = {tuple(h) for h in pool_hkl}
@@ -66,8 +93,10 @@ def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray,
     ops: list[tuple[np.ndarray, np.ndarray]] = []
     seen: list[np.ndarray] = []
     nrm = frame.normal_frame
-    for r in rot:
+    for r, tr in zip(rot, tran):
         if any(np.array_equal(r, x) for x in seen):
+            continue
+        if table is not None and not table_is_invariant(r, tr, table[0], table[1:]):
             continue
         seen.append(r)
         # frame action: q_f -> q_f S3, with q_f = g A* Rot^T

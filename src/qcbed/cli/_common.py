@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,7 +32,25 @@ def settings(quiet: bool | None, workers: str | None) -> tuple[bool, Any]:
     obj = (ctx.find_root().obj if ctx is not None else None) or {}
     q = bool(quiet) if quiet is not None else bool(obj.get("quiet", False))
     w = workers if workers is not None else obj.get("workers")
+    configure_logging(q)
     return q, w
+
+
+class _EchoHandler(logging.Handler):
+    """Log records of qcbed as lines on the terminal (warnings and errors on stderr)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=record.levelno >= logging.WARNING)
+
+
+def configure_logging(quiet: bool) -> None:
+    """Send the ``qcbed`` loggers to the terminal: INFO (step summaries) unless ``quiet``."""
+    log = logging.getLogger("qcbed")
+    for h in [h for h in log.handlers if isinstance(h, _EchoHandler)]:
+        log.removeHandler(h)
+    log.addHandler(_EchoHandler())
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
 
 
 def executor(spec: Any) -> Any:
@@ -69,11 +88,6 @@ def _show(caught: list) -> None:
             continue
         seen.add(msg)
         click.echo(f"warning: {msg}", err=True)
-
-
-def echo_factory(quiet: bool) -> Callable[[str], None]:
-    """A log function that prints unless ``quiet``."""
-    return (lambda s: None) if quiet else click.echo
 
 
 def wrap(f: Callable) -> Callable:

@@ -32,9 +32,8 @@ def command(out_dir: str, seed: int, fast: bool, force: bool, quiet: bool | None
 
     q, w = settings(quiet, workers)
     t0 = time.perf_counter()
-    log = (lambda s: None) if q else click.echo
     run, _truth, table = run_demo(out_dir, seed=seed, fast=fast, executor=executor(w),
-                                  progress=not q, log=log, overwrite=force)
+                                  progress=not q, overwrite=force)
     click.echo(table)
     click.echo(f"results in {run.out_dir}: " + ", ".join(p.name for p in run.files.values()))
     click.echo(f"open {run.files['report']} in a browser; total {time.perf_counter() - t0:.1f} s")

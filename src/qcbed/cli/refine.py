@@ -30,7 +30,7 @@ def command(project: str, out_dir: str | None, force: bool, quiet: bool | None,
     q, w = settings(quiet, workers)
     proj = load_project(project)
     run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q,
-                     log=(lambda s: None) if q else click.echo, overwrite=force or None)
+                     overwrite=force or None)
     try:
         res = run.run()
     except (QcbedError, KeyboardInterrupt):

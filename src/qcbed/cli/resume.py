@@ -24,8 +24,7 @@ def command(path: str, force: bool, quiet: bool | None, workers: str | None) -> 
 
     q, w = settings(quiet, workers)
     try:
-        res = resume_run(path, force=force, executor=executor(w), progress=not q,
-                         log=(lambda s: None) if q else click.echo)
+        res = resume_run(path, force=force, executor=executor(w), progress=not q)
     except RunFinished as exc:
         click.echo(str(exc))
         return

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..checks import MAX_GMAX, MAX_THICKNESS, check_number, check_output_path
+from .._core.checks import MAX_GMAX, MAX_THICKNESS, check_number, check_output_path
 from ._common import engine_options, executor, settings, wrap
 
 
@@ -64,7 +64,7 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
     from ..bloch.beams import BeamSelection
     from ..bloch.simulation import Simulation
     from ..errors import InputError
-    from ..results import write_simulation
+    from ..output.results import write_simulation
     from ..scattering.structure_factors import PotentialModel
 
     q, w = settings(quiet, workers)

@@ -7,9 +7,9 @@ import sys
 import click
 import numpy as np
 
-from ..checks import MAX_GMAX, MAX_MILLER_INDEX, MAX_VOLTAGE_KV, check_number
+from .._core.checks import MAX_GMAX, MAX_MILLER_INDEX, MAX_VOLTAGE_KV, check_number
+from .._core.guard import check_memory
 from ..errors import InputError, QcbedError
-from ..guard import check_memory
 
 
 def _parse_hkl(text: str) -> tuple[int, int, int]:

@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..checks import check_number
+from .._core.checks import check_number
 from ..errors import InputError
 
 #: Accepted cell lengths, Å: beyond these the metric over- or underflows long before

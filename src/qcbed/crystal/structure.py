@@ -25,7 +25,7 @@ import gemmi
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..checks import check_number
+from .._core.checks import check_number
 from ..errors import InputError
 from .lattice import Lattice
 

@@ -27,6 +27,7 @@ normalised intensity on a background of 100 counts, then Poisson-sampled.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -38,8 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import check_integer, check_output_path
+from .._core.checks import check_integer, check_output_path
+from .._core.files import atomic_write
+from .._core.hkl import hkl_key
+from ..bloch.geometry import ZoneFrame
+from ..bloch.simulation import outputs_index
 from ..errors import InputError
+from ..experiment import ExperimentGeometry
+from ..io import read_cif
+from ..output.results import _orientation
+from ..project import ProjectRun, build_setup, dumps_toml, load_project
 
 __all__ = ["DemoSettings", "make_demo", "run_demo", "truth_table"]
 
@@ -106,12 +115,6 @@ def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
         ``U(2,2,2)``, ``tilt0.x``, ``tilt0.y``) to the true values (signed amplitudes
         along the phase the refinement uses, Å⁻²; thickness in Å; k_t in Å⁻¹).
     """
-    from ..bloch.geometry import ZoneFrame
-    from ..bloch.simulation import outputs_index
-    from ..experiment import ExperimentGeometry
-    from ..io import read_cif
-    from ..project import build_setup, dumps_toml, load_project
-
     st = settings or (DemoSettings.fast() if fast else DemoSettings())
     check_integer(seed, "seed", low=0, high=2**32 - 1)
     out = Path(out_dir)
@@ -213,14 +216,12 @@ def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
         start += len(pk)
     rng = np.random.default_rng(seed)
     image = rng.poisson(image).astype(np.float64)
-    tmp = data_file.with_name("pattern.tmp.npy")
-    np.save(tmp, image)
-    os.replace(tmp, data_file)
+    atomic_write(data_file, lambda tmp: np.save(tmp, image))
     # ---------------------------------------------------------------- truth
     truth: dict[str, float] = {"thickness": st.thickness}
     for h_, (u, ua) in true_u.items():
         rot = np.exp(-1j * phase[h_])
-        key = ",".join(str(x) for x in h_)
+        key = hkl_key(h_)
         truth[f"U({key})"] = float((u * rot).real)
         truth[f"Uabs({key})"] = float((ua * rot).real)
     truth["tilt0.x"], truth["tilt0.y"] = (float(x) for x in st.tilt0)
@@ -245,8 +246,6 @@ def truth_table(run: Any, truth: dict[str, float]) -> str:
         tt = "" if t is None else f"{t:13.6g}"
         lines.append(f"{lab:<24s} {tt:>13s} {p.value:13.6g} "
                      f"{'' if esd is None else f'{esd:10.2g}':>10s} {z:>15s}")
-    from ..results import _orientation
-
     o = _orientation(run)
     for k, ax in enumerate("xy"):
         t = truth.get(f"tilt0.{ax}")
@@ -268,9 +267,7 @@ def run_demo(out_dir: str | os.PathLike = "qcbed-demo", *, seed: int = 1, fast: 
 
     ``overwrite`` allows replacing the files of an earlier demo in ``out_dir``.
     """
-    from ..project import ProjectRun, load_project
-
-    log = log or print
+    log = log or logging.getLogger(__name__).info
     t0 = time.perf_counter()
     path, truth = make_demo(out_dir, seed=seed, fast=fast, executor=executor,
                             overwrite=overwrite)

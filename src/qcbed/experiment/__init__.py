@@ -24,7 +24,14 @@ from .detector import (
 )
 from .geometry import ExperimentGeometry, rotation_from_gx_angle
 from .patterns import CBEDPattern, LACBEDStack, check_pixels
-from .readers import read_dm, read_felix_images, read_image, read_npy_stack
+from .readers import (
+    read_dm,
+    read_felix_images,
+    read_image,
+    read_lacbed,
+    read_npy_stack,
+    read_pattern,
+)
 from .roi import ROI, GeometryFit, Region, Samples
 
 __all__ = [
@@ -44,7 +51,9 @@ __all__ = [
     "read_dm",
     "read_felix_images",
     "read_image",
+    "read_lacbed",
     "read_npy_stack",
+    "read_pattern",
     "rotation_from_gx_angle",
     "transfer_function",
 ]

@@ -40,10 +40,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage
 
+from .._core.parameters import Parameter
 from ..bloch.geometry import ZoneFrame
 from ..bloch.grids import TiltGrid
 from ..errors import InputError
-from ..refine.parameters import Parameter
 
 __all__ = ["ExperimentGeometry", "rotation_from_gx_angle"]
 

@@ -8,13 +8,14 @@ data); neither happens silently.
 
 * :func:`read_dm` — one DM3/DM4 image (rosettasciio,
   ``rsciio.digitalmicrograph.file_reader``) → :class:`CBEDPattern`;
-* :func:`read_image` — ``.dm3``/``.dm4``/``.npy``/``.tif``/``.tiff`` by suffix →
-  :class:`CBEDPattern`;
+* :func:`read_pattern` (alias :func:`read_image`) — ``.dm3``/``.dm4``/``.npy``/``.tif``/
+  ``.tiff`` by suffix → :class:`CBEDPattern`: the one reader of CBED patterns;
 * :func:`read_felix_images` — a Felix D-LACBED folder (one ``<name>_+h+k+l.dm3`` per
   reflection, ``felix.inp``/``felix.cif``/``felix.hkl``) → :class:`LACBEDStack` with
   the Felix image geometry attached;
 * :func:`read_npy_stack` — PyExtal-style ``.npy`` image stack + variance ``.npy`` +
-  g-vector ``.npy`` → :class:`LACBEDStack`.
+  g-vector ``.npy`` → :class:`LACBEDStack`;
+* :func:`read_lacbed` — either of the two by the path: the one reader of LACBED stacks.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from numpy.typing import ArrayLike
 
 from ..bloch.geometry import ZoneFrame
 from ..errors import InputError
+from ..io.felix import felix_image_files, read_felix
 from .detector import DetectorModel
 from .geometry import ExperimentGeometry
 from .patterns import CBEDPattern, LACBEDStack, check_pixels
 
-__all__ = ["load_npy", "read_dm", "read_felix_images", "read_image", "read_npy_stack"]
+__all__ = ["load_npy", "read_dm", "read_felix_images", "read_image", "read_lacbed",
+           "read_npy_stack", "read_pattern"]
 
 PathType = str | PathLike[str]
 
@@ -173,9 +176,9 @@ def _read_array(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
                      expected=".dm3, .dm4, .npy, .tif or .tiff", found=suffix or "no suffix")
 
 
-def read_image(path: PathType, *, detector: DetectorModel | None = None,
-               clip_negative: bool = False, allow_negative: bool = False,
-               voltage_kv: float | None = None) -> CBEDPattern:
+def read_pattern(path: PathType, *, detector: DetectorModel | None = None,
+                 clip_negative: bool = False, allow_negative: bool = False,
+                 voltage_kv: float | None = None) -> CBEDPattern:
     """Read a single image (``.dm3``, ``.dm4``, ``.npy``, ``.tif``/``.tiff``) as a CBED pattern.
 
     TIFF needs ``tifffile`` (imported only when used). Singleton axes are squeezed.
@@ -190,6 +193,33 @@ def read_image(path: PathType, *, detector: DetectorModel | None = None,
     img = check_pixels(img, p, clip_negative=clip_negative, allow_negative=allow_negative)
     return CBEDPattern(img, detector or DetectorModel(), pixel_size=_pixel_size(meta),
                        voltage_kv=voltage_kv, source=str(p), metadata=meta)
+
+
+#: The former name of :func:`read_pattern` (the same function).
+read_image = read_pattern
+
+
+def read_lacbed(path: PathType, **kw: Any) -> LACBEDStack:
+    """Read a LACBED stack: a Felix D-LACBED folder or a PyExtal ``.npy`` image stack.
+
+    Parameters
+    ----------
+    path : path
+        A folder (:func:`read_felix_images`) or a ``.npy`` stack (:func:`read_npy_stack`;
+        pass ``variance=`` and ``g_vectors=`` there).
+    **kw
+        Passed to the reader.
+    """
+    p = Path(path)
+    if p.is_dir():
+        return read_felix_images(p, **kw)
+    if p.suffix.lower() == ".npy":
+        return read_npy_stack(p, **kw)
+    if not p.exists():
+        raise InputError("no such file or folder", source=p, found="missing")
+    raise InputError("unknown LACBED stack format", source=p,
+                     expected="a Felix D-LACBED folder or a .npy image stack",
+                     found=p.suffix or "no suffix")
 
 
 # ====================================================================== PyExtal npy
@@ -316,8 +346,6 @@ def read_felix_images(folder: PathType, *, clip_negative: bool = False,
         Missing folder/files, images of different or wrong shape (2R × 2R expected),
         missing images for ``felix.hkl`` reflections, NaN or negative pixels.
     """
-    from ..io.felix import felix_image_files, read_felix
-
     d = _existing(folder, "folder")
     with warnings.catch_warnings():
         # scattering-factor/CIF remarks concern the simulation set-up, not the images

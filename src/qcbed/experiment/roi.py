@@ -40,10 +40,10 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage, optimize
 
+from .._core.parameters import Parameter
 from ..errors import InputError
-from ..refine.data import RegionGrid
-from ..refine.parameters import Parameter
 from .geometry import ExperimentGeometry
+from .grids import RegionGrid, interior_mask
 from .patterns import CBEDPattern, LACBEDStack
 
 __all__ = ["ROI", "GeometryFit", "Region", "Samples"]
@@ -144,10 +144,7 @@ class Region:
 
     def interior(self) -> np.ndarray:
         """Boolean (rows, cols): True on the unpadded samples."""
-        m = np.zeros(self.shape, bool)
-        p = self.pad
-        m[p:self.shape[0] - p, p:self.shape[1] - p] = True
-        return m
+        return interior_mask(self.shape, self.pad)
 
     def crop(self, values: ArrayLike) -> np.ndarray:
         """Remove the padding: (..., rows, cols) → (..., n13, n12).

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import MAX_MILLER_INDEX, check_integer
+from .._core.checks import MAX_MILLER_INDEX, check_integer
 from ..crystal import Crystal, Lattice, Site, parse_type_symbol, space_group_from_number
 from ..errors import InputError
 from ._common import is_number, parse_number, u_equivalent_b, with_location

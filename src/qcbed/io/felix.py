@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..checks import (
+from .._core.checks import (
     MAX_MILLER_INDEX,
     MAX_THICKNESS,
     MAX_THICKNESS_COUNT,

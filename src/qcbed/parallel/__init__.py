@@ -36,18 +36,12 @@ Importing this package needs neither torch, mpi4py nor distributed.
 from __future__ import annotations
 
 from ._state import ShipStats
-from .executors import (
-    DaskExecutor,
-    Executor,
-    MPIExecutor,
-    ProcessExecutor,
-    SerialExecutor,
-    available_cores,
-    check_executor_spec,
-    default_executor,
-    make_executor,
-)
+from .dask_cluster import DaskExecutor
+from .executors import Executor, SerialExecutor, available_cores
 from .gpu import TorchExecutor, torch_available
+from .mpi import MPIExecutor
+from .process import ProcessExecutor
+from .spec import check_executor_spec, default_executor, make_executor
 
 __all__ = [
     "DaskExecutor",

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.files import atomic_write_bytes
 from ..errors import QcbedError, WorkerError
 
 #: Set-ups each worker keeps (least recently used out).
@@ -408,10 +409,7 @@ class StateShipper:
         token = os.urandom(16).hex()
         path = os.path.join(self._dir, f"{token}.pkl")
         blob = pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp = path + ".part"
-        with open(tmp, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, blob)
         ref = weakref.ref(arrays, lambda _r, k=key, t=token: self._forget(k, t))
         entry = _Shipped(token, path, np.array(arrays.u, copy=True),
                          np.array(arrays.u_abs, copy=True), fp, ref, len(blob))

@@ -15,35 +15,33 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from .._core.files import atomic_write
+from .._core.jsonio import dumps
 from .._version import __version__
 from ..errors import InputError
-
-
-def _jd(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer, np.bool_)):
-        return o.item()
-    raise TypeError(type(o))
 
 
 def write_checkpoint(path: str | os.PathLike, *, params, names: list[str], x0,
                      state: dict | None, history: list[dict], final=None) -> None:
     """Write (atomically) the refinement state to ``path`` (HDF5, group ``refinement``)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    atomic_write(path, lambda tmp: _write(tmp, params=params, names=names, x0=x0, state=state,
+                                          history=history, final=final))
+
+
+def _write(tmp: Path, *, params, names: list[str], x0, state: dict | None,
+           history: list[dict], final) -> None:
     with h5py.File(tmp, "w") as f:
         g = f.create_group("refinement")
         g.attrs["qcbed_version"] = __version__
         g.attrs["names"] = json.dumps(names)
         g.attrs["x0"] = json.dumps(x0)
-        g.attrs["state"] = json.dumps(state, default=_jd)
+        g.attrs["state"] = dumps(state, nan_as_null=False)
         g.attrs["values"] = json.dumps({p.name: p.value for p in params})
         g.attrs["esd"] = json.dumps({p.name: p.esd for p in params})
         g.attrs["units"] = json.dumps({p.name: p.unit for p in params})
         g.attrs["scales"] = json.dumps({p.name: p.scale for p in params})
         g.attrs["free"] = json.dumps([p.name for p in params.free])
-        g.attrs["history"] = json.dumps(history, default=_jd)
+        g.attrs["history"] = dumps(history, nan_as_null=False)
         if history:
             keys = sorted({k for h in history for k, v in h.items()
                            if isinstance(v, (int, float))})
@@ -65,7 +63,6 @@ def write_checkpoint(path: str | os.PathLike, *, params, names: list[str], x0,
             fg.create_dataset("background", data=np.asarray(final.background, float))
             fg.create_dataset("covariance", data=final.covariance)
             fg.create_dataset("correlation", data=final.correlation)
-    os.replace(tmp, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

@@ -34,12 +34,14 @@ from scipy import ndimage, optimize
 from ..bloch.grids import TiltGrid
 from ..bloch.simulation import Simulation, outputs_index
 from ..errors import InputError
+from ..experiment.geometry import ExperimentGeometry
+from .result import RefinementOutcome
 
 Preprocess = Callable[[np.ndarray, bool], np.ndarray]
 
 
 @dataclass
-class CoarseResult:
+class CoarseResult(RefinementOutcome):
     """Outcome of a coarse search.
 
     Attributes
@@ -60,6 +62,14 @@ class CoarseResult:
         Every evaluation (parameter value, correlation).
     corr_map : ndarray
         Correlation map at the optimum.
+    model : ndarray (n, H, W) or None
+        Simulated field the templates were matched in, at the optimum.
+    experiment : ndarray (n, h, w) or None
+        The experimental templates.
+
+    Besides, the fields shared by every refinement result
+    (:class:`~qcbed.refine.result.RefinementOutcome`): ``names``/``x`` = tilt0.x,
+    tilt0.y (Å⁻¹), thickness (Å), pixel_size (Å⁻¹/px) and ``values``; no esd.
     """
 
     tilt0: np.ndarray
@@ -70,6 +80,74 @@ class CoarseResult:
     values: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
     corr_map: np.ndarray | None = None
+    model: np.ndarray | None = None
+    experiment: np.ndarray | None = None
+
+    # ------------------------------------------------------------ RefinementOutcome
+    @property
+    def names(self) -> list[str]:  # type: ignore[override]
+        return ["tilt0.x", "tilt0.y", "thickness", "pixel_size", *self.values]
+
+    @property
+    def x(self) -> np.ndarray:  # type: ignore[override]
+        return np.array([*np.asarray(self.tilt0, float), self.thickness, self.pixel_size,
+                         *self.values.values()], float)
+
+    @property
+    def x_esd(self) -> np.ndarray:  # type: ignore[override]
+        """A correlation search gives no esd: NaN."""
+        return np.full(len(self.names), np.nan)
+
+    @property
+    def success(self) -> bool:  # type: ignore[override]
+        """True when a finite correlation peak was found."""
+        return bool(np.isfinite(self.correlation))
+
+    @property
+    def message(self) -> str:  # type: ignore[override]
+        return f"best normalised cross-correlation {self.correlation:.4f}"
+
+    @property
+    def nit(self) -> int:  # type: ignore[override]
+        return len(self.history)
+
+    @property
+    def nfev(self) -> int:  # type: ignore[override]
+        """Correlation evaluations (each one a simulated field)."""
+        return len(self.history)
+
+    @property
+    def correlation_matrix(self) -> np.ndarray:  # type: ignore[override]
+        return np.full((len(self.names),) * 2, np.nan)
+
+    def apply_to(self, geometry: ExperimentGeometry, centre: ArrayLike,
+                 step: float = 1.0) -> ExperimentGeometry:
+        """The experimental geometry updated with this result.
+
+        Parameters
+        ----------
+        geometry : ExperimentGeometry
+            The geometry the templates were sampled in.
+        centre : (row, col)
+            Display pixel of the template centre.
+        step : float
+            Template sampling step in display pixels (the search's pixel size is
+            ``geometry.pixel_size * step``).
+
+        Returns
+        -------
+        ExperimentGeometry
+            ``gl`` from the refined pixel size (when it changed) and ``tilt0`` such that
+            the display pixel ``centre`` has the matched k_t. Thickness, voltage and
+            Debye–Waller factors (``thickness``, ``values``) belong to the simulation.
+        """
+        g = geometry
+        start = g.pixel_size * step
+        if not np.isclose(self.pixel_size, start, rtol=1e-12, atol=0.0):
+            g = g.replace(gl=float(g.g_x_length / (self.pixel_size / step)))
+        d = np.asarray(self.tilt0, float) - g.display_to_kt(centre)
+        t0 = np.asarray(g.tilt0, float) + d
+        return g.replace(tilt0=(float(t0[0]), float(t0[1])))
 
 
 def joint_ncc(field: np.ndarray, templates: np.ndarray) -> np.ndarray:
@@ -256,12 +334,14 @@ class CoarseRefinement:
         return self._result(t_best)
 
     def _result(self, t_best: float, values: dict | None = None) -> CoarseResult:
-        shift, best, cmap = self.match(self.simulated_field(t_best))
+        fld = self.simulated_field(t_best)
+        shift, best, cmap = self.match(fld)
         dy, dx = shift
         kt = self.tilt0 + np.array([dx * self.pixel_size, -dy * self.pixel_size])
         return CoarseResult(tilt0=kt, thickness=t_best, pixel_size=self.pixel_size,
                             correlation=best, shift_px=shift, values=values or {},
-                            history=list(self.history), corr_map=cmap)
+                            history=list(self.history), corr_map=cmap, model=fld,
+                            experiment=self.templates)
 
     def apply(self, result: CoarseResult) -> None:
         """Adopt a result as the new start (tilt0, thickness, pixel size); the field is redone."""
@@ -304,12 +384,13 @@ class CoarseRefinement:
         res = optimize.minimize_scalar(neg, bounds=(p0 / ext, p0 * ext), method="bounded",
                                        options={"xatol": xtol * p0})
         p_best = float(res.x)
-        shift, best, cmap = self.match(field_at(p_best))
+        fld = field_at(p_best)
+        shift, best, cmap = self.match(fld)
         dy, dx = shift
         kt = self.tilt0 + np.array([dx * p_best, -dy * p_best])
         return CoarseResult(tilt0=kt, thickness=self.thickness, pixel_size=p_best,
                             correlation=best, shift_px=shift, history=list(self.history),
-                            corr_map=cmap)
+                            corr_map=cmap, model=fld, experiment=self.templates)
 
     def _resimulate_corr(self, sim: Simulation) -> float:
         old = self.sim

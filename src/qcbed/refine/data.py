@@ -24,28 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..experiment.grids import RegionGrid
 from .parameters import Parameter
-
-
-@dataclass(frozen=True)
-class RegionGrid:
-    """Points ``start .. start + ny·nx`` form a (ny, nx) image, row-major; the outer
-    ``pad`` rows/columns serve the probe convolution only and are not compared."""
-
-    start: int
-    shape: tuple[int, int]
-    pad: int = 0
-
-    @property
-    def size(self) -> int:
-        return self.shape[0] * self.shape[1]
-
-    def interior(self) -> np.ndarray:
-        """Boolean mask (ny, nx) of the compared samples."""
-        m = np.zeros(self.shape, bool)
-        p = self.pad
-        m[p:self.shape[0] - p, p:self.shape[1] - p] = True
-        return m
 
 
 @dataclass

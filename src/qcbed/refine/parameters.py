@@ -1,4 +1,8 @@
-"""Refinable parameters: a registry with scales, bounds and cost classes.
+"""Refinable parameters of a crystal: structure factors, cell, sites (factories).
+
+:class:`Parameter`, :class:`ParameterSet` and :data:`KINDS` live in
+:mod:`qcbed._core.parameters` (the experiment layer needs them too) and are
+re-exported here.
 
 Every parameter has a *kind*, which says what a change costs:
 
@@ -16,159 +20,29 @@ different magnitudes (Å, Å⁻², degrees) are equally conditioned.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable
 
 import numpy as np
 
+from .._core.hkl import hkl_name
+from .._core.parameters import KINDS, Parameter, ParameterSet
 from ..crystal import Crystal
-from ..errors import InputError
 
-KINDS = ("structure", "thickness", "sampling", "probe", "linear")
-
-
-@dataclass
-class Parameter:
-    """One refinable quantity.
-
-    Attributes
-    ----------
-    name : str
-        Unique name, e.g. ``'thickness'``, ``'U(1,-1,-1)'``, ``'Uabs(1,-1,-1)'``,
-        ``'B(Si1)'``, ``'cell.a'``, ``'xyz(O1).0'``, ``'shift.x'``.
-    value : float
-        Current value, in ``unit``.
-    kind : str
-        Cost class, one of :data:`KINDS`.
-    scale : float
-        Typical change (optimiser units), > 0.
-    lower, upper : float
-        Bounds (±inf for none).
-    unit : str
-        Unit of the value (Å, Å⁻², deg, px, …).
-    refine : bool
-        False keeps the parameter fixed.
-    target : tuple
-        What the parameter acts on (e.g. ``('U', (1, -1, -1))``); used by the model.
-    esd : float or None
-        Estimated standard deviation after a refinement.
-    """
-
-    name: str
-    value: float
-    kind: str
-    scale: float = 1.0
-    lower: float = -np.inf
-    upper: float = np.inf
-    unit: str = ""
-    refine: bool = True
-    target: tuple = ()
-    esd: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise InputError("unknown parameter kind", tag=self.name, expected=list(KINDS),
-                             found=self.kind)
-        if not np.isfinite(self.value):
-            raise InputError("parameter value must be finite", tag=self.name, found=self.value)
-        if not (self.scale > 0 and np.isfinite(self.scale)):
-            raise InputError("parameter scale must be > 0", tag=self.name, found=self.scale)
-        if self.lower >= self.upper:
-            raise InputError("lower bound must be below upper bound", tag=self.name,
-                             found=(self.lower, self.upper))
-        if not self.lower <= self.value <= self.upper:
-            raise InputError("start value outside its bounds", tag=self.name,
-                             expected=f"[{self.lower}, {self.upper}]", found=self.value)
-
-
-@dataclass
-class ParameterSet:
-    """An ordered collection of :class:`Parameter` with vector views of the refined ones."""
-
-    params: list[Parameter] = field(default_factory=list)
-
-    def __iter__(self) -> Iterator[Parameter]:
-        return iter(self.params)
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    def __getitem__(self, name: str) -> Parameter:
-        for p in self.params:
-            if p.name == name:
-                return p
-        raise InputError("unknown parameter", expected=[p.name for p in self.params],
-                         found=name)
-
-    def __contains__(self, name: str) -> bool:
-        return any(p.name == name for p in self.params)
-
-    def add(self, p: Parameter) -> Parameter:
-        """Append a parameter (names must be unique)."""
-        if p.name in self:
-            raise InputError("duplicate parameter name", found=p.name)
-        self.params.append(p)
-        return p
-
-    def extend(self, ps: Iterable[Parameter]) -> None:
-        for p in ps:
-            self.add(p)
-
-    @property
-    def free(self) -> list[Parameter]:
-        """Parameters that are refined, in order."""
-        return [p for p in self.params if p.refine]
-
-    def names(self, kinds: Iterable[str] | None = None) -> list[str]:
-        """Names of the free parameters (optionally of some kinds only)."""
-        ks = set(kinds) if kinds is not None else set(KINDS)
-        return [p.name for p in self.free if p.kind in ks]
-
-    def values(self, kinds: Iterable[str] | None = None) -> np.ndarray:
-        ks = set(kinds) if kinds is not None else set(KINDS)
-        return np.array([p.value for p in self.free if p.kind in ks], dtype=float)
-
-    def set_values(self, values: np.ndarray, kinds: Iterable[str] | None = None) -> None:
-        ks = set(kinds) if kinds is not None else set(KINDS)
-        free = [p for p in self.free if p.kind in ks]
-        if len(values) != len(free):
-            raise InputError("wrong number of parameter values", expected=len(free),
-                             found=len(values))
-        for p, v in zip(free, values):
-            p.value = float(v)
-
-    def bounds(self, kinds: Iterable[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        ks = set(kinds) if kinds is not None else set(KINDS)
-        free = [p for p in self.free if p.kind in ks]
-        return (np.array([p.lower for p in free]), np.array([p.upper for p in free]))
-
-    def scales(self, kinds: Iterable[str] | None = None) -> np.ndarray:
-        ks = set(kinds) if kinds is not None else set(KINDS)
-        return np.array([p.scale for p in self.free if p.kind in ks])
-
-    def copy(self) -> ParameterSet:
-        return ParameterSet([replace(p) for p in self.params])
-
-    def as_dict(self) -> dict[str, float]:
-        """{name: value} of every parameter."""
-        return {p.name: p.value for p in self.params}
-
-    def table(self) -> str:
-        """Human-readable table: name, value ± esd, unit."""
-        lines = []
-        for p in self.params:
-            esd = f" ± {p.esd:.3g}" if p.esd is not None else ""
-            flag = "" if p.refine else " (fixed)"
-            lines.append(f"{p.name:>22s} = {p.value:.8g}{esd} {p.unit}{flag}")
-        return "\n".join(lines)
+__all__ = [
+    "KINDS",
+    "Parameter",
+    "ParameterSet",
+    "allowed_displacements",
+    "allowed_u_tensors",
+    "apply_cell",
+    "cell_parameters",
+    "hkl_name",
+    "site_parameters",
+    "structure_factor_parameters",
+]
 
 
 # ---------------------------------------------------------------------- factories
-def hkl_name(prefix: str, hkl: Iterable[int]) -> str:
-    """``'U(1,-1,-1)'``-style name."""
-    return f"{prefix}({','.join(str(int(x)) for x in hkl)})"
-
-
 def structure_factor_parameters(hkl: Iterable[int], u: complex, u_abs: complex, *,
                                 phase: float, refine_u: bool = True, refine_uabs: bool = True,
                                 refine_phase: bool = False, rel_scale: float = 0.01

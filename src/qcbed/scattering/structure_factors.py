@@ -23,10 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..constants import H2_OVER_2M0E, MOTT_BETHE_PREFACTOR, relativistic_gamma, u_to_potential
+from ..constants import (
+    H2_OVER_2M0E,
+    MOTT_BETHE_PREFACTOR,
+    relativistic_gamma,
+    u_to_potential,
+    wavenumber,
+)
 from ..crystal import Crystal
 from ..crystal.structure import atomic_number
 from ..errors import InputError
+from .absorption import absorptive_form_factor
 from .models import canonical_model_name, elastic_form_factor, elastic_model
 
 _ABSORPTION_MODELS = ("none", "proportional", "bird_king", "wk", "wk_phonon", "wk_core")
@@ -107,8 +114,6 @@ class StructureFactors:
     @property
     def xi_g(self) -> np.ndarray:
         """Two-beam extinction distance ξ_g = K/|U_g| ≈ 1/(λ|U_g|) in Å."""
-        from ..constants import wavenumber
-
         with np.errstate(divide="ignore"):
             return wavenumber(self.voltage_kv) / np.abs(self.u)
 
@@ -197,8 +202,6 @@ def electron_structure_factors(crystal: Crystal, hkl: ArrayLike, model: Potentia
         if voltage_kv is None:
             raise InputError(f"absorption model {absn!r} needs the accelerating voltage",
                              tag="voltage_kv")
-        from .absorption import absorptive_form_factor
-
         beq = b_equivalent(crystal)
         f_abs = np.empty_like(f_el)
         for (el, ch, b), idx in _species_groups(crystal, beq).items():

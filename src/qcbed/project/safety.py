@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .guard import check_memory, format_bytes, memory_limit
+from .._core.guard import check_memory, format_bytes, memory_limit
+from ..errors import InputError
 
 __all__ = ["RESULT_FILES", "ResourceItem", "changed_inputs", "check_output_folder",
            "check_resources", "estimate_resources", "file_hashes", "read_run_state",

@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Iterator
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["DEFAULT_FRACTION", "check_memory", "format_bytes", "limit_scope", "memory_limit",
            "parse_memory"]

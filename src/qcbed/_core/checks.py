@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["MAX_GMAX", "MAX_MILLER_INDEX", "MAX_THICKNESS", "MAX_THICKNESS_COUNT",
            "MAX_VOLTAGE_KV", "check_hkl",

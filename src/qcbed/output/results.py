@@ -1,0 +1,658 @@
+"""Results with provenance: HDF5 file, ``result.json``, hkl table; ``qcbed simulate`` output.
+
+A finished refinement (:class:`qcbed.project.RunResult`) is written to its output
+folder as
+
+* ``results.h5`` — inputs and settings (the project file's text, the engine
+  settings), every iteration's parameters and GOF (``/history``), final
+  parameters with esd, covariance and correlation matrix (``/final``), refined
+  structure factors (``/structure_factors``), experimental and simulated
+  patterns of the regions of interest (``/patterns``), coarse-step outcomes
+  (``/coarse``) and provenance (``/provenance``: qcbed version, SHA-256 of every
+  input file, dependency versions, command line, date);
+* ``result.json`` — the summary documented by :data:`RESULT_SCHEMA` (JSON
+  Schema, draft 2020-12 subset; check a file with :func:`validate_result_json`);
+* ``structure_factors.hkl`` — refined structure factors beside the
+  independent-atom model (IAM): U, U′ (Å⁻²), electron F_e (Å) and X-ray F_x
+  (electrons, Mott–Bethe; :func:`qcbed.scattering.structure_factors.xray_structure_factors`);
+* ``report.html`` with ``figures/*.png`` (:mod:`qcbed.report`).
+
+Every file is written to a temporary name and renamed (``os.replace``), so a
+failure never leaves a half-written result, and an existing result is only
+replaced by a complete one.
+
+Structure factors of a centrosymmetric crystal are given as signed amplitudes a
+along the phase φ fixed by the centre of symmetry: U_g = a·exp(iφ) (φ = 0 or
+180° when the origin is at a centre; see ``docs/conventions.md``).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.files import atomic_write
+from .._core.hkl import hkl_key
+from .._core.jsonio import dumps
+from .._version import __version__
+from ..constants import MOTT_BETHE_PREFACTOR, relativistic_gamma
+from ..errors import InputError
+from ..scattering.structure_factors import xray_structure_factors
+from .density import difference_map, write_cube
+from .report import write_report
+
+__all__ = [
+    "RESULT_SCHEMA",
+    "atomic_write",
+    "dependency_versions",
+    "file_sha256",
+    "provenance",
+    "read_results",
+    "structure_factor_table",
+    "validate_json",
+    "validate_result_json",
+    "write_hkl_table",
+    "write_results",
+    "write_simulation",
+]
+
+#: Distributions whose versions go into the provenance.
+DEPENDENCIES = ("numpy", "scipy", "h5py", "gemmi", "matplotlib", "scikit-image",
+                "rosettasciio", "click", "tqdm", "threadpoolctl")
+
+_NUM = {"type": "number"}
+_NUM_OR_NULL = {"type": ["number", "null"]}
+_HKL = {"type": "array", "items": {"type": "integer"}, "minItems": 3, "maxItems": 3}
+_VEC2 = {"type": "array", "items": _NUM, "minItems": 2, "maxItems": 2}
+_VEC3 = {"type": "array", "items": _NUM, "minItems": 3, "maxItems": 3}
+_VALUE = {"type": "object", "required": ["value", "esd", "unit"],
+          "properties": {"value": _NUM, "esd": _NUM_OR_NULL, "unit": {"type": "string"}}}
+
+#: JSON Schema of ``result.json`` (format ``qcbed-result/1``).
+RESULT_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "https://qcbed.org/schema/result-1.json",
+    "title": "qcbed refinement result",
+    "type": "object",
+    "required": ["format", "qcbed_version", "created", "project", "crystal", "voltage_kv",
+                 "thickness", "orientation", "structure_factors", "parameters", "chi2",
+                 "gof", "dof", "n_used", "r_factor", "zncc", "files"],
+    "properties": {
+        "format": {"type": "string", "enum": ["qcbed-result/1"]},
+        "qcbed_version": {"type": "string"},
+        "created": {"type": "string"},
+        "project": {"type": "string"},
+        "crystal": {"type": "object", "required": ["space_group", "cell"],
+                    "properties": {"name": {"type": "string"},
+                                   "space_group": {"type": "string"},
+                                   "cell": {"type": "array", "items": _NUM, "minItems": 6,
+                                            "maxItems": 6}}},
+        "voltage_kv": _NUM,
+        "thickness": _VALUE,
+        "orientation": {
+            "type": "object",
+            "required": ["zone", "x_axis", "normal", "tilt0", "kt_unit"],
+            "properties": {"zone": _VEC3, "x_axis": _VEC3, "normal": _VEC3, "tilt0": _VEC2,
+                           "tilt0_esd": {"type": ["array", "null"], "items": _NUM},
+                           "kt_unit": {"type": "string"}, "rotation_deg": _NUM, "gl": _NUM,
+                           "shift_px": _VEC2, "mirror": {"type": "boolean"}}},
+        "structure_factors": {
+            "type": "array",
+            "items": {"type": "object",
+                      "required": ["hkl", "g", "phase_deg", "U", "U_esd", "U_abs", "U_abs_esd",
+                                   "U_iam", "U_abs_iam", "Fx", "Fx_iam", "refined"],
+                      "properties": {"hkl": _HKL, "g": _NUM, "phase_deg": _NUM, "U": _NUM,
+                                     "U_esd": _NUM_OR_NULL, "U_abs": _NUM,
+                                     "U_abs_esd": _NUM_OR_NULL, "U_iam": _NUM,
+                                     "U_abs_iam": _NUM, "Fe": _NUM, "Fx": _NUM,
+                                     "Fx_esd": _NUM_OR_NULL, "Fx_iam": _NUM,
+                                     "refined": {"type": "array",
+                                                 "items": {"type": "string",
+                                                           "enum": ["U", "U_abs", "phase"]}}}}},
+        "parameters": {
+            "type": "array",
+            "items": {"type": "object", "required": ["name", "value", "esd", "unit", "refined"],
+                      "properties": {"name": {"type": "string"}, "value": _NUM,
+                                     "esd": _NUM_OR_NULL, "unit": {"type": "string"},
+                                     "refined": {"type": "boolean"},
+                                     "true": _NUM_OR_NULL}}},
+        "chi2": _NUM_OR_NULL,
+        "gof": {"type": "object", "required": ["metric", "value"],
+                "properties": {"metric": {"type": "string"}, "value": _NUM_OR_NULL,
+                               "background": {"type": "string"}}},
+        "dof": {"type": "integer"},
+        "n_used": {"type": "integer"},
+        "r_factor": _NUM_OR_NULL,
+        "zncc": {"type": "array",
+                 "items": {"type": "object", "required": ["hkl", "zncc"],
+                           "properties": {"hkl": _HKL, "zncc": _NUM}}},
+        "solver": {"type": "object",
+                   "description": "what the engine had to do for the final model's "
+                                  "directions: re-solved exactly, rejected (NaN, left out "
+                                  "of the fit), near-degenerate clusters treated exactly",
+                   "properties": {k: {"type": "integer"} for k in
+                                  ("directions", "exact_fallback", "rejected", "clustered")}},
+        "scale": _NUM,
+        "background": {"type": "array", "items": _NUM},
+        "correlation": {"type": "object", "required": ["names", "matrix"],
+                        "properties": {"names": {"type": "array",
+                                                 "items": {"type": "string"}},
+                                       "matrix": {"type": "array",
+                                                  "items": {"type": "array", "items": _NUM}}}},
+        "strong_correlations": {"type": "array"},
+        "steps": {"type": "array"},
+        "message": {"type": "string"},
+        "elapsed_s": _NUM,
+        "truth": {"type": "object"},
+        "files": {"type": "object", "additionalProperties": {"type": "string"}},
+    },
+}
+
+
+# ====================================================================== JSON Schema subset
+def validate_json(instance: Any, schema: Mapping[str, Any], path: str = "$") -> None:
+    """Validate ``instance`` against a JSON Schema (the subset :data:`RESULT_SCHEMA` uses).
+
+    Supports ``type`` (string or list), ``enum``, ``required``, ``properties``,
+    ``additionalProperties`` (schema), ``items``, ``minItems``, ``maxItems``.
+
+    Raises
+    ------
+    InputError
+        At the first violation, with its JSON path as the tag.
+    """
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else list(types)
+        if not any(_is_type(instance, t) for t in names):
+            raise InputError("wrong JSON type", tag=path, expected=" or ".join(names),
+                             found=type(instance).__name__)
+    if "enum" in schema and instance not in schema["enum"]:
+        raise InputError("value not allowed", tag=path, expected=schema["enum"], found=instance)
+    if isinstance(instance, dict):
+        for k in schema.get("required", []):
+            if k not in instance:
+                raise InputError("missing property", tag=f"{path}.{k}", expected="present",
+                                 found=None)
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        for k, v in instance.items():
+            if k in props:
+                validate_json(v, props[k], f"{path}.{k}")
+            elif isinstance(extra, dict):
+                validate_json(v, extra, f"{path}.{k}")
+            elif extra is False:
+                raise InputError("unexpected property", tag=f"{path}.{k}",
+                                 expected=sorted(props), found=k)
+    if isinstance(instance, list):
+        if "minItems" in schema and len(instance) < schema["minItems"]:
+            raise InputError("too few items", tag=path, expected=f"≥ {schema['minItems']}",
+                             found=len(instance))
+        if "maxItems" in schema and len(instance) > schema["maxItems"]:
+            raise InputError("too many items", tag=path, expected=f"≤ {schema['maxItems']}",
+                             found=len(instance))
+        if "items" in schema:
+            for i, v in enumerate(instance):
+                validate_json(v, schema["items"], f"{path}[{i}]")
+
+
+def _is_type(v: Any, t: str) -> bool:
+    if t == "null":
+        return v is None
+    if t == "boolean":
+        return isinstance(v, bool)
+    if t == "integer":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if t == "number":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if t == "string":
+        return isinstance(v, str)
+    if t == "array":
+        return isinstance(v, list)
+    if t == "object":
+        return isinstance(v, dict)
+    raise ValueError(f"unknown JSON type {t}")
+
+
+def validate_result_json(path_or_obj: str | os.PathLike | Mapping[str, Any]) -> dict:
+    """Read (if a path) and validate a ``result.json`` against :data:`RESULT_SCHEMA`."""
+    if isinstance(path_or_obj, Mapping):
+        obj = dict(path_or_obj)
+        src = "result.json"
+    else:
+        src = str(path_or_obj)
+        obj = json.loads(Path(path_or_obj).read_text(encoding="utf-8"))
+    try:
+        validate_json(obj, RESULT_SCHEMA)
+    except InputError as exc:
+        raise InputError(exc.reason, source=src, tag=exc.tag, expected=exc.expected,
+                         found=exc.found) from None
+    return obj
+
+
+# ====================================================================== provenance
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            b = fh.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def dependency_versions() -> dict[str, str]:
+    """Installed versions of qcbed's dependencies (and Python)."""
+    out = {"python": platform.python_version()}
+    for name in DEPENDENCIES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def provenance(input_files: Iterable[str | os.PathLike] = (),
+               command_line: Sequence[str] | None = None) -> dict[str, Any]:
+    """qcbed version, UTC date, command line, platform, dependency versions, input hashes.
+
+    Parameters
+    ----------
+    input_files : iterable of paths
+        Files to hash (SHA-256); folders are expanded to their files.
+    command_line : sequence of str, optional
+        Default ``sys.argv``.
+    """
+    hashes: dict[str, str] = {}
+    for f in input_files:
+        p = Path(f)
+        files = sorted(q for q in p.rglob("*") if q.is_file()) if p.is_dir() else [p]
+        for q in files:
+            if q.is_file():
+                hashes[str(q.resolve())] = file_sha256(q)
+    cmd = list(command_line) if command_line is not None else list(sys.argv)
+    return {"qcbed_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "command_line": " ".join(cmd), "platform": platform.platform(),
+            "dependencies": dependency_versions(), "input_files": hashes}
+
+
+def _write_prov(grp, prov: Mapping[str, Any]) -> None:
+    for k, v in prov.items():
+        if isinstance(v, dict):
+            sub = grp.create_group(k)
+            for kk, vv in v.items():
+                sub.attrs[kk] = str(vv)
+        else:
+            grp.attrs[k] = str(v)
+
+
+# ====================================================================== simulate
+def write_simulation(path: str | os.PathLike, *, hkl: np.ndarray, intensity: np.ndarray,
+                     thickness: np.ndarray, kt: np.ndarray, mask: np.ndarray | None,
+                     attrs: Mapping[str, Any], input_files: Iterable[str | os.PathLike] = (),
+                     command_line: Sequence[str] | None = None) -> Path:
+    """Write a ``qcbed simulate`` result (the issue-3 contract).
+
+    Datasets: ``hkl`` (n_out, 3) int, ``intensity`` (n_t, n_out, ny, nx) float64 (NaN
+    outside the illuminated region), ``thickness`` (n_t,) Å, ``kt`` (ny, nx, 2) Å⁻¹
+    (zone-frame x, y), ``mask`` (ny, nx) bool. Root attributes: ``attrs`` plus
+    ``qcbed_version``; group ``provenance`` with input hashes and dependency versions.
+    """
+    import h5py
+
+    prov = provenance(input_files, command_line)
+
+    def w(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("hkl", data=np.asarray(hkl, dtype=np.int64))
+            f.create_dataset("intensity", data=np.asarray(intensity, dtype=np.float64),
+                             compression="gzip", compression_opts=4)
+            f.create_dataset("thickness", data=np.asarray(thickness, dtype=np.float64))
+            f.create_dataset("kt", data=np.asarray(kt, dtype=np.float64))
+            if mask is not None:
+                f.create_dataset("mask", data=np.asarray(mask, dtype=bool))
+            f["thickness"].attrs["unit"] = "Å"
+            f["kt"].attrs["unit"] = "1/Å (zone frame x, y; no 2π)"
+            f["intensity"].attrs["normalisation"] = "flux through the exit surface; NaN " \
+                                                    "outside the illuminated region"
+            f.attrs["format"] = "qcbed-simulation/1"
+            f.attrs["qcbed_version"] = __version__
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            _write_prov(f.create_group("provenance"), prov)
+    return atomic_write(path, w)
+
+
+# ====================================================================== refinement results
+def structure_factor_table(run: Any) -> list[dict[str, Any]]:
+    """Refined structure factors beside the IAM, one dict per refined reflection.
+
+    Keys: ``hkl``, ``g`` (|g|, Å⁻¹), ``s`` (Å⁻¹), ``d`` (Å), ``phase_deg`` (φ),
+    ``U``, ``U_esd``, ``U_iam``, ``U_abs``, ``U_abs_esd``, ``U_abs_iam`` (Å⁻², signed
+    amplitudes along φ), ``Fe``, ``Fe_esd``, ``Fe_iam`` (Å), ``Fx``, ``Fx_esd``,
+    ``Fx_iam`` (electrons; Mott–Bethe), ``refined`` (which of U, U_abs, phase).
+    """
+    res = run.fine
+    if res is None or run.simulation is None:
+        return []
+    sim = run.simulation
+    crystal = sim.crystal
+    v = sim.voltage_kv
+    gamma = float(relativistic_gamma(v))
+    omega = crystal.lattice.volume
+    rows = []
+    for key, (u_iam, ua_iam) in run.iam.items():
+        h = tuple(int(x) for x in key.split(","))
+        name = f"U({key})"
+        p = res.parameters[name] if name in res.parameters else None
+        pa = res.parameters[f"Uabs({key})"] if f"Uabs({key})" in res.parameters else None
+        phase = float(p.target[2]) if p is not None else sim.default_phase(h)
+        if f"phase({key})" in res.parameters:
+            phase = float(np.radians(res.parameters[f"phase({key})"].value))
+        u, ua = sim.structure_factor(h)
+        rot = np.exp(-1j * phase)
+        fx = xray_structure_factors(crystal, [h, h], [u, u_iam], v)
+        g = float(crystal.lattice.g_length(h))
+        s = 0.5 * g
+        fe_per_u = np.pi * omega / gamma
+        fx_per_u = s**2 / MOTT_BETHE_PREFACTOR * fe_per_u
+        u_esd = None if p is None or p.esd is None or not p.refine else float(p.esd)
+        ua_esd = None if pa is None or pa.esd is None or not pa.refine else float(pa.esd)
+        refined = [lab for lab, q in (("U", p), ("U_abs", pa)) if q is not None and q.refine]
+        if f"phase({key})" in res.parameters and res.parameters[f"phase({key})"].refine:
+            refined.append("phase")
+        rows.append({
+            "hkl": list(h), "g": g, "s": s, "d": 1.0 / g if g > 0 else float("inf"),
+            "phase_deg": float(np.degrees(phase)),
+            "U": float((u * rot).real), "U_esd": u_esd, "U_iam": float((u_iam * rot).real),
+            "U_abs": float((ua * rot).real), "U_abs_esd": ua_esd,
+            "U_abs_iam": float((ua_iam * rot).real),
+            "Fe": float((u * rot).real * fe_per_u), "Fe_esd": None if u_esd is None else
+            u_esd * fe_per_u, "Fe_iam": float((u_iam * rot).real * fe_per_u),
+            "Fx": float((fx[0] * rot).real), "Fx_esd": None if u_esd is None else
+            u_esd * fx_per_u, "Fx_iam": float((fx[1] * rot).real),
+            "refined": refined})
+    rows.sort(key=lambda r: (r["g"], r["hkl"]))
+    return rows
+
+
+def write_hkl_table(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], *,
+                    header: str = "") -> Path:
+    """Write the structure-factor table (whitespace-separated, ``#`` comment header)."""
+    cols = [("h", 4, "d"), ("k", 4, "d"), ("l", 4, "d"), ("g", 9, ".5f"),
+            ("phase_deg", 9, ".2f"), ("U_iam", 13, ".6e"), ("U", 13, ".6e"),
+            ("U_esd", 10, ".3e"), ("U_abs_iam", 13, ".6e"), ("U_abs", 13, ".6e"),
+            ("U_abs_esd", 10, ".3e"), ("Fe_iam", 11, ".6f"), ("Fe", 11, ".6f"),
+            ("Fe_esd", 10, ".3e"), ("Fx_iam", 11, ".6f"), ("Fx", 11, ".6f"),
+            ("Fx_esd", 10, ".3e")]
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    lines += [
+        "# U, U_abs (U') in 1/A^2 (optical potential U + iU'); Fe in A (electron structure "
+        "factor, F = pi*Omega*U/gamma);",
+        "# Fx in electrons per cell (X-ray, Mott-Bethe). Values are signed amplitudes along "
+        "the phase phi: U_g = value * exp(i*phi).",
+        "# _iam: independent-atom model; esd: estimated standard deviation ('nan': not "
+        "refined). g = |g| in 1/A (no 2 pi).",
+        "#" + " ".join(f"{n:>{w}s}" for n, w, _ in cols)[1:],
+    ]
+    for r in rows:
+        vals = list(r["hkl"]) + [r[n] for n, _, _ in cols[3:]]
+        lines.append(" ".join(f"{'nan':>{w}s}" if v is None else f"{v:{w}{spec}}"
+                              for (_n, w, spec), v in zip(cols, vals)))
+    text = "\n".join(lines) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _orientation(run: Any) -> dict[str, Any]:
+    setup = run.setup
+    gs = run.state["geometry"]
+    geom = setup.geometry.replace(rotation=gs["rotation"], gl=gs["gl"],
+                                  tilt0=tuple(gs["tilt0"]), shift=tuple(gs["shift"]))
+    frame = geom.frame
+    # incident k_t of the experimental pixel at the reference: the refined shift moves the
+    # experimental sampling positions, so it enters (pixel_to_kt subtracts it)
+    ref_exp = geom.display_to_experiment(np.asarray(geom.reference))
+    kt = geom.pixel_to_kt(ref_exp)
+    tilt_esd = None
+    res = run.fine
+    if res is not None:
+        try:
+            e = [res.parameters[n].esd if res.parameters[n].refine else 0.0
+                 for n in ("shift.row", "shift.col")]
+            if all(x is not None for x in e):
+                a, _ = geom.affine(None)
+                jac = np.linalg.inv(a)  # dkt / dpixel
+                cov = np.diag(np.square(e))
+                tilt_esd = [float(x) for x in np.sqrt(np.diag(jac @ cov @ jac.T))]
+        except InputError:
+            tilt_esd = None
+    return {"zone": list(map(float, frame.zone)), "x_axis": list(map(float, frame.x_axis)),
+            "normal": list(map(float, frame.normal)), "tilt0": [float(kt[0]), float(kt[1])],
+            "tilt0_esd": tilt_esd, "kt_unit": "1/Å",
+            "reference_pixel": [float(x) for x in geom.reference],
+            "rotation_deg": float(gs["rotation"]), "gl": float(gs["gl"]),
+            "shift_px": [float(x) for x in gs["shift"]], "mirror": bool(geom.mirror)}
+
+
+def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str, str],
+                truth: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The content of ``result.json`` (see :data:`RESULT_SCHEMA`)."""
+    res = run.fine
+    proj = run.setup.project
+    crystal = run.setup.crystal
+    truth = dict(truth or {})
+    params = []
+    if res is not None:
+        for p in res.parameters:
+            params.append({"name": p.name, "value": float(p.value),
+                           "esd": None if p.esd is None or not p.refine else float(p.esd),
+                           "unit": p.unit, "refined": bool(p.refine),
+                           "true": truth.get(p.name)})
+    th = res.parameters["thickness"] if res is not None else None
+    out: dict[str, Any] = {
+        "format": "qcbed-result/1", "qcbed_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "project": proj.name,
+        "crystal": {"name": crystal.name, "space_group": crystal.space_group_symbol,
+                    "cell": [float(x) for x in crystal.lattice.parameters]},
+        "voltage_kv": float(run.state["voltage_kv"]),
+        "thickness": {"value": float(run.state["thickness"]),
+                      "esd": None if th is None or th.esd is None or not th.refine
+                      else float(th.esd), "unit": "Å"},
+        "orientation": _orientation(run),
+        "structure_factors": [dict(r) for r in rows],
+        "parameters": params,
+        "chi2": float(res.chi2) if res is not None else None,
+        "gof": {"metric": proj.gof["metric"], "value": float(res.gof) if res else None,
+                "background": proj.gof["background"]},
+        "dof": int(res.dof) if res is not None else 0,
+        "n_used": int(res.n_used) if res is not None else 0,
+        "r_factor": float(res.r_factor) if res is not None else None,
+        "zncc": [] if res is None else [
+            {"hkl": [int(x) for x in k.split(",")], "zncc": float(v)}
+            for k, v in res.zncc.items()],
+        "solver": {} if res is None else {
+            k: int(v) for k, v in res.extra.get("solver", {}).items()},
+        "scale": float(res.scale) if res is not None else 1.0,
+        "background": [] if res is None else [float(x) for x in np.atleast_1d(res.background)],
+        "correlation": {"names": list(res.free_names) if res is not None else [],
+                        "matrix": [] if res is None else np.nan_to_num(
+                            res.correlation).tolist()},
+        "strong_correlations": [] if res is None else [
+            {"a": a, "b": b, "rho": float(r)} for a, b, r in res.strong_correlations],
+        "steps": list(run.steps), "coarse": [{k: v for k, v in c.items() if k != "history"}
+                                             for c in run.coarse],
+        "message": res.message if res is not None else "no fine refinement",
+        "elapsed_s": float(run.elapsed_s),
+        "files": dict(files),
+    }
+    if truth:
+        out["truth"] = {k: float(v) for k, v in truth.items()}
+    return out
+
+
+def _h5_json(obj: Any) -> str:
+    return dumps(obj)
+
+
+def write_results(run: Any, *, command_line: Sequence[str] | None = None,
+                  truth: Mapping[str, float] | None = None, report: bool = True
+                  ) -> dict[str, Path]:
+    """Write every result file of a finished run into ``run.out_dir``.
+
+    Returns
+    -------
+    dict
+        ``{'hdf5', 'json', 'hkl_table', 'report', 'density'?: path}``.
+    """
+    out = Path(run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = structure_factor_table(run)
+    files = {"hdf5": "results.h5", "json": "result.json", "hkl_table": "structure_factors.hkl"}
+    if report:
+        files["report"] = "report.html"
+    dmap = run.setup.project.density_map
+    if dmap != "none" and rows:
+        files["density"] = f"difference_{dmap}.cube"
+    res_json = result_dict(run, rows, files, truth)
+    prov = provenance(run.setup.input_files, command_line)
+    paths: dict[str, Path] = {}
+    crystal = run.setup.crystal
+    header = (f"{run.setup.project.name}: {crystal!r}\n{run.state['voltage_kv']:g} kV; "
+              + (run.simulation.potential.describe() if run.simulation is not None else ""))
+    paths["hkl_table"] = write_hkl_table(out / files["hkl_table"], rows, header=header)
+    if "density" in files:
+        hk = [r["hkl"] for r in rows]
+        sim = run.simulation
+        u_ref = np.array([sim.structure_factor(h)[0] for h in hk])
+        u_iam = np.array([run.iam[hkl_key(h)][0] for h in hk])
+        dm = difference_map(sim.crystal, hk, u_ref, u_iam, sim.voltage_kv, kind=dmap)
+        paths["density"] = write_cube(out / files["density"], dm)
+    paths["hdf5"] = _write_h5(out / files["hdf5"], run, rows, res_json, prov)
+    paths["json"] = atomic_write(out / files["json"], lambda tmp: tmp.write_text(
+        dumps(res_json, indent=1, ensure_ascii=False), encoding="utf-8"))
+    if report:
+        paths["report"] = write_report(out, run, res_json, rows, prov)
+    return paths
+
+
+def _write_h5(path: Path, run: Any, rows: Sequence[Mapping[str, Any]], res_json: dict,
+              prov: Mapping[str, Any]) -> Path:
+    import h5py
+
+    res = run.fine
+    proj = run.setup.project
+
+    def w(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["format"] = "qcbed-results/1"
+            f.attrs["qcbed_version"] = __version__
+            f.attrs["result_json"] = dumps(res_json, ensure_ascii=False)
+            g = f.create_group("inputs")
+            g.attrs["project_file"] = str(proj.source)
+            g.attrs["project_toml"] = proj.text
+            if run.simulation is not None:
+                g.attrs["engine"] = _h5_json(run.simulation.describe())
+            g.attrs["data"] = f"{type(run.setup.data).__name__} shape " \
+                              f"{tuple(run.setup.data.shape)}"
+            g.attrs["final_state"] = _h5_json(run.state)
+            c = f.create_group("coarse")
+            for k, step in enumerate(run.coarse):
+                s = c.create_group(f"step{k}")
+                s.attrs["result"] = _h5_json({kk: vv for kk, vv in step.items()
+                                              if kk != "history"})
+                hist = step.get("history", [])
+                for key in sorted({kk for hh in hist for kk in hh}):
+                    s.create_dataset(key, data=np.array([hh.get(key, np.nan) for hh in hist],
+                                                        float))
+            h = f.create_group("history")
+            hist = run.history
+            h.attrs["records"] = _h5_json(hist)
+            h.create_dataset("step", data=np.array([str(r.get("step", "")) for r in hist],
+                                                   dtype=h5py.string_dtype()))
+            for key in sorted({k for r in hist for k, v in r.items()
+                               if isinstance(v, (int, float)) and not isinstance(v, bool)}):
+                h.create_dataset(key, data=np.array([r.get(key, np.nan) for r in hist], float))
+            if res is not None:
+                fi = f.create_group("final")
+                ps = list(res.parameters)
+                sd = h5py.string_dtype()
+                fi.create_dataset("names", data=np.array([p.name for p in ps], dtype=sd))
+                fi.create_dataset("values", data=np.array([p.value for p in ps], float))
+                fi.create_dataset("esd", data=np.array(
+                    [np.nan if p.esd is None or not p.refine else p.esd for p in ps], float))
+                fi.create_dataset("units", data=np.array([p.unit for p in ps], dtype=sd))
+                fi.create_dataset("refined", data=np.array([p.refine for p in ps], bool))
+                fi.create_dataset("free_names", data=np.array(res.free_names, dtype=sd))
+                fi.create_dataset("correlation", data=res.correlation)
+                fi.create_dataset("covariance", data=res.covariance)
+                fi.create_dataset("background", data=np.atleast_1d(res.background))
+                for k in ("gof", "chi2", "dof", "n_used", "scale", "r_factor", "message",
+                          "n_iterations", "n_solves", "elapsed_s"):
+                    fi.attrs[k] = getattr(res, k)
+                fi.attrs["zncc"] = json.dumps(res.zncc)
+                fi.attrs["solver"] = json.dumps(res.extra.get("solver", {}))
+                pat = f.create_group("patterns")
+                roi = run.roi
+                pat.create_dataset("hkl", data=np.asarray(roi.hkl, np.int64))
+                pat.create_dataset("kt", data=roi.kt)
+                pat["kt"].attrs["unit"] = "1/Å"
+                for key in ("experiment", "model", "mask"):
+                    pat.create_dataset(key, data=res.extra[key], compression="gzip")
+                _exp, var, _valid = roi.sample({p.name: p.value for p in ps
+                                                if p.kind == "sampling"})
+                pat.create_dataset("variance", data=var, compression="gzip")
+                pat.attrs["model"] = "scale * simulation (probe-convolved) + background"
+                for k, reg in enumerate(roi.region_list):
+                    rg = pat.create_group(f"region{k}")
+                    rg.attrs["corners"] = reg.corners
+                    rg.attrs["samples"] = (reg.n12, reg.n13)
+                    rg.attrs["pad"] = reg.pad
+                for k, (e, m, mk) in enumerate(zip(*(roi.split(res.extra[x]) for x in
+                                                     ("experiment", "model", "mask")))):
+                    rg = pat[f"region{k}"]
+                    rg.create_dataset("experiment", data=np.where(mk, e, np.nan))
+                    rg.create_dataset("model", data=m)
+            sfg = f.create_group("structure_factors")
+            if rows:
+                sfg.create_dataset("hkl", data=np.array([r["hkl"] for r in rows], np.int64))
+                for key in ("g", "phase_deg", "U", "U_esd", "U_iam", "U_abs", "U_abs_esd",
+                            "U_abs_iam", "Fe", "Fe_esd", "Fe_iam", "Fx", "Fx_esd", "Fx_iam"):
+                    sfg.create_dataset(key, data=np.array(
+                        [np.nan if r[key] is None else r[key] for r in rows], float))
+            sfg.attrs["units"] = "U, U_abs: 1/Å²; Fe: Å; Fx: electrons; g: 1/Å; phase: deg"
+            _write_prov(f.create_group("provenance"), prov)
+    return atomic_write(path, w)
+
+
+def read_results(path: str | os.PathLike) -> dict[str, Any]:
+    """Read the main content of a ``results.h5``: result JSON, final parameters, history."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        out: dict[str, Any] = {"result": json.loads(f.attrs["result_json"]),
+                               "qcbed_version": str(f.attrs["qcbed_version"])}
+        if "final" in f:
+            fi = f["final"]
+            names = [x.decode() if isinstance(x, bytes) else str(x) for x in fi["names"][()]]
+            out["parameters"] = dict(zip(names, fi["values"][()].tolist()))
+            out["esd"] = dict(zip(names, fi["esd"][()].tolist()))
+            out["correlation"] = fi["correlation"][()]
+        out["history"] = json.loads(f["history"].attrs["records"])
+        prov = f["provenance"]
+        out["provenance"] = {**{k: str(v) for k, v in prov.attrs.items()},
+                             **{k: dict(prov[k].attrs) for k in prov}}
+    return out

@@ -1,0 +1,496 @@
+"""Reading project files: TOML → checked :class:`~qcbed.project.schema.Project`.
+
+Every problem raises :class:`qcbed.errors.InputError` naming the file, the key
+(``tag``), the expected and the found value."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.checks import check_integer, check_number, check_numbers
+from .._core.guard import parse_memory
+from .._core.parameters import parse_parameter_name
+from ..bloch.simulation import DEFAULT_CHUNK_SIZE
+from ..errors import InputError
+from ..parallel import check_executor_spec
+from ..scattering.structure_factors import PotentialModel
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+from .safety import MAX_N_SCAN
+from .schema import (
+    _MISSING,
+    BACKGROUNDS,
+    COARSE_STEPS,
+    DATA_FORMATS,
+    GOF_METRICS,
+    PROJECT_SCHEMA,
+    CoarseStep,
+    FineStep,
+    Project,
+)
+from .toml_writer import dumps_toml
+
+
+# ====================================================================== reading helpers
+class _Reader:
+    """Typed access to a TOML table with messages naming file, key, expected and found."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def err(self, msg: str, tag: str, expected: Any = None, found: Any = None) -> InputError:
+        return InputError(msg, source=self.source, tag=tag, expected=expected, found=found)
+
+    def table(self, d: Mapping, key: str, tag: str, required: bool = False) -> dict:
+        v = d.get(key, _MISSING)
+        if v is _MISSING:
+            if required:
+                raise self.err("missing section", tag, expected=f"a [{tag}] table", found=None)
+            return {}
+        if not isinstance(v, dict):
+            raise self.err("must be a table", tag, expected="a table", found=v)
+        return v
+
+    def unknown(self, d: Mapping, section: str) -> None:
+        allowed = PROJECT_SCHEMA[section]
+        for k in d:
+            if k not in allowed:
+                raise self.err("unknown key", f"{section}.{k}" if section else k,
+                               expected="one of " + ", ".join(allowed), found=k)
+
+    def get(self, d: Mapping, key: str, tag: str, kind: str, default: Any = _MISSING, *,
+            choices: Sequence[str] | None = None, lo: float | None = None,
+            hi: float | None = None, positive: bool = False) -> Any:
+        v = d.get(key, _MISSING)
+        if v is _MISSING:
+            if default is _MISSING:
+                raise self.err("missing key", tag, expected=f"a {kind}", found=None)
+            return default
+        if kind == "str":
+            if not isinstance(v, str):
+                raise self.err("must be a string", tag, expected="a string", found=v)
+            if choices is not None and v not in choices:
+                raise self.err("unknown value", tag, expected="one of " + ", ".join(choices),
+                               found=v)
+            return v
+        if kind == "bool":
+            if not isinstance(v, bool):
+                raise self.err("must be true or false", tag, expected="true or false", found=v)
+            return v
+        if kind == "int":
+            return check_integer(v, tag, low=1 if positive else lo, high=hi,
+                                 source=self.source)
+        if kind == "float":
+            return check_number(v, tag, low=0.0 if positive else lo, low_open=positive,
+                                high=hi, source=self.source)
+        raise AssertionError(kind)  # pragma: no cover
+
+    def vector(self, d: Mapping, key: str, tag: str, n: int, default: Any = _MISSING, *,
+               integer: bool = False, nonzero: bool = False) -> Any:
+        v = d.get(key, _MISSING)
+        if v is _MISSING:
+            if default is _MISSING:
+                raise self.err("missing key", tag, expected=f"a list of {n} numbers", found=None)
+            return default
+        what = f"a list of {n} {'integers' if integer else 'numbers'}"
+        if not isinstance(v, list) or len(v) != n or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise self.err("wrong value", tag, expected=what, found=v)
+        if integer:
+            for x in v:
+                check_integer(x, tag, source=self.source)
+        a = check_numbers([float(min(max(x, -1e308), 1e308)) for x in v], tag,
+                          source=self.source)
+        if not np.all(np.isfinite(a)):
+            raise self.err("must be finite", tag, expected=what, found=v)
+        if integer and np.any(a != np.round(a)):
+            raise self.err("must be integers", tag, expected=what, found=v)
+        if nonzero and not np.any(a):
+            raise self.err("must not be all zero", tag, expected="a non-zero vector", found=v)
+        return tuple(int(x) for x in a) if integer else tuple(float(x) for x in a)
+
+    def vectors(self, d: Mapping, key: str, tag: str, n: int, default: Any = _MISSING, *,
+                integer: bool = False, min_len: int = 0) -> Any:
+        v = d.get(key, _MISSING)
+        if v is _MISSING:
+            if default is _MISSING:
+                raise self.err("missing key", tag, expected=f"a list of {n}-vectors", found=None)
+            return default
+        if not isinstance(v, list) or len(v) < min_len:
+            raise self.err("wrong value", tag,
+                           expected=f"a list of at least {min_len} lists of {n} numbers",
+                           found=v)
+        return [self.vector({"x": x}, "x", f"{tag}[{i}]", n, integer=integer)
+                for i, x in enumerate(v)]
+
+    def strings(self, d: Mapping, key: str, tag: str, default: Any = _MISSING) -> Any:
+        v = d.get(key, _MISSING)
+        if v is _MISSING:
+            if default is _MISSING:
+                raise self.err("missing key", tag, expected="a list of strings", found=None)
+            return default
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise self.err("must be a list of strings", tag, expected="a list of strings",
+                           found=v)
+        return list(v)
+
+
+
+def load_project(path: str | os.PathLike) -> Project:
+    """Read and check a project file.
+
+    Parameters
+    ----------
+    path : str or path
+        The ``.toml`` file.
+
+    Raises
+    ------
+    InputError
+        Missing file, TOML syntax error (with the line), or any bad key or value.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError("no such project file", source=p, expected="a TOML file",
+                         found="missing" if not p.exists() else "a folder")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1]
+        raise InputError("not a project file (not UTF-8 text)", source=p,
+                         expected="a TOML project file",
+                         found=f"binary data (byte {exc.start}: {bad!r})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the project file: {exc.strerror or exc}",
+                         source=p) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        m = re.search(r"line (\d+)", str(exc))
+        raise InputError(f"not valid TOML: {exc}", source=p,
+                         line=int(m.group(1)) if m else None) from None
+    return parse_project(raw, source=str(p), base_dir=p.resolve().parent, text=text)
+
+
+def parse_project(raw: Mapping[str, Any], *, source: str = "project",
+                  base_dir: str | os.PathLike = ".", text: str | None = None) -> Project:
+    """Check a project given as a dict (the TOML content) and return a :class:`Project`.
+
+    Only the file's structure and values are checked here (types, ranges, allowed
+    words, parameter names); files, shapes, geometry and beams are checked by
+    :func:`build_setup` / :func:`validate_project`.
+    """
+    r = _Reader(source)
+    base = Path(base_dir)
+    for k in raw:
+        if k not in ("project", "crystal", "data", "geometry", "roi", "engine", "gof", "plan"):
+            raise r.err("unknown section", k, expected="project, crystal, data, geometry, roi, "
+                        "engine, gof, plan", found=k)
+    # ---------------------------------------------------------------- [project]
+    pj = r.table(raw, "project", "project")
+    r.unknown(pj, "project")
+    name = r.get(pj, "name", "project.name", "str", "qcbed project")
+    output = r.get(pj, "output", "project.output", "str", "results")
+    dmap = r.get(pj, "density_map", "project.density_map", "str", "none",
+                 choices=("none", "xray", "potential"))
+    overwrite = r.get(pj, "overwrite", "project.overwrite", "bool", False)
+    # ---------------------------------------------------------------- [crystal]
+    cr = r.table(raw, "crystal", "crystal", required=True)
+    r.unknown(cr, "crystal")
+    crystal = {"source": r.get(cr, "source", "crystal.source", "str")}
+    b = cr.get("b_iso", {})
+    if not isinstance(b, dict) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                          and v >= 0 for v in b.values()):
+        raise r.err("must map site labels to B ≥ 0 (Å²)", "crystal.b_iso",
+                    expected="a table such as {Si1 = 0.47}", found=b)
+    crystal["b_iso"] = {str(k): float(v) for k, v in b.items()}
+    # ---------------------------------------------------------------- [data]
+    dt = r.table(raw, "data", "data", required=True)
+    r.unknown(dt, "data")
+    fmt = r.get(dt, "format", "data.format", "str", "auto", choices=DATA_FORMATS)
+    kind = r.get(dt, "kind", "data.kind", "str", "lacbed" if fmt in ("felix", "npy_stack")
+                 else _MISSING, choices=("cbed", "lacbed"))
+    if fmt in ("felix", "npy_stack") and kind != "lacbed":
+        raise r.err(f"format '{fmt}' holds a LACBED stack", "data.kind", expected="lacbed",
+                    found=kind)
+    data: dict[str, Any] = {"kind": kind, "format": fmt}
+    if fmt == "felix":
+        data["folder"] = r.get(dt, "folder", "data.folder", "str")
+    else:
+        data["files"] = r.strings(dt, "files", "data.files")
+        if not data["files"]:
+            raise r.err("no data files", "data.files", expected="at least one file", found=[])
+    if fmt == "npy_stack":
+        data["g_vectors"] = r.get(dt, "g_vectors", "data.g_vectors", "str")
+        data["hkl"] = None
+    elif fmt != "felix":
+        data["hkl"] = r.vectors(dt, "hkl", "data.hkl", 3, integer=True, min_len=1)
+        if kind == "cbed" and len(data["files"]) != 1:
+            raise r.err("a CBED pattern is one image", "data.files", expected="1 file",
+                        found=len(data["files"]))
+        if kind == "lacbed" and len(data["files"]) != len(data["hkl"]):
+            raise r.err("one reflection per LACBED image", "data.hkl",
+                        expected=f"{len(data['files'])} reflections (one per file)",
+                        found=len(data["hkl"]))
+    else:
+        data["hkl"] = None
+    var = r.get(dt, "variance", "data.variance", "str", "poisson")
+    if kind == "cbed" and var not in ("poisson", "detector"):
+        raise r.err("CBED variances come from the detector model", "data.variance",
+                    expected="'poisson' or 'detector'", found=var)
+    data["variance"] = var
+    data["variance_floor"] = r.get(dt, "variance_floor", "data.variance_floor", "float", 1.0,
+                                   positive=True)
+    data["clip_negative"] = r.get(dt, "clip_negative", "data.clip_negative", "bool", False)
+    data["allow_negative"] = r.get(dt, "allow_negative", "data.allow_negative", "bool", False)
+    if data["clip_negative"] and data["allow_negative"]:
+        raise r.err("clip_negative and allow_negative exclude each other", "data.clip_negative",
+                    expected="at most one of them true", found=True)
+    data["mask"] = r.get(dt, "mask", "data.mask", "str", None)
+    data["background"] = r.get(dt, "background", "data.background", "float", None, lo=0.0)
+    data["require_hkl"] = r.get(dt, "require_hkl", "data.require_hkl", "bool", True)
+    det = r.table(dt, "detector", "data.detector")
+    r.unknown(det, "data.detector")
+    data["detector"] = {k: r.get(det, k, f"data.detector.{k}", "float") for k in det}
+    # ---------------------------------------------------------------- [geometry]
+    ge = r.table(raw, "geometry", "geometry", required=True)
+    r.unknown(ge, "geometry")
+    geom: dict[str, Any] = {
+        "voltage_kv": r.get(ge, "voltage_kv", "geometry.voltage_kv", "float", None,
+                            positive=True),
+        "zone": r.vector(ge, "zone", "geometry.zone", 3, nonzero=True),
+        "x_axis": r.vector(ge, "x_axis", "geometry.x_axis", 3, nonzero=True),
+        "normal": r.vector(ge, "normal", "geometry.normal", 3, None, nonzero=True),
+        "mode": r.get(ge, "mode", "geometry.mode", "str", kind, choices=("cbed", "lacbed")),
+        "rotation": r.get(ge, "rotation", "geometry.rotation", "float", 0.0),
+        "mirror": r.get(ge, "mirror", "geometry.mirror", "bool", False),
+        "gl": r.get(ge, "gl", "geometry.gl", "float", positive=True),
+        "tilt0": r.vector(ge, "tilt0", "geometry.tilt0", 2, (0.0, 0.0)),
+        "reference": r.vector(ge, "reference", "geometry.reference", 2, None),
+        "shift": r.vector(ge, "shift", "geometry.shift", 2, (0.0, 0.0)),
+        "display_shape": r.vector(ge, "display_shape", "geometry.display_shape", 2, None,
+                                  integer=True),
+    }
+    if geom["mode"] != kind:
+        raise r.err("geometry mode differs from the data kind", "geometry.mode", expected=kind,
+                    found=geom["mode"])
+    ds = ge.get("disc_shifts", [])
+    if not isinstance(ds, list):
+        raise r.err("must be an array of tables", "geometry.disc_shifts",
+                    expected="[[geometry.disc_shifts]] with hkl and shift", found=ds)
+    shifts = {}
+    for i, t in enumerate(ds):
+        tag = f"geometry.disc_shifts[{i}]"
+        if not isinstance(t, dict):
+            raise r.err("must be a table", tag, expected="{hkl = [h,k,l], shift = [dr, dc]}",
+                        found=t)
+        r.unknown(t, "geometry.disc_shifts")
+        shifts[r.vector(t, "hkl", tag + ".hkl", 3, integer=True)] = r.vector(
+            t, "shift", tag + ".shift", 2)
+    geom["disc_shifts"] = shifts
+    # ---------------------------------------------------------------- [roi]
+    ro = r.table(raw, "roi", "roi", required=True)
+    r.unknown(ro, "roi")
+    pad = r.get(ro, "pad", "roi.pad", "int", 0, lo=0)
+    roi: dict[str, Any] = {
+        "hkl": r.vectors(ro, "hkl", "roi.hkl", 3, None, integer=True, min_len=1),
+        "disc_shifts": r.vectors(ro, "disc_shifts", "roi.disc_shifts", 3, [], integer=True),
+    }
+    regs = ro.get("regions", _MISSING)
+    if regs is _MISSING or not isinstance(regs, list) or not regs:
+        raise r.err("no regions of interest", "roi.regions",
+                    expected="at least one [[roi.regions]] table", found=None if regs is
+                    _MISSING else regs)
+    regions = []
+    for i, t in enumerate(regs):
+        tag = f"roi.regions[{i}]"
+        if not isinstance(t, dict):
+            raise r.err("must be a table", tag, expected="a [[roi.regions]] table", found=t)
+        r.unknown(t, "roi.regions")
+        corners = r.vectors(t, "corners", tag + ".corners", 2)
+        if len(corners) != 3:
+            raise r.err("a region has three corners (display row, col)", tag + ".corners",
+                        expected="3 corners [[r1,c1],[r2,c2],[r3,c3]]", found=len(corners))
+        c = np.asarray(corners)
+        e12, e13 = c[1] - c[0], c[2] - c[0]
+        if abs(e12[0] * e13[1] - e12[1] * e13[0]) < 1e-9:
+            raise r.err("region corners are collinear", tag + ".corners",
+                        expected="three corners spanning a parallelogram", found=corners)
+        samples = r.vector(t, "samples", tag + ".samples", 2, integer=True)
+        if min(samples) < 2:
+            raise r.err("a region needs at least 2 samples per side", tag + ".samples",
+                        expected="[n12, n13], each ≥ 2", found=list(samples))
+        regions.append({
+            "corners": corners, "samples": samples,
+            "pad": r.get(t, "pad", tag + ".pad", "int", pad, lo=0),
+            "reflections": r.vectors(t, "reflections", tag + ".reflections", 3, None,
+                                     integer=True, min_len=1)})
+    roi["regions"] = regions
+    # ---------------------------------------------------------------- [engine]
+    en = r.table(raw, "engine", "engine")
+    r.unknown(en, "engine")
+    engine: dict[str, Any] = {
+        "mode": r.get(en, "mode", "engine.mode", "str", "exact", choices=("fast", "exact")),
+        "coarse_mode": r.get(en, "coarse_mode", "engine.coarse_mode", "str", "fast",
+                             choices=("fast", "exact")),
+        "gmax": r.get(en, "gmax", "engine.gmax", "float", 3.0, positive=True),
+        "smax": r.get(en, "smax", "engine.smax", "float", 0.05, positive=True),
+        "holz": r.get(en, "holz", "engine.holz", "bool", True),
+        "min_pool": r.get(en, "min_pool", "engine.min_pool", "int", 0, lo=0),
+        "pool": r.vectors(en, "pool", "engine.pool", 3, None, integer=True, min_len=1),
+        "sgmin": r.get(en, "sgmin", "engine.sgmin", "float", 0.3, lo=0.0),
+        "omega": r.get(en, "omega", "engine.omega", "float", 30.0, lo=0.0),
+        "sgmax": r.get(en, "sgmax", "engine.sgmax", "float", None, positive=True),
+        "bethe": r.get(en, "bethe", "engine.bethe", "bool", True),
+        "min_strong": r.get(en, "min_strong", "engine.min_strong", "int", 0, lo=0),
+        "elastic": r.get(en, "elastic", "engine.elastic", "str", "kirkland"),
+        "absorption": r.get(en, "absorption", "engine.absorption", "str", "bird_king"),
+        "xi": r.get(en, "xi", "engine.xi", "float", 0.1, lo=0.0),
+        "chunk_size": r.get(en, "chunk_size", "engine.chunk_size", "int", DEFAULT_CHUNK_SIZE, lo=1),
+    }
+    ex = en.get("executor", "auto")
+    if isinstance(ex, bool) or not isinstance(ex, (str, int)):
+        raise r.err("wrong executor", "engine.executor",
+                    expected="auto, serial, N, dask, tcp://host:port or mpi", found=ex)
+    check_executor_spec(ex, source=source, tag="engine.executor")
+    engine["executor"] = ex
+    ml = en.get("memory_limit", None)
+    engine["memory_limit"] = None if ml is None else parse_memory(
+        ml, source=source, tag="engine.memory_limit")
+    try:
+        PotentialModel(engine["elastic"], engine["absorption"], xi=engine["xi"])
+    except InputError as exc:
+        which = "engine.absorption" if "absorption" in exc.reason else "engine.elastic"
+        raise r.err(exc.reason, which, expected=exc.expected, found=exc.found) from None
+    # ---------------------------------------------------------------- [gof]
+    go = r.table(raw, "gof", "gof")
+    r.unknown(go, "gof")
+    gof = {"metric": r.get(go, "metric", "gof.metric", "str", "chi2", choices=GOF_METRICS),
+           "background": r.get(go, "background", "gof.background", "str", "per_disc",
+                               choices=BACKGROUNDS),
+           "probe": r.vector(go, "probe", "gof.probe", 2, None)}
+    if gof["probe"] is not None and min(gof["probe"]) < 0:
+        raise r.err("probe widths must be ≥ 0", "gof.probe", expected="[sigma, gamma] ≥ 0 px",
+                    found=list(gof["probe"]))
+    # ---------------------------------------------------------------- [plan]
+    pl = r.table(raw, "plan", "plan", required=True)
+    r.unknown(pl, "plan")
+    thickness = r.get(pl, "thickness", "plan.thickness", "float", positive=True)
+    coarse = [_parse_coarse(r, t, i) for i, t in enumerate(_array_of_tables(r, pl, "coarse"))]
+    fine = [_parse_fine(r, t, i) for i, t in enumerate(_array_of_tables(r, pl, "fine"))]
+    if not coarse and not fine:
+        raise r.err("the plan has no steps", "plan",
+                    expected="at least one [[plan.coarse]] or [[plan.fine]] step", found=None)
+    if gof["probe"] is None:
+        for i, st in enumerate(fine):
+            for n in st.refine:
+                if n.startswith("probe."):
+                    raise r.err("probe parameters need gof.probe", f"plan.fine[{i}].refine",
+                                expected="gof.probe = [sigma, gamma]", found=n)
+    return Project(source=source, base_dir=base, raw=dict(raw), text=text or dumps_toml(raw),
+                   name=name, output=_resolve(base, output), density_map=dmap,
+                   overwrite=overwrite, crystal=crystal, data=data, geometry=geom, roi=roi,
+                   engine=engine, gof=gof, thickness=thickness, coarse=coarse, fine=fine)
+
+
+def _resolve(base: Path, p: str) -> Path:
+    q = Path(os.path.expanduser(p))
+    return q if q.is_absolute() else base / q
+
+
+def _array_of_tables(r: _Reader, d: Mapping, key: str) -> list[dict]:
+    v = d.get(key, [])
+    if isinstance(v, dict):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
+        raise r.err("must be an array of tables", f"plan.{key}",
+                    expected=f"[[plan.{key}]] tables", found=v)
+    return v
+
+
+def _parse_coarse(r: _Reader, t: Mapping, i: int) -> CoarseStep:
+    tag = f"plan.coarse[{i}]"
+    r.unknown(t, "plan.coarse")
+    step = r.get(t, "step", tag + ".step", "str", "orientation_thickness", choices=COARSE_STEPS)
+    tr = r.vector(t, "thickness_range", tag + ".thickness_range", 2, None)
+    if tr is not None and not 0 < tr[0] < tr[1]:
+        raise r.err("thickness range must satisfy 0 < t_min < t_max", tag + ".thickness_range",
+                    expected="[t_min, t_max] in Å", found=list(tr))
+    ts = r.vector(t, "template_size", tag + ".template_size", 2, None, integer=True)
+    if ts is not None and min(ts) < 3:
+        raise r.err("template too small", tag + ".template_size", expected="[rows, cols] ≥ 3",
+                    found=list(ts))
+    br = r.vector(t, "b_range", tag + ".b_range", 2, (0.0, 2.0))
+    if not 0 <= br[0] < br[1]:
+        raise r.err("B range must satisfy 0 ≤ B_min < B_max", tag + ".b_range",
+                    expected="[B_min, B_max] in Å²", found=list(br))
+    return CoarseStep(
+        step=step, thickness_range=tr,
+        n_scan=r.get(t, "n_scan", tag + ".n_scan", "int", 21, lo=3, hi=MAX_N_SCAN),
+        xtol=r.get(t, "xtol", tag + ".xtol", "float", None, positive=True),
+        margin=r.get(t, "margin", tag + ".margin", "int", 10, lo=1),
+        template_size=ts,
+        template_center=r.vector(t, "template_center", tag + ".template_center", 2, None),
+        template_step=r.get(t, "template_step", tag + ".template_step", "float", 1.0,
+                            positive=True),
+        reflections=r.vectors(t, "reflections", tag + ".reflections", 3, None, integer=True,
+                              min_len=1),
+        rel_range=r.get(t, "rel_range", tag + ".rel_range", "float", 0.05, positive=True,
+                        hi=0.5),
+        half_range=r.get(t, "half_range", tag + ".half_range", "float", 0.5, positive=True),
+        labels=r.strings(t, "labels", tag + ".labels", None), b_range=br)
+
+
+def _parse_fine(r: _Reader, t: Mapping, i: int) -> FineStep:
+    tag = f"plan.fine[{i}]"
+    r.unknown(t, "plan.fine")
+    names = r.strings(t, "refine", tag + ".refine")
+    if not names:
+        raise r.err("nothing to refine", tag + ".refine", expected="at least one parameter",
+                    found=[])
+    canon = []
+    for n in names:
+        c = parse_parameter_name(n, source=r.source, tag=tag + ".refine")[2]
+        if c in canon:
+            raise r.err("parameter listed twice", tag + ".refine", expected="unique names",
+                        found=c)
+        canon.append(c)
+    bounds = {}
+    bt = r.table(t, "bounds", tag + ".bounds")
+    for k, v in bt.items():
+        c = parse_parameter_name(k, source=r.source, tag=f"{tag}.bounds")[2]
+        lo, hi = r.vector(bt, k, f"{tag}.bounds.{k}", 2)
+        if not lo < hi:
+            raise r.err("lower bound must be below the upper bound", f"{tag}.bounds.{k}",
+                        expected="[lower, upper] with lower < upper", found=v)
+        bounds[c] = (lo, hi)
+    scales = {}
+    st = r.table(t, "scales", tag + ".scales")
+    for k in st:
+        c = parse_parameter_name(k, source=r.source, tag=f"{tag}.scales")[2]
+        scales[c] = r.get(st, k, f"{tag}.scales.{k}", "float", positive=True)
+    method = r.get(t, "method", tag + ".method", "str", "lm", choices=("lm", "nested"))
+    outer = r.get(t, "outer", tag + ".outer", "str", "lm",
+                  choices=("lm", "nelder-mead", "powell"))
+    return FineStep(name=r.get(t, "name", tag + ".name", "str", f"fine {i + 1}"),
+                    refine=canon, method=method, outer=outer,
+                    max_iter=r.get(t, "max_iter", tag + ".max_iter", "int", 30, lo=1),
+                    ftol=r.get(t, "ftol", tag + ".ftol", "float", 1e-9, positive=True),
+                    xtol=r.get(t, "xtol", tag + ".xtol", "float", 1e-9, positive=True),
+                    jacobian=r.get(t, "jacobian", tag + ".jacobian", "str", "analytic",
+                                   choices=("analytic", "numeric")),
+                    bounds=bounds, scales=scales)
+
+

@@ -1,0 +1,491 @@
+"""Running a project's plan (:class:`ProjectRun`, :func:`run_project`, :func:`resume_run`):
+coarse steps, fine steps, checkpoints, the run state and the results."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._core.files import atomic_write_text
+from .._core.guard import limit_scope
+from .._core.hkl import hkl_key, key_hkl
+from .._core.jsonio import dumps
+from .._core.parameters import parse_parameter_name
+from ..errors import InputError, QcbedError
+from ..experiment import ROI, Region
+from ..output.results import write_results
+from ..refine.coarse import CoarseRefinement
+from ..refine.fine import Refinement
+from ..refine.parameters import apply_cell, cell_parameters
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+from .parse import load_project, parse_project
+from .safety import (
+    changed_inputs,
+    check_output_folder,
+    check_resources,
+    estimate_resources,
+    file_hashes,
+    read_run_state,
+    run_is_finished,
+)
+from .schema import RUN_STATE, CoarseStep, FineStep, Project
+from .setup import Setup, _err, build_setup
+
+_LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_project` returns.
+
+    Attributes
+    ----------
+    setup : Setup
+    state : dict
+        Final values (thickness, voltage, B, geometry, structure factors).
+    fine : RefinementResult or None
+        The last fine step's result (esd, correlation, model patterns).
+    coarse : list of dict
+        Coarse-step outcomes.
+    history : list of dict
+        Every fine iteration of every step (``step`` names the step).
+    out_dir : Path
+    files : dict
+        Written files by role (``hdf5``, ``json``, ``hkl_table``, ``report``…).
+    elapsed_s : float
+    roi : ROI or None
+        The last fine step's dataset (region images for the report).
+    simulation : Simulation or None
+        The last fine step's engine set-up (with the refined structure factors).
+    iam : dict
+        IAM (U, U′) of every refined reflection, keyed by 'h,k,l'.
+    """
+
+    setup: Setup
+    state: dict
+    fine: Any
+    coarse: list[dict]
+    history: list[dict]
+    out_dir: Path
+    files: dict = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    roi: Any = None
+    simulation: Any = None
+    iam: dict = field(default_factory=dict)
+    steps: list[dict] = field(default_factory=list)
+
+
+class ProjectRun:
+    """Runs a project's plan: coarse steps, then fine steps, then the results.
+
+    Parameters
+    ----------
+    project : Project
+    out_dir : path, optional
+        Output folder (default ``project.output``).
+    executor : optional
+        Engine executor spec (overrides ``engine.executor``).
+    progress : bool
+        Progress bars.
+    log : callable, optional
+        ``log(str)`` for step summaries (default: the ``qcbed.project.run`` logger at
+        INFO level; the command line shows it).
+    callback : callable, optional
+        Called with every fine iteration's history record (may raise to stop).
+    command_line : list of str, optional
+        Recorded in the provenance (default ``sys.argv``).
+    truth : dict, optional
+        Known true values {parameter name: value} (synthetic data), written to
+        ``result.json`` and the report.
+    overwrite : bool, optional
+        Replace the results of an earlier run in the output folder (default
+        ``[project] overwrite``; without it such a folder is refused).
+
+    The run keeps ``run_state.json`` in the output folder (atomically rewritten
+    after every step) and one checkpoint per fine step (rewritten after every
+    iteration), so :func:`resume_run` continues a killed run.
+    """
+
+    def __init__(self, project: Project, *, out_dir: str | os.PathLike | None = None,
+                 executor: Any = None, progress: bool = True,
+                 log: Callable[[str], None] | None = None,
+                 callback: Callable[[dict], None] | None = None,
+                 command_line: Sequence[str] | None = None,
+                 truth: Mapping[str, float] | None = None,
+                 overwrite: bool | None = None) -> None:
+        self.project = project
+        self.overwrite = project.overwrite if overwrite is None else bool(overwrite)
+        self.started = False  # True once the run state is written (a resume is possible)
+        self.out_dir = Path(out_dir) if out_dir is not None else project.output
+        self.executor = executor
+        self.progress = progress
+        self.log = log or _LOG.info
+        self.callback = callback
+        self.command_line = list(command_line) if command_line is not None else list(sys.argv)
+        self.truth = dict(truth or {})
+
+    # ------------------------------------------------------------ state
+    def _initial_state(self, setup: Setup) -> dict:
+        g = setup.geometry
+        return {"thickness": self.project.thickness, "voltage_kv": setup.voltage_kv,
+                "b_iso": {s.label: s.b_iso for s in setup.crystal.sites},
+                "geometry": {"rotation": g.rotation, "gl": g.gl, "tilt0": list(g.tilt0),
+                             "shift": list(g.shift),
+                             "disc_shifts": {hkl_key(k): list(v)
+                                             for k, v in g.disc_shifts.items()}},
+                "structure_factors": {}, "probe": None}
+
+    def _geometry(self, setup: Setup, state: dict):
+        gs = state["geometry"]
+        return setup.geometry.replace(
+            rotation=gs["rotation"], gl=gs["gl"], tilt0=tuple(gs["tilt0"]),
+            shift=tuple(gs["shift"]),
+            disc_shifts={key_hkl(k): tuple(v) for k, v in gs["disc_shifts"].items()})
+
+    def _crystal(self, setup: Setup, state: dict):
+        crystal = setup.crystal.with_b_iso(state["b_iso"]) if state["b_iso"] else setup.crystal
+        if state.get("cell"):
+            crystal = apply_cell(crystal, state["cell"], state["cell_system"])
+        return crystal
+
+    def _sim(self, setup: Setup, base, state: dict, mode: str | None = None):
+        sim = base.with_changes(crystal=self._crystal(setup, state),
+                                voltage_kv=state["voltage_kv"], mode=mode)
+        sf = {key_hkl(k): (complex(v[0], v[1]), complex(v[2], v[3]))
+              for k, v in state["structure_factors"].items()}
+        if sf:
+            sim.set_structure_factors(sf)
+        return sim
+
+    def _save(self, rs: dict) -> None:
+        atomic_write_text(self.out_dir / RUN_STATE, dumps(rs, nan_as_null=False, indent=1))
+
+    # ------------------------------------------------------------ run
+    def run(self, *, resume: bool = False) -> RunResult:
+        """Run the plan (continue a previous run of the same project with ``resume``).
+
+        Before any work: the output folder is checked (an existing file, an input, or
+        earlier results without ``overwrite`` are refused) and the memory the
+        settings imply is estimated (:mod:`qcbed.project.safety`).
+        """
+        with limit_scope(self.project.engine["memory_limit"]):
+            return self._run(resume)
+
+    def _input_hashes(self, setup: Setup) -> dict[str, str]:
+        files = list(setup.input_files)
+        if Path(self.project.source).is_file():
+            files.append(Path(self.project.source))
+        return file_hashes(files)
+
+    def _run(self, resume: bool) -> RunResult:
+        t0 = time.perf_counter()
+        setup = build_setup(self.project, executor=self.executor)
+        check_output_folder(self.out_dir, source=self.project.source,
+                            overwrite=self.overwrite or resume, inputs=setup.input_files)
+        check_resources(estimate_resources(self.project, len(setup.hkl)),
+                        source=self.project.source)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.started = True
+        rs_path = self.out_dir / RUN_STATE
+        hashes = self._input_hashes(setup)
+        if resume and rs_path.exists():
+            rs = read_run_state(rs_path)
+            self.log(f"resuming: {len(rs['done'])} step(s) done")
+            changed = changed_inputs(rs.get("input_hashes", {}), hashes)
+            if changed:
+                warnings.warn("inputs changed since the run started (the run continues "
+                              "with the project as it was when started, and the data files "
+                              "as they are now): " + "; ".join(changed), UserWarning,
+                              stacklevel=3)
+            rs["input_hashes"] = hashes
+            rs["results_written"] = False
+        else:
+            rs = {"format": "qcbed-run-state/1", "project_file": self.project.source,
+                  "project_base": str(self.project.base_dir), "project_text": self.project.text,
+                  "out_dir": str(self.out_dir), "done": [], "state": self._initial_state(setup),
+                  "coarse": [], "fine": [], "history": [], "truth": self.truth,
+                  "command_line": self.command_line, "input_hashes": hashes,
+                  "results_written": False}
+            for p in self.out_dir.glob("checkpoint_*.h5"):
+                p.unlink()
+            self._save(rs)
+        if not self.truth and rs.get("truth"):
+            self.truth = rs["truth"]
+        base = setup.simulation(crystal=self._crystal(setup, rs["state"]),
+                                voltage_kv=rs["state"]["voltage_kv"])
+        iam = {}
+        result = None
+        roi = None
+        sim = None
+        steps = [("coarse", i, s) for i, s in enumerate(self.project.coarse)] + \
+            [("fine", i, s) for i, s in enumerate(self.project.fine)]
+        last_fine = len(self.project.fine) - 1
+        for kind, i, step in steps:
+            key = f"{kind}:{i}"
+            if key in rs["done"] and not (kind == "fine" and i == last_fine):
+                continue
+            ts = time.perf_counter()
+            if kind == "coarse":
+                out = self._coarse(setup, base, rs["state"], step, i)
+                rs["coarse"].append(out)
+                self.log(f"coarse {i + 1}/{len(self.project.coarse)} {step.step}: "
+                         + out["summary"] + f" ({time.perf_counter() - ts:.1f} s)")
+            else:
+                ckpt = self.out_dir / f"checkpoint_fine{i}.h5"
+                cont = resume and ckpt.exists()
+                result, roi, sim, iam_i = self._fine(setup, base, rs["state"], step, i,
+                                                     ckpt, cont, rs)
+                iam.update(iam_i)
+                rs["fine"] = [f for f in rs["fine"] if f["index"] != i]
+                rs["fine"].append({"index": i, "name": step.name, "gof": result.gof,
+                                   "chi2": result.chi2, "message": result.message,
+                                   "n_iterations": result.n_iterations})
+                self.log(f"fine {i + 1}/{len(self.project.fine)} '{step.name}': "
+                         f"chi2 = {result.chi2:.4g}, R = {result.r_factor:.4f}, "
+                         f"{result.n_iterations} iterations ({time.perf_counter() - ts:.1f} s)")
+            if key not in rs["done"]:
+                rs["done"].append(key)
+            self._save(rs)
+        elapsed = time.perf_counter() - t0
+        run = RunResult(setup=setup, state=rs["state"], fine=result, coarse=rs["coarse"],
+                        history=rs["history"], out_dir=self.out_dir, elapsed_s=elapsed,
+                        roi=roi, simulation=sim, iam=iam, steps=rs["fine"])
+        run.files = write_results(run, command_line=self.command_line, truth=self.truth)
+        rs["results_written"] = True
+        self._save(rs)
+        return run
+
+    # ------------------------------------------------------------ coarse
+    def _coarse(self, setup: Setup, base, state: dict, step: CoarseStep, i: int) -> dict:
+        geom = self._geometry(setup, state)
+        hkl = np.asarray(step.reflections, int) if step.reflections is not None else setup.hkl
+        centre, (h, w) = setup.template(step)
+        s = step.template_step
+        reg = Region.rectangle((centre[0] - (h - 1) / 2 * s, centre[1] - (w - 1) / 2 * s),
+                               ((h - 1) * s, (w - 1) * s), (h, w))
+        roi = ROI(setup.data, reg, geom, hkl=hkl, refine=())
+        exp, _var, valid = roi.sample()
+        tpl = np.where(valid, exp, np.nan).reshape(len(hkl), h, w)
+        kt_c = geom.display_to_kt(centre)
+        sim = self._sim(setup, base, state, mode=self.project.engine["coarse_mode"])
+        cr = CoarseRefinement(sim, tpl, hkl, geom.pixel_size * s, kt_c, state["thickness"],
+                              margin=step.margin)
+        out: dict[str, Any] = {"index": i, "step": step.step}
+        if step.step == "orientation_thickness":
+            t = state["thickness"]
+            rng = step.thickness_range or (0.85 * t, 1.15 * t)
+            res = cr.refine_orientation_thickness(rng, n_scan=step.n_scan,
+                                                  xtol=step.xtol or 0.05)
+            state["thickness"] = float(res.thickness)
+        elif step.step == "pixel_size":
+            res = cr.refine_pixel_size(rel_range=step.rel_range, xtol=step.xtol or 1e-4)
+        elif step.step == "voltage":
+            res = cr.refine_voltage(half_range=step.half_range, xtol=step.xtol or 1e-3)
+            state["voltage_kv"] = float(res.values["voltage_kv"])
+        else:
+            res = cr.refine_b_iso(step.labels, tuple(step.b_range))
+            for k, v in res.values.items():
+                state["b_iso"][k[2:-1]] = float(v)
+        # gl from the refined pixel size, tilt0 such that the template centre has the matched k_t
+        new_geom = res.apply_to(geom, centre, s)
+        t0 = np.asarray(new_geom.tilt0, float)
+        state["geometry"]["gl"] = float(new_geom.gl)
+        state["geometry"]["tilt0"] = [float(t0[0]), float(t0[1])]
+        out.update(thickness=float(res.thickness), tilt0=[float(x) for x in t0],
+                   correlation=float(res.correlation), pixel_size=float(res.pixel_size),
+                   values={k: float(v) for k, v in res.values.items()},
+                   history=[{k: float(v) for k, v in hh.items()} for hh in res.history])
+        extra = ", ".join(f"{k} = {v:.5g}" for k, v in out["values"].items())
+        out["summary"] = (f"thickness {state['thickness']:.1f} A, tilt0 ({t0[0]:.5f}, "
+                          f"{t0[1]:.5f}) 1/A, NCC {res.correlation:.4f}"
+                          + (f", {extra}" if extra else ""))
+        return out
+
+    # ------------------------------------------------------------ fine
+    def _fine(self, setup: Setup, base, state: dict, step: FineStep, i: int, ckpt: Path,
+              resume: bool, rs: dict):
+        proj = self.project
+        sim = self._sim(setup, base, state)
+        geom = self._geometry(setup, state)
+        roi = setup.roi(geom, refine=())
+        probe = None
+        if proj.gof["probe"] is not None:
+            probe = tuple(state["probe"]) if state.get("probe") else tuple(proj.gof["probe"])
+        ref = Refinement(sim, roi, gof=proj.gof["metric"], background=proj.gof["background"],
+                         probe=probe, jacobian=step.jacobian, checkpoint=ckpt,
+                         progress=self.progress)
+        refine = set(step.refine)
+        # every parameter refined anywhere in the plan takes part (fixed when not in this step)
+        names = proj.refined_names
+        iam: dict[str, tuple[complex, complex]] = {}
+        sf_done: set[tuple[int, int, int]] = set()
+        for n in names:
+            kind, detail, canon = parse_parameter_name(n)
+            if kind == "thickness":
+                ref.add_thickness(state["thickness"], refine=canon in refine)
+            elif kind in ("U", "Uabs", "phase") and detail not in sf_done:
+                sf_done.add(detail)
+                hk = hkl_key(detail)
+                u0, ua0 = base.structure_factor(detail)
+                iam[hk] = (u0, ua0)
+                ref.add_structure_factor(detail, refine_u=f"U({hk})" in refine,
+                                         refine_uabs=f"Uabs({hk})" in refine,
+                                         refine_phase=f"phase({hk})" in names)
+                if f"phase({hk})" in names:
+                    ref.params[f"phase({hk})"].refine = f"phase({hk})" in refine
+            elif kind == "B":
+                ref.add_b_iso(detail, refine=canon in refine)
+                ref.params[canon].value = state["b_iso"].get(detail, ref.params[canon].value)
+            elif kind == "voltage":
+                ref.add_voltage(refine=canon in refine)
+            elif kind == "tilt" and "tilt.x" not in ref.params:
+                for p in ref.add_orientation(refine=False):
+                    p.refine = p.name in refine
+            elif kind == "cell" and canon not in ref.params:
+                for p in cell_parameters(sim.crystal):
+                    if p.name not in ref.params:
+                        p.refine = p.name in refine
+                        ref.add(p)
+        if "thickness" not in ref.params:
+            ref.add_thickness(state["thickness"], refine=False)
+        for p in ref.params:
+            if p.kind in ("sampling", "probe"):
+                p.refine = p.name in refine
+            if p.name in step.bounds:
+                p.lower, p.upper = step.bounds[p.name]
+                if not p.lower <= p.value <= p.upper:
+                    raise _err(proj, "start value outside its bounds",
+                               f"plan.fine[{i}].bounds.{p.name}",
+                               expected=f"[{p.lower:g}, {p.upper:g}]", found=p.value)
+            if p.name in step.scales:
+                p.scale = step.scales[p.name]
+        missing = [n for n in step.refine if n not in ref.params]
+        if missing:
+            raise _err(proj, "parameter is not available for this data", f"plan.fine[{i}].refine",
+                       expected=[p.name for p in ref.params], found=missing[0])
+        stage = step.name
+
+        def cb(rec: dict) -> None:
+            rec = dict(rec, step=stage)
+            rs["history"].append({k: v for k, v in rec.items()
+                                  if isinstance(v, (int, float, str))})
+            if self.callback is not None:
+                self.callback(rec)
+
+        if resume:  # drop this step's records of the interrupted attempt
+            rs["history"] = [h for h in rs["history"] if h.get("step") != stage]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="strongly correlated")
+            result = ref.fit(step.method, outer=step.outer, max_iter=step.max_iter,
+                             ftol=step.ftol, xtol=step.xtol, resume=resume, callback=cb)
+        if resume:
+            rs["history"] = [h for h in rs["history"] if h.get("step") != stage] + [
+                dict({k: v for k, v in h.items() if isinstance(v, (int, float, str))},
+                     step=stage) for h in result.history]
+        # carry the values forward
+        ps = result.parameters
+        state["thickness"] = float(ps["thickness"].value)
+        for p in ps:
+            if p.kind == "sampling":
+                gs = state["geometry"]
+                if p.name in ("rotation", "gl"):
+                    gs[p.name] = float(p.value)
+                elif p.name.startswith("shift."):
+                    gs["shift"][0 if p.name.endswith("row") else 1] = float(p.value)
+                else:
+                    _, disc, canon = parse_parameter_name(p.name)
+                    if disc is not None:
+                        cur = gs["disc_shifts"].setdefault(hkl_key(disc), [0.0, 0.0])
+                        cur[0 if canon.endswith(".row") else 1] = float(p.value)
+            elif p.name.startswith("B("):
+                state["b_iso"][p.name[2:-1]] = float(p.value)
+            elif p.name.startswith("cell."):
+                state.setdefault("cell", {})[p.name[5:]] = float(p.value)
+                state["cell_system"] = p.target[2]
+            elif p.name == "voltage":
+                state["voltage_kv"] = float(p.value)
+            elif p.name in ("tilt.x", "tilt.y"):
+                # a tilt shifts every simulated k_t: fold it into the geometry's tilt0
+                state["geometry"]["tilt0"][0 if p.name == "tilt.x" else 1] += float(p.value)
+        if probe is not None:
+            state["probe"] = [float(ps["probe.sigma"].value), float(ps["probe.gamma"].value)]
+        for hk in sf_done:
+            u, ua = ref.sim.structure_factor(hk)
+            state["structure_factors"][hkl_key(hk)] = [u.real, u.imag, ua.real, ua.imag]
+        return result, roi, ref.sim, iam
+
+
+def run_project(project: Project | str | os.PathLike, **kw: Any) -> RunResult:
+    """Run a project (path or :class:`Project`); keywords as :class:`ProjectRun`."""
+    proj = project if isinstance(project, Project) else load_project(project)
+    return ProjectRun(proj, **kw).run()
+
+
+def find_run_state(path: str | os.PathLike) -> Path:
+    """The ``run_state.json`` of a project file, an output folder or a checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        cand = p / RUN_STATE
+    elif p.suffix.lower() == ".toml":
+        cand = load_project(p).output / RUN_STATE
+    else:
+        cand = p.parent / RUN_STATE
+    if not cand.is_file():
+        raise InputError("no run to resume", source=p,
+                         expected=f"{RUN_STATE} of an interrupted run (project file, output "
+                                  "folder or checkpoint)", found="missing")
+    return cand
+
+
+class RunFinished(QcbedError):
+    """:func:`resume_run` was asked to continue a run that is already finished."""
+
+
+def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> RunResult:
+    """Continue a killed run from its checkpoint.
+
+    The project as it was when the run started is used (stored in the run
+    state); files whose SHA-256 changed since are named in a warning.
+
+    Parameters
+    ----------
+    path : str or path
+        The project file, its output folder, or a checkpoint in that folder.
+    force : bool
+        Also "resume" a finished run (the last fine step is run again from its
+        checkpoint and the results are rewritten); without it :class:`RunFinished`
+        is raised and nothing changes.
+    **kw
+        As :class:`ProjectRun` (executor, progress, log, callback).
+    """
+    rs_path = find_run_state(path)
+    rs = read_run_state(rs_path)
+    proj_file = Path(rs["project_file"])
+    try:
+        raw = tomllib.loads(rs["project_text"])
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"the run state is damaged (project text: {exc})", source=rs_path,
+                         tag="project_text") from None
+    proj = parse_project(raw, source=str(proj_file), base_dir=rs["project_base"],
+                         text=rs["project_text"])
+    if run_is_finished(rs, len(proj.coarse), len(proj.fine), rs_path.parent) and not force:
+        raise RunFinished(f"{rs_path.parent}: the run is finished (every step done, results "
+                          "written); nothing was changed. Pass --force (force=True) to run "
+                          "the last fine step again and rewrite the results.")
+    kw.setdefault("command_line", rs.get("command_line"))
+    kw.setdefault("truth", rs.get("truth"))
+    return ProjectRun(proj, out_dir=rs_path.parent, **kw).run(resume=True)
+

@@ -1,0 +1,142 @@
+"""After the fit: covariance (JᵀJ)⁻¹·χ²_ν, esds, correlations, the result, checkpoint I/O."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._core.hkl import hkl_key
+from ..errors import InputError
+from .checkpoint import read_checkpoint, write_checkpoint
+from .fine_result import RefinementResult
+from .gof import linear_fit, zncc
+from .lm import LMState
+
+#: Condition number of the scaled JᵀJ above which the covariance counts as singular.
+_SINGULAR_COND = 1e14
+
+
+class _CovarianceMixin:
+    """Part of :class:`~qcbed.refine.fine.Refinement` (see there)."""
+
+    # ------------------------------------------------------------ results
+    def covariance(self) -> tuple[list[str], np.ndarray, float, int]:
+        """Covariance (values' units) of all free parameters at the current point.
+
+        cov = χ²_ν (JᵀJ)⁻¹ with J the joint weighted Jacobian (linear parameters
+        projected out) and χ²_ν the reduced χ² (Press et al. 2007, §15.5).
+        """
+        names = [p.name for p in self.params.free]
+        r, j, fit, _mask = self._residuals(names, None, True)
+        dof = len(r) - len(names) - fit.n_linear
+        chi2nu = float(r @ r) / max(dof, 1)
+        jtj = j.T @ j
+        scale = np.sqrt(np.clip(np.diag(jtj), 1e-300, None))
+        singular = not np.all(np.isfinite(jtj)) or \
+            np.linalg.cond(jtj / np.outer(scale, scale)) > _SINGULAR_COND
+        if singular:  # some parameter combination is not determined by the data
+            cov = np.full_like(jtj, np.nan)
+        else:
+            cov = np.linalg.inv(jtj) * chi2nu
+        return names, cov, chi2nu, dof
+
+    def _finish(self, message: str, n_iter: int) -> RefinementResult:
+        names, cov, chi2nu, dof = self.covariance()
+        if not np.all(np.isfinite(cov)):
+            message += ("; DEGENERATE: the covariance is singular (a parameter combination "
+                        "is not determined by the data), esds are undefined (null)")
+            warnings.warn(f"degenerate refinement: singular covariance of {names}; esds are "
+                          "undefined", UserWarning, stacklevel=3)
+        if not (np.isfinite(chi2nu) and chi2nu > 0):
+            message += f"; DEGENERATE: χ²_ν = {chi2nu:g} (a perfect or undefined fit)"
+            warnings.warn(f"degenerate refinement: χ²_ν = {chi2nu:g}", UserWarning,
+                          stacklevel=3)
+        with np.errstate(invalid="ignore"):
+            esd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        for n, e in zip(names, esd):
+            self.params[n].esd = float(e)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = cov / np.outer(esd, esd)
+        strong = []
+        for a in range(len(names)):
+            for b in range(a + 1, len(names)):
+                if abs(corr[a, b]) > 0.9:
+                    strong.append((names[a], names[b], float(corr[a, b])))
+        if strong:
+            warnings.warn("strongly correlated parameters: " + ", ".join(
+                f"{a}/{b} ρ={r:+.3f}" for a, b, r in strong), UserWarning, stacklevel=3)
+        gofv = self.evaluate()
+        sim = self.simulate()
+        exp, var, valid = self.data.sample(self._sampling_values())
+        mask = self._compare_mask(valid, sim)
+        if self.solver_counts.get("rejected"):
+            warnings.warn(f"{self.solver_counts['rejected']} of "
+                          f"{self.solver_counts['directions']} directions were rejected by "
+                          "the engine's physical guard (NaN) and left out of the fit",
+                          UserWarning, stacklevel=3)
+        fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
+        model = fit.scale * sim
+        bg = np.zeros_like(sim)
+        if self.background == "single":
+            bg[:] = fit.background[0]
+        elif self.background == "per_disc":
+            used_discs = np.unique(np.asarray(self.disc)[mask])
+            for k, d in enumerate(used_discs):
+                bg[np.asarray(self.disc) == d] = fit.background[k]
+        model = model + bg
+        r_factor = float(np.sum(np.abs(model - exp)[mask]) / np.sum(np.abs(exp[mask])))
+        zn = {hkl_key(h): zncc(model[i], exp[i], mask[i])
+              for i, h in enumerate(self.data.hkl)}
+        res = RefinementResult(
+            parameters=self.params.copy(), gof=gofv.value, chi2=chi2nu, dof=dof,
+            n_used=int(mask.sum()), scale=fit.scale, background=fit.background,
+            correlation=corr, covariance=cov, free_names=names, strong_correlations=strong,
+            r_factor=r_factor, zncc=zn, history=list(self.history), message=message,
+            n_iterations=n_iter, n_solves=self.n_solves,
+            elapsed_s=time.perf_counter() - self._t0,
+            extra={"model": model, "experiment": exp, "mask": mask,
+                   "solver": dict(self.solver_counts)})
+        if self.checkpoint is not None:
+            # keep the optimiser state: a resume after the end (e.g. a kill during the
+            # final write) continues from it instead of restarting the count
+            lm = getattr(self, "_lm_final", None)
+            lm = lm if lm is not None and lm[0] == names else None
+            self._save_checkpoint(names, None if lm is None else lm[1],
+                                  None if lm is None else lm[2], final=res)
+        return res
+
+    # ------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, names: Sequence[str], x0, st: LMState | None,
+                         final: RefinementResult | None = None) -> None:
+        if self.checkpoint is None:
+            return
+        write_checkpoint(self.checkpoint, params=self.params, names=list(names),
+                         x0=None if x0 is None else list(map(float, x0)),
+                         state=None if st is None else st.to_dict(), history=self.history,
+                         final=final)
+
+    def _load_checkpoint(self, names: list[str] | None) -> LMState | None:
+        if self.checkpoint is None or not self.checkpoint.exists():
+            raise InputError("no checkpoint to resume from", source=self.checkpoint)
+        ck = read_checkpoint(self.checkpoint)
+        for n, v in ck["values"].items():
+            if n in self.params:
+                self.params[n].value = v
+        for n, v in ck["scales"].items():  # x = (value − x0)/scale: the scales of the run
+            if n in self.params:
+                self.params[n].scale = v
+        self.history = list(ck["history"])
+        if names is None:
+            return None
+        if ck["names"] != names:
+            raise InputError("checkpoint was written for other parameters",
+                             source=self.checkpoint, expected=names, found=ck["names"])
+        if ck["state"] is None:
+            return None
+        self._ckpt_x0 = np.asarray(ck["x0"])
+        st = LMState.from_dict(ck["state"])
+        return st
+

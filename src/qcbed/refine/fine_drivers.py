@@ -1,0 +1,232 @@
+"""The fine-refinement drivers: Levenberg–Marquardt on every free parameter, and the
+nested scheme (outer optimiser over structure, inner LM over thickness/sampling/probe)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from .fine_result import RefinementResult
+from .lm import LMState, levenberg_marquardt
+
+CHEAP_KINDS = ("thickness", "sampling", "probe")
+
+
+class _DriversMixin:
+    """Part of :class:`~qcbed.refine.fine.Refinement` (see there)."""
+
+    # ------------------------------------------------------------ fitting
+    def _set_x(self, names: list[str], x: np.ndarray, x0: np.ndarray, scales: np.ndarray
+               ) -> None:
+        for n, xi, v0, s in zip(names, x, x0, scales):
+            self.params[n].value = float(v0 + xi * s)
+
+    def _record(self, gofv: float, stage: str) -> None:
+        self.history.append({"time_s": time.perf_counter() - self._t0, "stage": stage,
+                             "gof": float(gofv), **self.params.as_dict()})
+
+    def fit(self, method: str = "lm", *, outer: str = "lm", max_iter: int = 50,
+            ftol: float = 1e-9, xtol: float = 1e-9, esd_tol: float | None = 0.02,
+            resume: bool = False,
+            callback: Callable[[dict], None] | None = None) -> RefinementResult:
+        """Refine the free parameters.
+
+        Parameters
+        ----------
+        method : {'lm', 'nested'}
+            Joint Levenberg–Marquardt, or PyExtal's nested scheme.
+        outer : {'lm', 'nelder-mead', 'powell'}
+            Outer optimiser of the nested scheme.
+        max_iter : int
+            Iterations (Jacobian evaluations for LM; iterations for Nelder–Mead/Powell).
+        ftol, xtol : float
+            Convergence tolerances (relative cost decrease, scaled step).
+        esd_tol : float or None
+            Levenberg–Marquardt also stops when every step is below ``esd_tol``
+            times the parameter's esd (default 0.02; None disables).
+        resume : bool
+            Continue from ``checkpoint`` (same path, same problem definition); an
+            LM refinement resumed this way follows exactly the same path.
+        callback : callable, optional
+            Called with the history record after every iteration.
+        """
+        if not self.params.free:
+            raise InputError("nothing to refine: every parameter is fixed")
+        self._t0 = time.perf_counter()
+        self._lm_final = None
+        exp, _var, valid = self.data.sample(self._sampling_values())
+        used = self._compare_mask(valid)
+        if not np.any(used) or not np.any(exp[used]):
+            raise InputError("nothing to fit: the compared data are all zero or no sample "
+                             "is valid", source=getattr(self.data, "source", None),
+                             expected="data with counts in the regions of interest",
+                             found=f"{int(np.sum(used))} valid samples, all zero")
+        if method == "lm":
+            if not self.gof.least_squares:
+                raise InputError("Levenberg–Marquardt needs a χ²-type GOF; use method="
+                                 "'nested' with outer='nelder-mead' or 'powell'",
+                                 found=self.gof.name)
+            names = [p.name for p in self.params.free]
+            state = self._load_checkpoint(names) if resume else None
+            st = self._run_lm(names, max_iter, ftol, xtol, state, callback, stage="lm",
+                              esd_tol=esd_tol)
+            message, n_iter = st.message, st.iteration
+            self._lm_final = (names, self._lm_x0, st)
+        elif method == "nested":
+            message, n_iter = self._run_nested(outer, max_iter, ftol, xtol, resume, callback)
+        else:
+            raise InputError("unknown refinement method", expected=["lm", "nested"],
+                             found=method)
+        return self._finish(message, n_iter)
+
+    def _run_lm(self, names: list[str], max_iter: int, ftol: float, xtol: float,
+                state: LMState | None, callback, stage: str, save: bool = True,
+                esd_tol: float | None = None) -> LMState:
+        ps = [self.params[n] for n in names]
+        x0 = np.array([p.value for p in ps]) if state is None else np.asarray(
+            self._ckpt_x0)
+        self._lm_x0 = x0
+        scales = np.array([p.scale for p in ps])
+        lo = (np.array([p.lower for p in ps]) - x0) / scales
+        hi = (np.array([p.upper for p in ps]) - x0) / scales
+        _exp, _var, valid = self.data.sample(self._sampling_values())
+        mask_fixed = self._compare_mask(valid)
+
+        def fun_jac(x):
+            self._set_x(names, x, x0, scales)
+            r, j, _, _ = self._residuals(names, mask_fixed, True)
+            return r, j * scales[None, :]
+
+        def fun(x):
+            self._set_x(names, x, x0, scales)
+            r, _, _, _ = self._residuals(names, mask_fixed, False)
+            return r
+
+        bar = tqdm(total=max_iter, desc=f"refine ({stage})", disable=not self.progress,
+                   leave=False)
+
+        def cb(st: LMState) -> None:
+            self._set_x(names, np.asarray(st.x), x0, scales)
+            gv = self.evaluate().value
+            self._record(gv, stage)
+            bar.update(1)
+            bar.set_postfix(gof=f"{gv:.5g}")
+            if save:
+                self._save_checkpoint(names, x0, st)
+            if callback:
+                callback(self.history[-1])
+
+        st = levenberg_marquardt(fun_jac, fun, np.zeros(len(names)), lower=lo, upper=hi,
+                                 max_iter=max_iter, ftol=ftol, xtol=xtol, esd_tol=esd_tol,
+                                 state=state, callback=cb)
+        bar.close()
+        self._set_x(names, np.asarray(st.x), x0, scales)
+        return st
+
+    def _run_nested(self, outer: str, max_iter: int, ftol: float, xtol: float,
+                    resume: bool, callback) -> tuple[str, int]:
+        from scipy.optimize import minimize
+
+        outer_names = [p.name for p in self.params.free if p.kind == "structure"]
+        inner_names = [p.name for p in self.params.free if p.kind in CHEAP_KINDS]
+        if resume:
+            self._load_checkpoint(None)
+        inner_start = {n: self.params[n].value for n in inner_names}
+
+        def inner() -> float:
+            for n, v in inner_start.items():
+                self.params[n].value = v
+            if inner_names and self.gof.least_squares:
+                self._run_lm(inner_names, 30, 1e-10, 1e-10, None, None, "inner", save=False)
+            elif inner_names:
+                xs = np.array([self.params[n].value for n in inner_names])
+                sc = np.array([self.params[n].scale for n in inner_names])
+
+                def f_in(x):
+                    for n, xi, v0, s in zip(inner_names, x, xs, sc):
+                        self.params[n].value = float(v0 + xi * s)
+                    return self.evaluate().value
+                res = minimize(f_in, np.zeros(len(xs)), method="Powell",
+                               options={"xtol": 1e-4, "ftol": 1e-10})
+                f_in(res.x)
+            return self.evaluate().value
+
+        if not outer_names:
+            gv = inner()
+            self._record(gv, "inner")
+            return "inner refinement only", 1
+        if outer == "lm":
+            if not self.gof.least_squares:
+                raise InputError("outer='lm' needs a χ²-type GOF", found=self.gof.name)
+            ps = [self.params[n] for n in outer_names]
+            x0 = np.array([p.value for p in ps])
+            scales = np.array([p.scale for p in ps])
+            lo = (np.array([p.lower for p in ps]) - x0) / scales
+            hi = (np.array([p.upper for p in ps]) - x0) / scales
+            _exp, _var, valid = self.data.sample(self._sampling_values())
+            mask_fixed = self._compare_mask(valid)
+            cheap_free = inner_names
+
+            def fun_jac(x):
+                self._set_x(outer_names, x, x0, scales)
+                inner()
+                r, j, _, _ = self._residuals(outer_names + cheap_free, mask_fixed, True)
+                j_out = j[:, :len(outer_names)] * scales[None, :]
+                if cheap_free:  # envelope theorem: project out the inner directions
+                    q, _ = np.linalg.qr(j[:, len(outer_names):])
+                    j_out = j_out - q @ (q.T @ j_out)
+                return r, j_out
+
+            def fun(x):
+                self._set_x(outer_names, x, x0, scales)
+                inner()
+                r, _, _, _ = self._residuals([], mask_fixed, False)
+                return r
+
+            def cb(st: LMState) -> None:
+                self._set_x(outer_names, np.asarray(st.x), x0, scales)
+                gv = inner()
+                self._record(gv, "nested-lm")
+                if callback:
+                    callback(self.history[-1])
+
+            st = levenberg_marquardt(fun_jac, fun, np.zeros(len(outer_names)), lower=lo,
+                                     upper=hi, max_iter=max_iter, ftol=ftol, xtol=xtol,
+                                     callback=cb)
+            self._set_x(outer_names, np.asarray(st.x), x0, scales)
+            inner()
+            return st.message, st.iteration
+        if outer not in ("nelder-mead", "powell"):
+            raise InputError("unknown outer optimiser", expected=["lm", "nelder-mead", "powell"],
+                             found=outer)
+        ps = [self.params[n] for n in outer_names]
+        x0 = np.array([p.value for p in ps])
+        scales = np.array([p.scale for p in ps])
+        bounds = [((p.lower - v) / s, (p.upper - v) / s) for p, v, s in zip(ps, x0, scales)]
+
+        def f_out(x):
+            self._set_x(outer_names, x, x0, scales)
+            return inner()
+
+        it = [0]
+
+        def cb_out(xk, *args):
+            it[0] += 1
+            gv = f_out(xk)
+            self._record(gv, f"nested-{outer}")
+            self._save_checkpoint(outer_names, x0, None)
+            if callback:
+                callback(self.history[-1])
+
+        method = "Nelder-Mead" if outer == "nelder-mead" else "Powell"
+        opts = {"maxiter": max_iter, "xatol": xtol, "fatol": ftol, "adaptive": True} \
+            if method == "Nelder-Mead" else {"maxiter": max_iter, "xtol": xtol, "ftol": ftol}
+        res = minimize(f_out, np.zeros(len(outer_names)), method=method, bounds=bounds,
+                       callback=cb_out, options=opts)
+        f_out(res.x)
+        return str(res.message), int(res.get("nit", it[0]))
+

@@ -1,0 +1,264 @@
+"""The fine-refinement model: structure updates, engine solves, probe convolution, GOF,
+residuals and their Jacobian (analytic for U_g, U′_g, thickness and probe; central
+differences otherwise)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError, QcbedError
+from .gof import GOFValue, linear_fit
+from .parameters import (
+    Parameter,
+    apply_cell,
+)
+from .probe import convolve_probe
+
+
+class _ModelMixin:
+    """Part of :class:`~qcbed.refine.fine.Refinement` (see there)."""
+
+    # ------------------------------------------------------------ model
+    def _struct_params(self) -> list[Parameter]:
+        return [p for p in self.params if p.kind == "structure"]
+
+    def _tilt(self) -> np.ndarray:
+        t = np.zeros(2)
+        for p in self.params:
+            if p.target and p.target[0] == "tilt":
+                t["xy".index(p.target[1])] = p.value
+        return t
+
+    def _struct_key(self) -> tuple:
+        return tuple(round(p.value, 15) for p in self._struct_params())
+
+    def _apply_structure(self) -> None:
+        """Bring ``self.sim`` in line with the structural parameter values."""
+        other = [p for p in self._struct_params()
+                 if p.target[0] not in ("U", "Uabs", "phase", "tilt")]
+        crystal = self.sim0.crystal
+        voltage = None
+        if other:
+            sites = list(crystal.sites)
+            cell: dict[str, float] = {}
+            aniso: dict[int, np.ndarray] = {}
+            system = ""
+            from dataclasses import replace as dc_replace
+
+            for p in other:
+                kind = p.target[0]
+                if kind == "B":
+                    i = p.target[1]
+                    sites[i] = dc_replace(sites[i], b_iso=p.value)
+                elif kind == "occ":
+                    i = p.target[1]
+                    sites[i] = dc_replace(sites[i], occupancy=p.value)
+                elif kind == "xyz":
+                    i, vec = p.target[1], np.asarray(p.target[2])
+                    base = np.asarray(self.sim0.crystal.sites[i].xyz)
+                    cur = np.asarray(sites[i].xyz) - base
+                    sites[i] = dc_replace(sites[i], xyz=tuple(base + cur + p.value * vec))
+                elif kind == "cell":
+                    cell[p.target[1]] = p.value
+                    system = p.target[2]
+                elif kind == "voltage":
+                    voltage = p.value
+                elif kind == "Uaniso":
+                    i = p.target[1]
+                    aniso[i] = aniso.get(i, np.zeros((3, 3))) + p.value * np.asarray(p.target[2])
+            for i, u in aniso.items():  # U = Σ_k c_k (allowed tensor)_k
+                sites[i] = dc_replace(sites[i], u_aniso=u)
+            crystal = crystal.replace(sites=sites)
+            if cell:
+                crystal = apply_cell(crystal, cell, system)
+        key = tuple(round(p.value, 15) for p in other)
+        cached = getattr(self, "_work", None)
+        if cached is None or cached[0] != key:
+            # a working copy of the set-up (same pool); rebuilt only when the crystal or
+            # the voltage change, U_g updates are applied to it in place (a few rows)
+            self._work = (key, self.sim0.with_changes(crystal=crystal, voltage_kv=voltage)
+                          if other else self.sim0.with_changes())
+        self.sim = self._work[1]
+        values: dict[tuple, tuple[complex, complex]] = {}
+        phases = {p.target[1]: np.radians(p.value) for p in self._struct_params()
+                  if p.target[0] == "phase"}
+        for p in self._struct_params():
+            if p.target[0] not in ("U", "Uabs"):
+                continue
+            h = p.target[1]
+            ph = phases.get(h, p.target[2])
+            cur = values.get(h)
+            if cur is None:  # U and U′ of h are both parameters (add_structure_factor)
+                cur = self.sim.structure_factor(h)
+            if p.target[0] == "U":
+                cur = (p.value * np.exp(1j * ph), cur[1])
+            else:
+                cur = (cur[0], p.value * np.exp(1j * ph))
+            values[h] = cur
+        if values:
+            self.sim.set_structure_factors(values)
+
+    def _u_derivative_tables(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        ps = [p for p in self.params.free if p.kind == "structure" and p.target[0] in ("U",
+                                                                                      "Uabs")]
+        if not ps or self.jacobian != "analytic" or self.sim.mode != "exact":
+            return None
+        m = len(self.sim.table.hkl)
+        du = np.zeros((len(ps), m), complex)
+        dua = np.zeros((len(ps), m), complex)
+        for k, p in enumerate(ps):
+            coef = self.sim.sf_coefficients(p.target[1], phase=p.target[2])
+            (du if p.target[0] == "U" else dua)[k] = coef
+        return [p.name for p in ps], du, dua
+
+    def _eigen(self, with_derivatives: bool):
+        key = (self._struct_key(), with_derivatives)
+        if self._cache_key is not None and (self._cache_key == key or (
+                not with_derivatives and self._cache_key[0] == key[0])):
+            return self._cache_eig
+        self._apply_structure()
+        deriv = self._u_derivative_tables() if with_derivatives else None
+        eig = self.sim.solve_eigen(self.data.kt + self._tilt(),
+                                   None if deriv is None else deriv[1:])
+        self.n_solves += 1
+        self.solver_counts = {"directions": eig.n_dir, "exact_fallback": eig.n_fallback,
+                              "rejected": eig.n_rejected, "clustered": eig.n_clustered}
+        self._cache_key = (self._struct_key(), deriv is not None)
+        self._cache_eig = (eig, None if deriv is None else deriv[0])
+        return self._cache_eig
+
+    def _probe_values(self) -> tuple[float, float] | None:
+        if "probe.sigma" not in self.params:
+            return None
+        return self.params["probe.sigma"].value, self.params["probe.gamma"].value
+
+    def simulate(self, *, gradients: bool = False, need: set[str] | None = None):
+        """Model intensities I_Bloch (probe-convolved) at the data points: (n_refl, n_pts).
+
+        With ``gradients=True`` also returns {parameter name: ∂I/∂value} for the
+        analytically differentiated parameters (structure factors, thickness, probe),
+        or only for those in ``need``.
+        """
+        if "thickness" not in self.params:
+            raise InputError("the refinement needs a 'thickness' parameter (add_thickness)")
+        t = self.params["thickness"].value
+        eig, names = self._eigen(with_derivatives=gradients)
+        grads: dict[str, np.ndarray] = {}
+        if gradients:
+            want_sf = need is None or bool(set(names or []) & need)
+            inten, d_p, d_t = eig.gradients(t, structure=want_sf)
+            inten = inten[:, self.out_idx].T
+            grads["thickness"] = d_t[:, self.out_idx].T
+            if want_sf:
+                for k, name in enumerate(names or []):
+                    grads[name] = d_p[:, k, self.out_idx].T
+        else:
+            inten = eig.intensities([t])[0][:, self.out_idx].T
+        probe = self._probe_values()
+        if probe is not None:
+            inten = self._convolve(inten, probe, grads if gradients else None)
+        return (inten, grads) if gradients else inten
+
+    def _convolve(self, inten: np.ndarray, probe: tuple[float, float],
+                  grads: dict[str, np.ndarray] | None) -> np.ndarray:
+        """Probe convolution region by region; updates ``grads`` in place when given."""
+        out = inten.copy()
+        if grads is not None:
+            conv_grads = {k: v.copy() for k, v in grads.items()}
+            conv_grads["probe.sigma"] = np.zeros_like(inten)
+            conv_grads["probe.gamma"] = np.zeros_like(inten)
+        for reg in self.data.regions:
+            sl = slice(reg.start, reg.start + reg.size)
+            img = inten[:, sl].reshape(-1, *reg.shape)
+            n = len(img)
+            if grads is not None:
+                conv, ds, dg = convolve_probe(img, probe[0], probe[1], derivatives=True)
+                conv_grads["probe.sigma"][:, sl] = ds.reshape(n, -1)
+                conv_grads["probe.gamma"][:, sl] = dg.reshape(n, -1)
+                for k, g in grads.items():
+                    gi = g[:, sl].reshape(-1, *reg.shape)
+                    conv_grads[k][:, sl] = convolve_probe(gi, *probe).reshape(n, -1)
+            else:
+                conv = convolve_probe(img, *probe)
+            out[:, sl] = conv.reshape(n, -1)
+        if grads is not None:
+            grads.clear()
+            grads.update(conv_grads)
+        return out
+
+    def _compare_mask(self, valid: np.ndarray, sim: np.ndarray | None = None) -> np.ndarray:
+        """Samples compared: valid data, inside the region interiors, and (given the
+        model ``sim``) a finite model — directions the engine's physical guard
+        rejected are NaN and are left out."""
+        m = np.asarray(valid, bool).copy()
+        if sim is not None:
+            m &= np.isfinite(sim)
+        for reg in getattr(self.data, "regions", []) or []:
+            if reg.pad:
+                sl = slice(reg.start, reg.start + reg.size)
+                m[:, sl] &= reg.interior().ravel()[None, :]
+        return m
+
+    def _sampling_values(self) -> dict[str, float]:
+        return {p.name: p.value for p in self.params if p.kind == "sampling"}
+
+    def evaluate(self) -> GOFValue:
+        """The GOF at the current parameter values."""
+        sim = self.simulate()
+        exp, var, valid = self.data.sample(self._sampling_values())
+        mask = self._compare_mask(valid, sim)
+        return self.gof(sim, exp, var, mask, self.disc, n_params=len(self.params.free))
+
+    # ------------------------------------------------------------ residuals
+    def _residuals(self, names: list[str], mask_fixed: np.ndarray | None, with_jac: bool):
+        """Weighted VarPro residuals over the used samples and (optionally) their Jacobian.
+
+        Columns are derivatives with respect to the *values* of ``names``.
+        """
+        sim_out = self.simulate(gradients=with_jac, need=set(names))
+        sim, grads = (sim_out if with_jac else (sim_out, {}))
+        exp, var, valid = self.data.sample(self._sampling_values())
+        mask = self._compare_mask(valid, sim)
+        if mask_fixed is not None:
+            mask = mask & mask_fixed
+        fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
+        if not with_jac:
+            return fit.residuals, None, fit, mask
+        w = 1.0 / np.sqrt(var[mask])
+        # Variable projection (Golub & Pereyra 1973): with X the weighted design, β its
+        # least-squares coefficients and r = Xβ − y, ∂r/∂p = P⊥ (∂X/∂p) β − X⁺ᵀ (∂X/∂p)ᵀ r.
+        # Only X's first column (c's) depends on p, so the second term is
+        # −X (XᵀX)⁻¹ e₀ · (w ∂I/∂p)·r.
+        x = fit.design
+        q, _ = np.linalg.qr(x)
+        e0 = np.zeros(x.shape[1])
+        e0[0] = 1.0
+        u0 = x @ np.linalg.solve(x.T @ x, e0)
+        jac = np.zeros((len(fit.residuals), len(names)))
+        numeric = []
+        for k, name in enumerate(names):
+            if name in grads:
+                d = grads[name][mask] * w
+                col = fit.scale * d
+                jac[:, k] = col - q @ (q.T @ col) - u0 * float(d @ fit.residuals)
+            else:
+                numeric.append(k)
+        for k in numeric:
+            jac[:, k] = self._numeric_column(names[k], mask)
+        return fit.residuals, jac, fit, mask
+
+    def _numeric_column(self, name: str, mask: np.ndarray) -> np.ndarray:
+        p = self.params[name]
+        h = p.scale * 1e-3
+        v0 = p.value
+        cols = []
+        for sgn in (1.0, -1.0):
+            p.value = float(np.clip(v0 + sgn * h, p.lower, p.upper))
+            r, _, _, _ = self._residuals([], mask, False)
+            cols.append((r, p.value))
+        p.value = v0
+        (r1, v1), (r2, v2) = cols
+        if len(r1) != len(r2) or v1 == v2:
+            raise QcbedError(f"numeric derivative of {name} failed (samples changed)")
+        return (r1 - r2) / (v1 - v2)
+
