@@ -238,3 +238,37 @@ def test_resume_names_changed_inputs(demo, tmp_path) -> None:
         resume_run(d / "out", executor="serial", progress=False, log=lambda s: None)
     text = " ".join(str(w.message) for w in rec)
     assert "project.toml: sha256" in text and "pattern.npy: sha256" in text, text
+
+
+# ====================================================================== degenerate fits
+class _Free:
+    def __init__(self, names):
+        self.free = [type("P", (), {"name": n})() for n in names]
+
+
+class _Stub:
+    """The two things Refinement.covariance needs: free parameters and residuals."""
+
+    def __init__(self, jac: np.ndarray, r: np.ndarray) -> None:
+        self.params = _Free([f"p{i}" for i in range(jac.shape[1])])
+        self._jac, self._r = jac, r
+
+    def _residuals(self, names, mask, jac):
+        fit = type("Fit", (), {"n_linear": 0})()
+        return self._r, self._jac, fit, None
+
+
+def test_singular_covariance_is_flagged_not_nan_esd_silently() -> None:
+    from qcbed.refine.fine import Refinement
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(50, 1))
+    r = rng.normal(size=50)
+    _n, cov, _c, dof = Refinement.covariance(_Stub(np.hstack([a, 2 * a]), r))
+    assert np.all(np.isnan(cov)) and dof == 48
+    _n, cov, _c, _d = Refinement.covariance(_Stub(np.hstack([a, rng.normal(size=(50, 1))]), r))
+    assert np.all(np.isfinite(cov))
+    # the analytic limit: a straight-line fit's covariance is χ²_ν (JᵀJ)⁻¹
+    j = np.hstack([np.ones((50, 1)), np.arange(50.0)[:, None]])
+    _n, cov, _c, _d = Refinement.covariance(_Stub(j, r))
+    assert cov == pytest.approx(np.linalg.inv(j.T @ j) * (r @ r) / 48)
