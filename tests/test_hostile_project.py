@@ -272,3 +272,27 @@ def test_singular_covariance_is_flagged_not_nan_esd_silently() -> None:
     j = np.hstack([np.ones((50, 1)), np.arange(50.0)[:, None]])
     _n, cov, _c, _d = Refinement.covariance(_Stub(j, r))
     assert cov == pytest.approx(np.linalg.inv(j.T @ j) * (r @ r) / 48)
+
+
+def test_degenerate_fit_writes_strict_json_with_null_esd(demo, tmp_path, monkeypatch) -> None:
+    """A flagged degenerate fit: message says so, esd is null (not NaN) in result.json."""
+    import qcbed.refine.fine_covariance as fc
+
+    monkeypatch.setattr(fc, "_SINGULAR_COND", 0.0)  # every covariance counts as singular
+
+    def edit(r):
+        r["plan"].pop("coarse")
+        r["plan"]["fine"] = [{"name": "one", "refine": ["thickness"], "max_iter": 2}]
+
+    p = _variant(demo, tmp_path, edit)
+    with pytest.warns(UserWarning, match="degenerate refinement"):
+        run = ProjectRun(load_project(p), executor="serial", progress=False,
+                         log=lambda s: None).run()
+    assert "DEGENERATE" in run.fine.message
+
+    def no_constants(c):
+        raise AssertionError(f"not strict JSON: {c}")
+
+    j = json.loads((tmp_path / "out" / "result.json").read_text(), parse_constant=no_constants)
+    esd = {p["name"]: p.get("esd") for p in j["parameters"]}
+    assert esd["thickness"] is None and "DEGENERATE" in j["message"]
