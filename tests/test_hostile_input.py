@@ -340,3 +340,18 @@ def warnings_as_errors():
             return False
 
     return _Exit()
+
+
+def test_engine_objects_refuse_non_finite_settings() -> None:
+    from qcbed.bloch.beams import BeamSelection
+    from qcbed.experiment import Region
+
+    for kw in ({"sgmin": math.nan}, {"omega": -1.0}, {"sgmax": 0.0}, {"min_strong": 1.5},
+               {"pad_multiple": 0}):
+        with pytest.raises(InputError):
+            BeamSelection(**kw)
+    corners = [[0.0, 0.0], [0.0, 10.0], [10.0, 0.0]]
+    for n12, n13, pad in ((math.inf, 5, 0), (5, 1, 0), (5, 5, -1), (5, 2.5, 0)):
+        with pytest.raises(InputError):
+            Region(corners, n12, n13, pad)
+    assert Region(corners, 5.0, 6, 0).n12 == 5

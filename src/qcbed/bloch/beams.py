@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.checks import check_integer, check_number
 from .._core.guard import check_memory
 from ..crystal import Crystal
 from ..errors import InputError
@@ -67,15 +68,13 @@ class BeamSelection:
     pad_multiple: int = 1
 
     def __post_init__(self) -> None:
-        if self.sgmin < 0:
-            raise InputError("sgmin must be ≥ 0", tag="sgmin", found=self.sgmin)
-        if self.omega is not None and self.omega < 0:
-            raise InputError("omega must be ≥ 0", tag="omeg", found=self.omega)
-        if self.sgmax is not None and self.sgmax <= 0:
-            raise InputError("sgmax must be > 0", tag="sgmax", found=self.sgmax)
-        if self.pad_multiple < 1 or self.min_strong < 0:
-            raise InputError("pad_multiple must be ≥ 1 and min_strong ≥ 0",
-                             found=(self.pad_multiple, self.min_strong))
+        check_number(self.sgmin, "sgmin", low=0.0, unit="Å⁻²")
+        if self.omega is not None:
+            check_number(self.omega, "omega", low=0.0, tag="omeg")
+        if self.sgmax is not None:
+            check_number(self.sgmax, "sgmax", low=0.0, low_open=True, unit="Å⁻²")
+        check_integer(self.pad_multiple, "pad_multiple", low=1)
+        check_integer(self.min_strong, "min_strong", low=0)
 
     @classmethod
     def all_strong(cls) -> BeamSelection:
