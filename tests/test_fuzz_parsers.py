@@ -319,6 +319,13 @@ def _valid_files() -> dict[str, bytes]:
     buf = io.BytesIO()
     np.save(buf, np.arange(24, dtype=np.uint16).reshape(2, 3, 4))
     out[".npy3"] = buf.getvalue()
+    import h5py
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("data", data=np.arange(2 * 2 * 3 * 4, dtype=np.float32)
+                         .reshape(2, 2, 3, 4))
+    out[".h5"] = buf.getvalue()
     try:
         import tifffile
 
