@@ -355,3 +355,18 @@ def test_engine_objects_refuse_non_finite_settings() -> None:
         with pytest.raises(InputError):
             Region(corners, n12, n13, pad)
     assert Region(corners, 5.0, 6, 0).n12 == 5
+
+
+def test_non_numeric_npy_is_named(tmp_path: Path) -> None:
+    """Found by the long fuzz run: a .npy of byte strings crashed in check_pixels."""
+    from qcbed.experiment.readers import read_image
+
+    p = tmp_path / "strings.npy"
+    np.save(p, np.array([[b"", b"a"], [b"b", b"c"]]))
+    with pytest.raises(InputError, match="must be numbers") as info:
+        read_image(p)
+    assert "dtype |S1" in str(info.value)
+    p2 = tmp_path / "complex.npy"
+    np.save(p2, np.ones((2, 2), complex))
+    with pytest.raises(InputError, match="must be numbers"):
+        read_image(p2)
