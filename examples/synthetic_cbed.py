@@ -28,10 +28,9 @@ from qcbed.bloch import Simulation
 from qcbed.bloch.geometry import ZoneFrame
 from qcbed.bloch.simulation import outputs_index
 from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
-from qcbed.density import difference_map, write_cube
 from qcbed.experiment import ROI, CBEDPattern, ExperimentGeometry, Region
-from qcbed.refine import Refinement
-from qcbed.refine.coarse import CoarseRefinement
+from qcbed.output.density import difference_map, write_cube
+from qcbed.refine import CoarseRefinement, Refinement
 from qcbed.scattering.structure_factors import PotentialModel
 
 out = Path(sys.argv[1] if len(sys.argv) > 1 else "synthetic-cbed")

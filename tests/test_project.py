@@ -218,3 +218,19 @@ def test_engine_chunk_size_default_is_the_simulations(demo_project):
     assert "chunk_size" not in p.raw.get("engine", {})
     default = inspect.signature(Simulation).parameters["chunk_size"].default
     assert p.engine["chunk_size"] == default == 128
+
+
+def test_sections_are_typed_frozen_and_mappings(demo_project):
+    import dataclasses
+
+    from qcbed.project import EngineSection, GofSection
+
+    p = load_project(demo_project)
+    assert isinstance(p.engine, EngineSection) and isinstance(p.gof, GofSection)
+    assert p.engine.mode == p.engine["mode"] == "exact"
+    assert dict(p.gof) == {"metric": p.gof.metric, "background": "per_disc",
+                           "probe": p.gof.probe}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        p.engine.gmax = 1.0
+    with pytest.raises(KeyError):
+        p.engine["no_such_key"]

@@ -7,18 +7,15 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.hkl import hkl_label
 from ..errors import InputError
-
-
-def _hkl_text(h: Iterable[int]) -> str:
-    return " ".join(str(int(x)) for x in h)
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ class Pattern:
         hit = np.nonzero(np.all(self.hkl == h, axis=1))[0]
         if not len(hit):
             raise InputError("reflection not in the pattern", source="Pattern", tag="hkl",
-                             expected=[_hkl_text(x) for x in self.hkl], found=_hkl_text(h))
+                             expected=[hkl_label(x) for x in self.hkl], found=hkl_label(h))
         return int(hit[0])
 
     def thickness_index(self, thickness: float) -> int:
@@ -125,14 +122,14 @@ class Pattern:
             ax.set_axis_off()
             if k < n:
                 ax.imshow(p.values[it, k], cmap=cmap)
-                ax.set_title(f"({_hkl_text(p.hkl[k])})", fontsize=9)
+                ax.set_title(f"({hkl_label(p.hkl[k])})", fontsize=9)
         fig.suptitle(f"t = {p.thickness[it]:g} Å")
         return fig
 
     def _repr_html_(self) -> str:
         ny, nx = self.values.shape[2:]
         rows = "".join(
-            f"<tr><td>({html.escape(_hkl_text(h))})</td>"
+            f"<tr><td>({html.escape(hkl_label(h))})</td>"
             + "".join(f"<td>{np.nanmean(self.values[i, k]):.4g}</td>"
                       for i in range(len(self.thickness))) + "</tr>"
             for k, h in enumerate(self.hkl))

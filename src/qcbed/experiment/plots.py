@@ -13,6 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from .._core.hkl import hkl_label
 from ..errors import InputError
 from .patterns import CBEDPattern, LACBEDStack
 from .roi import ROI
@@ -21,7 +22,7 @@ __all__ = ["plot_comparison", "plot_roi"]
 
 
 def _fmt_hkl(h: ArrayLike) -> str:
-    return " ".join(str(int(v)) for v in np.asarray(h).reshape(-1))
+    return hkl_label(np.asarray(h).reshape(-1))
 
 
 def plot_roi(roi: ROI, hkl: ArrayLike | None = None, values: Mapping[str, float] | None = None,

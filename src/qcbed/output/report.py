@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .._core.files import atomic_write
+from .._core.hkl import hkl_label
 
 __all__ = ["write_report"]
 
@@ -94,7 +95,7 @@ def _disc_figures(run: Any, figdir: Path) -> list[tuple[str, str]]:
             name = f"discs_region{k}.png" if n <= per_fig else f"discs_region{k}_{part + 1}.png"
             _save(fig, figdir / name)
             plt.close(fig)
-            what = ", ".join("(" + " ".join(str(int(x)) for x in roi.hkl[i]) + ")" for i in idx)
+            what = ", ".join(f"({hkl_label(roi.hkl[i])})" for i in idx)
             out.append((name, f"Region {k + 1}, {what}: experiment, fitted simulation and "
                               "normalised difference"))
     return out
@@ -120,7 +121,7 @@ def _disc_row(fig, axes, h, exp, mod, msk, sg, titles: bool) -> None:
             a.set_title(title, fontsize=9)
         if a is axes[2]:
             fig.colorbar(im, ax=a, fraction=0.046, pad=0.02)
-    axes[0].set_ylabel(f"({' '.join(str(int(x)) for x in h)})", fontsize=9)
+    axes[0].set_ylabel(f"({hkl_label(h)})", fontsize=9)
 
 
 def _trace_figure(run: Any, figdir: Path, truth: Mapping[str, float]
@@ -276,14 +277,14 @@ def write_report(out_dir: str | os.PathLike, run: Any, result: Mapping[str, Any]
         parts.append(_table(
             ["hkl", "|g| (1/Å)", "φ (°)", "U IAM", "U", "esd", "U′ IAM", "U′", "esd",
              "F_x IAM", "F_x", "esd"],
-            [[" ".join(str(x) for x in r["hkl"]), _fmt(r["g"], ".4f"),
+            [[hkl_label(r["hkl"]), _fmt(r["g"], ".4f"),
               _fmt(r["phase_deg"], ".1f"), _fmt(r["U_iam"], ".6e"), _fmt(r["U"], ".6e"),
               _fmt(r["U_esd"], ".2e"), _fmt(r["U_abs_iam"], ".4e"), _fmt(r["U_abs"], ".4e"),
               _fmt(r["U_abs_esd"], ".2e"), _fmt(r["Fx_iam"], ".4f"), _fmt(r["Fx"], ".4f"),
               _fmt(r.get("Fx_esd"), ".2g")] for r in rows]))
     if result["zncc"]:
         parts.append("<h2>Per-reflection ZNCC (model vs experiment)</h2>")
-        parts.append(_table(["hkl", "ZNCC"], [[" ".join(str(x) for x in z["hkl"]),
+        parts.append(_table(["hkl", "ZNCC"], [[hkl_label(z["hkl"]),
                                                _fmt(z["zncc"], ".4f")]
                                               for z in result["zncc"]]))
     if result.get("coarse"):

@@ -26,7 +26,19 @@ Modules: :mod:`.schema` (sections, :class:`Project`), :mod:`.parse`, :mod:`.toml
 from .._core.parameters import parse_parameter_name
 from .parse import load_project, parse_project
 from .run import ProjectRun, RunFinished, RunResult, find_run_state, resume_run, run_project
-from .schema import PROJECT_SCHEMA, RUN_STATE, CoarseStep, FineStep, Project
+from .schema import (
+    PROJECT_SCHEMA,
+    RUN_STATE,
+    CoarseStep,
+    CrystalSection,
+    DataSection,
+    EngineSection,
+    FineStep,
+    GeometrySection,
+    GofSection,
+    Project,
+    RoiSection,
+)
 from .setup import Setup, build_setup
 from .toml_writer import dumps_toml
 from .validate import ValidationReport, validate_project
@@ -35,9 +47,15 @@ __all__ = [
     "PROJECT_SCHEMA",
     "RUN_STATE",
     "CoarseStep",
+    "CrystalSection",
+    "DataSection",
+    "EngineSection",
     "FineStep",
+    "GeometrySection",
+    "GofSection",
     "Project",
     "ProjectRun",
+    "RoiSection",
     "RunFinished",
     "RunResult",
     "Setup",

@@ -35,8 +35,14 @@ from .schema import (
     GOF_METRICS,
     PROJECT_SCHEMA,
     CoarseStep,
+    CrystalSection,
+    DataSection,
+    EngineSection,
     FineStep,
+    GeometrySection,
+    GofSection,
     Project,
+    RoiSection,
 )
 from .toml_writer import dumps_toml
 
@@ -401,8 +407,10 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
                                 expected="gof.probe = [sigma, gamma]", found=n)
     return Project(source=source, base_dir=base, raw=dict(raw), text=text or dumps_toml(raw),
                    name=name, output=_resolve(base, output), density_map=dmap,
-                   overwrite=overwrite, crystal=crystal, data=data, geometry=geom, roi=roi,
-                   engine=engine, gof=gof, thickness=thickness, coarse=coarse, fine=fine)
+                   overwrite=overwrite, crystal=CrystalSection(**crystal), data=DataSection(**data),
+                   geometry=GeometrySection(**geom), roi=RoiSection(**roi),
+                   engine=EngineSection(**engine), gof=GofSection(**gof),
+                   thickness=thickness, coarse=coarse, fine=fine)
 
 
 def _resolve(base: Path, p: str) -> Path:

@@ -4,17 +4,12 @@
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - exercised on Python 3.10 only
-    pass
-
-
-
+from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 
 RUN_STATE = "run_state.json"
 _MISSING = object()
@@ -48,6 +43,116 @@ COARSE_STEPS = ("orientation_thickness", "pixel_size", "voltage", "b_iso")
 GOF_METRICS = ("chi2", "chi2_poisson", "r_factor", "correlation")
 BACKGROUNDS = ("per_disc", "single", "none")
 DATA_FORMATS = ("auto", "npy", "dm3", "dm4", "tif", "tiff", "felix", "npy_stack")
+
+
+# ====================================================================== sections
+class _Section(Mapping):
+    """Read-only mapping view of a frozen section dataclass (``engine["gmax"]`` and
+    ``engine.gmax`` both work)."""
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys())
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+    def _keys(self) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, eq=False)
+class CrystalSection(_Section):
+    """``[crystal]``: the structure file and B overrides (Å²) by site label."""
+
+    source: str
+    b_iso: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class DataSection(_Section):
+    """``[data]``: what the experimental data are and how to read them."""
+
+    kind: str
+    format: str = "auto"
+    files: list[str] | None = None
+    folder: str | None = None
+    g_vectors: str | None = None
+    hkl: list[tuple[int, int, int]] | None = None
+    variance: str = "poisson"
+    variance_floor: float = 1.0
+    clip_negative: bool = False
+    allow_negative: bool = False
+    mask: str | None = None
+    background: float | None = None
+    require_hkl: bool = True
+    detector: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class GeometrySection(_Section):
+    """``[geometry]``: zone frame (kV, [uvw]) and the pixel ↔ k_t mapping (deg, px)."""
+
+    zone: tuple[float, float, float]
+    x_axis: tuple[float, float, float]
+    gl: float
+    mode: str
+    voltage_kv: float | None = None
+    normal: tuple[float, float, float] | None = None
+    rotation: float = 0.0
+    mirror: bool = False
+    tilt0: tuple[float, float] = (0.0, 0.0)
+    reference: tuple[float, float] | None = None
+    shift: tuple[float, float] = (0.0, 0.0)
+    display_shape: tuple[int, int] | None = None
+    disc_shifts: dict[tuple[int, int, int], tuple[float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class RoiSection(_Section):
+    """``[roi]``: reflections compared and the regions (display pixels) sampled."""
+
+    hkl: list[tuple[int, int, int]] | None
+    regions: list[dict[str, Any]]
+    disc_shifts: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, eq=False)
+class EngineSection(_Section):
+    """``[engine]``: beam pool (Å⁻¹), beam selection, scattering model, executor."""
+
+    mode: str = "exact"
+    coarse_mode: str = "fast"
+    gmax: float = 3.0
+    smax: float = 0.05
+    holz: bool = True
+    min_pool: int = 0
+    pool: list[tuple[int, int, int]] | None = None
+    sgmin: float = 0.3
+    omega: float = 30.0
+    sgmax: float | None = None
+    bethe: bool = True
+    min_strong: int = 0
+    elastic: str = "kirkland"
+    absorption: str = "bird_king"
+    xi: float = 0.1
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    executor: str | int = "auto"
+    memory_limit: int | None = None
+    """Bytes (``qcbed._core.guard``; None: ``QCBED_MEMORY_LIMIT`` or half the free memory)."""
+
+
+@dataclass(frozen=True, eq=False)
+class GofSection(_Section):
+    """``[gof]``: the metric, the background model and the LARBED probe (px)."""
+
+    metric: str = "chi2"
+    background: str = "per_disc"
+    probe: tuple[float, float] | None = None
 
 
 # ====================================================================== spec objects
@@ -104,8 +209,9 @@ class Project:
         Project name and output folder (absolute).
     overwrite : bool
         Replace the results of an earlier run in ``output`` (``[project] overwrite``).
-    crystal, data, geometry, roi, engine, gof : dict
-        Checked settings of each section (values in the units of the reference).
+    crystal, data, geometry, roi, engine, gof : frozen section dataclasses
+        Checked settings of each section (values in the units of the reference);
+        read-only mappings too (``project.engine["gmax"] == project.engine.gmax``).
     thickness : float
         Start thickness (Å).
     coarse, fine : list
@@ -120,12 +226,12 @@ class Project:
     output: Path
     density_map: str
     overwrite: bool
-    crystal: dict
-    data: dict
-    geometry: dict
-    roi: dict
-    engine: dict
-    gof: dict
+    crystal: CrystalSection
+    data: DataSection
+    geometry: GeometrySection
+    roi: RoiSection
+    engine: EngineSection
+    gof: GofSection
     thickness: float
     coarse: list[CoarseStep]
     fine: list[FineStep]

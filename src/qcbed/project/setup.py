@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +27,6 @@ from ..experiment import (
 from ..io import read_input
 from ..parallel import make_executor
 from ..scattering.structure_factors import PotentialModel
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - exercised on Python 3.10 only
-    pass
 from .schema import CoarseStep, Project
 
 

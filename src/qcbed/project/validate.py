@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,11 +12,6 @@ import numpy as np
 from .._core.guard import limit_scope
 from .._core.parameters import parse_parameter_name
 from ..errors import InputError
-
-if sys.version_info >= (3, 11):
-    pass
-else:  # pragma: no cover - exercised on Python 3.10 only
-    pass
 from .parse import load_project
 from .safety import (
     check_output_folder,
