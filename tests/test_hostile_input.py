@@ -370,3 +370,21 @@ def test_non_numeric_npy_is_named(tmp_path: Path) -> None:
     np.save(p2, np.ones((2, 2), complex))
     with pytest.raises(InputError, match="must be numbers"):
         read_image(p2)
+
+
+def test_damaged_hdf5_is_an_input_error(tmp_path: Path) -> None:
+    """Found by the long fuzz run: a damaged HDF5 file raised RuntimeError in open_4d."""
+    import h5py
+
+    from qcbed.larbed.readers import open_4d
+
+    p = tmp_path / "cube.h5"
+    with h5py.File(p, "w") as f:
+        f.create_dataset("data", data=np.zeros((2, 2, 3, 4), np.float32))
+    raw = bytearray(p.read_bytes())
+    i = raw.index(b"SNOD")  # break the symbol-table node of the root group
+    raw[i:i + 4] = b"XXXX"
+    p.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="cannot read the file") as info:
+        open_4d(p)
+    assert str(p) in str(info.value)
