@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -101,3 +102,22 @@ def test_demo_checks_seed_and_does_not_overwrite(tmp_path: Path) -> None:
     assert (d / "project.toml").read_text() == "# my own project\n"
     (tmp_path / "afile").write_text("x")
     _error(_run("demo", "--out", str(tmp_path / "afile"), "--fast", "-q"))
+
+
+def test_extract_refuses_to_overwrite_and_names_a_bad_mask(tmp_path: Path) -> None:
+    src = tmp_path / "scan.npy"
+    np.save(src, np.ones((2, 2, 8, 8), np.float32))
+    out = tmp_path / "stack.h5"
+    out.write_text("precious")
+    args = ["extract", str(src), "--zone", "0", "0", "1", "--g1", "1", "0", "0", "4", "6",
+            "--g2", "0", "1", "0", "6", "4", "--no-beam-motion", "-q"]
+    r = CliRunner().invoke(main, [*args, "--output", str(out)])
+    _error(r, "exists; pass --force")
+    assert out.read_text() == "precious"
+    r = CliRunner().invoke(main, [*args, "--output", str(src), "--force"])
+    _error(r, "overwrite an input file")
+    mask = tmp_path / "mask.npy"
+    mask.write_text("not numpy")
+    r = CliRunner().invoke(main, [*args, "--output", str(tmp_path / "new.h5"), "--bad-pixels",
+                                  str(mask), "--no-refine"])
+    _error(r, "not a NumPy .npy file", "[--bad-pixels]")
