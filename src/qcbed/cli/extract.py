@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..checks import check_output_path
+from .._core.checks import check_output_path
 from ..errors import QcbedError
 from ..experiment.readers import load_npy
 
