@@ -77,7 +77,8 @@ def test_check_integer_and_hkl() -> None:
     (r"^hv .*$", "hv 1e999", 6, "not finite"),
     (r"^hv .*$", "hv nan", 6, "not a number"),
     (r"^sgmax .*$", "sgmax -1", 22, "must be positive"),
-    (r"^omeg .*$", "omeg 0", 24, "must be positive"),
+    (r"^omeg .*$", "omeg -1", 24, "must not be negative"),
+    (r"^aper .*$", "aper -0.5", 25, "must not be negative"),
     (r"^abs .*$", "abs -1", 26, "must not be negative"),
     (r"^sele .*$", "sele 4 -3.5 0.1 0", 13, "gmax must be positive"),
 ])

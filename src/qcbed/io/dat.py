@@ -461,10 +461,11 @@ class _DatParser:
 
     def kw_omeg(self, args: list[str], line: int, text: str) -> None:
         self.store("omeg", self._scalar("omeg", args, line, "Bethe strength threshold",
-                                        positive=True), line)
+                                        nonnegative=True), line)
 
     def kw_aper(self, args: list[str], line: int, text: str) -> None:
-        self.store("aper", self._scalar("aper", args, line, "radius in Å⁻¹", positive=True), line)
+        self.store("aper", self._scalar("aper", args, line, "radius in Å⁻¹",
+                                        nonnegative=True), line)
 
     def kw_abs(self, args: list[str], line: int, text: str) -> None:
         self.store("abs", self._scalar("abs", args, line, "mean absorption potential",
