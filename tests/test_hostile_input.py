@@ -389,3 +389,22 @@ def test_damaged_hdf5_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read the file") as info:
         open_4d(p)
     assert str(p) in str(info.value)
+
+
+def test_damaged_hdf5_attributes_are_an_input_error(tmp_path: Path) -> None:
+    """Found by the long fuzz run: 4 bytes inserted into the superblock made h5py raise
+    KeyError while reading the root attributes."""
+    import io
+
+    import h5py
+
+    from qcbed.larbed.readers import detect_format
+
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_dataset("data", data=np.arange(48, dtype=np.float32).reshape(2, 2, 3, 4))
+    raw = buf.getvalue()
+    p = tmp_path / "cube.h5"
+    p.write_bytes(raw[:52] + bytes(4) + raw[52:])
+    with pytest.raises(InputError, match="cannot read the file"):
+        detect_format(p)
