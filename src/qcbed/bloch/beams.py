@@ -68,7 +68,8 @@ class BeamSelection:
     pad_multiple: int = 1
 
     def __post_init__(self) -> None:
-        check_number(self.sgmin, "sgmin", low=0.0, unit="Å⁻²")
+        if self.sgmin != np.inf:  # inf: every beam strong (all_strong)
+            check_number(self.sgmin, "sgmin", low=0.0, unit="Å⁻²")
         if self.omega is not None:
             check_number(self.omega, "omega", low=0.0, tag="omeg")
         if self.sgmax is not None:
