@@ -310,7 +310,10 @@ def test_cli_simulate_records_solver_counts(tmp_path):
 
     d = write_gesn_folder(tmp_path / "gesn", radius=5)
     out = tmp_path / "sim.h5"
-    r = CliRunner().invoke(main, ["-q", "--workers", "1", "simulate", str(d), "--out", str(out)])
+    # the settings: Felix's 0.02 pool limit and the legacy thresholds with
+    # min_strong_beams 200 (the engine would otherwise choose its own)
+    r = CliRunner().invoke(main, ["-q", "--workers", "1", "simulate", str(d), "--out", str(out),
+                                  "--smax", "0.02", "--sgmin", "0.3"])
     assert r.exit_code == 0, r.output
     with h5py.File(out) as f:
         attrs = dict(f.attrs)

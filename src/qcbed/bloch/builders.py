@@ -146,8 +146,11 @@ def dat_recipe(path: str | os.PathLike, *, potential: PotentialModel | None = No
     if dat.x_axis is None:
         raise InputError("the .dat file has no 'xaxis' line", source=dat.source, tag="xaxis")
     potential = potential or PotentialModel("xray_mott_bethe", "bird_king")
-    sel = BeamSelection(sgmin=0.3 if dat.sgmin is None else dat.sgmin,
-                        omega=dat.omeg, sgmax=dat.sgmax)
+    # the file's thresholds are honoured; without them the engine chooses them
+    sel = None
+    if dat.sgmin is not None or dat.omeg is not None:
+        sel = BeamSelection(sgmin=0.3 if dat.sgmin is None else dat.sgmin,
+                            omega=dat.omeg, sgmax=dat.sgmax)
     kw: dict[str, Any] = dict(normal=dat.surface_normal, potential=potential, selection=sel,
                               mode=mode)
     if dat.v0 is not None:
@@ -196,8 +199,8 @@ def dat_recipe(path: str | os.PathLike, *, potential: PotentialModel | None = No
 
 def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None = None,
                  selection: BeamSelection | None = None, mode: str = "fast",
-                 gmax: float | None = None, smax: float = 0.02, holz: bool | None = None,
-                 **overrides: Any) -> SimulationRecipe:
+                 gmax: float | None = None, smax: float | None = None,
+                 holz: bool | None = None, **overrides: Any) -> SimulationRecipe:
     """Simulation arguments from a Felix input folder (``felix.inp``, ``felix.cif``, ``felix.hkl``).
 
     The frame is z = ``incident_beam_direction`` (taken, as in Spence & Zuo's
@@ -212,6 +215,11 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
     grown to ``min_reflection_pool``); HOLZ beams are included unless
     ``holz=False`` (default: included, as real-data simulations need them —
     Felix's own ``holz_flag`` is recorded in ``sim.defaults``).
+
+    Unless ``selection`` or ``smax`` are given, the engine chooses the strong-beam
+    thresholds and grows the pool for its ``accuracy`` (default 10⁻³, checked at
+    the thicknesses of ``felix.inp``); Felix's ``min_strong_beams`` is kept as a
+    floor on the strong beams and ``min_reflection_pool`` as a floor on the pool.
     """
     fx = read_felix(folder)
     if potential is None:
@@ -219,16 +227,16 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
         absn = fx.absorption or "bird_king"
         xi = fx.absorption_xi if fx.absorption_xi is not None else 0.1
         potential = PotentialModel(elastic, absn, xi=xi)
-    if selection is None:
-        selection = BeamSelection(sgmin=0.3, omega=30.0,
-                                  min_strong=int(fx.min_strong_beams or 0))
     radius = fx.convergence_angle * np.sqrt(2.0)
     if gmax is None:
         gmax = fx.g_limit if fx.g_limit else 3.0
     kw: dict[str, Any] = dict(normal=fx.normal, potential=potential, selection=selection,
                               mode=mode, gmax=gmax, smax=smax,
                               holz=True if holz is None else holz, kt_radius=radius,
-                              min_pool=int(fx.min_reflection_pool or 0), outputs=fx.hkl)
+                              min_pool=int(fx.min_reflection_pool or 0), outputs=fx.hkl,
+                              min_strong=int(fx.min_strong_beams or 0),
+                              check_thickness=np.unique([fx.initial_thickness,
+                                                         fx.final_thickness]))
     kw.update(overrides)
     if fx.holz_flag == 0 and holz is None:
         warnings.warn("felix.inp has holz_flag = 0; qcbed includes HOLZ beams by default "

@@ -38,6 +38,14 @@ from ..parallel import SerialExecutor, default_executor, make_executor
 from ..scattering.structure_factors import PotentialModel, TabulatedPotential, structure_factors
 from .beams import BeamPool, BeamSelection
 from .builders import SetupDefaults, SimulationRecipe, dat_recipe, felix_recipe
+from .convergence import (
+    DEFAULT_ACCURACY,
+    DEFAULT_CHECK_THICKNESS,
+    Convergence,
+    choose,
+    estimate,
+    sample_directions,
+)
 from .geometry import ZoneFrame, incident_kz
 from .grids import TiltGrid
 from .pattern import Pattern
@@ -173,13 +181,18 @@ class Simulation:
         pool are taken. Default 1.0 Å⁻¹.
     potential : PotentialModel or TabulatedPotential
         Elastic scattering factors and absorption model, or a table of U_g, U′_g.
-    selection : BeamSelection
-        Strong/weak beam rules.
+    selection : BeamSelection, optional
+        Strong/weak beam rules. Default: chosen by the engine for ``accuracy``
+        (see :mod:`qcbed.bloch.convergence`); with ``accuracy=None`` the legacy
+        rules sgmin 0.3 Å⁻², Ω 30 (not converged).
     mode : {'fast', 'exact'}
         Eigen-solver: real-symmetric/Hermitian with perturbative absorption
         (default) or the general complex problem.
-    gmax, smax : float
-        Automatic pool: |g| ≤ gmax (Å⁻¹), |S_g| ≤ smax (Å⁻¹).
+    gmax, smax : float, optional
+        Automatic pool: |g| ≤ gmax (Å⁻¹), |S_g| ≤ smax (Å⁻¹). Without ``smax`` (and
+        with ``accuracy``) the engine grows the pool from smax 0.05 Å⁻¹,
+        gmax 3.0 Å⁻¹ until it is converged; with ``accuracy=None`` (or an
+        explicit ``smax``) the pool is fixed (default gmax 3.0, smax 0.05).
     holz : bool
         Include higher-order Laue zones in an automatic pool.
     kt_center, kt_radius : optional
@@ -193,6 +206,18 @@ class Simulation:
     structure_factors : mapping hkl -> (U, U′), optional
         Values (Å⁻², user's origin) replacing the independent-atom model; linked
         to symmetry equivalents.
+    accuracy : float or None
+        Target ε = max |ΔI| / I_max of the beam settings against the converged
+        reference (every pool beam strong, and a grown pool). Default 10⁻³. The
+        engine chooses what the user did not fix (pool, selection) on a sample of
+        directions of the tilt range; what was fixed is honoured, its error
+        estimated (:attr:`convergence`) and a warning given above the target.
+        None: legacy defaults, no checks.
+    check_thickness : array_like, optional
+        Thicknesses (Å) of the accuracy check (default 500, 1500, 3000 Å).
+    min_strong : int
+        Floor on the number of strong beams when the engine chooses the
+        selection (Felix's ``min_strong_beams``).
     chunk_size : int
         Directions per batch.
     executor : optional
@@ -215,8 +240,8 @@ class Simulation:
         potential: PotentialModel | TabulatedPotential | None = None,
         selection: BeamSelection | None = None,
         mode: str = "fast",
-        gmax: float = 3.0,
-        smax: float = 0.05,
+        gmax: float | None = None,
+        smax: float | None = None,
         holz: bool = True,
         kt_center: ArrayLike = (0.0, 0.0),
         kt_radius: float = 0.0,
@@ -227,11 +252,17 @@ class Simulation:
         | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         executor=None,
+        accuracy: float | None = DEFAULT_ACCURACY,
+        check_thickness: ArrayLike | None = None,
+        min_strong: int = 0,
     ) -> None:
         voltage_kv = check_number(voltage_kv, "voltage_kv", low=0.0, low_open=True,
                                   high=MAX_VOLTAGE_KV, unit="kV")
-        gmax = check_number(gmax, "gmax", low=0.0, low_open=True, high=MAX_GMAX, unit="Å⁻¹")
-        smax = check_number(smax, "smax", low=0.0, low_open=True, unit="Å⁻¹")
+        if gmax is not None:  # None: the engine's choice
+            gmax = check_number(gmax, "gmax", low=0.0, low_open=True, high=MAX_GMAX,
+                                unit="Å⁻¹")
+        if smax is not None:
+            smax = check_number(smax, "smax", low=0.0, low_open=True, unit="Å⁻¹")
         aperture = check_number(aperture, "aperture", low=0.0, unit="Å⁻¹")
         kt_radius = check_number(kt_radius, "kt_radius", low=0.0, unit="Å⁻¹")
         kc = check_numbers(kt_center, "kt_center", unit="Å⁻¹")
@@ -256,7 +287,17 @@ class Simulation:
             raise InputError("mode must be 'fast' or 'exact'", tag="mode", found=mode)
         self.crystal = crystal
         self.voltage_kv = float(voltage_kv)
+        if accuracy is not None and not (np.isfinite(accuracy) and 0 < accuracy < 1):
+            raise InputError("accuracy must be a number in (0, 1)", tag="accuracy",
+                             expected="e.g. 1e-3 (max |dI| / I_max)", found=accuracy)
         self.potential = potential or PotentialModel()
+        self.accuracy = None if accuracy is None else float(accuracy)
+        auto_selection = selection is None and self.accuracy is not None
+        auto_pool = pool is None and smax is None and self.accuracy is not None
+        if gmax is None:
+            gmax = 3.0
+        if smax is None:
+            smax = 0.05
         self.selection = selection or BeamSelection()
         self.mode = mode
         self.chunk_size = int(chunk_size)
@@ -299,11 +340,19 @@ class Simulation:
         self._version = 0
         self._symmetry_cache: dict = {}
         self._ops_cache: tuple[int, list] = (-1, [])
-        self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size)
+        self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size,
+                             accuracy=self.accuracy, check_thickness=check_thickness)
         #: What the input file said about the pattern (grid, thicknesses, kind), or None.
         self.defaults: SetupDefaults | None = None
         #: The parsed ``felix.inp`` of :meth:`from_felix`, or None.
         self.felix: FelixInput | None = None
+        self.check_thickness = tuple(float(t) for t in np.atleast_1d(
+            DEFAULT_CHECK_THICKNESS if check_thickness is None else check_thickness))
+        self._check_kt = sample_directions(kt_center, kt_radius)
+        self._convergence: tuple[int, Convergence] | None = None
+        if auto_selection or auto_pool:
+            self._choose_settings(auto_pool, None if auto_selection else self.selection,
+                                  int(min_strong))
 
     def with_changes(self, *, crystal: Crystal | None = None, voltage_kv: float | None = None,
                      potential: PotentialModel | None = None,
@@ -326,6 +375,57 @@ class Simulation:
         new.defaults = self.defaults
         new.felix = self.felix
         return new
+
+    # ------------------------------------------------------------ convergence
+    def _choose_settings(self, auto_pool: bool, selection: BeamSelection | None,
+                         min_strong: int) -> None:
+        """Let the engine choose the pool and/or the selection for ``self.accuracy``."""
+        settings = self.pool_settings
+
+        def make_pool(smax: float, gmax: float) -> tuple[BeamPool, PotentialTable]:
+            pool = BeamPool.automatic(
+                self._internal, self.frame, self.k_in, gmax=gmax, smax=smax,
+                kt_center=settings["kt_center"], kt_radius=settings["kt_radius"],
+                outputs=self.pool.outputs, holz=settings["holz"],
+                min_size=settings["min_pool"])
+            table = PotentialTable.build(pool.hkl, self._compute_u)
+            if self._overrides:
+                table.set_values(self._overrides, self.crystal, self.origin_shift)
+            return pool, table
+
+        pool, table, sel, conv = choose(
+            k_in=self.k_in, normal=self.frame.normal_frame, pool=self.pool, table=self.table,
+            make_pool=make_pool if auto_pool else None,
+            smax=float(self.pool.meta.get("smax", settings["smax"])) if auto_pool else None,
+            gmax=float(settings["gmax"]) if auto_pool else None, selection=selection,
+            accuracy=float(self.accuracy), min_strong=min_strong, kt=self._check_kt,
+            thickness=self.check_thickness)
+        self.pool, self.table, self.selection = pool, table, sel
+        if auto_pool:
+            self.pool_settings = dict(settings, smax=conv.smax, gmax=conv.gmax)
+        self._arrays = None
+        self._convergence = (self._version, conv)
+
+    @property
+    def convergence(self) -> Convergence:
+        """How converged the beam settings are (:class:`~qcbed.bloch.convergence.Convergence`).
+
+        Chosen by the engine at set-up, or — for settings fixed by the user or a
+        file — estimated on first access against every pool beam strong (a
+        warning is given above the target). Re-estimated after structure-factor
+        changes.
+        """
+        if self._convergence is None or self._convergence[0] != self._version:
+            prev = self._convergence[1] if self._convergence is not None else None
+            est = estimate(self.arrays, len(self.pool), self._check_kt, self.check_thickness,
+                           accuracy=self.accuracy,
+                           smax=None if prev is None else prev.smax,
+                           gmax=None if prev is None else prev.gmax)
+            if prev is not None:
+                est = replace(est, pool_error=prev.pool_error, chosen=prev.chosen,
+                              accuracy=prev.accuracy, steps=prev.steps)
+            self._convergence = (self._version, est)
+        return self._convergence[1]
 
     # ------------------------------------------------------------ constructors
     @classmethod
@@ -702,6 +802,7 @@ class Simulation:
             "k0": self.k0,
             "k_in": self.k_in,
             "origin_shift": list(map(float, self.origin_shift)),
+            "convergence": self.convergence.as_dict(),
         }
 
 

@@ -14,6 +14,7 @@ Felix's D-LACBED grid, pixel for pixel in the orientation of its DM3 images
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -52,12 +53,26 @@ from ._common import engine_options, executor, settings, wrap
               help="Solve every direction (no pattern-symmetry reduction).")
 @click.option("--force", is_flag=True,
               help="Overwrite OUT when it exists (an input file is never overwritten).")
+@click.option("--sgmin", type=float, default=None,
+              help="Fix the strong-beam threshold |2K S_g| < sgmin (1/Å²) instead of letting "
+                   "the engine choose it (its error is then estimated and reported).")
+@click.option("--omega", type=float, default=None,
+              help="Fix the strong-beam criterion |2K S_g| < omega·|U_g| (default 30 with "
+                   "--sgmin).")
+@click.option("--accuracy", type=float, default=None,
+              help="Target max |dI|/I_max of the beam settings against every pool beam "
+                   "strong (default 1e-3); the engine chooses the pool and selection.")
+@click.option("--all-strong", is_flag=True,
+              help="Every pool beam strong (no Bethe potentials), on the pool the default "
+                   "settings use: the reference that convergence_error is measured against.")
 @engine_options
 @wrap
 def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | None,
             smax: float | None, mode: str, elastic: str | None, absorption: str | None,
-            no_holz: bool, min_strong: int | None, no_symmetry: bool, force: bool,
-            quiet: bool | None, workers: str | None) -> None:
+            no_holz: bool, min_strong: int | None, no_symmetry: bool, sgmin: float | None,
+            omega: float | None, accuracy: float | None,
+            all_strong: bool, force: bool, quiet: bool | None, workers: str | None
+            ) -> None:
     """Simulate the patterns of SETUP (a PyExtal .dat file or a Felix folder) and write
     them to OUT (HDF5): a CBED disc per output beam (.dat conv/samp net) or a LACBED
     image per reflection (Felix grid)."""
@@ -79,6 +94,17 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
     kw: dict = {"mode": mode}
     if ex is not None:
         kw["executor"] = ex
+    if accuracy is not None:
+        if not (np.isfinite(accuracy) and 0 < accuracy < 1):
+            raise InputError("accuracy must be in (0, 1)", tag="--accuracy",
+                             expected="e.g. 1e-3", found=accuracy)
+        kw["accuracy"] = accuracy
+    if thickness:
+        kw["check_thickness"] = np.asarray(thickness, float)
+    if sgmin is not None or omega is not None:
+        kw["selection"] = BeamSelection(sgmin=0.3 if sgmin is None else sgmin,
+                                        omega=30.0 if omega is None else omega,
+                                        min_strong=min_strong or 0)
     if p.is_dir() or p.name.lower() == "felix.inp":
         from ..io import read_felix
 
@@ -89,8 +115,12 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
                 elastic or fx.scattering_factors or "kirkland",
                 absorption or fx.absorption or "bird_king",
                 xi=fx.absorption_xi if fx.absorption_xi is not None else 0.1)
-        if min_strong is not None:
-            kw["selection"] = BeamSelection(sgmin=0.3, omega=30.0, min_strong=min_strong)
+        if min_strong is not None and "selection" not in kw:
+            kw["min_strong"] = min_strong
+        elif "selection" in kw and min_strong is None:
+            # fixed thresholds keep Felix's min_strong_beams as their floor
+            kw["selection"] = dataclasses.replace(kw["selection"],
+                                                  min_strong=int(fx.min_strong_beams or 0))
         sim = Simulation.from_felix(folder, **kw, **_pool_options(gmax, smax, no_holz))
         inputs = [folder / n for n in ("felix.inp", "felix.cif", "felix.hkl")]
         setup_kind = "felix"
@@ -112,6 +142,10 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
                          expected="a PyExtal .dat file or a Felix folder (felix.inp)",
                          found=p.suffix or p.name)
     t = np.asarray(t_arg if t_arg else sim.defaults.thickness, dtype=float)
+    if all_strong:
+        # the reference: the same pool (and grid), every beam strong
+        sim = sim.with_changes(selection=BeamSelection.all_strong())
+    conv = sim.convergence
     grid = sim.defaults.grid
     inten, solver = sim.pattern(grid, t, use_symmetry=not no_symmetry, progress=not q,
                                 return_stats=True)
@@ -146,10 +180,14 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
         "mode": sim.mode, "zone": list(sim.frame.zone), "x_axis": list(sim.frame.x_axis),
         "normal": list(sim.frame.normal),
         "engine": json.dumps(sim.describe(), default=str),
+        "all_strong": bool(all_strong),
+        "convergence_error": 0.0 if all_strong else float(conv.error),
+        "convergence": json.dumps(conv.as_dict()),
     }
     path = write_simulation(out, hkl=sim.outputs, intensity=inten, thickness=t, kt=grid.kt,
                             mask=grid.mask, attrs=attrs, input_files=inputs)
     if not q:
+        click.echo("every pool beam strong (reference)" if all_strong else conv.summary())
         click.echo(f"{p}: {sim.potential.describe()}; pool {len(sim.pool)} beams, strong "
                    f"{counts['strong_min']}-{counts['strong_max']} (mean "
                    f"{counts['strong_mean']:.1f}); {len(pts)} directions")

@@ -27,7 +27,8 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
     "geometry.disc_shifts": ("hkl", "shift"),
     "roi": ("hkl", "pad", "disc_shifts", "regions"),
     "roi.regions": ("corners", "samples", "pad", "reflections"),
-    "engine": ("mode", "coarse_mode", "gmax", "smax", "holz", "min_pool", "pool", "sgmin",
+    "engine": ("mode", "coarse_mode", "accuracy", "gmax", "smax", "holz", "min_pool", "pool",
+               "sgmin",
                "omega", "sgmax", "bethe", "min_strong", "elastic", "absorption", "xi",
                "executor", "chunk_size", "memory_limit"),
     "gof": ("metric", "background", "probe"),
@@ -127,13 +128,14 @@ class EngineSection(_Section):
 
     mode: str = "exact"
     coarse_mode: str = "fast"
+    accuracy: float = 1e-3
     gmax: float = 3.0
-    smax: float = 0.05
+    smax: float | None = None
     holz: bool = True
     min_pool: int = 0
     pool: list[tuple[int, int, int]] | None = None
-    sgmin: float = 0.3
-    omega: float = 30.0
+    sgmin: float | None = None
+    omega: float | None = None
     sgmax: float | None = None
     bethe: bool = True
     min_strong: int = 0

@@ -110,14 +110,23 @@ class Setup:
         e = self.project.engine
         g = self.project.geometry
         centre, radius = self.pool_range()
-        sel = BeamSelection(sgmin=e["sgmin"], omega=e["omega"], sgmax=e["sgmax"],
-                            bethe=e["bethe"], min_strong=e["min_strong"])
+        # thresholds fixed in the file are honoured; otherwise the engine chooses them
+        # for [engine] accuracy, checked at the plan's starting thickness
+        sel = None
+        if e["sgmin"] is not None or e["omega"] is not None or not e["bethe"]:
+            sel = BeamSelection(sgmin=0.3 if e["sgmin"] is None else e["sgmin"],
+                                omega=30.0 if e["omega"] is None else e["omega"],
+                                sgmax=e["sgmax"], bethe=e["bethe"],
+                                min_strong=e["min_strong"])
+        t0 = self.project.thickness
         kw: dict[str, Any] = dict(
             normal=g["normal"], outputs=self.hkl,
             potential=PotentialModel(e["elastic"], e["absorption"], xi=e["xi"]),
             selection=sel, mode=mode or e["mode"], gmax=e["gmax"], smax=e["smax"],
             holz=e["holz"], kt_center=centre, kt_radius=radius, min_pool=e["min_pool"],
-            chunk_size=e["chunk_size"], executor=self.executor)
+            chunk_size=e["chunk_size"], executor=self.executor, accuracy=e["accuracy"],
+            min_strong=e["min_strong"],
+            check_thickness=None if t0 is None else [float(t0)])
         if e["pool"] is not None:
             kw["pool"] = e["pool"]
         return Simulation(crystal or self.crystal, voltage_kv or self.voltage_kv, g["zone"],

@@ -1,0 +1,341 @@
+"""Converged beam settings by default: the engine chooses its pool and selection.
+
+A Bloch-wave calculation with a finite beam pool and first-order Bethe
+potentials for the weak beams (Bethe 1928; Zuo & Weickenmeier 1995) is only an
+approximation of the calculation with every pool beam strong, which in turn
+approximates the infinite pool. qcbed states its accuracy as one number:
+
+    ε = max |I_g(k_t, t) − I_g^ref(k_t, t)| / max I^ref,
+
+the largest intensity error over the output beams, a sample of incident
+directions of the tilt range and the thicknesses of interest, relative to the
+largest intensity. Two references are used:
+
+* **selection error** — against every pool beam strong (no Bethe potentials) on
+  the same pool: the ``convergence_error`` that results and ``qcbed simulate``
+  record;
+* **pool error** — the larger change when the automatic pool grows along one
+  limit at a time (s_max × 2, or g_max + 0.5 Å⁻¹; HOLZ kept), with the chosen
+  selection. Growing both at once can change more (measured on the Si [1-10]
+  D-LACBED: 2.4 × 10⁻³ for s_max × 2 and g_max + 1 together, against ≤ 6 × 10⁻⁴
+  for each alone); docs/validation.md records it.
+
+With ``accuracy`` given (default :data:`DEFAULT_ACCURACY` = 10⁻³) and no
+explicit pool or selection, :func:`choose` grows the pool until the pool error
+is below half the target and walks up the ladder of strong-beam thresholds
+:data:`SGMIN_LADDER` until the selection error on the sample is below
+:data:`SAFETY` × the target (the sample estimates the maximum over the full
+grid from below; the margin covers the difference, and ``--all-strong`` in
+``qcbed simulate`` checks it on the full grid). Settings fixed by a user or a
+file are honoured: their error is estimated the same way and reported (and a
+warning is given above the target).
+
+The checks use the ``fast`` solver (which agrees with ``exact`` to ~10⁻⁴ of the
+maximum, see docs/engine.md) whatever the mode of the simulation.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import ArrayLike
+
+from .beams import BeamPool, BeamSelection
+from .potential import PotentialTable
+from .solver import EngineArrays, solve_chunk
+
+__all__ = ["DEFAULT_ACCURACY", "DEFAULT_CHECK_THICKNESS", "SGMIN_LADDER", "Convergence",
+           "choose", "estimate", "sample_directions"]
+
+#: Default accuracy target: max |ΔI| / I_max against the converged reference.
+DEFAULT_ACCURACY = 1e-3
+
+#: Thicknesses (Å) at which the accuracy is checked when no thickness is known.
+DEFAULT_CHECK_THICKNESS = (500.0, 1500.0, 3000.0)
+
+#: Strong-beam thresholds |2K S_g| < sgmin (Å⁻²) tried in turn (Ω = 30 throughout).
+SGMIN_LADDER = (0.3, 0.5, 0.8, 1.2, 1.6, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0, 8.0, 11.0, 16.0,
+                24.0, 40.0)
+
+#: The selection error on the sample must be below this fraction of the target.
+SAFETY = 0.7
+
+#: Growth checks of the pool at most: the pool is grown (once) when the first check
+#: fails, and the second check measures the growth from the pool in use, so
+#: ``pool_error`` is always measured from the pool that is used.
+MAX_POOL_ROUNDS = 2
+
+#: The pool does not grow beyond this many beams (the check's all-strong
+#: reference costs N³ per direction); a warning says when the target was not met.
+MAX_POOL_SIZE = 800
+
+#: Growth of the automatic pool per round: s_max × POOL_SMAX_FACTOR,
+#: g_max + POOL_GMAX_STEP (Å⁻¹).
+POOL_SMAX_FACTOR = 2.0
+POOL_GMAX_STEP = 0.5
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How close a simulation set-up is to the converged calculation.
+
+    Attributes
+    ----------
+    accuracy : float or None
+        The target ε (None: none was asked).
+    error : float
+        Estimated selection error: max |ΔI| / I_max against every pool beam strong
+        on the same pool, over the sample directions and thicknesses.
+    pool_error : float or None
+        Change of the intensities when the pool grows (None: not checked, e.g.
+        for a pool fixed by a file).
+    chosen : bool
+        True when the engine chose the pool and selection from ``accuracy``;
+        False when a user or a file fixed them.
+    sgmin, omega : float
+        The strong-beam thresholds in use (Å⁻², dimensionless).
+    pool_size : int
+        Beams in the pool.
+    smax, gmax : float or None
+        Automatic-pool limits (Å⁻¹), None for an explicit pool.
+    strong_mean : float
+        Mean number of strong beams over the sample.
+    thickness : tuple of float
+        Thicknesses (Å) of the check.
+    n_directions : int
+        Sample directions of the check.
+    """
+
+    accuracy: float | None
+    error: float
+    pool_error: float | None
+    chosen: bool
+    sgmin: float
+    omega: float | None
+    pool_size: int
+    smax: float | None
+    gmax: float | None
+    strong_mean: float
+    thickness: tuple[float, ...]
+    n_directions: int
+    steps: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def converged(self) -> bool:
+        """True when both errors are within the target (or 10⁻³ when none was set)."""
+        target = self.accuracy if self.accuracy is not None else DEFAULT_ACCURACY
+        return self.error <= target and (self.pool_error is None or self.pool_error <= target)
+
+    def as_dict(self) -> dict:
+        """Plain values for results files (JSON-safe)."""
+        return {"accuracy": self.accuracy, "convergence_error": float(self.error),
+                "pool_error": None if self.pool_error is None else float(self.pool_error),
+                "converged": self.converged, "chosen_by_engine": self.chosen,
+                "sgmin": float(self.sgmin), "omega": self.omega, "pool_size": self.pool_size,
+                "smax": self.smax, "gmax": self.gmax, "strong_mean": float(self.strong_mean),
+                "thickness": [float(t) for t in self.thickness],
+                "n_directions": self.n_directions, "steps": list(self.steps)}
+
+    def summary(self) -> str:
+        """One line for the CLI and validate."""
+        pool = "" if self.pool_error is None else f", pool growth {self.pool_error:.1e}"
+        how = "chosen for" if self.chosen else "fixed; target"
+        target = self.accuracy if self.accuracy is not None else DEFAULT_ACCURACY
+        return (f"convergence error {self.error:.1e} of the maximum intensity vs all pool beams "
+                f"strong{pool} ({how} {target:g}; sgmin {self.sgmin:g}, "
+                f"{self.strong_mean:.0f} strong of {self.pool_size} pool beams)")
+
+
+def sample_directions(kt_center: ArrayLike, kt_radius: float) -> np.ndarray:
+    """The check directions: the centre, 4 at half the radius and 8 at 0.85 of it (Å⁻¹).
+
+    The rings are turned off the mirror lines of common zone axes. A radius of 0
+    (a single direction) uses a ring of 0.02 Å⁻¹.
+    """
+    c = np.asarray(kt_center, float).reshape(2)
+    r = float(kt_radius) if kt_radius and kt_radius > 0 else 0.02
+    a4 = np.linspace(0, 2 * np.pi, 4, endpoint=False) + 0.31
+    a8 = np.linspace(0, 2 * np.pi, 8, endpoint=False) + 0.13
+    return np.vstack([c[None], c + 0.5 * r * np.c_[np.cos(a4), np.sin(a4)],
+                      c + 0.85 * r * np.c_[np.cos(a8), np.sin(a8)]])
+
+
+def _intensities(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray
+                 ) -> tuple[np.ndarray, float]:
+    eig = solve_chunk(arrays, kt)
+    return eig.intensities(thickness), float(eig.n_strong.mean())
+
+
+def _error(inten: np.ndarray, ref: np.ndarray) -> float:
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmax(np.abs(inten - ref)) / np.nanmax(ref))
+
+
+def _arrays(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,
+            rules: BeamSelection) -> EngineArrays:
+    k_in, normal = frame
+    return EngineArrays(g=pool.g, index=table.index, u=table.u.copy(),
+                        u_abs=table.u_abs.copy(), n_out=pool.n_out, k_in=k_in,
+                        normal=normal, rules=rules, mode="fast")
+
+
+def _ladder_selection(sgmin: float, omega: float | None, min_strong: int,
+                      base: BeamSelection | None) -> BeamSelection:
+    sgmax = base.sgmax if base is not None else None
+    return BeamSelection(sgmin=sgmin, omega=omega, sgmax=sgmax, min_strong=min_strong)
+
+
+def estimate(arrays: EngineArrays, pool_size: int, kt: np.ndarray, thickness: ArrayLike, *,
+             accuracy: float | None, smax: float | None, gmax: float | None) -> Convergence:
+    """The selection error of fixed settings against every pool beam strong.
+
+    Parameters
+    ----------
+    arrays : EngineArrays
+        The engine state (its selection rules are the ones assessed).
+    pool_size : int
+    kt : ndarray (n, 2)
+        Sample directions (Å⁻¹).
+    thickness : array_like
+        Thicknesses (Å).
+    accuracy : float or None
+        Target to compare with (a warning is given above it, or above 10⁻³).
+    smax, gmax : float or None
+        Pool limits, recorded.
+    """
+    t = np.atleast_1d(np.asarray(thickness, float))
+    fast = EngineArrays(g=arrays.g, index=arrays.index, u=arrays.u.copy(),
+                        u_abs=arrays.u_abs.copy(), n_out=arrays.n_out, k_in=arrays.k_in,
+                        normal=arrays.normal, rules=arrays.rules, mode="fast")
+    inten, strong = _intensities(fast, kt, t)
+    ref_arrays = EngineArrays(g=arrays.g, index=arrays.index, u=arrays.u.copy(),
+                              u_abs=arrays.u_abs.copy(), n_out=arrays.n_out,
+                              k_in=arrays.k_in, normal=arrays.normal,
+                              rules=BeamSelection.all_strong(), mode="fast")
+    ref, _ = _intensities(ref_arrays, kt, t)
+    err = _error(inten, ref)
+    conv = Convergence(accuracy, err, None, False, arrays.rules.sgmin, arrays.rules.omega,
+                       pool_size, smax, gmax, strong, tuple(map(float, t)), len(kt))
+    target = accuracy if accuracy is not None else DEFAULT_ACCURACY
+    if err > target:
+        warnings.warn(f"the beam settings are not converged: estimated error {err:.1e} of the "
+                      f"maximum intensity against all pool beams strong (target {target:g}); "
+                      "leave the selection to the engine (accuracy) or raise sgmin/omega",
+                      UserWarning, stacklevel=3)
+    return conv
+
+
+def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialTable,
+           make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]] | None,
+           smax: float | None, gmax: float | None, selection: BeamSelection | None,
+           accuracy: float, min_strong: int, kt: np.ndarray, thickness: ArrayLike
+           ) -> tuple[BeamPool, PotentialTable, BeamSelection, Convergence]:
+    """Choose the pool (when ``make_pool`` is given) and the selection for ``accuracy``.
+
+    Parameters
+    ----------
+    k_in : float
+        K = √(k₀² + U₀) (Å⁻¹).
+    normal : ndarray (3,)
+        Unit surface normal in frame components.
+    pool, table : BeamPool, PotentialTable
+        The starting pool and its U table.
+    make_pool : callable (smax, gmax) -> (pool, table), optional
+        Builds a larger automatic pool; None keeps the pool fixed.
+    smax, gmax : float or None
+        Limits of the starting pool (Å⁻¹).
+    selection : BeamSelection or None
+        A fixed selection (only the pool is chosen), or None to choose it.
+    accuracy : float
+        Target ε.
+    min_strong : int
+        Floor on the number of strong beams (Felix's ``min_strong_beams``).
+    kt : ndarray (n, 2)
+        Sample directions (Å⁻¹).
+    thickness : array_like
+        Thicknesses (Å).
+
+    Returns
+    -------
+    pool, table, selection, Convergence
+    """
+    t = np.atleast_1d(np.asarray(thickness, float))
+    template = (float(k_in), np.asarray(normal, float))
+    omega = 30.0
+    steps: list[str] = []
+    level = 0
+
+    def pick(pool: BeamPool, table: PotentialTable, level: int
+             ) -> tuple[BeamSelection, float, float, int]:
+        ref, _ = _intensities(_arrays(template, pool, table, BeamSelection.all_strong()), kt, t)
+        if selection is not None:
+            inten, strong = _intensities(_arrays(template, pool, table, selection), kt, t)
+            return selection, _error(inten, ref), strong, level
+        # the error falls as sgmin grows (up to noise)
+        cache: dict[int, tuple[BeamSelection, float, float]] = {}
+
+        def trial(k: int) -> tuple[BeamSelection, float, float]:
+            if k not in cache:
+                sel = _ladder_selection(SGMIN_LADDER[k], omega, min_strong, selection)
+                inten, strong = _intensities(_arrays(template, pool, table, sel), kt, t)
+                cache[k] = (sel, _error(inten, ref), strong)
+                steps.append(f"pool {len(pool)}: sgmin {SGMIN_LADDER[k]:g} -> "
+                             f"{cache[k][1]:.1e} ({strong:.0f} strong)")
+            return cache[k]
+
+        # walk up from the cheap end in steps of two (a trial costs ∝ strong beams³),
+        # then try the rung below the first that passes
+        lo = len(SGMIN_LADDER)
+        for k in range(level, len(SGMIN_LADDER), 2):
+            if trial(k)[1] <= SAFETY * accuracy:
+                lo = k - 1 if k - 1 >= level and trial(k - 1)[1] <= SAFETY * accuracy else k
+                break
+        else:
+            last = len(SGMIN_LADDER) - 1
+            if (last - level) % 2 and trial(last)[1] <= SAFETY * accuracy:
+                lo = last
+        if lo < len(SGMIN_LADDER):
+            sel, err, strong = trial(lo)
+            return sel, err, strong, lo
+        sel = BeamSelection(sgmin=np.inf, omega=None, sgmax=None, bethe=False,
+                            min_strong=min_strong)
+        steps.append(f"pool {len(pool)}: all strong")
+        return sel, 0.0, float(len(pool)), len(SGMIN_LADDER)
+
+    sel, err, strong, level = pick(pool, table, level)
+    pool_err: float | None = None
+    if make_pool is not None and smax is not None and gmax is not None:
+        for rnd in range(MAX_POOL_ROUNDS):
+            # grow along each limit in turn; adopt the growth that changes most
+            worst: tuple[float, BeamPool, PotentialTable, float, float] | None = None
+            pool_err = 0.0
+            cur, _ = _intensities(_arrays(template, pool, table, sel), kt, t)
+            for s_new, g_new in ((POOL_SMAX_FACTOR * smax, gmax),
+                                 (smax, gmax + POOL_GMAX_STEP)):
+                big_pool, big_table = make_pool(s_new, g_new)
+                if len(big_pool) == len(pool):
+                    continue
+                if len(big_pool) > MAX_POOL_SIZE:
+                    steps.append(f"pool {len(pool)} -> {len(big_pool)} (smax {s_new:.3g}, "
+                                 f"gmax {g_new:.3g}): above {MAX_POOL_SIZE} beams, not checked")
+                    continue
+                new, _ = _intensities(_arrays(template, big_pool, big_table, sel), kt, t)
+                e = _error(cur, new)
+                steps.append(f"pool {len(pool)} -> {len(big_pool)} (smax {s_new:.3g}, "
+                             f"gmax {g_new:.3g}): {e:.1e}")
+                pool_err = max(pool_err, e)
+                if worst is None or e > worst[0]:
+                    worst = (e, big_pool, big_table, s_new, g_new)
+            if worst is None or pool_err <= 0.5 * accuracy or rnd == MAX_POOL_ROUNDS - 1:
+                break
+            _, pool, table, smax, gmax = worst
+            sel, err, strong, level = pick(pool, table, level)
+    conv = Convergence(accuracy, err, pool_err, True, sel.sgmin, sel.omega, len(pool), smax,
+                       gmax, strong, tuple(map(float, t)), len(kt), tuple(steps))
+    if not conv.converged:
+        warnings.warn(f"the engine could not reach the accuracy {accuracy:g}: {conv.summary()}",
+                      UserWarning, stacklevel=3)
+    return pool, table, sel, conv
