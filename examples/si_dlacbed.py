@@ -32,7 +32,7 @@ if not folder.is_dir():
              "../shared/data next to the repository (or QCBED_SHARED pointing to it).")
 
 from qcbed.bloch import Simulation  # noqa: E402
-from qcbed.cli.import_felix import felix_project  # noqa: E402
+from qcbed.project.felix import felix_project  # noqa: E402
 from qcbed.experiment import read_felix_images  # noqa: E402
 from qcbed.project import (  # noqa: E402
     ProjectRun,

@@ -55,3 +55,33 @@ def refs_dir(shared_dir: Path) -> Path:
     if not d.is_dir():
         pytest.skip(f"{d} not found")
     return d
+
+
+@pytest.fixture(scope="session")
+def demo_project_factory(tmp_path_factory):
+    """Copies of the fast demo project (simulated once per test session).
+
+    ``factory(accuracy=0.02)`` returns the project file of a fresh copy in a new folder;
+    ``accuracy`` (``[engine] accuracy``, None: the demo's) keeps refinements short
+    where a test only needs them to run.
+    """
+    import shutil
+
+    from qcbed.demo import make_demo
+    from qcbed.project import dumps_toml
+    from qcbed.project.parse import tomllib
+
+    src = tmp_path_factory.mktemp("demo-once") / "demo"
+    make_demo(src, fast=True, executor="serial")
+
+    def factory(accuracy: float | None = 0.02) -> Path:
+        dst = tmp_path_factory.mktemp("demo-copy") / "demo"
+        shutil.copytree(src, dst)
+        if accuracy is not None:
+            p = dst / "project.toml"
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+            raw.setdefault("engine", {})["accuracy"] = float(accuracy)
+            p.write_text(dumps_toml(raw), encoding="utf-8")
+        return dst / "project.toml"
+
+    return factory

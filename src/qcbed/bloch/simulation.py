@@ -298,7 +298,7 @@ class Simulation:
             gmax = 3.0
         if smax is None:
             smax = 0.05
-        self.selection = selection or BeamSelection()
+        self.selection = selection or BeamSelection(min_strong=int(min_strong))
         self.mode = mode
         self.chunk_size = int(chunk_size)
         if isinstance(executor, (str, int)):

@@ -19,7 +19,7 @@ import click
 from .._version import __version__
 
 _SUBCOMMANDS = ("ug", "extract", "demo", "simulate", "refine", "validate", "import_felix",
-                "resume")
+                "resume", "gui")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

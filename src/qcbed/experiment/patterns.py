@@ -177,6 +177,18 @@ class CBEDPattern:
         f = self.detector.variance(1.0) if floor is None else float(floor)
         return np.maximum(self.detector.variance(self.image), f)
 
+    def _repr_html_(self) -> str:
+        """Jupyter view (:func:`qcbed.experiment.notebook.pattern_html`)."""
+        from .notebook import pattern_html
+
+        return pattern_html(self)
+
+    def plot(self, **kw: Any):
+        """The pattern as a figure (:func:`qcbed.experiment.notebook.plot_pattern`)."""
+        from .notebook import plot_pattern
+
+        return plot_pattern(self, **kw)
+
     def deconvolve(self, mtf: ArrayLike | None = None, **options: Any
                    ) -> tuple[CBEDPattern, LucyRichardsonResult]:
         """Lucy–Richardson deconvolution with the pattern's detector model.
@@ -321,6 +333,18 @@ class LACBEDStack:
         idx = [self.index(h) for h in np.asarray(hkl, dtype=int).reshape(-1, 3)]
         return replace(self, images=self.images[idx], hkl=self.hkl[idx],
                        variance=self.variance[idx], mask=self.mask[idx])
+
+    def _repr_html_(self) -> str:
+        """Jupyter view (:func:`qcbed.experiment.notebook.stack_html`)."""
+        from .notebook import stack_html
+
+        return stack_html(self)
+
+    def plot(self, hkl: ArrayLike | None = None, **kw: Any):
+        """Montage of the images (:func:`qcbed.experiment.notebook.plot_stack`)."""
+        from .notebook import plot_stack
+
+        return plot_stack(self, hkl, **kw)
 
     def tilt_grid(self) -> TiltGrid:
         """The incident k_t of every pixel (requires a geometry)."""

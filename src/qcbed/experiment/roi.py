@@ -419,6 +419,20 @@ class ROI:
         return s.intensity, s.variance, s.valid
 
     # ------------------------------------------------------------ images
+    def _repr_html_(self) -> str:
+        """Jupyter view (:func:`qcbed.experiment.notebook.roi_html`)."""
+        from .notebook import roi_html
+
+        return roi_html(self)
+
+    def plot(self, hkl: ArrayLike | None = None, **kw):
+        """The regions and sample points on the display image
+        (:func:`qcbed.experiment.notebook.plot_roi_display`; the raw-pixel view is
+        :func:`qcbed.experiment.plots.plot_roi`)."""
+        from .notebook import plot_roi_display
+
+        return plot_roi_display(self, hkl, **kw)
+
     def split(self, values: ArrayLike, crop: bool = True) -> list[np.ndarray]:
         """Per-point arrays (..., n_pts) → one (..., rows, cols) array per region.
 

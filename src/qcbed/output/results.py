@@ -262,6 +262,8 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
             for k, v in res.zncc.items()],
         "solver": {} if res is None else {
             k: int(v) for k, v in res.extra.get("solver", {}).items()},
+        "convergence": (run.simulation.convergence.as_dict()
+                        if run.simulation is not None else None),
         "scale": float(res.scale) if res is not None else 1.0,
         "background": [] if res is None else [float(x) for x in np.atleast_1d(res.background)],
         "correlation": {"names": list(res.free_names) if res is not None else [],

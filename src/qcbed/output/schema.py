@@ -83,6 +83,14 @@ RESULT_SCHEMA: dict[str, Any] = {
                                   "of the fit), near-degenerate clusters treated exactly",
                    "properties": {k: {"type": "integer"} for k in
                                   ("directions", "exact_fallback", "rejected", "clustered")}},
+        "convergence": {
+            "type": ["object", "null"],
+            "description": "beam-settings accuracy: convergence_error (max |dI|/I_max "
+                           "against all pool beams strong), pool_error (change on pool "
+                           "growth), the target and how the settings were chosen",
+            "properties": {"convergence_error": _NUM, "pool_error": _NUM_OR_NULL,
+                           "accuracy": _NUM_OR_NULL, "converged": {"type": "boolean"},
+                           "chosen_by_engine": {"type": "boolean"}}},
         "scale": _NUM,
         "background": {"type": "array", "items": _NUM},
         "correlation": {"type": "object", "required": ["names", "matrix"],

@@ -157,6 +157,13 @@ def _check_beams(setup: Setup, rep: ValidationReport):
                                 f"{sim.pool.n_out} outputs, up to {counts['strong_max']} "
                                 f"strong over 9 directions of the tilt range; "
                                 f"{sim.potential.describe()}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # reported below instead
+        conv = sim.convergence
+    if conv.converged:
+        rep.checks.append(("convergence", conv.summary()))
+    else:
+        rep.warnings.append(f"engine: not converged: {conv.summary()}")
     return sim
 
 

@@ -117,6 +117,19 @@ class RefinementResult(RefinementOutcome):
     def esd(self, name: str) -> float | None:
         return self.parameters[name].esd
 
+    def _repr_html_(self) -> str:
+        """Jupyter view (:func:`qcbed.refine.notebook.result_html`)."""
+        from .notebook import result_html
+
+        return result_html(self)
+
+    def plot(self, **kw):
+        """χ² and parameter traces with the correlation matrix
+        (:func:`qcbed.refine.notebook.plot_result`)."""
+        from .notebook import plot_result
+
+        return plot_result(self, **kw)
+
     def summary(self) -> str:
         """Printable summary: parameters ± esd, χ², correlations."""
         lines = [f"GOF = {self.gof:.5g}  (reduced chi2 = {self.chi2:.5g}, dof = {self.dof}, "
