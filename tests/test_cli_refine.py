@@ -180,6 +180,9 @@ def test_import_felix_produces_a_valid_project(si_dlacbed_dir, tmp_path):
 
     p = load_project(out)
     assert p.data["format"] == "felix" and p.data["clip_negative"]
+    # the images are not counts: the noise model is estimated from them (issue 12)
+    assert p.data["variance"] == "estimated"
+    assert p.coarse[0].thickness_range == (0.6 * 1480.0, 1.6 * 1480.0)
     assert p.geometry["mirror"] and p.geometry["rotation"] == -90.0
     assert p.coarse[0].step == "orientation_thickness"
     assert p.fine[-1].refine[:4] == ["thickness", "U(1,1,1)", "U(2,2,0)", "U(1,1,3)"]

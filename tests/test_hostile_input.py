@@ -408,3 +408,10 @@ def test_damaged_hdf5_attributes_are_an_input_error(tmp_path: Path) -> None:
     p.write_bytes(raw[:52] + bytes(4) + raw[52:])
     with pytest.raises(InputError, match="cannot read the file"):
         detect_format(p)
+
+
+def test_forbidden_reflection_with_numerical_noise_is_accepted(si_sim) -> None:
+    """The IAM leaves ~1e-18 Å⁻² at forbidden reflections: that is zero, not an error."""
+    si_sim.set_structure_factors({(0, 0, 2): (1.6e-18, 1.1e-19)})
+    with pytest.raises(InputError, match="forbidden"):
+        si_sim.set_structure_factors({(0, 0, 2): (1e-6, 0.0)})

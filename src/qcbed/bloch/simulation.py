@@ -57,6 +57,11 @@ from .symmetry import pattern_operations, reduce_grid
 DEFAULT_CHUNK_SIZE = 128
 
 
+#: |U| (Å⁻²) below which a structure factor counts as zero (numerical noise of the IAM
+#: at forbidden reflections is ~1e-18; real U_g are ≳ 1e-6).
+_ZERO_U = 1e-12
+
+
 def _finite_complex(value: object, name: str) -> complex:
     """``value`` as a complex number with finite real and imaginary parts."""
     try:
@@ -511,7 +516,8 @@ class Simulation:
                       else _finite_complex(pair[1], f"Uabs{tag[1:]}"))
             vals[key] = (u_new, ua_new)
             given = [u_new] if pair[1] is None else [u_new, ua_new]
-            if max(abs(x) for x in given) > 0 and self.crystal.is_systematically_absent(key):
+            if max(abs(x) for x in given) > _ZERO_U and \
+                    self.crystal.is_systematically_absent(key):
                 raise InputError(f"{tag} is forbidden by the space group "
                                  f"{self.crystal.space_group_symbol} (systematic absence)",
                                  tag=tag, expected="U = U′ = 0 for a forbidden reflection",

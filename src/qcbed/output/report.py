@@ -223,6 +223,54 @@ def _coarse_figure(run: Any, figdir: Path) -> list[tuple[str, str]]:
     return out
 
 
+def _accuracy_sections(result: Mapping[str, Any]) -> list[str]:
+    """Noise model, error budget and spread over regions (when present)."""
+    e = html.escape
+    parts: list[str] = []
+    nm = result.get("noise_model")
+    if nm:
+        parts.append("<h2>Noise model</h2>")
+        parts.append(f"<p>σ² = g·I + σ₀², estimated from the data ({e(str(nm['method']))}, "
+                     f"{nm.get('n_used', 0)} pixels): g = {_fmt(nm['gain'], '.4g')}, "
+                     f"σ₀² = {_fmt(nm['floor'], '.4g')}"
+                     + ("" if nm.get("white") is not False else
+                        f"; the local scatter is not white (lag-1 autocorrelation "
+                        f"{_fmt(nm['lag1_rows'], '.2f')}, {_fmt(nm['lag1_cols'], '.2f')}; "
+                        "white: −0.67)") + ".</p>")
+        rn = nm.get("from_residuals")
+        if rn:
+            parts.append(f"<p>The same model fitted to the refinement residuals (misfit "
+                         f"counts as noise): g = {_fmt(rn['gain'], '.4g')}, σ₀² = "
+                         f"{_fmt(rn['floor'], '.4g')}.</p>")
+    eb = result.get("error_budget")
+    if eb:
+        names = list(eb["parameters"])
+        parts.append("<h2>Error budget</h2>")
+        parts.append("<p class='small'>Shift of every refined parameter when a fixed input "
+                     "changes by the stated amount (linearised, docs/refinement.md); "
+                     "u<sub>c</sub> = √(esd² + Σ shift²).</p>")
+        rows = [["value", ""] + [_fmt(eb["parameters"][n]["value"], ".6g") for n in names],
+                ["esd (statistical)", ""] + [_fmt(eb["parameters"][n]["esd"], ".2g")
+                                             for n in names]]
+        rows += [[e(i["input"]), e(i["delta"])] + [
+            _fmt(eb["parameters"][n]["shifts"][i["input"]], ".2g") for n in names]
+            for i in eb["inputs"]]
+        rows.append(["combined u_c", ""] + [_fmt(eb["parameters"][n]["combined"], ".2g")
+                                            for n in names])
+        parts.append(_table(["", "change"] + [e(n) for n in names], rows, left=2))
+    rg = result.get("regions")
+    if rg:
+        parts.append(f"<h2>Reproducibility across {rg['n_regions']} regions</h2>")
+        parts.append(_table(
+            ["parameter", "mean", "std", "rel. std (%)", "mean esd", "std/esd", "χ²_ν"],
+            [[e(n), _fmt(s["mean"], ".6g"), _fmt(s["std"], ".2g"),
+              _fmt(None if s["rel_std"] is None else 100 * s["rel_std"], ".3f"),
+              _fmt(s["mean_esd"], ".2g"),
+              _fmt(s["std_over_esd"], ".2f"), _fmt(s["chi2_nu"], ".2f")]
+             for n, s in rg["stats"].items()]))
+    return parts
+
+
 def write_report(out_dir: str | os.PathLike, run: Any, result: Mapping[str, Any],
                  rows: Sequence[Mapping[str, Any]], prov: Mapping[str, Any]) -> Path:
     """Write ``report.html`` and ``figures/*.png`` into ``out_dir``; returns the HTML path."""
@@ -265,6 +313,7 @@ def write_report(out_dir: str | os.PathLike, run: Any, result: Mapping[str, Any]
     parts.append("<h2>Refined parameters</h2>")
     parts.append(_table(["parameter", "value", "esd", "unit", "true", "(value − true)/esd"],
                         prm))
+    parts += _accuracy_sections(result)
     if result.get("strong_correlations"):
         parts.append("<p>Strongly correlated (|ρ| &gt; 0.9): " + ", ".join(
             f"{e(c['a'])}/{e(c['b'])} ({c['rho']:+.3f})" for c in

@@ -279,6 +279,7 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
     }
     if truth:
         out["truth"] = {k: float(v) for k, v in truth.items()}
+    out.update(getattr(run, "accuracy", None) or {})  # noise_model, error_budget, regions
     return out
 
 
@@ -325,6 +326,46 @@ def write_results(run: Any, *, command_line: Sequence[str] | None = None,
     if report:
         paths["report"] = write_report(out, run, res_json, rows, prov)
     return paths
+
+
+def _write_accuracy_h5(f: Any, acc: Mapping[str, Any]) -> None:
+    """Group ``accuracy``: noise model, error budget table, spread over regions."""
+    import h5py
+
+    if not acc:
+        return
+    g = f.create_group("accuracy")
+    sd = h5py.string_dtype()
+    if "noise_model" in acc:
+        g.attrs["noise_model"] = json.dumps(acc["noise_model"])
+        for k, v in acc["noise_model"].items():
+            if isinstance(v, (int, float, str, bool)):
+                g.attrs[f"noise_{k}"] = v
+    if "error_budget" in acc:
+        b = g.create_group("error_budget")
+        eb = acc["error_budget"]
+        names = list(eb["parameters"])
+        inputs = [e["input"] for e in eb["inputs"]]
+        b.attrs["formula"] = eb["formula"]
+        b.create_dataset("parameters", data=np.array(names, dtype=sd))
+        b.create_dataset("inputs", data=np.array(inputs, dtype=sd))
+        b.create_dataset("deltas", data=np.array([e["delta"] for e in eb["inputs"]], dtype=sd))
+        b.create_dataset("shifts", data=np.array(
+            [[eb["parameters"][n]["shifts"][i] for n in names] for i in inputs], float))
+        b["shifts"].attrs["layout"] = "(input, parameter), parameter units"
+        for key in ("value", "esd", "combined"):
+            b.create_dataset(key, data=np.array(
+                [np.nan if eb["parameters"][n][key] is None else eb["parameters"][n][key]
+                 for n in names], float))
+    if "regions" in acc:
+        r = g.create_group("regions")
+        rg = acc["regions"]
+        names = list(rg["values"])
+        r.attrs["stats"] = json.dumps(rg["stats"])
+        r.create_dataset("parameters", data=np.array(names, dtype=sd))
+        r.create_dataset("labels", data=np.array(rg["labels"], dtype=sd))
+        r.create_dataset("values", data=np.array([rg["values"][n] for n in names], float).T)
+        r.create_dataset("esds", data=np.array([rg["esds"][n] for n in names], float).T)
 
 
 def _write_h5(path: Path, run: Any, rows: Sequence[Mapping[str, Any]], res_json: dict,
@@ -383,6 +424,7 @@ def _write_h5(path: Path, run: Any, rows: Sequence[Mapping[str, Any]], res_json:
                     fi.attrs[k] = getattr(res, k)
                 fi.attrs["zncc"] = json.dumps(res.zncc)
                 fi.attrs["solver"] = json.dumps(res.extra.get("solver", {}))
+                _write_accuracy_h5(f, getattr(run, "accuracy", None) or {})
                 pat = f.create_group("patterns")
                 roi = run.roi
                 pat.create_dataset("hkl", data=np.asarray(roi.hkl, np.int64))

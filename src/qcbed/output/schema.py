@@ -103,6 +103,9 @@ RESULT_SCHEMA: dict[str, Any] = {
         "message": {"type": "string"},
         "elapsed_s": _NUM,
         "truth": {"type": "object"},
+        "noise_model": {"type": "object", "required": ["gain", "floor", "method"]},
+        "error_budget": {"type": "object", "required": ["inputs", "parameters"]},
+        "regions": {"type": "object", "required": ["n_regions", "stats"]},
         "files": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }

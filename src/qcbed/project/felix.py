@@ -42,7 +42,10 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         warnings.simplefilter("ignore", UserWarning)
         fx = read_felix(d)
         stack = read_felix_images(d, allow_negative=True)
+    from ..experiment.noise import looks_like_counts
+
     n_neg = int((stack.images < 0).sum())
+    counts = looks_like_counts(stack.images)
     clip = (n_neg > 0) if clip_negative is None else bool(clip_negative)
     crystal = fx.crystal
     frame = ZoneFrame(crystal.lattice, tuple(fx.incident_beam_direction),
@@ -85,7 +88,8 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         "project": {"name": f"Felix D-LACBED {d.name}", "output": output},
         "crystal": {"source": str(d / "felix.cif")},
         "data": {"format": "felix", "kind": "lacbed", "folder": str(d),
-                 "variance": "poisson", "clip_negative": clip, "require_hkl": True},
+                 "variance": "poisson" if counts else "estimated", "clip_negative": clip,
+                 "require_hkl": True},
         "geometry": {"voltage_kv": float(fx.accelerating_voltage_kv),
                      "zone": [float(v) for v in fx.incident_beam_direction],
                      "x_axis": [float(v) for v in fx.x_direction],
@@ -104,7 +108,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         "gof": {"metric": "chi2", "background": "per_disc"},
         "plan": {"thickness": t0,
                  "coarse": [{"step": "orientation_thickness",
-                             "thickness_range": [0.8 * t0, 1.2 * t0], "n_scan": 21,
+                             "thickness_range": [0.6 * t0, 1.6 * t0], "n_scan": 101,
                              "margin": 8, "template_size": [tpl, tpl], "template_step": 2.0,
                              "reflections": low}],
                  "fine": [{"name": "thickness and orientation",
@@ -119,6 +123,10 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         "data.clip_negative": (f"the images have {n_neg} negative pixels: they are set to 0"
                                if n_neg and clip else
                                f"{n_neg} negative pixels in the images"),
+        "data.variance": ("the images are counts: Poisson variances" if counts else
+                          "the images are not counts (non-integer or negative values): "
+                          "variances sigma^2 = g I + s0^2 estimated from the images' local "
+                          "scatter (docs/refinement.md)"),
         "geometry": "the Felix image grid: pixel (r, c) <-> k_x = (R - r + 1/2) D, "
                     "k_y = (c - R + 1/2) D,\nD = convergence_angle / image_radius "
                     f"= {fx.convergence_angle:g}/{r} 1/A (mirrored display, rotation -90 deg)",

@@ -407,12 +407,30 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
                 if n.startswith("probe."):
                     raise r.err("probe parameters need gof.probe", f"plan.fine[{i}].refine",
                                 expected="gof.probe = [sigma, gamma]", found=n)
+    n_regions = r.get(pl, "regions", "plan.regions", "int", 0, lo=0)
+    if n_regions == 1:
+        raise r.err("a spread needs at least two regions", "plan.regions",
+                    expected="0 (off) or >= 2", found=1)
+    if n_regions and not fine:
+        raise r.err("regions repeat the last fine step", "plan.regions",
+                    expected="a [[plan.fine]] step", found=None)
+    if n_regions:
+        from ..refine.reproducibility import tile_slices
+
+        n12, n13 = roi["regions"][0]["samples"]
+        try:
+            tile_slices((int(n13), int(n12)), n_regions)
+        except InputError as exc:
+            raise r.err(f"the first ROI region cannot hold {n_regions} regions: "
+                        f"{exc.reason}", "plan.regions", expected=exc.expected,
+                        found=f"{n13} x {n12} samples") from None
     return Project(source=source, base_dir=base, raw=dict(raw), text=text or dumps_toml(raw),
                    name=name, output=_resolve(base, output), density_map=dmap,
                    overwrite=overwrite, crystal=CrystalSection(**crystal), data=DataSection(**data),
                    geometry=GeometrySection(**geom), roi=RoiSection(**roi),
                    engine=EngineSection(**engine), gof=GofSection(**gof),
-                   thickness=thickness, coarse=coarse, fine=fine)
+                   thickness=thickness, coarse=coarse, fine=fine, regions=n_regions,
+                   budget=r.get(pl, "budget", "plan.budget", "bool", True))
 
 
 def _resolve(base: Path, p: str) -> Path:

@@ -86,6 +86,7 @@ class RunResult:
     simulation: Any = None
     iam: dict = field(default_factory=dict)
     steps: list[dict] = field(default_factory=list)
+    accuracy: dict = field(default_factory=dict)
 
 
 class ProjectRun:
@@ -259,10 +260,11 @@ class ProjectRun:
             if key not in rs["done"]:
                 rs["done"].append(key)
             self._save(rs)
+        accuracy = self._accuracy(setup, base, rs, result) if result is not None else {}
         elapsed = time.perf_counter() - t0
         run = RunResult(setup=setup, state=rs["state"], fine=result, coarse=rs["coarse"],
                         history=rs["history"], out_dir=self.out_dir, elapsed_s=elapsed,
-                        roi=roi, simulation=sim, iam=iam, steps=rs["fine"])
+                        roi=roi, simulation=sim, iam=iam, steps=rs["fine"], accuracy=accuracy)
         run.files = write_results(run, command_line=self.command_line, truth=self.truth)
         rs["results_written"] = True
         self._save(rs)
@@ -285,9 +287,7 @@ class ProjectRun:
                               margin=step.margin)
         out: dict[str, Any] = {"index": i, "step": step.step}
         if step.step == "orientation_thickness":
-            t = state["thickness"]
-            rng = step.thickness_range or (0.85 * t, 1.15 * t)
-            res = cr.refine_orientation_thickness(rng, n_scan=step.n_scan,
+            res = cr.refine_orientation_thickness(step.thickness_range, n_scan=step.n_scan,
                                                   xtol=step.xtol or 0.05)
             state["thickness"] = float(res.thickness)
         elif step.step == "pixel_size":
@@ -314,19 +314,76 @@ class ProjectRun:
                           + (f", {extra}" if extra else ""))
         return out
 
+    # ------------------------------------------------------------ accuracy
+    def _accuracy(self, setup: Setup, base, rs: dict, result) -> dict:
+        """Noise model, error budget and the spread over regions (issue 12 items 2–4)."""
+        import copy
+
+        out: dict[str, Any] = {}
+        nm = getattr(setup.data, "metadata", {}).get("noise_model")
+        if nm:
+            out["noise_model"] = dict(nm)
+            ex = result.extra
+            if "model" in ex:  # the same model fitted to the residuals: misfit shows as excess
+                from ..experiment.noise import estimate_noise_from_residuals
+
+                try:
+                    rn = estimate_noise_from_residuals(
+                        ex["model"], ex["experiment"], ex["mask"],
+                        n_params=len(result.free_names))
+                    out["noise_model"]["from_residuals"] = rn.as_dict()
+                except InputError as exc:
+                    self.log(f"noise from the fit residuals: not estimated ({exc.reason})")
+        ref = getattr(self, "_last_refinement", None)
+        if self.project.budget and ref is not None:
+            from ..refine.budget import compute_budget
+
+            ts = time.perf_counter()
+            budget = compute_budget(ref, progress=self.progress)
+            out["error_budget"] = budget.as_dict()
+            self.log("error budget (shifts per input; u_c = combined standard uncertainty):\n"
+                     + budget.table() + f"\n({time.perf_counter() - ts:.1f} s)")
+        n = self.project.regions
+        if n >= 2 and self.project.fine:
+            from ..refine.reproducibility import region_spread, tile_region
+
+            tiles = tile_region(setup.regions[0], n)
+            i = len(self.project.fine) - 1
+            step = self.project.fine[i]
+            fits = []
+            for k, tile in enumerate(tiles):
+                ts = time.perf_counter()
+                state = copy.deepcopy(rs["state"])
+                res_k, *_ = self._fine(setup, base, state, step, i,
+                                       self.out_dir / f"checkpoint_region{k}.h5", False,
+                                       {"history": []}, regions=[tile])
+                fits.append(res_k)
+                self.log(f"region {k + 1}/{len(tiles)}: " + ", ".join(
+                    f"{nm_} = {res_k.value(nm_):.6g} ± {res_k.esd(nm_) or 0:.2g}"
+                    for nm_ in res_k.free_names if nm_.startswith(("U", "thickness")))
+                    + f" ({time.perf_counter() - ts:.1f} s)")
+            spread = region_spread(fits, labels=[
+                f"corners {np.round(t.corners, 1).tolist()}, {t.n13} x {t.n12} samples"
+                for t in tiles])
+            out["regions"] = spread.as_dict()
+            self.log("reproducibility across regions:\n" + spread.table())
+            self._last_refinement = ref
+        return out
+
     # ------------------------------------------------------------ fine
     def _fine(self, setup: Setup, base, state: dict, step: FineStep, i: int, ckpt: Path,
-              resume: bool, rs: dict):
+              resume: bool, rs: dict, regions: list | None = None):
         proj = self.project
         sim = self._sim(setup, base, state)
         geom = self._geometry(setup, state)
-        roi = setup.roi(geom, refine=())
+        roi = setup.roi(geom, refine=(), regions=regions)
         probe = None
         if proj.gof["probe"] is not None:
             probe = tuple(state["probe"]) if state.get("probe") else tuple(proj.gof["probe"])
         ref = Refinement(sim, roi, gof=proj.gof["metric"], background=proj.gof["background"],
                          probe=probe, jacobian=step.jacobian, checkpoint=ckpt,
                          progress=self.progress)
+        self._last_refinement = ref
         refine = set(step.refine)
         # every parameter refined anywhere in the plan takes part (fixed when not in this step)
         names = proj.refined_names

@@ -32,7 +32,7 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
                "omega", "sgmax", "bethe", "min_strong", "elastic", "absorption", "xi",
                "executor", "chunk_size", "memory_limit"),
     "gof": ("metric", "background", "probe"),
-    "plan": ("thickness", "coarse", "fine"),
+    "plan": ("thickness", "coarse", "fine", "regions", "budget"),
     "plan.coarse": ("step", "thickness_range", "n_scan", "xtol", "margin", "template_size",
                     "template_center", "template_step", "reflections", "rel_range",
                     "half_range", "labels", "b_range"),
@@ -218,6 +218,11 @@ class Project:
         Start thickness (Å).
     coarse, fine : list
         The plan.
+    regions : int
+        Repeat the last fine step on this many disjoint tiles of the first ROI region
+        (0: no; ≥ 2; :mod:`qcbed.refine.reproducibility`).
+    budget : bool
+        Compute the error budget of the last fine step (:mod:`qcbed.refine.budget`).
     """
 
     source: str
@@ -237,6 +242,8 @@ class Project:
     thickness: float
     coarse: list[CoarseStep]
     fine: list[FineStep]
+    regions: int = 0
+    budget: bool = True
 
     def path(self, p: str | os.PathLike) -> Path:
         """A path of the file resolved against the project folder."""

@@ -132,10 +132,15 @@ class Setup:
         return Simulation(crystal or self.crystal, voltage_kv or self.voltage_kv, g["zone"],
                           g["x_axis"], **kw)
 
-    def roi(self, geometry=None, refine: Iterable[str] = ()):
-        """The refinement dataset (:class:`~qcbed.experiment.ROI`) for a geometry."""
-        return ROI(self.data, self.regions, geometry or self.geometry, hkl=self.hkl,
-                   masks=self.masks, refine=tuple(refine),
+    def roi(self, geometry=None, refine: Iterable[str] = (), regions: list | None = None):
+        """The refinement dataset (:class:`~qcbed.experiment.ROI`) for a geometry.
+
+        ``regions`` replaces the project's regions (tiles of the first one: its
+        reflection mask applies to all).
+        """
+        masks = self.masks if regions is None else np.repeat(self.masks[:1], len(regions), 0)
+        return ROI(self.data, self.regions if regions is None else regions,
+                   geometry or self.geometry, hkl=self.hkl, masks=masks, refine=tuple(refine),
                    disc_shifts=self.project.roi["disc_shifts"])
 
 
@@ -168,6 +173,11 @@ def _load_array(project: Project, name: str, tag: str) -> tuple[np.ndarray, Path
     return load_npy(p, tag=tag), p
 
 
+#: [data] variance values that are not files: Poisson σ² = max(I, floor), or the model
+#: σ² = g·I + σ₀² estimated from the images (:mod:`qcbed.experiment.noise`).
+VARIANCE_KEYWORDS = ("poisson", "estimated")
+
+
 def _read_data(project: Project) -> tuple[Any, list[Path]]:
     """The data object and the files read."""
     d = project.data
@@ -194,7 +204,7 @@ def _read_data(project: Project) -> tuple[Any, list[Path]]:
                 raise _err(project, "file not found", tag, expected="an existing file",
                            found=str(p))
         var = None
-        if d["variance"] not in ("poisson",):
+        if d["variance"] not in VARIANCE_KEYWORDS:
             var = project.path(d["variance"])
             if not var.is_file():
                 raise _err(project, "variance file not found", "data.variance",
@@ -239,7 +249,7 @@ def _read_data(project: Project) -> tuple[Any, list[Path]]:
                            expected=imgs[0].shape, found=im.shape)
             imgs.append(im)
         var = None
-        if d["variance"] != "poisson":
+        if d["variance"] not in VARIANCE_KEYWORDS:
             var, vp = _load_array(project, d["variance"], "data.variance")
             files.append(vp)
             if var.shape != (len(imgs),) + imgs[0].shape:
@@ -257,6 +267,14 @@ def _read_data(project: Project) -> tuple[Any, list[Path]]:
         except InputError as exc:
             raise _err(project, exc.reason, f"data.{exc.tag or 'files'}", expected=exc.expected,
                        found=exc.found) from None
+    if d["variance"] == "estimated":
+        from ..experiment.noise import with_estimated_variance
+
+        try:
+            stack, _nm = with_estimated_variance(stack)
+        except InputError as exc:
+            raise _err(project, f"cannot estimate the noise: {exc.reason}", "data.variance",
+                       expected=exc.expected, found=exc.found) from None
     return stack, files
 
 

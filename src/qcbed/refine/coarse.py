@@ -12,7 +12,9 @@ its neighbours) gives the incident direction of the template centre.
 Orientation search is nested inside 1-D optimisations:
 
 * thickness — the wide field is diagonalised **once**; each thickness costs
-  only the intensities (Spence & Zuo 1992, eq. 2.29): a scan then Brent;
+  only the intensities (Spence & Zuo 1992, eq. 2.29): a global scan in ≤ 1 %
+  steps over 0.6–1.6 × the start (extended when the maximum is on an edge),
+  then Brent;
 * pixel size (``gl``) — the simulated field, computed once on a finer grid, is
   resampled (cubic spline) to the trial pixel size: no re-diagonalisation;
 * voltage, Debye–Waller factors, cell parameters, coordinates — re-simulate per
@@ -39,6 +41,9 @@ from ..experiment.geometry import ExperimentGeometry
 from .result import RefinementOutcome
 
 Preprocess = Callable[[np.ndarray, bool], np.ndarray]
+
+#: Default thickness search range, relative to the start thickness.
+DEFAULT_THICKNESS_RANGE = (0.6, 1.6)
 
 
 @dataclass
@@ -309,30 +314,87 @@ class CoarseRefinement:
         return best
 
     def refine_orientation_thickness(self, t_range: tuple[float, float] | None = None,
-                                     n_scan: int = 21, xtol: float = 0.05) -> CoarseResult:
-        """Thickness (scan + bounded Brent) with the orientation found at each trial.
+                                     n_scan: int = 21, xtol: float = 0.05, *,
+                                     step_rel: float = 0.01, max_extend: int = 3
+                                     ) -> CoarseResult:
+        """Thickness by a global scan, then bounded Brent, with the orientation at each trial.
+
+        The correlation is an oscillating function of thickness (every disc's
+        Pendellösung fringes move with t; Spence & Zuo 1992 §2), so a local
+        optimiser started from a poor guess finds a side maximum. The search is
+        therefore global over a range that does not hinge on the start being good:
+
+        1. scan ``t_range`` with steps of at most ``step_rel`` of its centre (and at
+           least ``n_scan`` points) — a fringe moves by a fraction t_step/t of its
+           order, so 1 % steps sample every maximum of the curve;
+        2. when the best scan point lies on an edge of the range, extend the range
+           by its width on that side (at most ``max_extend`` times; t > 0) and
+           rescan: a maximum on a boundary is not a maximum;
+        3. bounded Brent between the neighbours of the best point.
+
+        The orientation at every trial thickness is the peak of the joint NCC map
+        over the whole ±``margin`` field (global in orientation).
 
         Parameters
         ----------
         t_range : (t_min, t_max) in Å, optional
-            Default ±15 % around the start thickness.
+            Default ``DEFAULT_THICKNESS_RANGE`` times the start thickness
+            (0.6–1.6: starts 20 % off either way lie well inside).
         n_scan : int
-            Scan points before the Brent refinement (the NCC is oscillatory in t).
+            Minimum number of scan points.
         xtol : float
             Thickness tolerance (Å).
+        step_rel : float
+            Largest scan step relative to the range centre.
+        max_extend : int
+            Range extensions allowed when the maximum is on an edge.
         """
-        lo, hi = t_range or (0.85 * self.thickness, 1.15 * self.thickness)
+        f_lo, f_hi = DEFAULT_THICKNESS_RANGE
+        lo, hi = t_range or (f_lo * self.thickness, f_hi * self.thickness)
         if not 0 < lo < hi:
             raise InputError("thickness range must satisfy 0 < t_min < t_max", found=(lo, hi))
-        ts = np.linspace(lo, hi, n_scan)
-        cs = np.array([self._corr_at_thickness(t) for t in ts])
-        k = int(np.argmax(cs))
-        a = ts[max(k - 1, 0)]
-        b = ts[min(k + 1, n_scan - 1)]
+        if not 0 < step_rel < 1 or n_scan < 3:
+            raise InputError("need 0 < step_rel < 1 and n_scan >= 3", found=(step_rel, n_scan))
+        ts_all: list[float] = []
+        cs_all: list[float] = []
+        for _ in range(max_extend + 1):
+            n = max(int(n_scan), int(np.ceil((hi - lo) / (step_rel * 0.5 * (lo + hi)))) + 1)
+            ts = np.linspace(lo, hi, n)
+            ts_all += list(ts)
+            cs_all += list(self._corr_scan(ts))
+            k = int(np.argmax(cs_all))
+            width = hi - lo
+            t_k = ts_all[k]
+            if np.isclose(t_k, max(ts_all)) and t_k >= hi - 1e-9:
+                lo, hi = hi, hi + width
+            elif np.isclose(t_k, min(ts_all)) and t_k <= lo + 1e-9 and lo > 1.0:
+                lo, hi = max(lo - width, 0.5 * lo), lo
+            else:
+                break
+        order = np.argsort(ts_all)
+        ts_s = np.asarray(ts_all)[order]
+        cs_s = np.asarray(cs_all)[order]
+        k = int(np.argmax(cs_s))
+        a = ts_s[max(k - 1, 0)]
+        b = ts_s[min(k + 1, len(ts_s) - 1)]
         res = optimize.minimize_scalar(lambda t: -self._corr_at_thickness(t), bounds=(a, b),
                                        method="bounded", options={"xatol": xtol})
-        t_best = float(res.x) if -res.fun >= cs[k] else float(ts[k])
+        t_best = float(res.x) if -res.fun >= cs_s[k] else float(ts_s[k])
         return self._result(t_best)
+
+    def _corr_scan(self, ts: np.ndarray, batch: int = 16) -> np.ndarray:
+        """Peak joint NCC at every thickness of ``ts`` (intensities in batches)."""
+        if self._solution is None or self._grid is None:
+            self._grid, self._solution = self._solve_field()
+        out = []
+        for i in range(0, len(ts), batch):
+            chunk = np.asarray(ts[i:i + batch], float)
+            inten = self._solution.intensities(chunk)[..., self.out_idx]
+            for t, it in zip(chunk, inten):
+                _, best, _ = self.match(self._grid.to_image(it.T))
+                self.history.append({"thickness": float(t), "correlation": best})
+                out.append(best)
+        return np.asarray(out)
 
     def _result(self, t_best: float, values: dict | None = None) -> CoarseResult:
         fld = self.simulated_field(t_best)

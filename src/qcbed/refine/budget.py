@@ -1,0 +1,392 @@
+"""Error budget: the sensitivity of every refined parameter to the fixed inputs.
+
+A statistical esd says how far the refined values scatter for the given model;
+it says nothing about the inputs the model takes as exact. For each fixed input
+q (voltage, pixel size, probe width, Debye–Waller factor, absorption,
+scattering-factor table, beam selection, background model) the budget gives
+the shift of the refined parameters x̂ that a change δq of that input causes.
+
+Linearised route (one Gauss–Newton step)
+    At the minimum of χ² = |r(x, q)|² (weighted residuals, scale and
+    backgrounds projected out), the minimiser moves with q as
+
+        δx = −(JᵀJ)⁻¹ Jᵀ (∂r/∂q) δq,                                      (1)
+
+    the implicit-function theorem applied to the normal equations Jᵀr = 0
+    (e.g. Press et al. 2007, Numerical Recipes §15.6; Bard 1974, Nonlinear
+    Parameter Estimation §7-5). ∂r/∂q·δq is evaluated by central differences
+    of the model, (r(q + δq) − r(q − δq))/2, at fixed x̂ (two model
+    evaluations, no refit). For a *discrete alternative* (another absorption
+    model, scattering-factor table, beam selection or background model) the
+    one-sided difference r_alt − r is used, and for a different background
+    model the whole Gauss–Newton step −J_alt⁺ r_alt of the alternative
+    (its projection differs).
+
+Combined standard uncertainty
+    u_c(x) = sqrt(esd² + Σ_q δx_q²)                                        (2)
+
+    (GUM, JCGM 100:2008 §5.1, uncorrelated inputs, sensitivities from (1)).
+    δq is the standard uncertainty of a continuous input; the shift of a
+    discrete alternative is counted in full as a standard uncertainty
+    (conservative: GUM would take a/√3 for a rectangular half-width a).
+
+All shifts are in the parameters' units (U_g in Å⁻², thickness in Å).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = [
+    "BudgetEntry",
+    "BudgetInput",
+    "ErrorBudget",
+    "compute_budget",
+    "default_inputs",
+]
+
+Change = Callable[[Any, float], dict]
+"""``change(refinement, sign)`` → the modifications of :func:`_modified` for the
+input moved by ``sign`` (±1 for a continuous input, +1 for an alternative)."""
+
+
+@dataclass(frozen=True)
+class BudgetInput:
+    """A fixed input of the model and how to move it.
+
+    Attributes
+    ----------
+    name : str
+        Short name (``'voltage'``, ``'gl'``, ``'absorption'``…).
+    delta : str
+        The change, in words with units (``'±0.5 % (1.000 kV)'``).
+    change : callable
+        ``change(refinement, sign) -> dict`` of modifications (keys ``sim``:
+        a new engine set-up; ``values``: {parameter: value}; ``background``: a
+        background model).
+    symmetric : bool
+        Central difference (continuous input) or one-sided (alternative).
+    """
+
+    name: str
+    delta: str
+    change: Change
+    symmetric: bool = True
+
+
+@dataclass
+class BudgetEntry:
+    """Shifts of the refined parameters caused by one input."""
+
+    input: str
+    delta: str
+    shifts: dict[str, float]
+    method: str = "linearised"
+
+
+@dataclass
+class ErrorBudget:
+    """Statistical esds and the input sensitivities of the refined parameters.
+
+    Attributes
+    ----------
+    names : list of str
+        Refined parameters.
+    values, esd : dict
+    entries : list of BudgetEntry
+    """
+
+    names: list[str]
+    values: dict[str, float]
+    esd: dict[str, float]
+    entries: list[BudgetEntry] = field(default_factory=list)
+
+    def combined(self) -> dict[str, float]:
+        """Combined standard uncertainty (eq. 2) of every refined parameter."""
+        out = {}
+        for n in self.names:
+            s = self.esd.get(n, 0.0) ** 2 + sum(e.shifts.get(n, 0.0) ** 2 for e in self.entries)
+            out[n] = float(np.sqrt(s))
+        return out
+
+    def as_dict(self) -> dict:
+        """JSON-ready table: per parameter value, esd, every input's shift, combined."""
+        comb = self.combined()
+        return {"formula": "u_c = sqrt(esd^2 + sum_q shift_q^2)",
+                "inputs": [{"input": e.input, "delta": e.delta, "method": e.method}
+                           for e in self.entries],
+                "parameters": {n: {"value": self.values[n], "esd": self.esd.get(n),
+                                   "shifts": {e.input: e.shifts.get(n) for e in self.entries},
+                                   "combined": comb[n]} for n in self.names}}
+
+    def table(self, names: Sequence[str] | None = None) -> str:
+        """Printable table (one row per input, one column per parameter)."""
+        names = list(names or self.names)
+        w = max([12] + [len(n) + 2 for n in names])
+        head = f"{'input':<16}{'change':<26}" + "".join(f"{n:>{w}}" for n in names)
+        rows = [head, "-" * len(head)]
+        rows.append(f"{'value':<16}{'':<26}" + "".join(
+            f"{self.values[n]:>{w}.6g}" for n in names))
+        rows.append(f"{'esd (stat.)':<16}{'':<26}" + "".join(
+            f"{self.esd.get(n, 0.0):>{w}.3g}" for n in names))
+        for e in self.entries:
+            rows.append(f"{e.input:<16}{e.delta[:25]:<26}" + "".join(
+                f"{e.shifts.get(n, 0.0):>{w}.3g}" for n in names))
+        comb = self.combined()
+        rows.append(f"{'combined u_c':<16}{'':<26}" + "".join(f"{comb[n]:>{w}.3g}"
+                                                            for n in names))
+        return "\n".join(rows)
+
+
+# ====================================================================== inputs
+def _sim_voltage(rel: float) -> Change:
+    def change(ref, sign):
+        v = ref.sim0.voltage_kv
+        return {"sim": ref.sim0.with_changes(voltage_kv=v * (1 + sign * rel))}
+    return change
+
+
+def _sim_b(label: str, delta: float) -> Change:
+    def change(ref, sign):
+        cr = ref.sim0.crystal
+        b = next(s.b_iso for s in cr.sites if s.label == label)
+        return {"sim": ref.sim0.with_changes(
+            crystal=cr.with_b_iso({label: max(b + sign * delta, 0.0)}))}
+    return change
+
+
+def _value(name: str, delta: float, relative: bool) -> Change:
+    def change(ref, sign):
+        v = ref.params[name].value
+        return {"values": {name: v * (1 + sign * delta) if relative else v + sign * delta}}
+    return change
+
+
+def _absorption_scale(rel: float) -> Change:
+    def change(ref, sign):
+        sim = ref.sim0.with_changes()
+        hkl = np.asarray(sim.table.hkl)
+        vals = {}
+        for h in hkl:
+            key = tuple(int(x) for x in h)
+            u, ua = sim.structure_factor(key)
+            vals[key] = (u, ua * (1 + sign * rel))
+        sim.set_structure_factors(vals, symmetric=False)
+        return {"sim": sim}
+    return change
+
+
+def _potential(elastic: str | None = None, absorption: str | None = None) -> Change:
+    def change(ref, sign):
+        from dataclasses import replace
+
+        pot = ref.sim0.potential
+        kw = {}
+        if elastic is not None:
+            kw["elastic"] = elastic
+        if absorption is not None:
+            kw["absorption"] = absorption
+        return {"sim": ref.sim0.with_changes(potential=replace(pot, **kw),
+                                             keep_structure_factors=True)}
+    return change
+
+
+def _selection(factor: float) -> Change:
+    def change(ref, sign):
+        from dataclasses import replace
+
+        sel = ref.sim0.selection
+        return {"sim": ref.sim0.with_changes(selection=replace(sel, sgmin=sel.sgmin * factor))}
+    return change
+
+
+def _background(alt: str) -> Change:
+    def change(ref, sign):
+        return {"background": alt}
+    return change
+
+
+def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
+                   probe_sigma: float = 0.2, b_delta: float = 0.05,
+                   absorption_rel: float = 0.10, elastic_alt: str | None = None,
+                   selection_factor: float = 4.0, background: bool = True
+                   ) -> list[BudgetInput]:
+    """The standard inputs of a refinement that are fixed in it.
+
+    Parameters
+    ----------
+    ref : Refinement
+    voltage_rel : float
+        Relative voltage uncertainty (default 0.5 %).
+    gl_rel : float
+        Relative pixel-size (``gl``) uncertainty (default 0.5 %).
+    probe_sigma : float
+        Probe σ uncertainty (px) when the model has a probe.
+    b_delta : float
+        Debye–Waller B uncertainty (Å²) of every site.
+    absorption_rel : float
+        Relative uncertainty of every U′_g (default 10 %).
+    elastic_alt : str, optional
+        Alternative elastic table (default: Lobato for Kirkland, else Kirkland).
+    selection_factor : float
+        The beam-selection threshold sgmin is multiplied by this (pool convergence);
+        0 to skip.
+    background : bool
+        Include the alternative background model.
+
+    Inputs that are refined (free) are left out: their uncertainty is in the
+    esds and correlations.
+    """
+    free = {p.name for p in ref.params.free}
+    sim = ref.sim0
+    out: list[BudgetInput] = []
+    if "voltage" not in free:
+        out.append(BudgetInput("voltage", f"±{100 * voltage_rel:g} % "
+                               f"({sim.voltage_kv * voltage_rel:.3g} kV)",
+                               _sim_voltage(voltage_rel)))
+    if "gl" in ref.params and "gl" not in free:
+        out.append(BudgetInput("gl", f"±{100 * gl_rel:g} % pixel size",
+                               _value("gl", gl_rel, True)))
+    if "probe.sigma" in ref.params and "probe.sigma" not in free:
+        out.append(BudgetInput("probe.sigma", f"±{probe_sigma:g} px",
+                               _value("probe.sigma", probe_sigma, False)))
+    if "thickness" in ref.params and "thickness" not in free:
+        t = ref.params["thickness"].value
+        out.append(BudgetInput("thickness", f"±1 % ({0.01 * t:.3g} A)",
+                               _value("thickness", 0.01, True)))
+    for st in sim.crystal.sites:
+        if f"B({st.label})" not in free and b_delta > 0:
+            out.append(BudgetInput(f"B({st.label})", f"±{b_delta:g} A^2",
+                                   _sim_b(st.label, b_delta)))
+    if sim.potential.absorption != "none" and absorption_rel > 0:
+        out.append(BudgetInput("absorption", f"±{100 * absorption_rel:g} % all U'_g",
+                               _absorption_scale(absorption_rel)))
+    alt = elastic_alt or ("lobato" if sim.potential.elastic != "lobato" else "kirkland")
+    out.append(BudgetInput("elastic table", f"{sim.potential.elastic} -> {alt}",
+                           _potential(elastic=alt), symmetric=False))
+    if selection_factor and sim.selection is not None and sim.selection.sgmin > 0:
+        out.append(BudgetInput("beam selection", f"sgmin x {selection_factor:g}",
+                               _selection(selection_factor), symmetric=False))
+    if background:
+        alt_bg = {"per_disc": "single", "single": "per_disc", "none": "single"}[ref.background]
+        out.append(BudgetInput("background", f"{ref.background} -> {alt_bg}",
+                               _background(alt_bg), symmetric=False))
+    return out
+
+
+# ====================================================================== evaluation
+@contextmanager
+def _modified(ref, sim=None, values: dict | None = None, background: str | None = None):
+    """Temporarily change the engine set-up, parameter values or background model."""
+    old_sim0, old_bg = ref.sim0, ref.background
+    old_vals = {n: ref.params[n].value for n in (values or {})}
+    cache = (getattr(ref, "_work", None), ref.sim, ref._cache_key, ref._cache_eig)
+
+    def reset():
+        ref._work = None
+        ref._cache_key = None
+        ref._cache_eig = None
+
+    try:
+        if sim is not None:
+            ref.sim0 = sim
+            reset()
+        for n, v in (values or {}).items():
+            ref.params[n].value = float(v)
+        if background is not None:
+            ref.background = background
+        yield ref
+    finally:
+        ref.sim0, ref.background = old_sim0, old_bg
+        for n, v in old_vals.items():
+            ref.params[n].value = v
+        if sim is not None:  # the unmodified set-up and its eigen-solution, as they were
+            ref._work, ref.sim, ref._cache_key, ref._cache_eig = cache
+
+
+def _valid_mask(ref, values: dict | None) -> np.ndarray:
+    vals = ref._sampling_values()
+    vals.update({k: v for k, v in (values or {}).items() if k in vals})
+    _e, _v, valid = ref.data.sample(vals)
+    return ref._compare_mask(valid)
+
+
+def compute_budget(ref, inputs: Iterable[BudgetInput] | None = None, *,
+                   fd_fraction: float = 0.25, progress: bool = False) -> ErrorBudget:
+    """The error budget of a refinement at its current (refined) parameter values.
+
+    Parameters
+    ----------
+    ref : Refinement
+        After :meth:`~qcbed.refine.Refinement.fit` (esds set).
+    inputs : iterable of BudgetInput, optional
+        Default :func:`default_inputs`.
+    fd_fraction : float
+        Central-difference step as a fraction h of every continuous input's δq.
+    progress : bool
+
+    Returns
+    -------
+    ErrorBudget
+    """
+    from tqdm.auto import tqdm
+
+    names = [p.name for p in ref.params.free]
+    if not names:
+        raise InputError("nothing refined: no budget")
+    inputs = list(default_inputs(ref) if inputs is None else inputs)
+    if not 0 < fd_fraction <= 1:
+        raise InputError("fd_fraction must be in (0, 1]", found=fd_fraction)
+    h = float(fd_fraction)
+    changes = [[inp.change(ref, s) for s in ((h, -h) if inp.symmetric else (1.0,))]
+               for inp in inputs]
+    mask = _valid_mask(ref, None)
+    for ch in changes:
+        for c in ch:
+            mask &= _valid_mask(ref, c.get("values"))
+    r0, j, _fit, used0 = ref._residuals(names, mask, True)
+    budget = ErrorBudget(names, {n: ref.params[n].value for n in names},
+                         {n: (ref.params[n].esd or 0.0) for n in names})
+
+    def evaluate(c: dict, m: np.ndarray):
+        with _modified(ref, **c):
+            if "background" in c:
+                r, ja, _f, used = ref._residuals(names, m, True)
+            else:
+                r, ja, _f, used = ref._residuals([], m, False)
+        return r, ja, used
+
+    for inp, ch in tqdm(list(zip(inputs, changes)), desc="error budget", disable=not progress,
+                        leave=False):
+        rs = [evaluate(c, mask) for c in ch]
+        common = used0.copy()
+        for _r, _ja, used in rs:
+            common &= used
+        r_base, j_base = r0, j
+        if not all(np.array_equal(used, common) for *_x, used in rs) or \
+                not np.array_equal(used0, common):
+            # the engine rejected some directions under the change (NaN model): compare
+            # base and changed models on the samples valid for both
+            rs = [evaluate(c, common) for c in ch]
+            r_base, j_base, _f, _u = ref._residuals(names, common, True)
+        rs = [(r, ja) for r, ja, _u in rs]
+        if len(rs) == 2:
+            dr = (rs[0][0] - rs[1][0]) / (2 * h)
+            dx, *_ = np.linalg.lstsq(j_base, -dr, rcond=None)
+            method = "linearised, central difference"
+        elif rs[0][1] is not None:
+            dx, *_ = np.linalg.lstsq(rs[0][1], -rs[0][0], rcond=None)
+            method = "Gauss-Newton step of the alternative"
+        else:
+            dx, *_ = np.linalg.lstsq(j_base, -(rs[0][0] - r_base), rcond=None)
+            method = "linearised, alternative"
+        budget.entries.append(BudgetEntry(inp.name, inp.delta,
+                                          {n: float(v) for n, v in zip(names, dx)}, method))
+    return budget
