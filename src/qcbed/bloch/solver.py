@@ -65,12 +65,32 @@ directions can be sent to any executor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
 from ..errors import InputError
 from .beams import BeamSelection, select_strong
 from .geometry import excitation_errors, normal_components
+from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
+    AMPLITUDE_LIMIT,
+    FLUX_TOLERANCE,
+    GROWTH_TOLERANCE,
+    absorption_floor,
+    flux_guard,
+    physically_invalid,
+)
+from .perturbation import (  # noqa: F401  (re-exported for the torch port and tests)
+    CLUSTER_CONDITION_LIMIT,
+    CLUSTER_LIMIT,
+    CLUSTER_ROUNDS,
+    FAST_MIXING_LIMIT,
+    _absorb_perturbatively,
+    _adjoint,
+    _clusters,
+    _inverse_gaps,
+    _real_times_complex,
+)
 
 
 @dataclass
@@ -99,6 +119,12 @@ class EngineArrays:
     rules: BeamSelection
     mode: str = "fast"
     version: int = 0
+
+    #: Fields that a structure-factor update changes: executors ship them as row
+    #: deltas against the state their workers hold (qcbed.parallel._state).
+    delta_fields: ClassVar[tuple[str, ...]] = ("u", "u_abs")
+    #: Fields that change with every update and are no part of the state's identity.
+    counter_fields: ClassVar[tuple[str, ...]] = ("version",)
 
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "exact"):
@@ -131,26 +157,6 @@ class EngineArrays:
         self.u_abs[rows] = u_abs
         self.version = version
         self.refresh()
-
-
-def absorption_floor(u_abs: np.ndarray, index: np.ndarray) -> float:
-    """min(0, λ_min) of the pool's absorptive matrix U′_{g−h} (Å⁻²).
-
-    An absorptive potential is non-negative, so its matrix is positive
-    semi-definite and no Bloch wave can grow with thickness. A negative value
-    flags an unphysical model (e.g. U′₀ = 0 with U′_g ≠ 0, as in ``.dat`` files with
-    ``abs 0.0``). Pools above 2000 beams use Gershgorin's (cheaper, lower) bound.
-    """
-    if not np.any(u_abs):
-        return 0.0
-    k = u_abs[index]
-    k = 0.5 * (k + np.conj(k.T))
-    if len(k) <= 2000:
-        lam = float(np.linalg.eigvalsh(k)[0])
-    else:
-        off = np.abs(k).sum(axis=1) - np.abs(np.diag(k))
-        lam = float(np.min(np.diag(k).real - off))
-    return min(0.0, lam)
 
 
 @dataclass
@@ -348,278 +354,6 @@ class PatternChunk:
                             sum(c.n_clustered for c in chunks))
 
 
-def _gather(vec: np.ndarray, index: np.ndarray, rows: np.ndarray, cols: np.ndarray
-            ) -> np.ndarray:
-    """vec[index[rows_i, cols_j]] for batched index lists (n, a) × (n, b) → (n, a, b)."""
-    return vec[index[rows[:, :, None], cols[:, None, :]]]
-
-
-#: Pairs of Bloch waves whose absorptive coupling is not small against their
-#: eigenvalue gap, |S_jk| = |P_jk/(h_k − h_j)| > CLUSTER_LIMIT, are grouped into
-#: clusters (connected components of such pairs) whose block of the absorbing
-#: problem is diagonalised exactly before the perturbative steps (degenerate
-#: perturbation theory, e.g. Messiah 1961, ch. XVI §2). Without this, weakly
-#: excited near-degenerate Bloch waves got second-order "absorption" of the wrong
-#: sign and grew exponentially with thickness (issue 17).
-CLUSTER_LIMIT = 0.1
-
-#: Directions where, after the clusters, absorption still mixes two Bloch waves
-#: by more than this (|S_jk| weighted by the larger excitation |c|), are solved
-#: with the general complex solver instead.
-FAST_MIXING_LIMIT = 0.1
-
-#: Rounds of cluster detection (eigenvalues shifted by one round can bring new
-#: waves within reach); directions with strongly mixed pairs left after the last
-#: round are solved exactly.
-CLUSTER_ROUNDS = 3
-
-#: Eigenvector condition estimate max|W|·max|W⁻¹|·m of a cluster above which the
-#: direction is solved exactly (near an exceptional point of the absorbing block).
-CLUSTER_CONDITION_LIMIT = 1e3
-
-#: Physical guard (always on): in an absorbing crystal no Bloch wave grows with
-#: thickness, Im γ_j ≥ 0. Round-off and the Bethe approximation allow this much
-#: (Å⁻¹; a growth factor of at most exp(2π·1e-7·t), 1.006 at t = 1 µm).
-GROWTH_TOLERANCE = 1e-7
-
-#: Physical guard: the amplitudes of the eigen-solution obey
-#: Σ_j |B_gj||c_j| ≤ 1 for a unitary B (Cauchy–Schwarz); a perturbative solution
-#: far above that bound relies on cancellations that the perturbation cannot be
-#: trusted to deliver, and is re-solved exactly.
-AMPLITUDE_LIMIT = 1.5
-
-#: Physical guard: the flux-normalised intensities of the output beams may not sum
-#: to more than 1 (beyond round-off); directions that do are NaN, never a number.
-FLUX_TOLERANCE = 1e-5
-
-
-def _inverse_gaps(h: np.ndarray) -> np.ndarray:
-    """1/(h_k − h_j) for j ≠ k, and 0 on the diagonal (and for exactly equal h)."""
-    dh = h[:, None, :] - h[:, :, None]
-    n = h.shape[1]
-    ar = np.arange(n)
-    dh[:, ar, ar] = np.inf
-    dh[dh == 0] = np.inf
-    return 1.0 / dh
-
-
-def _clusters(big: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Connected components (size ≥ 2) of a batched symmetric adjacency (n_g, n, n).
-
-    Returns a list of ``(dirs (k,), members (k, m))``, one entry per cluster size m.
-    """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n_g, n, _ = big.shape
-    d, j, k = np.nonzero(big)
-    graph = coo_matrix((np.ones(len(d), np.int8), (d * n + j, d * n + k)),
-                       shape=(n_g * n, n_g * n))
-    _, lab = connected_components(graph, directed=False)
-    counts = np.bincount(lab)
-    order = np.argsort(lab, kind="stable")
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    out = []
-    for m in np.unique(counts[counts >= 2]):
-        nodes = order[starts[counts == m][:, None] + np.arange(m)]
-        out.append((nodes[:, 0] // n, nodes % n))
-    return out
-
-
-def _diagonalise_clusters(hc: np.ndarray, vo: np.ndarray, c0: np.ndarray,
-                          clusters: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Diagonalise each cluster block of H = ``hc`` exactly, in place.
-
-    With W block-diagonal (the eigenvectors of each cluster block, identity
-    elsewhere) H ← W⁻¹ H W, the output rows of the eigenvectors vo ← vo W and the
-    excitations c₀ ← W⁻¹ c₀. Returns a flag (n_g,) for directions whose cluster
-    eigenvectors are ill-conditioned (near an exceptional point).
-    """
-    bad = np.zeros(len(hc), bool)
-    for dirs, mem in clusters:
-        rows, cols = mem[:, :, None], mem[:, None, :]
-        blk = hc[dirs[:, None, None], rows, cols]
-        ev, w = np.linalg.eig(blk)
-        winv = np.linalg.inv(w)
-        m = mem.shape[1]
-        cond = np.abs(w).max(axis=(1, 2)) * np.abs(winv).max(axis=(1, 2)) * m
-        np.logical_or.at(bad, dirs, ~np.isfinite(cond) | (cond > CLUSTER_CONDITION_LIMIT))
-        d1 = dirs[:, None]
-        hc[d1, :, mem] = np.einsum("kar,kab->kbr", hc[d1, :, mem], w)
-        hc[d1, mem, :] = np.einsum("kba,kar->kbr", winv, hc[d1, mem, :])
-        hc[dirs[:, None, None], rows, cols] = 0.0
-        hc[d1, mem, mem] = ev
-        vo[d1, :, mem] = np.einsum("kao,kab->kbo", vo[d1, :, mem], w)
-        c0[d1, mem] = np.einsum("kba,ka->kb", winv, c0[d1, mem])
-    return bad
-
-
-def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
-                  inv_gaps: np.ndarray | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Two perturbative similarity steps for H = diag(h) + i·pim (pim zero on the diagonal).
-
-    S₁ = P/(h_k − h_j) with P = i·pim; (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁
-    + O(P⁴), whose diagonal holds the second- and third-order eigenvalue shifts
-    and whose off-diagonal part the second step S₂ removes. Returns the
-    eigenvalues, T = S₁ + S₂ + S₁ S₂ (eigenvectors 1 + T) and a flag for
-    directions where absorption mixes excited Bloch waves strongly
-    (:data:`FAST_MIXING_LIMIT`). A real ``pim`` (centrosymmetric crystals) keeps
-    the products real.
-    """
-    n = h.shape[1]
-    ar = np.arange(n)
-    s1 = (1j * pim) * (_inverse_gaps(h) if inv_gaps is None else inv_gaps)
-    unsafe = (np.abs(s1) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
-    if np.isrealobj(pim):
-        ps = 1j * (pim @ s1.real + 1j * (pim @ s1.imag))
-    else:
-        ps = 1j * (pim @ s1)
-    h2mat = ps - s1 @ ps
-    h2 = h + h2mat[:, ar, ar]
-    h2mat[:, ar, ar] = 0.0
-    s2 = h2mat * _inverse_gaps(h2)
-    h2 = h2 + np.sum(h2mat * np.swapaxes(s2, 1, 2), axis=2)
-    unsafe |= (np.abs(s2) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
-    t = s1 @ s2
-    t += s1
-    t += s2
-    return h2, t, unsafe
-
-
-def _excitation_weight(c0: np.ndarray) -> np.ndarray:
-    """max(|c_j|, |c_k|): mixing matters in proportion to the stronger excitation."""
-    w = np.abs(c0)
-    return np.maximum(w[:, :, None], w[:, None, :])
-
-
-def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
-                           aabs: np.ndarray, kn2: np.ndarray, n_out: int
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Eigen-solution of (A′ + i A′_abs)/2K_n from the elastic one (see module docstring).
-
-    In the elastic eigenbasis H = diag(h) + P, h_j = (λ_j + i Q_jj)/2K_n,
-    P = i Q_offdiag/2K_n, Q = B† A′_abs B. Clusters of Bloch waves coupled by P
-    more strongly than :data:`CLUSTER_LIMIT` of their gap are diagonalised exactly
-    (small complex eigen-problems, batched by cluster size); the rest of P is
-    removed by two perturbative similarity steps.
-
-    Returns γ (n_g, n), the output rows of the eigenvectors (n_g, n_out, n), the
-    excitations c (n_g, n), a flag (n_g,) marking directions the caller must
-    solve exactly, and the number of directions that needed clusters.
-    """
-    q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
-    n_g, n = lam.shape
-    ar = np.arange(n)
-    h = (lam + 1j * q[:, ar, ar].real) / kn2
-    q[:, ar, ar] = 0.0
-    pim = q / kn2[:, :, None]
-    inv = _inverse_gaps(h)
-    big = np.abs(pim) * np.abs(inv) > CLUSTER_LIMIT
-    clustered = big.any(axis=(1, 2))
-    gam = np.empty((n_g, n), complex)
-    bout = np.empty((n_g, n_out, n), complex)
-    c = np.empty((n_g, n), complex)
-    unsafe = np.zeros(n_g, bool)
-    for with_clusters in (False, True):
-        k = np.nonzero(clustered == with_clusters)[0]
-        if not len(k):
-            continue
-        hk, pk, ck = h[k], pim[k], c0[k].astype(complex)
-        vo = vec[k, :n_out, :]
-        bad = np.zeros(len(k), bool)
-        if with_clusters:
-            vo = vo.astype(complex)
-            hc = 1j * pk.astype(complex)
-            hc[:, ar, ar] = hk
-            bigk = big[k]
-            for _ in range(CLUSTER_ROUNDS):
-                bad |= _diagonalise_clusters(hc, vo, ck, _clusters(bigk))
-                hk = hc[:, ar, ar].copy()
-                pk = -1j * hc
-                pk[:, ar, ar] = 0.0
-                bigk = np.abs(pk) * np.abs(_inverse_gaps(hk)) > CLUSTER_LIMIT
-                if not bigk.any():
-                    break
-            bad |= bigk.any(axis=(1, 2))
-        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck),
-                                   None if with_clusters else inv[k])
-        if np.isrealobj(vo):
-            bo = vo + (vo @ t.real + 1j * (vo @ t.imag))
-        else:
-            bo = vo + vo @ t
-        t[:, ar, ar] += 1.0
-        gam[k] = h2
-        bout[k] = bo
-        c[k] = np.linalg.solve(t, ck[..., None])[..., 0]
-        unsafe[k] = uns | bad
-    return gam, bout, c, unsafe, int(clustered.sum())
-
-
-def physically_invalid(gamma: np.ndarray, bout: np.ndarray, c: np.ndarray, *,
-                       check_amplitude: bool = True, max_growth: float = 0.0) -> np.ndarray:
-    """Directions whose eigen-solution breaks the physics (the always-on guard).
-
-    A direction fails when any value is not finite, when a Bloch wave grows with
-    thickness (Im γ_j < −:data:`GROWTH_TOLERANCE`; absorption makes every Im γ_j
-    ≥ 0), or, with ``check_amplitude``, when Σ_j |B_gj||c_j| exceeds
-    :data:`AMPLITUDE_LIMIT` for an output beam (a unitary B gives ≤ 1).
-
-    Parameters
-    ----------
-    gamma : (n_dir, n) complex
-        Eigenvalues γ_j (Å⁻¹).
-    bout : (n_dir, n_out, n) complex
-        Output rows of the eigenvectors.
-    c : (n_dir, n) complex
-        Excitations.
-    check_amplitude : bool
-        Apply the amplitude bound (perturbative solutions).
-    max_growth : float
-        Growth rate (Å⁻¹) that an unphysical absorption model itself allows
-        (:attr:`EngineArrays.max_growth`); 0 for a physical model.
-
-    Returns
-    -------
-    ndarray (n_dir,) bool
-    """
-    bad = ~(np.isfinite(gamma).all(axis=1) & np.isfinite(c).all(axis=1)
-            & np.isfinite(bout).all(axis=(1, 2)))
-    with np.errstate(invalid="ignore"):
-        bad |= (gamma.imag < -(GROWTH_TOLERANCE + max_growth)).any(axis=1)
-        if check_amplitude:
-            amp = np.einsum("dgj,dj->dg", np.abs(bout), np.abs(c))
-            bad |= amp.max(axis=1) > AMPLITUDE_LIMIT
-    return bad
-
-
-def flux_guard(intensities: np.ndarray, thickness: np.ndarray,
-               max_growth: float = 0.0) -> np.ndarray:
-    """NaN for directions whose output intensities sum to more than 1 (in place).
-
-    Parameters
-    ----------
-    intensities : ndarray (n_t, n_dir, n_out)
-        Flux-normalised intensities.
-    thickness : array_like (n_t,)
-        Thicknesses (Å).
-    max_growth : float
-        Growth rate (Å⁻¹) an unphysical absorption model allows: the bound is then
-        exp(4π·max_growth·t) instead of 1.
-
-    Returns
-    -------
-    ndarray
-        ``intensities``, with failing directions set to NaN.
-    """
-    t = np.atleast_1d(np.asarray(thickness, float)).reshape(-1, 1)
-    limit = (1.0 + FLUX_TOLERANCE) * np.exp(4.0 * np.pi * max_growth * np.abs(t))
-    with np.errstate(invalid="ignore"):
-        bad = ~(intensities.sum(axis=-1) <= limit)
-    intensities[bad] = np.nan
-    return intensities
-
-
 def _solve_exact(a: np.ndarray, kn2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """General complex eigen-problem: (γ, eigenvectors, excitations from B c = e₀).
 
@@ -671,6 +405,24 @@ def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray
     return kt, two_k_sg, k_n, g_n, strong, weak
 
 
+#: Most complex elements (directions × strong beams × max(strong, weak beams)) in one
+#: batched step of :func:`solve_chunk`. Directions sharing a matrix size are split
+#: into batches this big: the temporaries stay small (below the C allocator's mmap
+#: threshold, so they are reused instead of page-faulted anew) and the union of the
+#: weak beams of a batch, whose blocks are gathered, stays close to each direction's.
+BATCH_ELEMENTS = 1 << 20
+
+
+def _size_batches(n_s: np.ndarray, n_weak: np.ndarray):
+    """(matrix size, direction indices) batches of :func:`solve_chunk`."""
+    for n in np.unique(n_s):
+        rows = np.nonzero(n_s == n)[0]
+        width = max(int(n), int(n_weak[rows].max()))
+        per = max(1, BATCH_ELEMENTS // (int(n) * width))
+        for i in range(0, len(rows), per):
+            yield int(n), rows[i:i + per]
+
+
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 derivatives: tuple[np.ndarray, np.ndarray] | None = None) -> EigenChunk:
     """Eigen-solutions for a chunk of tangential wave vectors ``kt`` (n_dir, 2) in Å⁻¹.
@@ -713,39 +465,52 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         n_par = len(dtab)
         row0 = arrays.index[0, 0]
         gmat = np.zeros((n_dir, n_par, n_max, n_max), dtype=complex)
-    for n in np.unique(n_s):
-        rows = np.nonzero(n_s == n)[0]
+    for n, rows in _size_batches(n_s, n_weak):
         idx = np.argsort(~strong[rows], axis=1, kind="stable")[:, :n]
         diag_sg = np.take_along_axis(two_k_sg[rows], idx, axis=1)
-        a = _gather(u, arrays.index, idx, idx)
         ar = np.arange(n)
+        blk = arrays.index[idx[:, :, None], idx[:, None, :]]
+        a = u.take(blk)
         a[:, ar, ar] = diag_sg + (1j * arrays.u_abs0 if exact else 0.0)
-        aabs = _gather(ua, arrays.index, idx, idx) if absorbing else None
+        aabs = ua.take(blk) if absorbing else None
         wmask = weak[rows]
         wcols = np.nonzero(wmask.any(axis=0))[0]
         if gmat is not None:
-            da = np.stack([_gather(dtab[p], arrays.index, idx, idx) for p in range(n_par)], 1)
+            da = np.stack([dtab[p].take(blk) for p in range(n_par)], 1)
             da[:, :, ar, ar] = 1j * np.asarray(derivatives[1], complex).reshape(n_par, -1)[
                 :, row0][None, :, None]
         if len(wcols):
-            wsel = np.broadcast_to(wcols, (len(rows), len(wcols)))
             sg_w = two_k_sg[rows][:, wcols]
             d = np.where(wmask[:, wcols], 1.0 / np.where(wmask[:, wcols], sg_w, 1.0), 0.0)
-            u_sw = _gather(u, arrays.index, idx, wsel) * d[:, None, :]
-            u_ws = _gather(u, arrays.index, wsel, idx)
-            if gmat is not None:
-                for p in range(n_par):
-                    du_sw = _gather(dtab[p], arrays.index, idx, wsel) * d[:, None, :]
-                    du_ws = _gather(dtab[p], arrays.index, wsel, idx)
-                    da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
-            a -= u_sw @ u_ws
-            if aabs is not None:
-                ua_sw = _gather(ua, arrays.index, idx, wsel) * d[:, None, :]
-                ua_ws = _gather(ua, arrays.index, wsel, idx)
-                # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order part,
-                # and the second-order real part −U′ D U′ (Hermitian) in the elastic block
-                aabs -= u_sw @ ua_ws + ua_sw @ u_ws
-                a += ua_sw @ ua_ws
+            sw = arrays.index[idx[:, :, None], wcols[None, None, :]]
+            u_sw = u.take(sw)
+            if exact:
+                # U + iU′ is not Hermitian: the weak-to-strong block is gathered
+                ws = arrays.index[wcols[None, :, None], idx[:, None, :]]
+                u_ws = u.take(ws)
+                u_sw *= d[:, None, :]
+                if gmat is not None:
+                    for p in range(n_par):
+                        du_sw = dtab[p].take(sw) * d[:, None, :]
+                        du_ws = dtab[p].take(ws)
+                        da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
+                a -= u_sw @ u_ws
+            else:
+                # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
+                # adjoints of the strong-to-weak ones, no second gather
+                u_ws = _adjoint(u_sw)          # a view: scale a copy
+                u_sw = u_sw * d[:, None, :]
+                a -= u_sw @ u_ws
+                if aabs is not None:
+                    ua_sw = ua.take(sw)
+                    ua_ws = _adjoint(ua_sw)
+                    # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order
+                    # part U D U′ + U′ D U = X + X†, and the second-order real part
+                    # −U′ D U′ (Hermitian) in the elastic block
+                    x = u_sw @ ua_ws
+                    aabs -= x
+                    aabs -= _adjoint(x)
+                    a += (ua_sw * d[:, None, :]) @ ua_ws
         m = np.sqrt(1.0 + g_n[idx] / k_n[rows, None])
         mm = m[:, :, None] * m[:, None, :]
         a /= mm

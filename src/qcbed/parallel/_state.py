@@ -176,24 +176,40 @@ def exit_with_parent(poll_s: float = PARENT_POLL_S) -> threading.Thread:
 
 
 # ---------------------------------------------------------------- fingerprints
-_VALUE_FIELDS = ("u", "u_abs", "version")
+def delta_fields(arrays: Any) -> tuple[str, ...]:
+    """Fields of ``arrays`` shipped as row deltas after an update (the class declares
+    them as ``delta_fields``, e.g. :class:`~qcbed.bloch.solver.EngineArrays`: U, U′)."""
+    return tuple(getattr(type(arrays), "delta_fields", ()))
+
+
+def counter_fields(arrays: Any) -> tuple[str, ...]:
+    """Fields that change with every update and are no part of the state's identity
+    (the class declares them as ``counter_fields``)."""
+    return tuple(getattr(type(arrays), "counter_fields", ()))
+
+
+def base_values(arrays: Any) -> tuple[np.ndarray, ...]:
+    """Copies of the delta fields: the base that later deltas are taken against."""
+    return tuple(np.array(getattr(arrays, name), copy=True) for name in delta_fields(arrays))
 
 
 def fingerprint(arrays: Any) -> str:
-    """Digest of everything in the engine state except the U-table values.
+    """Digest of everything in the engine state except the values of the delta fields.
 
-    Two arrays objects with the same fingerprint differ at most in ``u``,
-    ``u_abs`` (shipped as a delta) and ``version``.
+    Two arrays objects with the same fingerprint differ at most in the values of
+    their delta fields (shipped as a delta; shape and dtype are fingerprinted) and
+    their counter fields.
     """
     h = hashlib.blake2b(digest_size=16)
     fields = dataclasses.fields(arrays) if dataclasses.is_dataclass(arrays) else ()
+    deltas, counters = delta_fields(arrays), counter_fields(arrays)
     for f in fields:
         v = getattr(arrays, f.name)
         h.update(f.name.encode())
-        if f.name in ("u", "u_abs"):
+        if f.name in deltas:
             a = np.asarray(v)
             h.update(repr((a.shape, a.dtype.str)).encode())
-        elif f.name in _VALUE_FIELDS:
+        elif f.name in counters:
             continue
         elif isinstance(v, np.ndarray):
             a = np.ascontiguousarray(v)
@@ -204,14 +220,21 @@ def fingerprint(arrays: Any) -> str:
     return h.hexdigest()
 
 
-def make_delta(arrays: Any, base_u: np.ndarray, base_ua: np.ndarray
-               ) -> tuple[str | None, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
-    """(state digest, delta) of the U table against the shipped base; (None, None) if equal."""
-    changed = np.nonzero((arrays.u != base_u) | (arrays.u_abs != base_ua))[0]
+def make_delta(arrays: Any, base: tuple[np.ndarray, ...]
+               ) -> tuple[str | None, tuple[np.ndarray, ...] | None]:
+    """(state digest, delta) of the delta fields against the shipped base; (None, None)
+    if equal. The delta is (changed rows, then each delta field's values there)."""
+    names = delta_fields(arrays)
+    if not names:
+        return None, None
+    changed_mask = np.zeros(len(base[0]), bool)
+    for name, b in zip(names, base):
+        changed_mask |= getattr(arrays, name) != b
+    changed = np.nonzero(changed_mask)[0]
     if not len(changed):
         return None, None
-    delta = (changed.astype(np.int64), np.array(arrays.u[changed]),
-             np.array(arrays.u_abs[changed]))
+    delta = (changed.astype(np.int64),
+             *(np.array(getattr(arrays, name)[changed]) for name in names))
     h = hashlib.blake2b(digest_size=16)
     for a in delta:
         h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data)
@@ -223,17 +246,18 @@ def delta_nbytes(delta: tuple[np.ndarray, ...] | None) -> int:
     return 0 if delta is None else int(sum(a.nbytes for a in delta))
 
 
-def apply_delta(base: Any, delta: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> Any:
+def apply_delta(base: Any, delta: tuple[np.ndarray, ...] | None) -> Any:
     """A shallow copy of ``base`` with the delta applied (``base`` is not changed)."""
     if delta is None:
         return base
-    rows, du, dua = delta
+    rows, *values = delta
     cur = copy.copy(base)
-    cur.u = np.array(base.u, copy=True)
-    cur.u_abs = np.array(base.u_abs, copy=True)
-    cur.u[rows] = du
-    cur.u_abs[rows] = dua
-    cur.refresh()
+    for name, v in zip(delta_fields(base), values):
+        new = np.array(getattr(base, name), copy=True)
+        new[rows] = v
+        setattr(cur, name, new)
+    if hasattr(cur, "refresh"):
+        cur.refresh()
     return cur
 
 
@@ -343,8 +367,7 @@ def run_dask_task(fn: Callable, arrays: Any, delta: tuple | None, chunk: Any,
 class _Shipped:
     token: str
     path: str
-    base_u: np.ndarray
-    base_ua: np.ndarray
+    base: tuple[np.ndarray, ...]
     fp: str
     ref: weakref.ref
     nbytes: int
@@ -411,8 +434,7 @@ class StateShipper:
         blob = pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL)
         atomic_write_bytes(path, blob)
         ref = weakref.ref(arrays, lambda _r, k=key, t=token: self._forget(k, t))
-        entry = _Shipped(token, path, np.array(arrays.u, copy=True),
-                         np.array(arrays.u_abs, copy=True), fp, ref, len(blob))
+        entry = _Shipped(token, path, base_values(arrays), fp, ref, len(blob))
         evicted = []
         with self._lock:
             self._by_id[key] = entry
@@ -425,7 +447,7 @@ class StateShipper:
     def payload(self, arrays: Any) -> tuple[tuple, _Shipped, bool, tuple | None]:
         """(task payload, entry, state newly written, delta) for ``arrays``."""
         entry, new = self.entry(arrays)
-        state, delta = make_delta(arrays, entry.base_u, entry.base_ua)
+        state, delta = make_delta(arrays, entry.base)
         return (entry.token, entry.path, state, delta, None), entry, new, delta
 
     def with_blob(self, payload: tuple) -> tuple:

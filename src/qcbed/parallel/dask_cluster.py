@@ -8,6 +8,7 @@ from typing import Any
 from ..errors import InputError, WorkerError
 from ._state import (
     ShipStats,
+    base_values,
     delta_nbytes,
     fingerprint,
     make_delta,
@@ -115,8 +116,6 @@ class DaskExecutor(Executor):
         if e is not None and e["ref"]() is arrays and e["fp"] == fp and \
                 e["future"].status == "finished":
             return e, False
-        import numpy as np
-
         size = len(pickle.dumps(arrays, protocol=pickle.HIGHEST_PROTOCOL))
         fut = self.client.scatter(arrays, broadcast=True, hash=False)
         scattered = self._scattered
@@ -124,8 +123,7 @@ class DaskExecutor(Executor):
         def forget(_r, k=key):
             scattered.pop(k, None)
 
-        e = dict(future=fut, base_u=np.array(arrays.u, copy=True),
-                 base_ua=np.array(arrays.u_abs, copy=True), fp=fp,
+        e = dict(future=fut, base=base_values(arrays), fp=fp,
                  ref=weakref.ref(arrays, forget), nbytes=size)
         self._scattered[key] = e
         while len(self._scattered) > 8:  # release the oldest set-ups on the workers
@@ -145,7 +143,7 @@ class DaskExecutor(Executor):
 
         n = len(chunks)
         entry, new = self._entry(arrays)
-        _, delta = make_delta(arrays, entry["base_u"], entry["base_ua"])
+        _, delta = make_delta(arrays, entry["base"])
         stats = ShipStats(self.name, n_tasks=n, state_bytes=entry["nbytes"] if new else 0,
                           state_copies=self.n_workers if new else 0,
                           delta_rows=0 if delta is None else len(delta[0]),
