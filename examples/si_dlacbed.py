@@ -32,7 +32,6 @@ if not folder.is_dir():
              "../shared/data next to the repository (or QCBED_SHARED pointing to it).")
 
 from qcbed.bloch import Simulation  # noqa: E402
-from qcbed.project.felix import felix_project  # noqa: E402
 from qcbed.experiment import read_felix_images  # noqa: E402
 from qcbed.project import (  # noqa: E402
     ProjectRun,
@@ -40,6 +39,7 @@ from qcbed.project import (  # noqa: E402
     load_project,
     validate_project,
 )
+from qcbed.project.felix import felix_project  # noqa: E402
 from qcbed.refine.gof import zncc  # noqa: E402
 
 args = [a for a in sys.argv[1:] if not a.startswith("--")]

@@ -46,7 +46,7 @@ def test_validate_reports_error_with_key(tiny, tmp_path):
     bad.write_text(tiny[0].read_text().replace("gl = ", "gl = -"))
     r = CliRunner().invoke(main, ["validate", str(bad)])
     assert r.exit_code == 2
-    assert "[geometry.gl]" in r.output and "expected > 0" in r.output
+    assert "[geometry.gl]" in r.output and "> 0" in r.output and "found -40" in r.output
 
 
 def test_refine_writes_results(refined, tiny):

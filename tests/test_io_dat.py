@@ -270,7 +270,7 @@ def test_unknown_keyword(tmp_path: Path) -> None:
     ("atom Si 0.125 0.125 0.125 0.4 1.0", 4,
      ("wrong number of values", "expected 4 numbers (x y z B)", "found '5 numbers'")),
     ("atom Xx 0 0 0 0.4", 4, ("unknown element", "Xx")),
-    ("atom Si 0 0 0 -0.4", 4, ("B must be", "-0.4")),
+    ("atom Si 0 0 0 -0.4", 4, ("Debye–Waller factor B", "-0.4")),
     ("crystal si : dw = foo occ = 1", 2, ("bad value of `dw`", "iso | bij | uij", "'foo'")),
     ("crystal si : dw = iso colour = 1", 2, ("unknown `crystal` option",)),
     ("cell 5 5 5 90 90 200", 3, ("cell angle",)),

@@ -229,7 +229,7 @@ def test_missing_required_key(tmp_path: Path, key: str) -> None:
     ("x_direction               = [1, 0, 0]", "x_direction = [0, 0, 0]", 20,
      ("not all zero",)),
     ("accelerating_voltage_kv   = 300", "accelerating_voltage_kv = 'high'", 29,
-     ("expected a number", "'high'")),
+     ("must be a number", "'high'")),
     ("accelerating_voltage_kv   = 300", "accelerating_voltage_kv = -3", 29, ("> 0",)),
     ("image_radius              = 32", "image_radius = 3.5", 30, ("expected an integer",)),
     ("scatter_factor_method     = 1", "scatter_factor_method = 7", 9,

@@ -307,8 +307,13 @@ def test_serial_error_keeps_the_original_as_cause():
 
 def test_bad_input_in_a_chunk_raises_worker_error(processes):
     sim = make_sim(processes)
-    with pytest.raises(WorkerError, match="InputError"):
-        sim.solve_eigen(np.full((100, 2), 50.0))  # |k_t| > K
+    with pytest.raises(InputError, match="longer than K"):  # |k_t| > K: found in the parent
+        sim.solve_eigen(np.full((100, 2), 50.0))
+    # an input error inside a worker: named, without the worker's traceback
+    with pytest.raises(WorkerError, match="InputError") as info:
+        processes.map_chunks(solve_chunk, sim.arrays, [np.full((4, 2), 50.0)] * 4)
+    assert "longer than K" in str(info.value)
+    assert "worker traceback" not in str(info.value)
 
 
 @pytest.mark.timeout(60)

@@ -14,7 +14,7 @@ from qcbed.bloch.grids import TiltGrid
 from qcbed.bloch.simulation import Simulation
 from qcbed.bloch.solver import pattern_chunk, solve_chunk
 from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
-from qcbed.errors import WorkerError
+from qcbed.errors import InputError, WorkerError
 from qcbed.parallel import SerialExecutor, make_executor
 from qcbed.scattering.structure_factors import PotentialModel
 
@@ -134,8 +134,10 @@ def test_torch_executor_errors_and_other_tasks():
     ex = make_executor("torch:cpu")
     assert isinstance(ex, TorchExecutor) and ex.device.type == "cpu"
     sim = sim_for(si(), executor=ex)
-    with pytest.raises(WorkerError, match="InputError"):
+    with pytest.raises(InputError, match="longer than K"):  # |k_t| > K: found in the parent
         sim.solve_eigen(np.full((10, 2), 50.0))
+    with pytest.raises(WorkerError, match="InputError"):  # and inside the torch backend
+        ex.map_chunks(solve_chunk, sim.arrays, [np.full((4, 2), 50.0)])
     # a task without a torch kernel runs on the CPU, errors as everywhere
     assert ex.map_chunks(_testing.fail, sim.arrays, [1, 3], args=(2,)) == [1, 3]
     with pytest.raises(WorkerError, match="deliberate"):

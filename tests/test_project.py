@@ -58,7 +58,7 @@ def test_demo_project_is_valid(demo_project):
     rep = validate_project(demo_project)
     assert rep.ok, rep.text()
     classes = [c for c, _ in rep.checks]
-    assert classes == ["file", "data", "geometry", "roi", "beams", "convergence",
+    assert classes == ["file", "data", "geometry", "roi", "beams", "convergence", "resources",
                        "parameters"]
     # validate prints the engine's accuracy (issue 12): chosen for the default 1e-3
     conv = dict(rep.checks)["convergence"]
@@ -108,7 +108,7 @@ def test_toml_syntax_error_names_the_line(tmp_path):
 
 @pytest.mark.parametrize("edit, tag, expected, found", [
     (lambda r: r["data"].__setitem__("colour", "red"), "data.colour", "one of", "colour"),
-    (lambda r: r["geometry"].__setitem__("gl", "big"), "geometry.gl", "a float", "big"),
+    (lambda r: r["geometry"].__setitem__("gl", "big"), "geometry.gl", "a finite number", "big"),
     (lambda r: r["geometry"].__setitem__("gl", -2.0), "geometry.gl", "> 0", "-2.0"),
     (lambda r: r["geometry"].__setitem__("zone", [1, -1]), "geometry.zone", "3 numbers",
      "[1, -1]"),

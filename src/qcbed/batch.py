@@ -145,7 +145,8 @@ def run_batch(projects: Sequence[str | os.PathLike], *, out_root: str | os.PathL
                 "new": "running"}[state])
             if state != "finished":
                 ProjectRun(proj, out_dir=e.out_dir, executor=executor, progress=progress,
-                           log=log).run(resume=state == "interrupted")
+                           log=log, overwrite=force or None).run(
+                               resume=state == "interrupted")
             e.status = {"finished": "skipped", "interrupted": "resumed", "new": "done"}[state]
             e.result = json.loads((e.out_dir / "result.json").read_text(encoding="utf-8"))
         except (QcbedError, OSError, ValueError) as exc:

@@ -23,9 +23,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.checks import check_integer, check_number
+from .._core.guard import check_memory
 from ..crystal import Crystal
 from ..errors import InputError
 from .geometry import ZoneFrame, excitation_errors
+
+#: Bytes per candidate reflection while an automatic pool is built (hkl, |g|, g in the
+#: zone frame, centring phases).
+_BYTES_PER_CANDIDATE = 160
+#: Bytes per pair of pool beams (the N × N index of g − h and its temporaries).
+_BYTES_PER_PAIR = 64
 
 
 @dataclass(frozen=True)
@@ -60,15 +68,14 @@ class BeamSelection:
     pad_multiple: int = 1
 
     def __post_init__(self) -> None:
-        if self.sgmin < 0:
-            raise InputError("sgmin must be ≥ 0", tag="sgmin", found=self.sgmin)
-        if self.omega is not None and self.omega < 0:
-            raise InputError("omega must be ≥ 0", tag="omeg", found=self.omega)
-        if self.sgmax is not None and self.sgmax <= 0:
-            raise InputError("sgmax must be > 0", tag="sgmax", found=self.sgmax)
-        if self.pad_multiple < 1 or self.min_strong < 0:
-            raise InputError("pad_multiple must be ≥ 1 and min_strong ≥ 0",
-                             found=(self.pad_multiple, self.min_strong))
+        if self.sgmin != np.inf:  # inf: every beam strong (all_strong)
+            check_number(self.sgmin, "sgmin", low=0.0, unit="Å⁻²")
+        if self.omega is not None:
+            check_number(self.omega, "omega", low=0.0, tag="omeg")
+        if self.sgmax is not None:
+            check_number(self.sgmax, "sgmax", low=0.0, low_open=True, unit="Å⁻²")
+        check_integer(self.pad_multiple, "pad_multiple", low=1)
+        check_integer(self.min_strong, "min_strong", low=0)
 
     @classmethod
     def all_strong(cls) -> BeamSelection:
@@ -162,6 +169,10 @@ class BeamPool:
         """
         lat = crystal.lattice
         hmax = np.ceil(gmax * np.array([lat.a, lat.b, lat.c])).astype(int)
+        n_grid = float(np.prod(2.0 * hmax + 1))
+        check_memory(n_grid * _BYTES_PER_CANDIDATE,
+                     f"the candidate reflections of gmax = {gmax:g} Å⁻¹ ({n_grid:.3g} hkl)",
+                     tag="gmax", hint="lower gmax")
         rng = [np.arange(-m, m + 1) for m in hmax]
         hkl = np.stack(np.meshgrid(*rng, indexing="ij"), -1).reshape(-1, 3)
         hkl = hkl[lat.g_length(hkl) <= gmax + 1e-12]
@@ -184,6 +195,11 @@ class BeamPool:
             if keep.sum() >= min_size or keep.all():
                 break
             s_cap *= 1.25
+        n_pool = float(keep.sum())
+        check_memory(n_pool * n_pool * _BYTES_PER_PAIR,
+                     f"a beam pool of {int(n_pool)} beams (gmax = {gmax:g} Å⁻¹, smax = "
+                     f"{s_cap:g} Å⁻¹; its coupling table has N² entries)", tag="gmax/smax",
+                     hint="lower gmax or smax")
         order = np.argsort(s_min[keep] + 1e-9 * np.linalg.norm(g[keep], axis=1), kind="stable")
         pool = cls.from_hkl(frame, hkl[keep][order], outputs)
         pool.meta.update(gmax=gmax, smax=s_cap, kt_radius=kt_radius, holz=holz)

@@ -9,8 +9,10 @@ simulation (the simulation imports it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,8 @@ class SimulationRecipe:
     defaults : SetupDefaults
     felix : FelixInput or None
         The parsed ``felix.inp`` (Felix folders only).
+    location : Location or None
+        The input file, its line numbers and its keys, to name them in errors.
     """
 
     args: tuple
@@ -70,6 +74,58 @@ class SimulationRecipe:
     structure_factors: dict[tuple[int, int, int], tuple[complex, complex]]
     defaults: SetupDefaults
     felix: FelixInput | None = None
+    location: Location | None = None
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where the settings of a recipe were read: errors of the engine name the file,
+    the line and the file's own key (``x_direction`` in Felix for the engine's ``xaxis``).
+
+    Attributes
+    ----------
+    source : Path
+        The file.
+    lines : dict
+        Key of the file → 1-based line.
+    keys : dict
+        Engine tag (``xaxis``, ``gmax``, ``samp``…) → key of the file.
+    """
+
+    source: Path
+    lines: dict[str, int]
+    keys: dict[str, str]
+
+    @contextlib.contextmanager
+    def errors(self) -> Iterator[None]:
+        """Re-raise InputErrors without a source naming the file, line and key."""
+        try:
+            yield
+        except InputError as exc:
+            if exc.source is not None:
+                raise
+            tag = exc.tag or ""
+            key = self.keys.get(tag.split("[")[0])
+            if key is None and tag.startswith(("U(", "Uabs(")):
+                key = self.keys.get("U(h,k,l)")
+            if key is None:
+                raise
+            where = key if tag in self.keys else f"{key} / {tag}"
+            raise InputError(exc.reason, source=self.source, line=self.lines.get(key),
+                             tag=where, expected=exc.expected, found=exc.found) from None
+
+    def warn(self, caught: list) -> None:
+        """Re-emit recorded warnings, naming the line of the setting they are about."""
+        for w in caught:
+            text = str(w.message)
+            key = None
+            if text.startswith("the absorptive potential is unphysical"):
+                key = self.keys.get("u_abs0")
+            elif text.startswith("U("):
+                key = self.keys.get("U(h,k,l)")
+            if key is not None and key in self.lines:
+                text = f"{self.source}:{self.lines[key]} [{key}]: {text}"
+            warnings.warn(text, w.category, stacklevel=4)
 
 
 def dat_recipe(path: str | os.PathLike, *, potential: PotentialModel | None = None,
@@ -118,18 +174,27 @@ def dat_recipe(path: str | os.PathLike, *, potential: PotentialModel | None = No
         kw.update(gmax=gmax, smax=sg2k / (2 * wavenumber(dat.voltage_kv)),
                   kt_radius=conv * gx)
     kw.update(overrides)
-    frame = ZoneFrame(dat.crystal.lattice, tuple(dat.zone), tuple(dat.x_axis),
-                      tuple(dat.surface_normal))
-    kt0 = frame.kt_from_reciprocal(dat.kt)
+    keys = {"zone": "zone", "xaxis": "xaxis", "norm": "norm" if dat.normal is not None
+            else "zone", "sgmin": "sgmin", "omeg": "omeg", "sgmax": "sgmax",
+            "voltage_kv": "hv", "gmax": "sele", "smax": "sele", "kt_radius": "conv",
+            "kt_center": "kt", "pool": "hkl", "outputs": "out", "u_abs0": "abs", "v0": "v0",
+            "aperture": "aper", "samp": "samp", "disc radius": "conv", "U(h,k,l)": "adj"}
+    where = Location(dat.source, dict(dat.lines),
+                     {k: v for k, v in keys.items() if k not in overrides})
+    with where.errors():
+        frame = ZoneFrame(dat.crystal.lattice, tuple(dat.zone), tuple(dat.x_axis),
+                          tuple(dat.surface_normal))
+        kt0 = frame.kt_from_reciprocal(dat.kt)
+        grid = TiltGrid.disc(kt0, conv * gx, samp)
     if "pool" not in kw:
         kw.setdefault("kt_center", kt0)
     hkl, u, ua = dat.adjustments_qcbed()
     sf = {(int(h[0]), int(h[1]), int(h[2])): (complex(a), complex(b))
           for h, a, b in zip(hkl, u, ua)}
-    defaults = SetupDefaults(grid=TiltGrid.disc(kt0, conv * gx, samp),
-                             thickness=np.array([1000.0]), kind="cbed", source=dat.source)
+    defaults = SetupDefaults(grid=grid, thickness=np.array([1000.0]), kind="cbed",
+                             source=dat.source)
     return SimulationRecipe((dat.crystal, dat.voltage_kv, dat.zone, dat.x_axis), kw, sf,
-                            defaults)
+                            defaults, location=where)
 
 
 def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None = None,
@@ -177,8 +242,15 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
         warnings.warn("felix.inp has holz_flag = 0; qcbed includes HOLZ beams by default "
                       "(pass holz=False for a ZOLZ-only calculation)", UserWarning,
                       stacklevel=3)
-    defaults = SetupDefaults(grid=TiltGrid.felix(fx.convergence_angle, fx.image_radius),
-                             thickness=np.asarray(fx.thicknesses, float), kind="lacbed",
-                             source=Path(folder))
+    keys = {"zone": "incident_beam_direction", "xaxis": "x_direction", "norm": "normal",
+            "voltage_kv": "accelerating_voltage_kv", "gmax": "g_limit",
+            "min_pool": "min_reflection_pool", "image_radius": "image_radius",
+            "convergence_angle": "convergence_angle", "kt_radius": "convergence_angle"}
+    where = Location(fx.source / "felix.inp", {k.lower(): n for k, n in fx.lines.items()},
+                     {k: v for k, v in keys.items() if k not in overrides})
+    with where.errors():
+        grid = TiltGrid.felix(fx.convergence_angle, fx.image_radius)
+    defaults = SetupDefaults(grid=grid, thickness=np.asarray(fx.thicknesses, float),
+                             kind="lacbed", source=Path(folder))
     return SimulationRecipe((fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
-                             fx.x_direction), kw, {}, defaults, fx)
+                             fx.x_direction), kw, {}, defaults, fx, location=where)

@@ -13,7 +13,21 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.checks import check_integer, check_number
+from .._core.guard import check_memory
 from ..errors import InputError
+
+#: Bytes per grid pixel while a grid is built (k_t, mask and meshgrid temporaries).
+_GRID_BYTES_PER_PIXEL = 64
+
+
+def guard_grid(ny: int, nx: int, tag: str = "grid shape", limit: str | float | None = None
+               ) -> None:
+    """InputError when an ny × nx tilt grid would exceed the memory limit
+    (:func:`qcbed._core.guard.check_memory`)."""
+    check_memory(float(ny) * float(nx) * _GRID_BYTES_PER_PIXEL,
+                 f"a tilt grid of {ny} × {nx} directions", tag=tag, limit=limit,
+                 hint="use fewer pixels (samp, image_radius, ROI samples, margin)")
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,8 @@ class TiltGrid:
                 origin: tuple[float, float] | None = None, mask: np.ndarray | None = None,
                 description: str = "") -> TiltGrid:
         """kt[r, c] = center + (c − c₀) u + (r − r₀) v (Å⁻¹); (r₀, c₀) default: the middle."""
-        ny, nx = shape
+        ny, nx = (check_integer(v, f"grid shape[{i}]", low=1) for i, v in enumerate(shape))
+        guard_grid(ny, nx)
         r0, c0 = origin if origin is not None else ((ny - 1) / 2, (nx - 1) / 2)
         rr, cc = np.meshgrid(np.arange(ny) - r0, np.arange(nx) - c0, indexing="ij")
         kt = (np.asarray(center, float)[None, None, :] + cc[..., None] * np.asarray(u, float)
@@ -83,8 +98,9 @@ class TiltGrid:
         Columns run along ``direction`` (default +x̂), rows along −(ẑ × direction)
         (image "up" = +ŷ for the default), as PyExtal's ``conv``/``samp`` net.
         """
-        if samp < 1 or radius <= 0:
-            raise InputError("disc grid needs samp ≥ 1 and radius > 0", found=(samp, radius))
+        samp = check_integer(samp, "samp", low=1)
+        radius = check_number(radius, "disc radius", low=0.0, low_open=True, unit="Å⁻¹")
+        guard_grid(2 * samp + 1, 2 * samp + 1, tag="samp")
         d = np.asarray(direction, float)
         d = d / np.linalg.norm(d)
         perp = np.array([-d[1], d[0]])
@@ -103,10 +119,10 @@ class TiltGrid:
         Pixel (row r, column c) ↔ k_x = (R − r + ½)Δ, k_y = (c − R + ½)Δ, as Felix
         writes its simulated images (see the shared data README).
         """
-        r = int(image_radius)
-        if r < 1 or convergence <= 0:
-            raise InputError("Felix grid needs image_radius ≥ 1 and convergence > 0",
-                             found=(image_radius, convergence))
+        r = check_integer(image_radius, "image_radius", low=1)
+        convergence = check_number(convergence, "convergence_angle", low=0.0, low_open=True,
+                                   unit="Å⁻¹")
+        guard_grid(2 * r, 2 * r, tag="image_radius")
         delta = convergence / r
         return cls.regular(center, (0.0, delta), (-delta, 0.0), (2 * r, 2 * r),
                            origin=(r + 0.5, r - 0.5),
@@ -115,7 +131,9 @@ class TiltGrid:
     @classmethod
     def line(cls, start: ArrayLike, stop: ArrayLike, n: int) -> TiltGrid:
         """A rocking curve: n points from ``start`` to ``stop`` (Å⁻¹), shape (1, n)."""
-        t = np.linspace(0.0, 1.0, int(n))
+        n = check_integer(n, "n", low=1)
+        guard_grid(1, n, tag="n")
+        t = np.linspace(0.0, 1.0, n)
         a, b = np.asarray(start, float), np.asarray(stop, float)
         kt = (a[None, :] + t[:, None] * (b - a)[None, :])[None]
         return cls(kt, np.ones((1, len(t)), bool), f"line n={n}")

@@ -20,6 +20,16 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.checks import (
+    MAX_GMAX,
+    MAX_THICKNESS,
+    MAX_VOLTAGE_KV,
+    check_hkl,
+    check_integer,
+    check_number,
+    check_numbers,
+)
+from .._core.guard import check_memory
 from ..constants import potential_to_u, wavenumber
 from ..crystal import Crystal
 from ..errors import InputError
@@ -36,7 +46,7 @@ from .convergence import (
     estimate,
     sample_directions,
 )
-from .geometry import ZoneFrame
+from .geometry import ZoneFrame, incident_kz
 from .grids import TiltGrid
 from .pattern import Pattern
 from .potential import PotentialTable
@@ -45,6 +55,48 @@ from .symmetry import pattern_operations, reduce_grid
 
 #: Incident directions per engine task (``Simulation(chunk_size=…)``, project files).
 DEFAULT_CHUNK_SIZE = 128
+
+
+#: |U| (Å⁻²) below which a structure factor counts as zero (numerical noise of the IAM
+#: at forbidden reflections is ~1e-18; real U_g are ≳ 1e-6).
+_ZERO_U = 1e-12
+
+
+def _finite_complex(value: object, name: str) -> complex:
+    """``value`` as a complex number with finite real and imaginary parts."""
+    try:
+        c = complex(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number", tag=name, expected="a complex number "
+                         "in Å⁻²", found=value) from None
+    check_number(c.real, name, unit="Å⁻²")
+    check_number(c.imag, name, unit="Å⁻²")
+    return c
+
+
+def _warn_outside_pool(crystal: Crystal, outputs: np.ndarray, pool: np.ndarray | None,
+                       gmax: float) -> None:
+    """Warn about output reflections outside the beam pool (they are added to it alone,
+    without the beams that couple them: their intensity is not converged)."""
+    if pool is not None:
+        have = {tuple(h) for h in np.asarray(pool, int).reshape(-1, 3)}
+        out = [tuple(int(x) for x in h) for h in outputs if tuple(h) not in have and any(h)]
+        why = "not in the explicit pool"
+    else:
+        far = crystal.lattice.g_length(outputs) > gmax + 1e-12
+        out = [tuple(int(x) for x in h) for h in outputs[far]]
+        why = f"beyond gmax = {gmax:g} Å⁻¹"
+    if out:
+        warnings.warn(f"output reflection(s) {', '.join(map(str, out[:5]))}"
+                      f"{' …' if len(out) > 5 else ''} {why}: added to the pool without the "
+                      "beams that couple them, so their intensities are not converged",
+                      UserWarning, stacklevel=3)
+
+
+def check_thickness(thickness: float | ArrayLike, name: str = "thickness") -> np.ndarray:
+    """Thicknesses in Å as a 1-D array: finite, 0 ≤ t ≤ :data:`MAX_THICKNESS`."""
+    return np.atleast_1d(check_numbers(thickness, name, low=0.0, high=MAX_THICKNESS,
+                                       unit="Å")).reshape(-1)
 
 
 @dataclass
@@ -74,13 +126,13 @@ class Solution:
 
     def intensities(self, thickness: float | ArrayLike) -> np.ndarray:
         """Flux-normalised intensities I_g(t) → (n_t, ..., n_out); t in Å."""
-        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        t = check_thickness(thickness)
         i = self.eigen.intensities(t)
         return i.reshape((len(t),) + self.shape + (len(self.hkl),))
 
     def amplitudes(self, thickness: float | ArrayLike) -> np.ndarray:
         """Exit-surface amplitudes φ_g(t) (user's origin) → (n_t, ..., n_out) complex."""
-        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        t = check_thickness(thickness)
         psi = self.eigen.amplitudes(t) / self.eigen.m_out[None] * self.phase
         return psi.reshape((len(t),) + self.shape + (len(self.hkl),))
 
@@ -209,9 +261,33 @@ class Simulation:
         check_thickness: ArrayLike | None = None,
         min_strong: int = 0,
     ) -> None:
-        if not np.isfinite(voltage_kv) or voltage_kv <= 0:
-            raise InputError("accelerating voltage must be > 0", tag="voltage_kv",
-                             found=voltage_kv)
+        voltage_kv = check_number(voltage_kv, "voltage_kv", low=0.0, low_open=True,
+                                  high=MAX_VOLTAGE_KV, unit="kV")
+        if gmax is not None:  # None: the engine's choice
+            gmax = check_number(gmax, "gmax", low=0.0, low_open=True, high=MAX_GMAX,
+                                unit="Å⁻¹")
+        if smax is not None:
+            smax = check_number(smax, "smax", low=0.0, low_open=True, unit="Å⁻¹")
+        aperture = check_number(aperture, "aperture", low=0.0, unit="Å⁻¹")
+        kt_radius = check_number(kt_radius, "kt_radius", low=0.0, unit="Å⁻¹")
+        kc = check_numbers(kt_center, "kt_center", unit="Å⁻¹")
+        if kc.shape != (2,):
+            raise InputError("kt_center must be two numbers (k_x, k_y in Å⁻¹)",
+                             tag="kt_center", expected="shape (2,)", found=kc.shape)
+        kt_center = (float(kc[0]), float(kc[1]))
+        min_pool = check_integer(min_pool, "min_pool", low=0)
+        chunk_size = check_integer(chunk_size, "chunk_size", low=1)
+        if v0 is not None:
+            v0 = check_number(v0, "v0", unit="V")
+        if u_abs0 is not None:
+            u_abs0 = check_number(u_abs0, "u_abs0", low=0.0, unit="Å⁻²")
+        for name, vec in (("zone", zone), ("x_axis", x_axis), ("normal", normal)):
+            if vec is not None:
+                check_numbers(vec, name)
+        if pool is not None:
+            pool = check_hkl(pool, "pool")
+        if outputs is not None:
+            outputs = check_hkl(outputs, "outputs")
         if mode not in ("fast", "exact"):
             raise InputError("mode must be 'fast' or 'exact'", tag="mode", found=mode)
         self.crystal = crystal
@@ -247,6 +323,8 @@ class Simulation:
         if outputs is None and pool is not None:
             ph = np.asarray(pool, int).reshape(-1, 3)
             outputs = ph[crystal.lattice.g_length(ph) <= aperture + 1e-12]
+        elif outputs is not None:
+            _warn_outside_pool(crystal, outputs, pool, gmax)
         if pool is not None:
             self.pool = BeamPool.from_hkl(self.frame, pool, outputs)
         else:
@@ -358,9 +436,19 @@ class Simulation:
     @classmethod
     def from_recipe(cls, recipe: SimulationRecipe) -> Simulation:
         """Set-up from a :class:`~qcbed.bloch.builders.SimulationRecipe`."""
-        sim = cls(*recipe.args, **recipe.kwargs)
-        if recipe.structure_factors:
-            sim.set_structure_factors(recipe.structure_factors)
+        where = recipe.location
+        if where is None:
+            sim = cls(*recipe.args, **recipe.kwargs)
+            if recipe.structure_factors:
+                sim.set_structure_factors(recipe.structure_factors)
+        else:  # errors and warnings name the input file, the line and its key
+            with where.errors(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                sim = cls(*recipe.args, **recipe.kwargs)
+                if recipe.structure_factors:
+                    sim.set_structure_factors(recipe.structure_factors)
+                sim.arrays  # noqa: B018 - builds the engine state: its absorption check warns
+            where.warn(caught)
         sim.defaults = recipe.defaults
         sim.felix = recipe.felix
         return sim
@@ -415,12 +503,27 @@ class Simulation:
             exp(2πi g·t)) and every Friedel mate (complex conjugate).
         """
         vals: dict[tuple[int, int, int], tuple[complex, complex]] = {}
+        unknown = []
         for k, v in values.items():
-            key = tuple(int(x) for x in k)
-            if isinstance(v, tuple):
-                vals[key] = (complex(v[0]), complex(v[1]))
-            else:
-                vals[key] = (complex(v), self.structure_factor(key)[1])
+            key = tuple(int(x) for x in check_hkl(k, "structure_factors")[0])
+            tag = "U({},{},{})".format(*key)
+            pair = v if isinstance(v, tuple) else (v, None)
+            if len(pair) != 2:
+                raise InputError("expected U or a pair (U, U′)", tag=tag,
+                                 expected="a complex number or (U, U′) in Å⁻²", found=v)
+            u_new = _finite_complex(pair[0], tag)
+            ua_new = (self.structure_factor(key)[1] if pair[1] is None
+                      else _finite_complex(pair[1], f"Uabs{tag[1:]}"))
+            vals[key] = (u_new, ua_new)
+            given = [u_new] if pair[1] is None else [u_new, ua_new]
+            if max(abs(x) for x in given) > _ZERO_U and \
+                    self.crystal.is_systematically_absent(key):
+                raise InputError(f"{tag} is forbidden by the space group "
+                                 f"{self.crystal.space_group_symbol} (systematic absence)",
+                                 tag=tag, expected="U = U′ = 0 for a forbidden reflection",
+                                 found=given[0] if len(given) == 1 else tuple(given))
+            if self.table.lookup(np.array([key]))[0] < 0:
+                unknown.append(tag)
             if symmetric and self.crystal.is_centrosymmetric:
                 # a centre of symmetry at s fixes the phase of U_g to −2π g·s (mod π)
                 allowed = -2 * np.pi * float(np.dot(key, self.origin_shift))
@@ -434,6 +537,10 @@ class Simulation:
                                 expected=f"phase {np.degrees(allowed) % 360:.1f}° or "
                                          f"{(np.degrees(allowed) + 180) % 360:.1f}°",
                                 found=f"{np.degrees(np.angle(val)) % 360:.3f}°")
+        if unknown:
+            warnings.warn(f"{', '.join(unknown)}: not a difference of two beams of the pool "
+                          f"({len(self.pool)} beams); the value(s) have no effect",
+                          UserWarning, stacklevel=2)
         changed = self.table.set_values(vals, self.crystal if symmetric else None,
                                         self.origin_shift)
         self._overrides.update(vals)
@@ -553,7 +660,8 @@ class Simulation:
         ``derivatives`` = (∂U/∂p, ∂U′/∂p) over the U-table rows (see
         :meth:`sf_coefficients`) stores what analytic gradients need (``exact`` mode).
         """
-        pts = np.asarray(kt, dtype=float).reshape(-1, 2)
+        pts = check_numbers(kt, "kt", unit="Å⁻¹").reshape(-1, 2)
+        incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
         chunks = self._chunks(pts)
         args = () if derivatives is None else (derivatives,)
         results = self._executor_for(len(chunks)).map_chunks(
@@ -563,6 +671,7 @@ class Simulation:
     def _pattern_points(self, pts: np.ndarray, thickness: np.ndarray,
                         progress: bool) -> PatternChunk:
         """Intensities (n_t, n, n_out) computed chunk by chunk (no eigen-systems kept)."""
+        incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
         chunks = self._chunks(pts)
         results = self._executor_for(len(chunks)).map_chunks(
             pattern_chunk, self.arrays, chunks, args=(thickness,), progress=progress)
@@ -637,7 +746,12 @@ class Simulation:
         stats : dict
             Only with ``return_stats``.
         """
-        t = np.atleast_1d(np.asarray(thickness, dtype=float))
+        t = check_thickness(thickness)
+        ny, nx = grid.shape
+        check_memory(3.0 * 8 * len(t) * self.pool.n_out * ny * nx,
+                     f"{len(t)} thickness(es) × {self.pool.n_out} output beams × {ny} × {nx} "
+                     "pixels of intensity", tag="thickness/outputs/grid",
+                     hint="use fewer thicknesses, output beams or pixels")
         pts = grid.points
         red = self.symmetry_reduction(grid) if use_symmetry else None
         if red is not None and red.n_ops > 1:

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .._core.checks import check_output_path
 from ..errors import QcbedError
+from ..experiment.readers import load_npy
 
 _FORMATS = ["empad", "mib", "dm", "emd", "hdf5", "npy", "zarr"]
 
@@ -109,6 +111,8 @@ def _parse_hkl(text: str) -> list[int]:
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Blocks processed concurrently (threads).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summary.")
+@click.option("--force", is_flag=True,
+              help="Overwrite OUTPUT and the --save-calibration file when they exist.")
 def command(source: str, output: str, fmt: str | None, dataset: str | None,
             scan_shape: tuple[int, int] | None, chunk_mb: float, zone: tuple[float, ...],
             g1: tuple[float, ...], g2: tuple[float, ...], origin: tuple[float, float] | None,
@@ -121,7 +125,8 @@ def command(source: str, output: str, fmt: str | None, dataset: str | None,
             dqe: float, mixing: float, read_variance: float, voltage: float | None,
             cell: tuple[float, ...] | None, x_axis: tuple[int, int, int] | None,
             kt_reference: tuple[float, float] | None, project_out: str | None,
-            cif: str | None, thickness: float | None, workers: int, quiet: bool) -> None:
+            cif: str | None, thickness: float | None, workers: int, quiet: bool,
+            force: bool) -> None:
     """Extract LACBED images with variances from the LARBED dataset SOURCE.
 
     The spot of every reflection is located at every tilt from a reference
@@ -143,6 +148,12 @@ def command(source: str, output: str, fmt: str | None, dataset: str | None,
             raise click.UsageError("--kt-reference needs --cell (the k_t map of the tilts)")
         if project_out and not (cell and voltage and cif and thickness):
             raise click.UsageError("--project needs --cell, --voltage, --cif and --thickness")
+        inputs = [x for x in (source, vacuum, cal_file, bad_pixels) if x]
+        check_output_path(output, overwrite=force, inputs=inputs, tag="--output")
+        if save_calibration:
+            check_output_path(save_calibration, overwrite=force, inputs=inputs,
+                              tag="--save-calibration")
+        mask = load_npy(bad_pixels, tag="--bad-pixels") if bad_pixels else None
         shape = tuple(scan_shape) if scan_shape else None
         data = lb.open_4d(source, fmt, scan_shape=shape, dataset=dataset, chunk_mb=chunk_mb)
         ny, nx = data.scan_shape
@@ -214,7 +225,6 @@ def command(source: str, output: str, fmt: str | None, dataset: str | None,
                 data, pred, hkl, order=drift_order, radius=disc_radius,
                 annulus=tuple(annulus), method=track_method, stride=stride,
                 progress=progress, workers=workers)
-        mask = np.load(bad_pixels) if bad_pixels else None
         det = lb.detector_from_dqe(gain, dqe, mixing, read_variance)
         stack = lb.extract_lacbed(
             data, pred, hkl, disc_radius=disc_radius, annulus=tuple(annulus),

@@ -29,7 +29,9 @@ from ._common import engine_options, executor, settings, wrap
               help="Batch: folder of batch_summary.csv/.html (default: OUT, else the "
                    "current folder).")
 @click.option("--force", is_flag=True,
-              help="Batch: run finished projects again instead of skipping them.")
+              help="Replace the results of an earlier run in the output folder (as "
+                   "[project] overwrite = true); in a batch, also run finished projects "
+                   "again instead of skipping them.")
 @engine_options
 @wrap
 def command(projects: tuple[str, ...], out_dir: str | None, regions: int | None,
@@ -46,7 +48,7 @@ def command(projects: tuple[str, ...], out_dir: str | None, regions: int | None,
     """
     from ..batch import expand_projects, run_batch, write_summary
     from ..errors import InputError, QcbedError
-    from ..project import ProjectRun, load_project
+    from ..project import RUN_STATE, ProjectRun, load_project
 
     q, w = settings(quiet, workers)
     log = (lambda s: None) if q else click.echo
@@ -56,16 +58,18 @@ def command(projects: tuple[str, ...], out_dir: str | None, regions: int | None,
     changes = {k: v for k, v in (("regions", regions), ("budget", budget)) if v is not None}
     paths = expand_projects(projects)
     if len(paths) == 1 and len(projects) == 1 and Path(projects[0]).is_file() \
-            and summary_dir is None and not force:
+            and summary_dir is None:
         from dataclasses import replace
 
         proj = replace(load_project(paths[0]), **changes)
-        run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q, log=log)
+        run = ProjectRun(proj, out_dir=out_dir, executor=executor(w), progress=not q, log=log,
+                         overwrite=force or None)
         try:
             res = run.run()
         except (QcbedError, KeyboardInterrupt):
-            click.echo(f"the run stopped; continue it with: qcbed resume {run.out_dir}",
-                       err=True)
+            if run.started and (run.out_dir / RUN_STATE).is_file():
+                click.echo(f"the run stopped; continue it with: qcbed resume {run.out_dir}",
+                           err=True)
             raise
         if res.fine is not None:
             click.echo(res.fine.summary())

@@ -22,6 +22,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from .._core.checks import MAX_GMAX, MAX_THICKNESS, check_number, check_output_path
 from ._common import engine_options, executor, settings, wrap
 
 
@@ -50,6 +51,8 @@ from ._common import engine_options, executor, settings, wrap
                    "to min_strong_beams).")
 @click.option("--no-symmetry", is_flag=True,
               help="Solve every direction (no pattern-symmetry reduction).")
+@click.option("--force", is_flag=True,
+              help="Overwrite OUT when it exists (an input file is never overwritten).")
 @click.option("--sgmin", type=float, default=None,
               help="Fix the strong-beam threshold |2K S_g| < sgmin (1/Å²) instead of letting "
                    "the engine choose it (its error is then estimated and reported).")
@@ -68,7 +71,8 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
             smax: float | None, mode: str, elastic: str | None, absorption: str | None,
             no_holz: bool, min_strong: int | None, no_symmetry: bool, sgmin: float | None,
             omega: float | None, accuracy: float | None,
-            all_strong: bool, quiet: bool | None, workers: str | None) -> None:
+            all_strong: bool, force: bool, quiet: bool | None, workers: str | None
+            ) -> None:
     """Simulate the patterns of SETUP (a PyExtal .dat file or a Felix folder) and write
     them to OUT (HDF5): a CBED disc per output beam (.dat conv/samp net) or a LACBED
     image per reflection (Felix grid)."""
@@ -81,6 +85,11 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
     q, w = settings(quiet, workers)
     t0 = time.perf_counter()
     p = Path(setup)
+    inputs_all = ([p / n for n in ("felix.inp", "felix.cif", "felix.hkl")] if p.is_dir()
+                  else [p] + [p.parent / n for n in ("felix.cif", "felix.hkl")])
+    check_output_path(out, overwrite=force, inputs=inputs_all, tag="--out")
+    t_arg = [check_number(x, "--thickness", low=0.0, low_open=True, high=MAX_THICKNESS,
+                          unit="Å") for x in thickness]
     ex = executor(w)
     kw: dict = {"mode": mode}
     if ex is not None:
@@ -132,10 +141,7 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
         raise InputError("unknown set-up", source=p,
                          expected="a PyExtal .dat file or a Felix folder (felix.inp)",
                          found=p.suffix or p.name)
-    t = np.asarray(thickness if thickness else sim.defaults.thickness, dtype=float)
-    if np.any(~np.isfinite(t)) or np.any(t <= 0):
-        raise InputError("thicknesses must be > 0", tag="--thickness", expected="> 0 Å",
-                         found=t.tolist())
+    t = np.asarray(t_arg if t_arg else sim.defaults.thickness, dtype=float)
     if all_strong:
         # the reference: the same pool (and grid), every beam strong
         sim = sim.with_changes(selection=BeamSelection.all_strong())
@@ -143,12 +149,22 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
     grid = sim.defaults.grid
     inten, solver = sim.pattern(grid, t, use_symmetry=not no_symmetry, progress=not q,
                                 return_stats=True)
+    bad = ~np.isfinite(inten[:, :, grid.mask])
+    if bad.any():
+        it = int(np.nonzero(bad.any(axis=(1, 2)))[0][0])
+        raise InputError("the simulated intensities are not finite (overflow); nothing was "
+                         "written. Is the absorption right (see the warnings)? Is the "
+                         "thickness too large?", source=p, tag="--thickness",
+                         expected="finite intensities",
+                         found=f"{int(bad.sum())} non-finite values, first at {t[it]:g} Å")
     # beam counts on a subsample of the grid (the pattern path keeps no eigen-systems)
     pts = grid.points
     step = max(1, len(pts) // 400)
     sub = pts[::step]
     counts = sim.solve(sub).beam_counts()
     pm = sim.potential
+    # again: the file may have appeared while the patterns were computed
+    check_output_path(out, overwrite=force, inputs=inputs_all, tag="--out")
     attrs = {
         "voltage_kv": sim.voltage_kv, "setup": str(p.resolve()), "setup_kind": setup_kind,
         "pattern_kind": sim.defaults.kind, "grid": grid.description,
@@ -188,9 +204,10 @@ def _pool_options(gmax: float | None, smax: float | None, no_holz: bool) -> dict
     """Engine keyword arguments from the --gmax/--smax/--no-holz options."""
     kw: dict = {}
     if gmax is not None:
-        kw["gmax"] = gmax
+        kw["gmax"] = check_number(gmax, "--gmax", low=0.0, low_open=True, high=MAX_GMAX,
+                                  unit="Å⁻¹")
     if smax is not None:
-        kw["smax"] = smax
+        kw["smax"] = check_number(smax, "--smax", low=0.0, low_open=True, unit="Å⁻¹")
     if no_holz:
         kw["holz"] = False
     return kw

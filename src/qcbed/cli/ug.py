@@ -7,7 +7,20 @@ import sys
 import click
 import numpy as np
 
-from ..errors import QcbedError
+from .._core.checks import MAX_GMAX, MAX_MILLER_INDEX, MAX_VOLTAGE_KV, check_number
+from .._core.guard import check_memory
+from ..errors import InputError, QcbedError
+
+
+def _parse_hkl(text: str) -> tuple[int, int, int]:
+    """(h, k, l) of an ``--hkl 'h,k,l'`` option (InputError naming the option)."""
+    parts = text.replace(" ", "").split(",")
+    ok = len(parts) == 3 and all(p.lstrip("+-").isdigit() for p in parts)
+    if not ok or any(abs(int(p)) > MAX_MILLER_INDEX for p in parts):
+        raise InputError("a reflection must be three integers separated by commas",
+                         tag="--hkl", expected=f"h,k,l with |h| ≤ {MAX_MILLER_INDEX}, e.g. "
+                         "1,1,1", found=text)
+    return (int(parts[0]), int(parts[1]), int(parts[2]))
 
 
 @click.command("ug")
@@ -35,16 +48,23 @@ def command(source: str, voltage: float | None, gmax: float, hkl_list: tuple[str
     from ..scattering.structure_factors import PotentialModel, structure_factors
 
     try:
+        if voltage is not None:
+            check_number(voltage, "--voltage", low=0.0, low_open=True, high=MAX_VOLTAGE_KV,
+                         unit="kV")
+        check_number(gmax, "--gmax", low=0.0, low_open=True, high=MAX_GMAX, unit="Å⁻¹")
+        hkl_given = [_parse_hkl(h) for h in hkl_list]
         crystal, settings = read_input(source)
         assert isinstance(crystal, Crystal)
         kv = voltage or (settings or {}).get("voltage_kv") or 200.0
         if origin == "centre":
             crystal = crystal.centred()[0]
         if hkl_list:
-            hkl = np.array([[int(x) for x in h.replace(" ", "").split(",")] for h in hkl_list])
+            hkl = np.array(hkl_given, dtype=int)
         else:
             lat = crystal.lattice
             n = np.ceil(gmax * np.array([lat.a, lat.b, lat.c])).astype(int)
+            check_memory(float(np.prod(2.0 * n + 1)) * 64, f"the reflections with |g| ≤ {gmax:g}"
+                         " Å⁻¹", tag="--gmax", hint="lower --gmax")
             grid = np.stack(np.meshgrid(*[np.arange(-m, m + 1) for m in n], indexing="ij"),
                             -1).reshape(-1, 3)
             glen = lat.g_length(grid)

@@ -21,7 +21,13 @@ from functools import cached_property
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.checks import check_number
 from ..errors import InputError
+
+#: Accepted cell lengths, Å: beyond these the metric over- or underflows long before
+#: any real crystal is reached.
+MIN_CELL_LENGTH = 0.1
+MAX_CELL_LENGTH = 1.0e4
 
 
 @dataclass(frozen=True)
@@ -45,15 +51,11 @@ class Lattice:
 
     def __post_init__(self) -> None:
         for name in ("a", "b", "c"):
-            v = getattr(self, name)
-            if not np.isfinite(v) or v <= 0:
-                raise InputError("cell length must be a positive number", tag=name,
-                                 expected="> 0 Å", found=v)
+            check_number(getattr(self, name), f"cell length {name}", low=MIN_CELL_LENGTH,
+                         high=MAX_CELL_LENGTH, unit="Å", tag=name)
         for name in ("alpha", "beta", "gamma"):
-            v = getattr(self, name)
-            if not np.isfinite(v) or not 0 < v < 180:
-                raise InputError("cell angle out of range", tag=name,
-                                 expected="0 < angle < 180 degrees", found=v)
+            check_number(getattr(self, name), f"cell angle {name}", low=0.0, high=180.0,
+                         low_open=True, high_open=True, unit="degrees", tag=name)
         cos = np.cos(np.radians([self.alpha, self.beta, self.gamma]))
         det = 1 - (cos**2).sum() + 2 * cos.prod()
         if det <= 1e-12:

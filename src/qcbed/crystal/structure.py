@@ -25,8 +25,13 @@ import gemmi
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.checks import check_number
 from ..errors import InputError
 from .lattice import Lattice
+
+#: Largest isotropic Debye–Waller B accepted, Å² (rms displacement ≈ 1.1 Å; real
+#: crystals have B < 10 Å²; beyond this the absorption integrals lose all precision).
+MAX_B_ISO = 100.0
 
 _ELEMENT_RE = re.compile(r"^([A-Za-z]{1,2})")
 _CHARGE_RE = re.compile(r"^([A-Za-z]{1,2})(\d*)([+-])$")
@@ -116,9 +121,8 @@ class Site:
         if not (0 <= self.occupancy <= 1 + 1e-9) or not np.isfinite(self.occupancy):
             raise InputError("occupancy out of range", tag=self.label, expected="0 ≤ occ ≤ 1",
                              found=self.occupancy)
-        if not np.isfinite(self.b_iso) or self.b_iso < 0:
-            raise InputError("Debye–Waller factor B must be ≥ 0", tag=self.label,
-                             expected="B ≥ 0 Å²", found=self.b_iso)
+        check_number(self.b_iso, "Debye–Waller factor B", low=0.0, high=MAX_B_ISO, unit="Å²",
+                     tag=self.label)
         if self.u_aniso is not None:
             u = np.asarray(self.u_aniso, dtype=float)
             if u.shape == (6,):  # U11 U22 U33 U12 U13 U23
@@ -132,6 +136,25 @@ class Site:
     def atomic_number(self) -> int:
         """Atomic number Z."""
         return atomic_number(self.element)
+
+
+def _op_text(r: np.ndarray, t: np.ndarray) -> str:
+    """'x, x, z'-style text of the operation x' = R x + t."""
+    from fractions import Fraction
+
+    rows = []
+    for i in range(3):
+        terms = ""
+        for c, xyz in zip(r[i], "xyz"):
+            c = int(c)
+            if c:
+                sign = "-" if c < 0 else ("+" if terms else "")
+                terms += f"{sign}{'' if abs(c) == 1 else abs(c)}{xyz}"
+        if t[i]:
+            frac = Fraction(float(t[i])).limit_denominator(12)
+            terms += f"+{frac}" if terms else f"{frac}"
+        rows.append(terms or "0")
+    return ", ".join(rows)
 
 
 def _ops_from_gemmi(ops: gemmi.GroupOps) -> tuple[np.ndarray, np.ndarray]:
@@ -255,6 +278,14 @@ class Crystal:
                    for r, t in zip(self._rot, self._tran)):
             raise InputError("symmetry operations must include the identity x,y,z",
                              found=f"{len(self._rot)} operations")
+        # every rotation must be invertible with an integer inverse (det ±1)
+        for r, t in zip(self._rot, self._tran):
+            det = round(float(np.linalg.det(r)))
+            if abs(det) != 1:
+                raise InputError("symmetry operation is not a rotation or reflection",
+                                 expected="an operation with determinant ±1 (such as "
+                                          "'-y, x, z')",
+                                 found=f"'{_op_text(r, t)}' (determinant {det})")
         # the metric must be invariant under every rotation
         g = self.lattice.metric
         for r in self._rot:

@@ -39,10 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from .._core.checks import check_integer, check_output_path
 from .._core.files import atomic_write
 from .._core.hkl import hkl_key
 from ..bloch.geometry import ZoneFrame
 from ..bloch.simulation import outputs_index
+from ..errors import InputError
 from ..experiment import ExperimentGeometry
 from ..io import read_cif
 from ..output.results import _orientation
@@ -79,6 +81,8 @@ class DemoSettings:
 
 
 HKL = [(-1, -1, -1), (0, 0, 0), (1, 1, 1), (2, 2, 2)]
+#: The files :func:`make_demo` writes, relative to its folder.
+DEMO_FILES = ("project.toml", "si.cif", "data/pattern.npy", "truth.json")
 
 
 def _crystal_file() -> Path:
@@ -86,16 +90,17 @@ def _crystal_file() -> Path:
 
 
 def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
-              settings: DemoSettings | None = None, executor: Any = None
-              ) -> tuple[Path, dict[str, float]]:
+              settings: DemoSettings | None = None, executor: Any = None,
+              overwrite: bool = False) -> tuple[Path, dict[str, float]]:
     """Simulate the demo data and write the project folder.
 
     Parameters
     ----------
     out_dir : path
-        Folder to create (files in it are overwritten).
+        Folder to create. Its demo files (``project.toml``, ``si.cif``,
+        ``data/pattern.npy``, ``truth.json``) are replaced only with ``overwrite``.
     seed : int
-        Seed of the Poisson noise.
+        Seed of the Poisson noise (0 ≤ seed < 2³²).
     fast : bool
         Use :meth:`DemoSettings.fast`.
     settings : DemoSettings, optional
@@ -111,7 +116,14 @@ def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
         along the phase the refinement uses, Å⁻²; thickness in Å; k_t in Å⁻¹).
     """
     st = settings or (DemoSettings.fast() if fast else DemoSettings())
+    check_integer(seed, "seed", low=0, high=2**32 - 1)
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError("the demo folder is a file", source=out, tag="--out",
+                         expected="a new or existing folder", found="a file")
+    for name in DEMO_FILES:
+        if (out / name).exists():
+            check_output_path(out / name, overwrite=overwrite, tag="--out")
     (out / "data").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(_crystal_file(), out / "si.cif")
     crystal = read_cif(out / "si.cif")
@@ -249,13 +261,19 @@ def truth_table(run: Any, truth: dict[str, float]) -> str:
 
 def run_demo(out_dir: str | os.PathLike = "qcbed-demo", *, seed: int = 1, fast: bool = False,
              executor: Any = None, progress: bool = True,
-             log: Callable[[str], None] | None = None) -> tuple[Any, dict[str, float], str]:
-    """Make the demo data, run the project, and return (RunResult, truth, table)."""
+             log: Callable[[str], None] | None = None, overwrite: bool = False
+             ) -> tuple[Any, dict[str, float], str]:
+    """Make the demo data, run the project, and return (RunResult, truth, table).
+
+    ``overwrite`` allows replacing the files of an earlier demo in ``out_dir``.
+    """
     log = log or logging.getLogger(__name__).info
     t0 = time.perf_counter()
-    path, truth = make_demo(out_dir, seed=seed, fast=fast, executor=executor)
+    path, truth = make_demo(out_dir, seed=seed, fast=fast, executor=executor,
+                            overwrite=overwrite)
     log(f"simulated a noisy Si 111 systematic-row CBED pattern (4 discs, seed {seed}) "
         f"in {time.perf_counter() - t0:.1f} s -> {path}")
     proj = load_project(path)
-    run = ProjectRun(proj, executor=executor, progress=progress, log=log, truth=truth).run()
+    run = ProjectRun(proj, executor=executor, progress=progress, log=log, truth=truth,
+                     overwrite=overwrite).run()
     return run, truth, truth_table(run, truth)

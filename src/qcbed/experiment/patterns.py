@@ -61,6 +61,11 @@ def check_pixels(data: ArrayLike, source: Any = None, *, clip_negative: bool = F
         NaN/inf pixels (always), or negative pixels when neither option is given; the
         message gives how many and the first few indices.
     """
+    kind = np.asarray(data).dtype.kind
+    if kind not in "biuf":
+        raise InputError(f"{what} must be numbers", source=source,
+                         expected="an integer or floating-point array",
+                         found=f"dtype {np.asarray(data).dtype}")
     a = np.array(data, dtype=float)
     bad = ~np.isfinite(a)
     if bad.any():

@@ -35,8 +35,8 @@ from .detector import DetectorModel
 from .geometry import ExperimentGeometry
 from .patterns import CBEDPattern, LACBEDStack, check_pixels
 
-__all__ = ["read_dm", "read_felix_images", "read_image", "read_lacbed", "read_npy_stack",
-           "read_pattern"]
+__all__ = ["load_npy", "read_dm", "read_felix_images", "read_image", "read_lacbed",
+           "read_npy_stack", "read_pattern"]
 
 PathType = str | PathLike[str]
 
@@ -118,15 +118,50 @@ def read_dm(path: PathType, *, detector: DetectorModel | None = None,
 
 
 # ====================================================================== generic image
+def load_npy(path: PathType, tag: str | None = None) -> np.ndarray:
+    """The array of a NumPy ``.npy`` file (no pickles), or an InputError saying why not.
+
+    Parameters
+    ----------
+    path : str or path
+        The file.
+    tag : str, optional
+        The key that named the file (project files), shown in messages.
+
+    Raises
+    ------
+    InputError
+        Missing file, a file that is not ``.npy`` (text, another format, empty),
+        a truncated file or one holding pickled objects.
+    """
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        raise InputError(f"cannot read the file: {exc.strerror or exc}", source=p,
+                         tag=tag) from None
+    if not head.startswith(b"\x93NUMPY"):
+        try:
+            head.decode("utf-8")
+            looks = "text" if head else "an empty file"
+        except UnicodeDecodeError:
+            looks = "binary data of another format"
+        raise InputError("not a NumPy .npy file", source=p, tag=tag,
+                         expected="a file written by numpy.save (starting with \\x93NUMPY)",
+                         found=looks)
+    try:
+        return np.load(p, allow_pickle=False)
+    except Exception as exc:  # numpy raises ValueError, EOFError, SyntaxError, TokenError…
+        raise InputError(f"cannot read the .npy file: {exc}", source=p, tag=tag) from None
+
+
 def _read_array(p: Path) -> tuple[np.ndarray, dict[str, Any]]:
     suffix = p.suffix.lower()
     if suffix in (".dm3", ".dm4"):
         return _dm_array(p)
     if suffix == ".npy":
-        try:
-            return np.load(p, allow_pickle=False), {}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read the .npy file: {exc}", source=p) from None
+        return load_npy(p), {}
     if suffix in (".tif", ".tiff"):
         try:
             import tifffile
@@ -223,10 +258,7 @@ def read_npy_stack(images: PathType | ArrayLike, variance: PathType | ArrayLike 
     def load(x, name):
         if isinstance(x, (str, PathLike)):
             p = _existing(x)
-            try:
-                return np.load(p, allow_pickle=False), str(p)
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read the .npy file: {exc}", source=p) from None
+            return load_npy(p), str(p)
         return np.asarray(x), name
 
     imgs, src = load(images, "images")

@@ -40,6 +40,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage, optimize
 
+from .._core.checks import check_integer
 from .._core.parameters import Parameter
 from ..errors import InputError
 from .geometry import ExperimentGeometry
@@ -79,13 +80,8 @@ class Region:
             raise InputError("region corners are collinear", source="Region", tag="corners",
                              found=c.tolist())
         for name in ("n12", "n13"):
-            v = getattr(self, name)
-            if int(v) != v or v < 2:
-                raise InputError("a region needs at least 2 samples per side",
-                                 source="Region", tag=name, expected="integer ≥ 2", found=v)
-        if int(self.pad) != self.pad or self.pad < 0:
-            raise InputError("padding must be an integer ≥ 0", source="Region", tag="pad",
-                             found=self.pad)
+            check_integer(getattr(self, name), name, low=2, source="Region")
+        check_integer(self.pad, "pad", low=0, source="Region")
         c.setflags(write=False)
         object.__setattr__(self, "corners", c)
         object.__setattr__(self, "n12", int(self.n12))

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.checks import MAX_MILLER_INDEX, check_integer
 from ..crystal import Crystal, Lattice, Site, parse_type_symbol, space_group_from_number
 from ..errors import InputError
 from ._common import is_number, parse_number, u_equivalent_b, with_location
@@ -56,6 +57,8 @@ _ION_LABEL_RE = re.compile(r"^([A-Za-z]{1,2})([+-])(\d+)$")
 _COMMENT_RE = re.compile(r"(^|\s)#.*$")
 # cosine tolerance of the kt ⟂ zone check
 _KT_ZONE_TOL = 1e-3
+# largest `samp` (pixels per disc radius): a (2·samp + 1)² tilt net of 4·10⁸ directions
+_MAX_SAMP = 10_000
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -248,6 +251,9 @@ class _DatParser:
             except ValueError:
                 raise self.error(f"`{tag}`: value is not a number", line, tag,
                                  expected="a number", found=t) from None
+            if not np.isfinite(value):
+                raise self.error(f"`{tag}`: number too large (not finite)", line, tag,
+                                 expected="a finite number", found=t)
             out.append(value)
         return out
 
@@ -258,11 +264,17 @@ class _DatParser:
                              found=f"{len(tokens)}: {' '.join(tokens) or '(none)'}")
         return self.numbers(tokens, line, tag)
 
-    def integer(self, value: float, line: int, tag: str, what: str, token: str) -> int:
-        if value != round(value):
-            raise self.error(f"`{tag}`: {what} must be an integer", line, tag,
-                             expected="an integer", found=token)
-        return round(value)
+    def integer(self, value: float, line: int, tag: str, what: str, token: str,
+                low: int | None = None, high: int | None = None) -> int:
+        try:
+            return check_integer(value, what, low=low, high=high)
+        except InputError as exc:
+            raise self.error(f"`{tag}`: {exc.reason}", line, tag, expected=exc.expected,
+                             found=token) from None
+
+    def miller(self, value: float, line: int, tag: str, token: str) -> int:
+        return self.integer(value, line, tag, "a Miller index", token, -MAX_MILLER_INDEX,
+                            MAX_MILLER_INDEX)
 
     def hkl_lines(self, n: int, line: int, tag: str) -> np.ndarray:
         """Read n lines of three integers after the ``tag n`` line."""
@@ -281,8 +293,7 @@ class _DatParser:
                                  f"only {len(rows)} follow before `{toks[0]}`", i + 1, tag,
                                  expected=f"{n} lines of h k l", found=f"{len(rows)} lines")
             vals = self.fixed(toks, 3, i + 1, tag, "h k l")
-            rows.append([self.integer(v, i + 1, tag, "a Miller index", t)
-                         for v, t in zip(vals, toks)])
+            rows.append([self.miller(v, i + 1, tag, t) for v, t in zip(vals, toks)])
             i += 1
         self.pos = i
         nxt = self.next_content(i)
@@ -369,15 +380,18 @@ class _DatParser:
                              line, "spg", expected="1 or 2 values (N [setting])",
                              found=f"{len(args)}: {' '.join(args) or '(none)'}")
         num = self.numbers(args[:1], line, "spg")[0]
-        n = self.integer(num, line, "spg", "the space-group number", args[0])
+        n = self.integer(num, line, "spg", "the space-group number", args[0], 1, 230)
         self.store("spg", (n, args[1] if len(args) == 2 else None), line)
 
     def _scalar(self, key: str, args: list[str], line: int, what: str,
-                positive: bool = False) -> float:
+                positive: bool = False, nonnegative: bool = False) -> float:
         v = self.fixed(args, 1, line, key, what)[0]
         if positive and not v > 0:
             raise self.error(f"`{key}` must be positive", line, key, expected=f"{what} > 0",
                              found=args[0])
+        if nonnegative and not v >= 0:
+            raise self.error(f"`{key}` must not be negative", line, key,
+                             expected=f"{what} ≥ 0", found=args[0])
         return v
 
     def kw_v0(self, args: list[str], line: int, text: str) -> None:
@@ -413,15 +427,12 @@ class _DatParser:
 
     def kw_samp(self, args: list[str], line: int, text: str) -> None:
         v = self._scalar("samp", args, line, "pixels per disc radius", positive=True)
-        self.store("samp", self.integer(v, line, "samp", "the pixel count", args[0]), line)
+        self.store("samp", self.integer(v, line, "samp", "the pixel count", args[0], 1,
+                                        _MAX_SAMP), line)
 
     def _count(self, key: str, args: list[str], line: int, minimum: int) -> int:
         v = self.fixed(args, 1, line, key, "a count")[0]
-        n = self.integer(v, line, key, "the count", args[0])
-        if n < minimum:
-            raise self.error(f"`{key}` count must be ≥ {minimum}", line, key,
-                             expected=f"≥ {minimum}", found=args[0])
-        return n
+        return self.integer(v, line, key, "the count", args[0], minimum, len(self.lines))
 
     def kw_hkl(self, args: list[str], line: int, text: str) -> None:
         n = self._count("hkl", args, line, 1)
@@ -434,22 +445,31 @@ class _DatParser:
     def kw_sele(self, args: list[str], line: int, text: str) -> None:
         v = self.fixed(args, 4, line, "sele", "sgmax gmax bmin kflag")
         kflag = self.integer(v[3], line, "sele", "kflag", args[3])
+        for value, token, what in zip(v[:2], args[:2], ("sgmax", "gmax")):
+            if not value > 0:
+                raise self.error(f"`sele`: {what} must be positive", line, "sele",
+                                 expected=f"{what} > 0", found=token)
         self.store("sele", (v[0], v[1], v[2], kflag), line)
 
     def kw_sgmax(self, args: list[str], line: int, text: str) -> None:
-        self.store("sgmax", self._scalar("sgmax", args, line, "2K|S_g| in Å⁻²"), line)
+        self.store("sgmax", self._scalar("sgmax", args, line, "2K|S_g| in Å⁻²",
+                                        positive=True), line)
 
     def kw_sgmin(self, args: list[str], line: int, text: str) -> None:
-        self.store("sgmin", self._scalar("sgmin", args, line, "2K|S_g| in Å⁻²"), line)
+        self.store("sgmin", self._scalar("sgmin", args, line, "2K|S_g| in Å⁻²",
+                                        nonnegative=True), line)
 
     def kw_omeg(self, args: list[str], line: int, text: str) -> None:
-        self.store("omeg", self._scalar("omeg", args, line, "Bethe strength threshold"), line)
+        self.store("omeg", self._scalar("omeg", args, line, "Bethe strength threshold",
+                                        nonnegative=True), line)
 
     def kw_aper(self, args: list[str], line: int, text: str) -> None:
-        self.store("aper", self._scalar("aper", args, line, "radius in Å⁻¹"), line)
+        self.store("aper", self._scalar("aper", args, line, "radius in Å⁻¹",
+                                        nonnegative=True), line)
 
     def kw_abs(self, args: list[str], line: int, text: str) -> None:
-        self.store("abs", self._scalar("abs", args, line, "mean absorption potential"), line)
+        self.store("abs", self._scalar("abs", args, line, "mean absorption potential",
+                                        nonnegative=True), line)
 
     def kw_adj(self, args: list[str], line: int, text: str) -> None:
         n = self._count("adj", args, line, 0)
@@ -465,8 +485,7 @@ class _DatParser:
                 raise self.error("`adj` line needs h k l |U| φ |U′| φ′", j + 1, "adj",
                                  expected="7 values", found=f"{len(toks)}: {c}")
             vals = self.numbers(toks, j + 1, "adj")
-            rows_hkl.append([self.integer(v, j + 1, "adj", "a Miller index", t)
-                             for v, t in zip(vals[:3], toks[:3])])
+            rows_hkl.append([self.miller(v, j + 1, "adj", t) for v, t in zip(vals[:3], toks[:3])])
             rows_val.append(vals[3:])
             i = j + 1
         self.pos = i
@@ -499,9 +518,9 @@ class _DatParser:
 
         zone = v["zone"]
         kt = v.get("kt", _readonly(np.zeros(3)))
-        if np.any(kt):
+        norm = float(lattice.g_length(kt) * np.sqrt(lattice.direct_dot(zone, zone)))
+        if norm > 0:  # (a k_t so small that |k_t| underflows to 0 is zero)
             dot = float(kt @ zone)  # reciprocal · direct components: no metric needed
-            norm = float(lattice.g_length(kt) * np.sqrt(lattice.direct_dot(zone, zone)))
             if abs(dot) > _KT_ZONE_TOL * norm:
                 raise self.error("`kt` is not perpendicular to the zone axis", self.lines_of["kt"],
                                  "kt", expected=f"kt·zone = h·u ≈ 0 (|cos| ≤ {_KT_ZONE_TOL:g})",

@@ -16,6 +16,7 @@ half-width of the image in tangential wave vector, in Å⁻¹ without 2π.
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -25,6 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from .._core.checks import (
+    MAX_MILLER_INDEX,
+    MAX_THICKNESS,
+    MAX_THICKNESS_COUNT,
+    check_integer,
+    check_number,
+)
 from ..crystal import Crystal
 from ..errors import InputError
 from .cif import read_cif
@@ -54,6 +62,8 @@ _INT_RE = re.compile(r"^[+-]?\d+$")
 _FLOAT_RE = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eEdD][+-]?\d+)?$")
 _IMAGE_RE = re.compile(r"^(?P<stem>.+)_(?P<h>[+-]\d+)(?P<k>[+-]\d+)(?P<l>[+-]\d+)\.dm3$",
                        re.IGNORECASE)
+# largest |component| of a direction vector (Miller-like indices)
+_MAX_COMPONENT = float(MAX_MILLER_INDEX)
 _REQUIRED = ("incident_beam_direction", "x_direction", "normal", "accelerating_voltage_kv",
              "convergence_angle", "image_radius", "initial_thickness", "final_thickness",
              "delta_thickness")
@@ -179,7 +189,11 @@ def _parse_value(text: str, source: Path, line: int, key: str) -> Any:
     if _INT_RE.match(t):
         return int(t)
     if _FLOAT_RE.match(t):
-        return float(t.replace("d", "e").replace("D", "e"))
+        value = float(t.replace("d", "e").replace("D", "e"))
+        if not math.isfinite(value):
+            raise InputError("number too large (not finite)", source=source, line=line,
+                             tag=key, expected="a finite number", found=t)
+        return value
     return t
 
 
@@ -245,7 +259,8 @@ def read_felix_hkl(path: str | PathLike[str]) -> np.ndarray:
         if len(parts) != 3 or not all(_INT_RE.match(x) for x in parts):
             raise InputError("a reflection must be three integers", source=p, line=n,
                              tag="hkl", expected="[h, k, l]", found=line.strip())
-        rows.append([int(x) for x in parts])
+        rows.append([check_integer(int(x), "Miller index", low=-MAX_MILLER_INDEX,
+                                   high=MAX_MILLER_INDEX, source=p, line=n) for x in parts])
     if not rows:
         raise InputError("no reflections in the file", source=p,
                          expected="lines such as [0, 0, 2]", found="none")
@@ -308,9 +323,11 @@ def felix_image_files(folder: str | PathLike[str]) -> dict[tuple[int, int, int],
 def _vector(raw: dict[str, Any], lines: dict[str, int], key: str, source: Path) -> np.ndarray:
     v = raw[key]
     if not (isinstance(v, list) and len(v) == 3
-            and all(isinstance(x, (int, float)) for x in v)) or not any(v):
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+            and all(abs(x) <= _MAX_COMPONENT for x in v)) or not any(v):
         raise InputError("expected a vector of three numbers, not all zero", source=source,
-                         line=lines[key], tag=key, expected="[u, v, w]", found=v)
+                         line=lines[key], tag=key,
+                         expected=f"[u, v, w] with |u|, |v|, |w| ≤ {_MAX_COMPONENT:g}", found=v)
     return _readonly(np.array(v, dtype=float))
 
 
@@ -318,35 +335,19 @@ def _real(raw: dict[str, Any], lines: dict[str, int], key: str, source: Path, *,
           positive: bool = False, nonnegative: bool = False) -> float | None:
     if key not in raw:
         return None
-    v = raw[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise InputError("expected a number", source=source, line=lines[key], tag=key,
-                         expected="a number", found=v)
-    if positive and not v > 0:
-        raise InputError("must be positive", source=source, line=lines[key], tag=key,
-                         expected="> 0", found=v)
-    if nonnegative and not v >= 0:
-        raise InputError("must not be negative", source=source, line=lines[key], tag=key,
-                         expected="≥ 0", found=v)
-    return float(v)
+    low = 0.0 if positive or nonnegative else None
+    return check_number(raw[key], key, low=low, low_open=positive, source=source,
+                        line=lines[key])
 
 
 def _int(raw: dict[str, Any], lines: dict[str, int], key: str, source: Path, *,
          choices: tuple[int, ...] | None = None, minimum: int | None = None) -> int | None:
     if key not in raw:
         return None
-    v = raw[key]
-    if isinstance(v, float) and v == round(v):
-        v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise InputError("expected an integer", source=source, line=lines[key], tag=key,
-                         expected="an integer", found=raw[key])
+    v = check_integer(raw[key], key, low=minimum, source=source, line=lines[key])
     if choices is not None and v not in choices:
         raise InputError("unknown option", source=source, line=lines[key], tag=key,
                          expected=f"one of {list(choices)}", found=v)
-    if minimum is not None and v < minimum:
-        raise InputError("value too small", source=source, line=lines[key], tag=key,
-                         expected=f"≥ {minimum}", found=v)
     return v
 
 
@@ -430,6 +431,14 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
         raise InputError("final_thickness is below initial_thickness", source=inp,
                          line=lines_l["final_thickness"], tag="final_thickness",
                          expected=f"≥ initial_thickness = {t0:g} Å", found=t1)
+    for key, value in (("initial_thickness", t0), ("final_thickness", t1)):
+        check_number(value, key, high=MAX_THICKNESS, unit="Å", source=inp, line=lines_l[key])
+    n_t = (t1 - t0) / dt + 1
+    if n_t > MAX_THICKNESS_COUNT:
+        raise InputError("too many thicknesses in the scan", source=inp,
+                         line=lines_l["delta_thickness"], tag="delta_thickness",
+                         expected=f"(final − initial)/delta + 1 ≤ {MAX_THICKNESS_COUNT}",
+                         found=f"{n_t:.4g} thicknesses ({t0:g}..{t1:g} Å step {dt:g} Å)")
 
     crystal = read_cif(d / "felix.cif")
     hkl = read_felix_hkl(d / "felix.hkl")

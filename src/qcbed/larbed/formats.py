@@ -340,6 +340,11 @@ def read_hdf5(path: str | PathLike[str], dataset: str | None = None, *,
         data = _to_4d(da.from_array(dset, chunks=chunks, asarray=False), scan_shape, p)
         meta = {"dataset": dset.name,
                 "attrs": {k: _jsonable(v) for k, v in dset.attrs.items()}}
+    except (RuntimeError, KeyError, OSError, ValueError, TypeError) as exc:
+        f.close()  # a damaged file: h5py raises these while walking or reading it
+        if isinstance(exc, InputError):
+            raise
+        raise _wrap(p, "a readable HDF5 file", exc) from exc
     except BaseException:
         f.close()
         raise

@@ -121,7 +121,7 @@ def detect_format(path: str | PathLike[str]) -> str:
             with h5py.File(p, "r") as f:
                 if f.attrs.get("emd_group_type") in ("file", b"file"):
                     return "emd"
-        except OSError as exc:
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:  # damaged files
             raise _wrap(p, "an HDF5 file", exc) from exc
     return fmt
 

@@ -41,7 +41,7 @@ from .executors import Executor, SerialExecutor, available_cores
 from .gpu import TorchExecutor, torch_available
 from .mpi import MPIExecutor
 from .process import ProcessExecutor
-from .spec import default_executor, make_executor
+from .spec import check_executor_spec, default_executor, make_executor
 
 __all__ = [
     "DaskExecutor",
@@ -52,6 +52,7 @@ __all__ = [
     "ShipStats",
     "TorchExecutor",
     "available_cores",
+    "check_executor_spec",
     "default_executor",
     "make_executor",
     "torch_available",

@@ -28,6 +28,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 import traceback
 import weakref
 from collections import OrderedDict
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .._core.files import atomic_write_bytes
-from ..errors import WorkerError
+from ..errors import QcbedError, WorkerError
 
 #: Set-ups each worker keeps (least recently used out).
 WORKER_CACHE_SIZE = 4
@@ -138,7 +139,8 @@ def limit_blas() -> None:
 
 
 def worker_init() -> None:
-    """Initializer of local worker processes: one BLAS thread, Ctrl-C left to the parent."""
+    """Initializer of local worker processes: one BLAS thread, Ctrl-C left to the parent,
+    and a watchdog that ends the worker when its parent dies (see :func:`exit_with_parent`)."""
     import signal
 
     limit_blas()
@@ -146,6 +148,31 @@ def worker_init() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     except ValueError:  # pragma: no cover - not the main thread
         pass
+    exit_with_parent()
+
+
+#: Seconds between two checks of the parent-death watchdog.
+PARENT_POLL_S = 0.5
+
+
+def exit_with_parent(poll_s: float = PARENT_POLL_S) -> threading.Thread:
+    """Start a daemon thread that ends this process when its parent process dies.
+
+    A worker whose parent was killed (SIGKILL, OOM killer) is re-parented (to init or
+    a subreaper); the thread notices the change of ``os.getppid()`` within ``poll_s``
+    seconds and calls ``os._exit(1)``, so no orphaned worker keeps computing.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    t = threading.Thread(target=watch, name="qcbed-parent-watchdog", daemon=True)
+    t.start()
+    return t
 
 
 # ---------------------------------------------------------------- fingerprints
@@ -290,10 +317,18 @@ def resolve(payload: tuple) -> Any:
 
 
 def worker_error(exc: BaseException, where: str) -> WorkerError:
-    """A WorkerError naming the original exception, the worker and its traceback."""
+    """A WorkerError naming the original exception, the worker and its traceback.
+
+    Errors about the input or the numerics (qcbed errors, ``LinAlgError`` such as
+    "Eigenvalues did not converge") carry no traceback in the message: it says
+    nothing to the user (it stays in ``worker_traceback``).
+    """
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    err = WorkerError(f"{type(exc).__name__} in worker {where}: {exc}\n"
-                      f"--- worker traceback ---\n{tb.rstrip()}")
+    if isinstance(exc, (QcbedError, np.linalg.LinAlgError)):
+        err = WorkerError(f"{type(exc).__name__} in worker {where}: {exc}")
+    else:
+        err = WorkerError(f"{type(exc).__name__} in worker {where}: {exc}\n"
+                          f"--- worker traceback ---\n{tb.rstrip()}")
     err.worker = where
     err.original_type = type(exc).__name__
     err.original_message = str(exc)

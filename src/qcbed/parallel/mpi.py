@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import Any
 
@@ -65,6 +66,13 @@ class MPIExecutor(_FuturesExecutor):
         self._pool = None
         world = _mpi_world_size()
         self._in_world = world > 1
+        if not self._in_world and not any(shutil.which(x) for x in _MPI_LAUNCHERS):
+            # spawning MPI workers without a launcher aborts the whole process (MPI_Abort)
+            raise InputError("the MPI executor must spawn its workers but no MPI launcher "
+                             "was found on PATH", tag="executor",
+                             expected="mpiexec/mpirun on PATH, or run under 'mpiexec -n N "
+                                      "python -m mpi4py.futures …'",
+                             found=f"mpi{'' if n_workers is None else f':{n_workers}'}")
         self.n_workers = (world - 1) if self._in_world else int(n_workers or available_cores())
 
     def _get_pool(self):
@@ -93,6 +101,9 @@ class MPIExecutor(_FuturesExecutor):
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+_MPI_LAUNCHERS = ("mpiexec", "mpirun", "mpiexec.hydra", "srun")
 
 
 def _mpi_world_size() -> int:

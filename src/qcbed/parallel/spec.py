@@ -52,6 +52,44 @@ def _count(text: str, spec: Any) -> int | None:
     return int(text)
 
 
+_SPEC_NAMES = ("auto", "serial", "processes", "process", "local", "dask", "mpi", "torch",
+               "cuda", "gpu")
+
+
+def check_executor_spec(spec: Any, *, source: Any = None, tag: str = "executor") -> None:
+    """InputError unless ``spec`` is a valid executor spec (see :func:`make_executor`).
+
+    Only the spelling is checked: nothing is started or imported.
+    """
+    expected = ("auto, serial, N, processes[:N], dask[:N], tcp://host:port, mpi[:N], "
+                "torch[:device], cuda")
+    if isinstance(spec, bool) or not isinstance(spec, (str, int)):
+        raise InputError("bad executor spec", source=source, tag=tag, expected=expected,
+                         found=spec)
+    if isinstance(spec, int):
+        if spec < 1:
+            raise InputError("the number of workers must be ≥ 1", source=source, tag=tag,
+                             found=spec)
+        return
+    s = spec.strip()
+    if s.startswith(_DASK_SCHEMES):
+        return
+    low = s.lower()
+    if low.isdigit():
+        check_executor_spec(int(low), source=source, tag=tag)
+        return
+    name, _, rest = low.partition(":")
+    if name not in _SPEC_NAMES or (name in ("auto", "serial") and rest):
+        raise InputError("unknown executor", source=source, tag=tag, expected=expected,
+                         found=spec)
+    if name in ("processes", "process", "local", "dask", "mpi"):
+        try:
+            _count(rest, spec)
+        except InputError as exc:
+            raise InputError(exc.reason, source=source, tag=tag, expected=exc.expected,
+                             found=spec) from None
+
+
 def make_executor(spec: str | int | Executor | Any | None = None, **kwargs: Any) -> Executor:
     """An executor from a CLI/project-file spec.
 
@@ -105,6 +143,7 @@ def make_executor(spec: str | int | Executor | Any | None = None, **kwargs: Any)
         raise InputError("bad executor spec", tag="executor",
                          expected="str, int, Executor, Dask Client or cluster",
                          found=type(spec).__name__)
+    check_executor_spec(spec)
     s = spec.strip()
     if s.startswith(_DASK_SCHEMES):
         return DaskExecutor(s, **kwargs)

@@ -19,14 +19,16 @@ Units are those of ``docs/conventions.md``: Å, Å⁻¹ (no 2π), Å⁻², kV, d
 pixels.
 
 Modules: :mod:`.schema` (sections, :class:`Project`), :mod:`.parse`, :mod:`.toml_writer`,
-:mod:`.setup` (:func:`build_setup`), :mod:`.validate`, :mod:`.run`.
+:mod:`.setup` (:func:`build_setup`), :mod:`.validate`, :mod:`.run`, :mod:`.safety`
+(resources, output folders, run states, input hashes).
 """
 
 from .._core.parameters import parse_parameter_name
 from .parse import load_project, parse_project
-from .run import ProjectRun, RunResult, find_run_state, resume_run, run_project
+from .run import ProjectRun, RunFinished, RunResult, find_run_state, resume_run, run_project
 from .schema import (
     PROJECT_SCHEMA,
+    RUN_STATE,
     CoarseStep,
     CrystalSection,
     DataSection,
@@ -43,6 +45,7 @@ from .validate import ValidationReport, validate_project
 
 __all__ = [
     "PROJECT_SCHEMA",
+    "RUN_STATE",
     "CoarseStep",
     "CrystalSection",
     "DataSection",
@@ -53,6 +56,7 @@ __all__ = [
     "Project",
     "ProjectRun",
     "RoiSection",
+    "RunFinished",
     "RunResult",
     "Setup",
     "ValidationReport",

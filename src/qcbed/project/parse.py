@@ -5,7 +5,6 @@ Every problem raises :class:`qcbed.errors.InputError` naming the file, the key
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import sys
@@ -15,15 +14,19 @@ from typing import Any
 
 import numpy as np
 
+from .._core.checks import check_integer, check_number, check_numbers
+from .._core.guard import parse_memory
 from .._core.parameters import parse_parameter_name
 from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 from ..errors import InputError
+from ..parallel import check_executor_spec
 from ..scattering.structure_factors import PotentialModel
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
+from .safety import MAX_N_SCAN
 from .schema import (
     _MISSING,
     BACKGROUNDS,
@@ -91,21 +94,12 @@ class _Reader:
             if not isinstance(v, bool):
                 raise self.err("must be true or false", tag, expected="true or false", found=v)
             return v
-        if kind in ("float", "int"):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise self.err("must be a number", tag, expected=f"a {kind}", found=v)
-            if kind == "int" and (not float(v).is_integer()):
-                raise self.err("must be an integer", tag, expected="an integer", found=v)
-            x = float(v)
-            if not math.isfinite(x):
-                raise self.err("must be finite", tag, expected="a finite number", found=v)
-            if positive and x <= 0:
-                raise self.err("must be > 0", tag, expected="> 0", found=v)
-            if lo is not None and x < lo:
-                raise self.err("out of range", tag, expected=f"≥ {lo:g}", found=v)
-            if hi is not None and x > hi:
-                raise self.err("out of range", tag, expected=f"≤ {hi:g}", found=v)
-            return int(x) if kind == "int" else x
+        if kind == "int":
+            return check_integer(v, tag, low=1 if positive else lo, high=hi,
+                                 source=self.source)
+        if kind == "float":
+            return check_number(v, tag, low=0.0 if positive else lo, low_open=positive,
+                                high=hi, source=self.source)
         raise AssertionError(kind)  # pragma: no cover
 
     def vector(self, d: Mapping, key: str, tag: str, n: int, default: Any = _MISSING, *,
@@ -119,7 +113,11 @@ class _Reader:
         if not isinstance(v, list) or len(v) != n or not all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
             raise self.err("wrong value", tag, expected=what, found=v)
-        a = np.asarray(v, dtype=float)
+        if integer:
+            for x in v:
+                check_integer(x, tag, source=self.source)
+        a = check_numbers([float(min(max(x, -1e308), 1e308)) for x in v], tag,
+                          source=self.source)
         if not np.all(np.isfinite(a)):
             raise self.err("must be finite", tag, expected=what, found=v)
         if integer and np.any(a != np.round(a)):
@@ -174,7 +172,16 @@ def load_project(path: str | os.PathLike) -> Project:
     if not p.is_file():
         raise InputError("no such project file", source=p, expected="a TOML file",
                          found="missing" if not p.exists() else "a folder")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.start + 1]
+        raise InputError("not a project file (not UTF-8 text)", source=p,
+                         expected="a TOML project file",
+                         found=f"binary data (byte {exc.start}: {bad!r})") from None
+    except OSError as exc:
+        raise InputError(f"cannot read the project file: {exc.strerror or exc}",
+                         source=p) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -205,6 +212,7 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     output = r.get(pj, "output", "project.output", "str", "results")
     dmap = r.get(pj, "density_map", "project.density_map", "str", "none",
                  choices=("none", "xray", "potential"))
+    overwrite = r.get(pj, "overwrite", "project.overwrite", "bool", False)
     # ---------------------------------------------------------------- [crystal]
     cr = r.table(raw, "crystal", "crystal", required=True)
     r.unknown(cr, "crystal")
@@ -379,7 +387,11 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     if isinstance(ex, bool) or not isinstance(ex, (str, int)):
         raise r.err("wrong executor", "engine.executor",
                     expected="auto, serial, N, dask, tcp://host:port or mpi", found=ex)
+    check_executor_spec(ex, source=source, tag="engine.executor")
     engine["executor"] = ex
+    ml = en.get("memory_limit", None)
+    engine["memory_limit"] = None if ml is None else parse_memory(
+        ml, source=source, tag="engine.memory_limit")
     try:
         PotentialModel(engine["elastic"], engine["absorption"], xi=engine["xi"])
     except InputError as exc:
@@ -429,7 +441,7 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
                         found=f"{n13} x {n12} samples") from None
     return Project(source=source, base_dir=base, raw=dict(raw), text=text or dumps_toml(raw),
                    name=name, output=_resolve(base, output), density_map=dmap,
-                   crystal=CrystalSection(**crystal), data=DataSection(**data),
+                   overwrite=overwrite, crystal=CrystalSection(**crystal), data=DataSection(**data),
                    geometry=GeometrySection(**geom), roi=RoiSection(**roi),
                    engine=EngineSection(**engine), gof=GofSection(**gof),
                    thickness=thickness, coarse=coarse, fine=fine, regions=n_regions,
@@ -469,7 +481,7 @@ def _parse_coarse(r: _Reader, t: Mapping, i: int) -> CoarseStep:
                     expected="[B_min, B_max] in Å²", found=list(br))
     return CoarseStep(
         step=step, thickness_range=tr,
-        n_scan=r.get(t, "n_scan", tag + ".n_scan", "int", 21, lo=3),
+        n_scan=r.get(t, "n_scan", tag + ".n_scan", "int", 21, lo=3, hi=MAX_N_SCAN),
         xtol=r.get(t, "xtol", tag + ".xtol", "float", None, positive=True),
         margin=r.get(t, "margin", tag + ".margin", "int", 10, lo=1),
         template_size=ts,

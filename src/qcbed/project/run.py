@@ -3,7 +3,6 @@ coarse steps, fine steps, checkpoints, the run state and the results."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -17,10 +16,11 @@ from typing import Any
 import numpy as np
 
 from .._core.files import atomic_write_text
+from .._core.guard import limit_scope
 from .._core.hkl import hkl_key, key_hkl
 from .._core.jsonio import dumps
 from .._core.parameters import parse_parameter_name
-from ..errors import InputError
+from ..errors import InputError, QcbedError
 from ..experiment import ROI, Region
 from ..output.results import write_results
 from ..refine.coarse import CoarseRefinement
@@ -32,6 +32,15 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 from .parse import load_project, parse_project
+from .safety import (
+    changed_inputs,
+    check_output_folder,
+    check_resources,
+    estimate_resources,
+    file_hashes,
+    read_run_state,
+    run_is_finished,
+)
 from .schema import RUN_STATE, CoarseStep, FineStep, Project
 from .setup import Setup, _err, build_setup
 
@@ -102,6 +111,9 @@ class ProjectRun:
     truth : dict, optional
         Known true values {parameter name: value} (synthetic data), written to
         ``result.json`` and the report.
+    overwrite : bool, optional
+        Replace the results of an earlier run in the output folder (default
+        ``[project] overwrite``; without it such a folder is refused).
 
     The run keeps ``run_state.json`` in the output folder (atomically rewritten
     after every step) and one checkpoint per fine step (rewritten after every
@@ -113,8 +125,11 @@ class ProjectRun:
                  log: Callable[[str], None] | None = None,
                  callback: Callable[[dict], None] | None = None,
                  command_line: Sequence[str] | None = None,
-                 truth: Mapping[str, float] | None = None) -> None:
+                 truth: Mapping[str, float] | None = None,
+                 overwrite: bool | None = None) -> None:
         self.project = project
+        self.overwrite = project.overwrite if overwrite is None else bool(overwrite)
+        self.started = False  # True once the run state is written (a resume is possible)
         self.out_dir = Path(out_dir) if out_dir is not None else project.output
         self.executor = executor
         self.progress = progress
@@ -163,20 +178,50 @@ class ProjectRun:
 
     # ------------------------------------------------------------ run
     def run(self, *, resume: bool = False) -> RunResult:
-        """Run the plan (continue a previous run of the same project with ``resume``)."""
+        """Run the plan (continue a previous run of the same project with ``resume``).
+
+        Before any work: the output folder is checked (an existing file, an input, or
+        earlier results without ``overwrite`` are refused) and the memory the
+        settings imply is estimated (:mod:`qcbed.project.safety`).
+        """
+        with limit_scope(self.project.engine["memory_limit"]):
+            return self._run(resume)
+
+    def _input_hashes(self, setup: Setup) -> dict[str, str]:
+        files = list(setup.input_files)
+        if Path(self.project.source).is_file():
+            files.append(Path(self.project.source))
+        return file_hashes(files)
+
+    def _run(self, resume: bool) -> RunResult:
         t0 = time.perf_counter()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
         setup = build_setup(self.project, executor=self.executor)
+        check_output_folder(self.out_dir, source=self.project.source,
+                            overwrite=self.overwrite or resume, inputs=setup.input_files)
+        check_resources(estimate_resources(self.project, len(setup.hkl)),
+                        source=self.project.source)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.started = True
         rs_path = self.out_dir / RUN_STATE
+        hashes = self._input_hashes(setup)
         if resume and rs_path.exists():
-            rs = json.loads(rs_path.read_text(encoding="utf-8"))
+            rs = read_run_state(rs_path)
             self.log(f"resuming: {len(rs['done'])} step(s) done")
+            changed = changed_inputs(rs.get("input_hashes", {}), hashes)
+            if changed:
+                warnings.warn("inputs changed since the run started (the run continues "
+                              "with the project as it was when started, and the data files "
+                              "as they are now): " + "; ".join(changed), UserWarning,
+                              stacklevel=3)
+            rs["input_hashes"] = hashes
+            rs["results_written"] = False
         else:
             rs = {"format": "qcbed-run-state/1", "project_file": self.project.source,
                   "project_base": str(self.project.base_dir), "project_text": self.project.text,
                   "out_dir": str(self.out_dir), "done": [], "state": self._initial_state(setup),
                   "coarse": [], "fine": [], "history": [], "truth": self.truth,
-                  "command_line": self.command_line}
+                  "command_line": self.command_line, "input_hashes": hashes,
+                  "results_written": False}
             for p in self.out_dir.glob("checkpoint_*.h5"):
                 p.unlink()
             self._save(rs)
@@ -223,6 +268,8 @@ class ProjectRun:
                         history=rs["history"], out_dir=self.out_dir, elapsed_s=elapsed,
                         roi=roi, simulation=sim, iam=iam, steps=rs["fine"], accuracy=accuracy)
         run.files = write_results(run, command_line=self.command_line, truth=self.truth)
+        rs["results_written"] = True
+        self._save(rs)
         return run
 
     # ------------------------------------------------------------ coarse
@@ -468,22 +515,41 @@ def find_run_state(path: str | os.PathLike) -> Path:
     return cand
 
 
-def resume_run(path: str | os.PathLike, **kw: Any) -> RunResult:
+class RunFinished(QcbedError):
+    """:func:`resume_run` was asked to continue a run that is already finished."""
+
+
+def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> RunResult:
     """Continue a killed run from its checkpoint.
+
+    The project as it was when the run started is used (stored in the run
+    state); files whose SHA-256 changed since are named in a warning.
 
     Parameters
     ----------
     path : str or path
         The project file, its output folder, or a checkpoint in that folder.
+    force : bool
+        Also "resume" a finished run (the last fine step is run again from its
+        checkpoint and the results are rewritten); without it :class:`RunFinished`
+        is raised and nothing changes.
     **kw
         As :class:`ProjectRun` (executor, progress, log, callback).
     """
     rs_path = find_run_state(path)
-    rs = json.loads(rs_path.read_text(encoding="utf-8"))
+    rs = read_run_state(rs_path)
     proj_file = Path(rs["project_file"])
-    raw = tomllib.loads(rs["project_text"])
+    try:
+        raw = tomllib.loads(rs["project_text"])
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"the run state is damaged (project text: {exc})", source=rs_path,
+                         tag="project_text") from None
     proj = parse_project(raw, source=str(proj_file), base_dir=rs["project_base"],
                          text=rs["project_text"])
+    if run_is_finished(rs, len(proj.coarse), len(proj.fine), rs_path.parent) and not force:
+        raise RunFinished(f"{rs_path.parent}: the run is finished (every step done, results "
+                          "written); nothing was changed. Pass --force (force=True) to run "
+                          "the last fine step again and rewrite the results.")
     kw.setdefault("command_line", rs.get("command_line"))
     kw.setdefault("truth", rs.get("truth"))
     return ProjectRun(proj, out_dir=rs_path.parent, **kw).run(resume=True)

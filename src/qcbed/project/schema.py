@@ -16,7 +16,7 @@ _MISSING = object()
 
 #: Sections and keys of a project file (the reference is docs/project-file.md).
 PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
-    "project": ("name", "output", "density_map"),
+    "project": ("name", "output", "density_map", "overwrite"),
     "crystal": ("source", "b_iso"),
     "data": ("kind", "format", "files", "folder", "hkl", "g_vectors", "variance",
              "variance_floor", "clip_negative", "allow_negative", "mask", "background",
@@ -30,7 +30,7 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
     "engine": ("mode", "coarse_mode", "accuracy", "gmax", "smax", "holz", "min_pool", "pool",
                "sgmin",
                "omega", "sgmax", "bethe", "min_strong", "elastic", "absorption", "xi",
-               "executor", "chunk_size"),
+               "executor", "chunk_size", "memory_limit"),
     "gof": ("metric", "background", "probe"),
     "plan": ("thickness", "coarse", "fine", "regions", "budget"),
     "plan.coarse": ("step", "thickness_range", "n_scan", "xtol", "margin", "template_size",
@@ -146,6 +146,8 @@ class EngineSection(_Section):
     xi: float = 0.1
     chunk_size: int = DEFAULT_CHUNK_SIZE
     executor: str | int = "auto"
+    memory_limit: int | None = None
+    """Bytes (``qcbed._core.guard``; None: ``QCBED_MEMORY_LIMIT`` or half the free memory)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,6 +211,8 @@ class Project:
         The file's text (stored in results for provenance).
     name, output : str, Path
         Project name and output folder (absolute).
+    overwrite : bool
+        Replace the results of an earlier run in ``output`` (``[project] overwrite``).
     crystal, data, geometry, roi, engine, gof : frozen section dataclasses
         Checked settings of each section (values in the units of the reference);
         read-only mappings too (``project.engine["gmax"] == project.engine.gmax``).
@@ -230,6 +234,7 @@ class Project:
     name: str
     output: Path
     density_map: str
+    overwrite: bool
     crystal: CrystalSection
     data: DataSection
     geometry: GeometrySection

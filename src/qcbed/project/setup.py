@@ -168,10 +168,9 @@ def _load_array(project: Project, name: str, tag: str) -> tuple[np.ndarray, Path
     p = project.path(name)
     if not p.is_file():
         raise _err(project, "file not found", tag, expected="an existing file", found=str(p))
-    try:
-        return np.load(p, allow_pickle=False), p
-    except (OSError, ValueError) as exc:
-        raise _err(project, f"cannot read the .npy file: {exc}", tag, found=str(p)) from None
+    from ..experiment.readers import load_npy
+
+    return load_npy(p, tag=tag), p
 
 
 #: [data] variance values that are not files: Poisson σ² = max(I, floor), or the model

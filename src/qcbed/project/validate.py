@@ -9,9 +9,16 @@ from typing import Any
 
 import numpy as np
 
+from .._core.guard import limit_scope
 from .._core.parameters import parse_parameter_name
 from ..errors import InputError
 from .parse import load_project
+from .safety import (
+    check_output_folder,
+    check_resources,
+    estimate_resources,
+    resource_summary,
+)
 from .schema import Project
 from .setup import Setup, _err, build_setup
 
@@ -32,6 +39,7 @@ class ValidationReport:
     checks: list[tuple[str, str]] = field(default_factory=list)
     errors: list[InputError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    beam_counts: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -76,10 +84,20 @@ def validate_project(path_or_project: str | os.PathLike | Project, *, executor: 
                                f"{len(setup.hkl)} reflections compared"))
     rep.checks.append(("geometry", f"pixel size {setup.geometry.pixel_size:.4g} 1/A, "
                                    f"g_x length {setup.geometry.g_x_length:.4g} 1/A"))
+    limit = proj.engine["memory_limit"]
     try:
-        _check_roi(setup, rep)
-        sim = _check_beams(setup, rep)
-        _check_parameters(setup, sim, rep)
+        with limit_scope(limit):
+            check_resources(estimate_resources(proj, len(setup.hkl)), source=proj.source)
+            _check_roi(setup, rep)
+            sim = _check_beams(setup, rep)
+            n_strong = int(rep.beam_counts.get("strong_max", 0)) or None
+            items = estimate_resources(proj, len(setup.hkl), n_strong=n_strong,
+                                       n_pool=len(sim.pool))
+            check_resources(items, source=proj.source)
+            rep.checks.append(("resources", resource_summary(items, limit)))
+            _check_parameters(setup, sim, rep)
+            check_output_folder(proj.output, source=proj.source, overwrite=proj.overwrite,
+                                inputs=setup.input_files)
     except InputError as exc:
         rep.errors.append(exc)
     return rep
@@ -130,6 +148,7 @@ def _check_beams(setup: Setup, rep: ValidationReport):
     ang = np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False)
     ring = np.asarray(centre, float) + 0.9 * radius * np.c_[np.cos(ang), np.sin(ang)]
     counts = sim.solve(np.vstack([np.asarray(centre, float)[None], ring])).beam_counts()
+    rep.beam_counts = counts
     if counts["exact_fallback"] or counts["rejected"]:
         rep.warnings.append(f"engine: of 9 sample directions {counts['exact_fallback']} "
                             f"needed the exact solver and {counts['rejected']} were "
@@ -146,6 +165,30 @@ def _check_beams(setup: Setup, rep: ValidationReport):
     else:
         rep.warnings.append(f"engine: not converged: {conv.summary()}")
     return sim
+
+
+def _start_value(setup: Setup, sim, name: str) -> float | None:
+    """Start value of a refinable parameter before any step (None: not known here)."""
+    kind, detail, canon = parse_parameter_name(name)
+    g = setup.geometry
+    if kind == "thickness":
+        return float(setup.project.thickness)
+    if kind == "voltage":
+        return float(setup.voltage_kv)
+    if kind == "B":
+        return next((float(s.b_iso) for s in setup.crystal.sites if s.label == detail), None)
+    if kind == "cell":
+        return float(getattr(setup.crystal.lattice, detail))
+    if kind in ("U", "Uabs"):
+        u = sim.structure_factor(detail)[0 if kind == "U" else 1]
+        return float((u * np.exp(-1j * sim.default_phase(detail))).real)
+    if canon in ("shift.row", "shift.col"):
+        return float(g.shift[0 if canon.endswith("row") else 1])
+    if canon in ("rotation", "gl"):
+        return float(getattr(g, canon))
+    if kind == "tilt":
+        return 0.0
+    return None
 
 
 def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
@@ -185,10 +228,13 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
                            expected=f"{list(detail)} in roi.disc_shifts", found=canon)
             n += 1
         for k, (lo, hi) in st.bounds.items():
-            if k == "thickness" and not proj.coarse and not lo <= proj.thickness <= hi:
-                raise _err(proj, "start thickness outside its bounds",
-                           f"plan.fine[{i}].bounds.thickness", expected=f"[{lo:g}, {hi:g}] Å",
-                           found=proj.thickness)
+            start = _start_value(setup, sim, k)
+            if start is None or (k == "thickness" and proj.coarse):
+                continue  # set by an earlier step
+            if not lo <= start <= hi:
+                raise _err(proj, f"start value of {k} outside its bounds",
+                           f"plan.fine[{i}].bounds.{k}", expected=f"[{lo:g}, {hi:g}]",
+                           found=start)
     for i, st in enumerate(proj.coarse):
         tag = f"plan.coarse[{i}]"
         if st.reflections is not None:

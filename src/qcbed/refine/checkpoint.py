@@ -39,6 +39,7 @@ def _write(tmp: Path, *, params, names: list[str], x0, state: dict | None,
         g.attrs["values"] = json.dumps({p.name: p.value for p in params})
         g.attrs["esd"] = json.dumps({p.name: p.esd for p in params})
         g.attrs["units"] = json.dumps({p.name: p.unit for p in params})
+        g.attrs["scales"] = json.dumps({p.name: p.scale for p in params})
         g.attrs["free"] = json.dumps([p.name for p in params.free])
         g.attrs["history"] = dumps(history, nan_as_null=False)
         if history:
@@ -72,6 +73,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
             g = f["refinement"]
             out = {k: json.loads(g.attrs[k]) for k in ("names", "x0", "state", "values", "esd",
                                                        "free", "history")}
+            out["scales"] = json.loads(g.attrs["scales"]) if "scales" in g.attrs else {}
             out["final"] = "final" in g
     except (OSError, KeyError) as exc:
         raise InputError(f"not a qcbed checkpoint: {exc}", source=path) from exc

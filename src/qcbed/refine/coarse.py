@@ -33,6 +33,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy import ndimage, optimize
 
+from .._core.checks import check_integer, check_number
 from ..bloch.grids import TiltGrid
 from ..bloch.simulation import Simulation, outputs_index
 from ..errors import InputError
@@ -247,9 +248,9 @@ class CoarseRefinement:
         h = np.asarray(hkl, int).reshape(-1, 3)
         if len(h) != len(tpl):
             raise InputError("one hkl per template", expected=len(tpl), found=len(h))
-        if pixel_size <= 0 or margin < 1:
-            raise InputError("pixel_size must be > 0 and margin ≥ 1",
-                             found=(pixel_size, margin))
+        pixel_size = check_number(pixel_size, "pixel_size", low=0.0, low_open=True,
+                                  unit="Å⁻¹")
+        margin = check_integer(margin, "margin", low=1)
         self.sim = simulation
         self.hkl = h
         self.out_idx = outputs_index(simulation, h)

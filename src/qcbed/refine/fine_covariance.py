@@ -15,6 +15,9 @@ from .fine_result import RefinementResult
 from .gof import linear_fit, zncc
 from .lm import LMState
 
+#: Condition number of the scaled JᵀJ above which the covariance counts as singular.
+_SINGULAR_COND = 1e14
+
 
 class _CovarianceMixin:
     """Part of :class:`~qcbed.refine.fine.Refinement` (see there)."""
@@ -31,15 +34,28 @@ class _CovarianceMixin:
         dof = len(r) - len(names) - fit.n_linear
         chi2nu = float(r @ r) / max(dof, 1)
         jtj = j.T @ j
-        try:
+        scale = np.sqrt(np.clip(np.diag(jtj), 1e-300, None))
+        singular = not np.all(np.isfinite(jtj)) or \
+            np.linalg.cond(jtj / np.outer(scale, scale)) > _SINGULAR_COND
+        if singular:  # some parameter combination is not determined by the data
+            cov = np.full_like(jtj, np.nan)
+        else:
             cov = np.linalg.inv(jtj) * chi2nu
-        except np.linalg.LinAlgError:
-            cov = np.linalg.pinv(jtj) * chi2nu
         return names, cov, chi2nu, dof
 
     def _finish(self, message: str, n_iter: int) -> RefinementResult:
         names, cov, chi2nu, dof = self.covariance()
-        esd = np.sqrt(np.clip(np.diag(cov), 0, None))
+        if not np.all(np.isfinite(cov)):
+            message += ("; DEGENERATE: the covariance is singular (a parameter combination "
+                        "is not determined by the data), esds are undefined (null)")
+            warnings.warn(f"degenerate refinement: singular covariance of {names}; esds are "
+                          "undefined", UserWarning, stacklevel=3)
+        if not (np.isfinite(chi2nu) and chi2nu > 0):
+            message += f"; DEGENERATE: χ²_ν = {chi2nu:g} (a perfect or undefined fit)"
+            warnings.warn(f"degenerate refinement: χ²_ν = {chi2nu:g}", UserWarning,
+                          stacklevel=3)
+        with np.errstate(invalid="ignore"):
+            esd = np.sqrt(np.clip(np.diag(cov), 0, None))
         for n, e in zip(names, esd):
             self.params[n].esd = float(e)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -84,7 +100,12 @@ class _CovarianceMixin:
             extra={"model": model, "experiment": exp, "mask": mask,
                    "solver": dict(self.solver_counts)})
         if self.checkpoint is not None:
-            self._save_checkpoint(names, None, None, final=res)
+            # keep the optimiser state: a resume after the end (e.g. a kill during the
+            # final write) continues from it instead of restarting the count
+            lm = getattr(self, "_lm_final", None)
+            lm = lm if lm is not None and lm[0] == names else None
+            self._save_checkpoint(names, None if lm is None else lm[1],
+                                  None if lm is None else lm[2], final=res)
         return res
 
     # ------------------------------------------------------------ checkpoints
@@ -104,6 +125,9 @@ class _CovarianceMixin:
         for n, v in ck["values"].items():
             if n in self.params:
                 self.params[n].value = v
+        for n, v in ck["scales"].items():  # x = (value − x0)/scale: the scales of the run
+            if n in self.params:
+                self.params[n].scale = v
         self.history = list(ck["history"])
         if names is None:
             return None

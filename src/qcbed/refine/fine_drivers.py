@@ -57,6 +57,14 @@ class _DriversMixin:
         if not self.params.free:
             raise InputError("nothing to refine: every parameter is fixed")
         self._t0 = time.perf_counter()
+        self._lm_final = None
+        exp, _var, valid = self.data.sample(self._sampling_values())
+        used = self._compare_mask(valid)
+        if not np.any(used) or not np.any(exp[used]):
+            raise InputError("nothing to fit: the compared data are all zero or no sample "
+                             "is valid", source=getattr(self.data, "source", None),
+                             expected="data with counts in the regions of interest",
+                             found=f"{int(np.sum(used))} valid samples, all zero")
         if method == "lm":
             if not self.gof.least_squares:
                 raise InputError("Levenberg–Marquardt needs a χ²-type GOF; use method="
@@ -67,6 +75,7 @@ class _DriversMixin:
             st = self._run_lm(names, max_iter, ftol, xtol, state, callback, stage="lm",
                               esd_tol=esd_tol)
             message, n_iter = st.message, st.iteration
+            self._lm_final = (names, self._lm_x0, st)
         elif method == "nested":
             message, n_iter = self._run_nested(outer, max_iter, ftol, xtol, resume, callback)
         else:
@@ -80,6 +89,7 @@ class _DriversMixin:
         ps = [self.params[n] for n in names]
         x0 = np.array([p.value for p in ps]) if state is None else np.asarray(
             self._ckpt_x0)
+        self._lm_x0 = x0
         scales = np.array([p.scale for p in ps])
         lo = (np.array([p.lower for p in ps]) - x0) / scales
         hi = (np.array([p.upper for p in ps]) - x0) / scales
