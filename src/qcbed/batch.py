@@ -86,7 +86,8 @@ def expand_projects(items: Iterable[str | os.PathLike]) -> list[Path]:
 
 
 def _state(out_dir: Path, text: str) -> str:
-    """'finished', 'interrupted' or 'new' for a project's output folder."""
+    """'finished', 'interrupted', 'changed' (an earlier run of another version of the
+    project file) or 'new' for a project's output folder."""
     from .project.schema import RUN_STATE
 
     rs_path = out_dir / RUN_STATE
@@ -97,7 +98,7 @@ def _state(out_dir: Path, text: str) -> str:
     except (OSError, ValueError):
         return "new"
     if rs.get("project_text") != text:
-        return "new"
+        return "changed"
     return "finished" if (out_dir / "result.json").is_file() else "interrupted"
 
 
@@ -142,12 +143,16 @@ def run_batch(projects: Sequence[str | os.PathLike], *, out_root: str | os.PathL
             state = "new" if force else _state(e.out_dir, proj.text)
             say(f"[{k}/{len(projects)}] {path}: " + {
                 "finished": "finished before, skipped", "interrupted": "resuming",
+                "changed": "the project file changed, running again",
                 "new": "running"}[state])
             if state != "finished":
+                # the batch replaces its own earlier results of a changed project (the
+                # folder holds a run state of this project); anything else needs --force
                 ProjectRun(proj, out_dir=e.out_dir, executor=executor, progress=progress,
-                           log=log, overwrite=force or None).run(
+                           log=log, overwrite=(force or state == "changed") or None).run(
                                resume=state == "interrupted")
-            e.status = {"finished": "skipped", "interrupted": "resumed", "new": "done"}[state]
+            e.status = {"finished": "skipped", "interrupted": "resumed", "changed": "done",
+                        "new": "done"}[state]
             e.result = json.loads((e.out_dir / "result.json").read_text(encoding="utf-8"))
         except (QcbedError, OSError, ValueError) as exc:
             e.status, e.error = "failed", str(exc)
