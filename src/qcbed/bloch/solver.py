@@ -80,6 +80,8 @@ from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
     flux_guard,
     physically_invalid,
 )
+from .lowdin import corrections as lowdin_corrections
+from .lowdin import lowdin_factor
 from .perturbation import (  # noqa: F401  (re-exported for the torch port and tests)
     CLUSTER_CONDITION_LIMIT,
     CLUSTER_LIMIT,
@@ -479,11 +481,24 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
             da = np.stack([dtab[p].take(blk) for p in range(n_par)], 1)
             da[:, :, ar, ar] = 1j * np.asarray(derivatives[1], complex).reshape(n_par, -1)[
                 :, row0][None, :, None]
+        ovl = ovl_abs = None
         if len(wcols):
             sg_w = two_k_sg[rows][:, wcols]
             d = np.where(wmask[:, wcols], 1.0 / np.where(wmask[:, wcols], sg_w, 1.0), 0.0)
             sw = arrays.index[idx[:, :, None], wcols[None, None, :]]
             u_sw = u.take(sw)
+            if arrays.rules.lowdin:
+                # weak-weak coupling and energy dependence (qcbed.bloch.lowdin)
+                ww = arrays.index[np.ix_(wcols, wcols)]
+                with_abs = exact or aabs is not None
+                u_el = arrays.u.real if real else arrays.u
+                d_el, d_abs, ovl, ovl_abs = lowdin_corrections(
+                    u_el.take(sw), u_el.take(ww), ua.take(sw) if with_abs else None,
+                    ua.take(ww) if with_abs else None, d,
+                    1.0 + g_n[wcols][None, :] / k_n[rows, None])
+                a += d_el if d_abs is None or not exact else d_el + 1j * d_abs
+                if aabs is not None:
+                    aabs += d_abs
             if exact:
                 # U + iU′ is not Hermitian: the weak-to-strong block is gathered
                 ws = arrays.index[wcols[None, :, None], idx[:, None, :]]
@@ -515,6 +530,22 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         mm = m[:, :, None] * m[:, None, :]
         a /= mm
         kn2 = 2.0 * k_n[rows, None]
+        if ovl is not None:
+            fac = lowdin_factor(ovl / mm)
+            a = _adjoint(fac) @ a @ fac
+            if exact and ovl_abs is not None:
+                sa = _adjoint(fac) @ (ovl_abs / mm) @ fac
+                x2 = 0.5 * (a + _adjoint(a)) @ sa          # the elastic (Hermitian) part
+                a -= 0.5j * (x2 + _adjoint(x2))
+            if aabs is not None:
+                aabs = _adjoint(fac) @ (aabs / mm) @ fac
+                if ovl_abs is not None:
+                    sa = _adjoint(fac) @ (ovl_abs / mm) @ fac
+                    x2 = a @ sa
+                    aabs -= 0.5 * (x2 + _adjoint(x2))
+                aabs *= mm    # divided again below
+            if gmat is not None:
+                da = (_adjoint(fac)[:, None] @ (da / mm[:, None]) @ fac[:, None]) * mm[:, None]
         if exact:
             gam, vec, c = _solve_exact(a, kn2)
             rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
@@ -551,6 +582,10 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 gam[k], vec[k], c[k] = g_x, v_x, c_x
                 n_exact += len(k)
                 n_rejected += int(rej.sum())
+        if ovl is not None:
+            # φ = F v (F lower-triangular) and c_j = φ_j(000)* = F₀₀ v_j(000)*
+            vec = fac[:, :n_out, :n_out] @ vec[:, :n_out, :]
+            c = c * fac[:, :1, 0]
         gamma[rows, :n] = gam
         bout[rows, :, :n] = vec[:, :n_out, :]
         cc[rows, :n] = c
