@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["corrections", "lowdin_factor", "overlap", "overlap_abs", "weak_coupling"]
+__all__ = ["corrections", "lowdin_factor", "overlap", "overlap_abs", "transform",
+           "weak_coupling"]
 
 
 def lowdin_factor(s: np.ndarray) -> np.ndarray:
@@ -180,3 +181,40 @@ def corrections(u_sw: np.ndarray, u_ww: np.ndarray, ua_sw: np.ndarray | None,
     t_abs = weak_coupling(y, u_ww, _adj(y_abs))
     d_abs = weak_coupling(y, ua_ww, _adj(y)) + t_abs + _adj(t_abs)
     return d_el, d_abs, s, overlap_abs(u_sw, y_abs, d, m_w2)
+
+
+def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The ordinary eigen-problem Ã = F† A′ F of A′ φ = λ (1 + S′ + iS′_abs) φ, batched.
+
+    Parameters
+    ----------
+    a : ndarray (n_dir, n, n)
+        A′ in the symmetric form (Å⁻²): the elastic matrix, or U + iU′ (``aabs`` None).
+    aabs : ndarray (n_dir, n, n) or None
+        The absorptive matrix A′_abs of the ``fast`` solver.
+    s, s_abs : ndarray (n_dir, n, n)
+        S′ and S′_abs in the symmetric form (M⁻¹ S M⁻¹).
+
+    Returns
+    -------
+    a, aabs : ndarray
+        Ã and Ã_abs − ½(Ã S̃′ + S̃′ Ã) (for U + iU′ in ``a``: Ã − ½ i (Ã_el S̃′ + S̃′ Ã_el),
+        Ã_el its Hermitian part).
+    f : ndarray (n_dir, n, n)
+        The lower-triangular factor (:func:`lowdin_factor`).
+    """
+    f = lowdin_factor(s)
+    fh = _adj(f)
+    a = fh @ a @ f
+    if aabs is not None:
+        aabs = fh @ aabs @ f
+    if s_abs is not None:
+        sa = fh @ s_abs @ f
+        if aabs is not None:
+            x = a @ sa
+            aabs = aabs - 0.5 * (x + _adj(x))
+        else:
+            x = 0.5 * (a + _adj(a)) @ sa
+            a = a - 0.5j * (x + _adj(x))
+    return a, aabs, f

@@ -81,7 +81,7 @@ from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
     physically_invalid,
 )
 from .lowdin import corrections as lowdin_corrections
-from .lowdin import lowdin_factor
+from .lowdin import transform as lowdin_transform
 from .perturbation import (  # noqa: F401  (re-exported for the torch port and tests)
     CLUSTER_CONDITION_LIMIT,
     CLUSTER_LIMIT,
@@ -185,6 +185,9 @@ class EigenChunk:
         √(1 + g_n/K_n) of the output beams (φ_g = ψ_g / m_g).
     gmat : (n_dir, n_params, n_max, n_max) complex or None
         G_p = B⁻¹ ∂H/∂p B for analytic structure-factor derivatives (``exact`` mode).
+    lmat : (n_dir, n_params, n_out, n_out) complex or None
+        L_p, the change of the output amplitudes through the Löwdin factor
+        (∂ψ += L_p ψ; zero without weak beams).
     n_fallback : int
         Directions the ``fast`` solver handed to the general complex solver
         (strong absorptive mixing, or the physical guard failed).
@@ -207,6 +210,7 @@ class EigenChunk:
     n_rejected: int = 0
     n_clustered: int = 0
     max_growth: float = 0.0
+    lmat: np.ndarray | None = None
 
     @property
     def n_dir(self) -> int:
@@ -260,6 +264,8 @@ class EigenChunk:
                            de / np.where(small, 1.0, dh))
         v = np.einsum("dpjk,djk,dk->dpj", self.gmat, phi, self.c)
         dpsi = np.einsum("dgj,dpj->dpg", self.bout, v)
+        if self.lmat is not None:
+            dpsi += np.einsum("dpgh,dh->dpg", self.lmat, psi)
         dI_dp = 2.0 * np.real(np.conj(psi)[:, None, :] * dpsi)
         return inten, dI_dp, dI_dt
 
@@ -299,6 +305,7 @@ class EigenChunk:
             m_out=np.concatenate([c.m_out for c in chunks]),
             gmat=None if chunks[0].gmat is None else
             np.concatenate([pad(c.gmat, 2) for c in chunks]),
+            lmat=None if chunks[0].lmat is None else np.concatenate([c.lmat for c in chunks]),
             n_fallback=sum(c.n_fallback for c in chunks),
             n_rejected=sum(c.n_rejected for c in chunks),
             n_clustered=sum(c.n_clustered for c in chunks),
@@ -310,6 +317,7 @@ class EigenChunk:
         return EigenChunk(self.gamma[idx], self.bout[idx], self.c[idx], self.n_strong[idx],
                           self.n_weak[idx], self.m_out[idx],
                           None if self.gmat is None else self.gmat[idx],
+                          lmat=None if self.lmat is None else self.lmat[idx],
                           max_growth=self.max_growth)
 
 
@@ -425,6 +433,48 @@ def _size_batches(n_s: np.ndarray, n_weak: np.ndarray):
             yield int(n), rows[i:i + per]
 
 
+def _lowdin_derivatives(arrays: EngineArrays, derivatives: tuple[np.ndarray, np.ndarray],
+                        a_core: np.ndarray, da: np.ndarray, mm: np.ndarray, sw: np.ndarray,
+                        ww: np.ndarray, d: np.ndarray, mw2: np.ndarray, n_out: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Derivatives of the Löwdin-transformed matrix and of the factor F (``exact`` mode).
+
+    The transformed matrix Ã(p) = F† (A + ΔA_Löwdin) F / M depends on the structure
+    factors through A (derivative ``da``, analytic) and through the Löwdin terms
+    and F, differentiated by central differences (step 10⁻⁴ of max |U|; they are
+    polynomials of degree ≤ 4 in U, so the error is ~10⁻⁸ of these small terms).
+
+    Returns dÃ/dp × M (n_g, n_par, n, n), the form the caller divides by M, and
+    L_p = (dF/dp)_out F_out⁻¹ + (dF₀₀/dp)/F₀₀ (n_g, n_par, n_out, n_out), the
+    change of ψ = F_out W e c through F: ∂ψ += L_p ψ.
+    """
+    du_tab = np.atleast_2d(np.asarray(derivatives[0], complex))
+    dua_tab = np.atleast_2d(np.asarray(derivatives[1], complex))
+    f0 = lowdin_transform(a_core / mm, None, lowdin_corrections(
+        arrays.u.take(sw), arrays.u.take(ww), None, None, d, mw2)[2] / mm, None)[2]
+    out = np.empty_like(da)
+    lmat = np.empty((len(a_core), len(du_tab), n_out, n_out), complex)
+    inv_out = np.linalg.inv(f0[:, :n_out, :n_out])
+    scale = float(np.abs(arrays.u).max())
+    for p in range(len(du_tab)):
+        big = max(float(np.abs(du_tab[p]).max()), float(np.abs(dua_tab[p]).max()), 1e-300)
+        step = 1e-4 * scale / big
+        res = []
+        for sgn in (1.0, -1.0):
+            ue = arrays.u + sgn * step * du_tab[p]
+            uab = arrays.u_abs + sgn * step * dua_tab[p]
+            d_el, d_abs, ovl, ovl_abs = lowdin_corrections(ue.take(sw), ue.take(ww),
+                                                           uab.take(sw), uab.take(ww), d, mw2)
+            ap = (a_core + sgn * step * da[:, p] + d_el + 1j * d_abs) / mm
+            at, _, f = lowdin_transform(ap, None, ovl / mm, ovl_abs / mm)
+            res.append((at, f))
+        out[:, p] = (res[0][0] - res[1][0]) / (2 * step) * mm
+        df = (res[0][1] - res[1][1]) / (2 * step)
+        lmat[:, p] = df[:, :n_out, :n_out] @ inv_out
+        lmat[:, p] += (df[:, 0, 0] / f0[:, 0, 0])[:, None, None] * np.eye(n_out)
+    return out, lmat
+
+
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 derivatives: tuple[np.ndarray, np.ndarray] | None = None) -> EigenChunk:
     """Eigen-solutions for a chunk of tangential wave vectors ``kt`` (n_dir, 2) in Å⁻¹.
@@ -467,6 +517,7 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         n_par = len(dtab)
         row0 = arrays.index[0, 0]
         gmat = np.zeros((n_dir, n_par, n_max, n_max), dtype=complex)
+        lmats = np.zeros((n_dir, n_par, n_out, n_out), dtype=complex)
     for n, rows in _size_batches(n_s, n_weak):
         idx = np.argsort(~strong[rows], axis=1, kind="stable")[:, :n]
         diag_sg = np.take_along_axis(two_k_sg[rows], idx, axis=1)
@@ -492,13 +543,10 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 ww = arrays.index[np.ix_(wcols, wcols)]
                 with_abs = exact or aabs is not None
                 u_el = arrays.u.real if real else arrays.u
+                mw2 = 1.0 + g_n[wcols][None, :] / k_n[rows, None]
                 d_el, d_abs, ovl, ovl_abs = lowdin_corrections(
                     u_el.take(sw), u_el.take(ww), ua.take(sw) if with_abs else None,
-                    ua.take(ww) if with_abs else None, d,
-                    1.0 + g_n[wcols][None, :] / k_n[rows, None])
-                a += d_el if d_abs is None or not exact else d_el + 1j * d_abs
-                if aabs is not None:
-                    aabs += d_abs
+                    ua.take(ww) if with_abs else None, d, mw2)
             if exact:
                 # U + iU′ is not Hermitian: the weak-to-strong block is gathered
                 ws = arrays.index[wcols[None, :, None], idx[:, None, :]]
@@ -528,24 +576,22 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                     a += (ua_sw * d[:, None, :]) @ ua_ws
         m = np.sqrt(1.0 + g_n[idx] / k_n[rows, None])
         mm = m[:, :, None] * m[:, None, :]
-        a /= mm
         kn2 = 2.0 * k_n[rows, None]
+        lmat = None
         if ovl is not None:
-            fac = lowdin_factor(ovl / mm)
-            a = _adjoint(fac) @ a @ fac
-            if exact and ovl_abs is not None:
-                sa = _adjoint(fac) @ (ovl_abs / mm) @ fac
-                x2 = 0.5 * (a + _adjoint(a)) @ sa          # the elastic (Hermitian) part
-                a -= 0.5j * (x2 + _adjoint(x2))
-            if aabs is not None:
-                aabs = _adjoint(fac) @ (aabs / mm) @ fac
-                if ovl_abs is not None:
-                    sa = _adjoint(fac) @ (ovl_abs / mm) @ fac
-                    x2 = a @ sa
-                    aabs -= 0.5 * (x2 + _adjoint(x2))
-                aabs *= mm    # divided again below
             if gmat is not None:
-                da = (_adjoint(fac)[:, None] @ (da / mm[:, None]) @ fac[:, None]) * mm[:, None]
+                da, lmat = _lowdin_derivatives(arrays, derivatives, a, da, mm, sw, ww, d, mw2,
+                                               n_out)
+            a += d_el if not exact else d_el + 1j * d_abs
+            if aabs is not None:
+                aabs += d_abs
+                aabs /= mm
+            a, aabs, fac = lowdin_transform(a / mm, aabs, ovl / mm,
+                                            None if ovl_abs is None else ovl_abs / mm)
+            if aabs is not None:
+                aabs *= mm    # divided again below
+        else:
+            a /= mm
         if exact:
             gam, vec, c = _solve_exact(a, kn2)
             rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
@@ -554,6 +600,8 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
                 dh = da / (mm[:, None] * kn2[:, :, None, None])
                 ok = ~rejected
                 gmat[rows[ok], :, :n, :n] = np.linalg.solve(vec[ok, None], dh[ok] @ vec[ok, None])
+                if lmat is not None:
+                    lmats[rows] = lmat
             if np.any(rejected):
                 gam[rejected], vec[rejected], c[rejected] = np.nan, np.nan, np.nan
                 n_rejected += int(rejected.sum())
@@ -590,7 +638,8 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         bout[rows, :, :n] = vec[:, :n_out, :]
         cc[rows, :n] = c
     return EigenChunk(gamma=gamma, bout=bout, c=cc, n_strong=n_s, n_weak=n_weak,
-                      m_out=m_out, gmat=gmat, n_fallback=n_exact, n_rejected=n_rejected,
+                      m_out=m_out, gmat=gmat, lmat=None if gmat is None else lmats,
+                      n_fallback=n_exact, n_rejected=n_rejected,
                       n_clustered=n_clustered, max_growth=growth)
 
 
