@@ -85,12 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"set-up {time.perf_counter() - t0:.1f} s: {conv.summary()}")
     print("  " + "\n  ".join(conv.steps))
     if not args.no_image:
-        legacy = Simulation.from_felix(FELIX, executor=ex, accuracy=None)
+        # the old default: legacy thresholds and classic Bethe potentials (main before #12)
+        legacy = Simulation.from_felix(FELIX, executor=ex, accuracy=None,
+                                       selection=BeamSelection(lowdin=False))
         t_new, t_old = image(sim), image(legacy)
         n_px = sim.defaults.grid.points.shape[0]
         print(f"full image, 1480 A, 2 workers: defaults {t_new:.1f} s "
-              f"({t_new / n_px * 1e3:.2f} ms/px), legacy sgmin 0.3 {t_old:.1f} s; "
-              f"ratio {t_new / t_old:.1f}")
+              f"({t_new / n_px * 1e3:.2f} ms/px), old default (sgmin 0.3, classic Bethe) "
+              f"{t_old:.1f} s; ratio {t_new / t_old:.1f}")
     if args.pool:
         pool_series(sim, sim.selection.sgmin)
     ex.close()
