@@ -152,8 +152,10 @@ def corrections(u_sw: np.ndarray, u_ww: np.ndarray, ua_sw: np.ndarray | None,
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Everything the solver adds to the classic Bethe potentials, batched.
 
-    The same approximation in every solver mode: the weak–weak term and the
-    overlap to first order in U′ (Hermitian elastic and absorptive parts).
+    The same approximation in every solver mode: the weak–weak term
+    (:func:`weak_coupling`) and the overlap (:func:`overlap`, :func:`overlap_abs`)
+    to first order in U′, as Hermitian elastic and absorptive parts. Two products
+    with the (n_w × n_w) weak–weak blocks per call, shared by all terms.
 
     Parameters
     ----------
@@ -168,19 +170,24 @@ def corrections(u_sw: np.ndarray, u_ww: np.ndarray, ua_sw: np.ndarray | None,
     -------
     d_el, d_abs : ndarray (n_dir, n, n)
         Additions to the elastic and absorptive strong-beam matrices (Å⁻²;
-        ``d_abs`` None without absorption).
+        ``d_abs`` None without absorption): Y O Y† and Y O′ Y† + Y O Y′† + Y′ O Y†.
     s, s_abs : ndarray (n_dir, n, n)
-        The overlap S and its absorptive part S′ (not yet scaled by M).
+        The overlap S = Z M_w² Z† (Z = Y − Y O X⁻¹) and its absorptive part
+        Y M_w² Y′† + Y′ M_w² Y† (not yet scaled by M).
     """
     y = u_sw * d[:, None, :]
-    d_el = weak_coupling(y, u_ww, _adj(y))
-    s = overlap(u_sw, u_ww, d, m_w2)
+    yo = y @ _off_diagonal(u_ww)
+    yh = _adj(y)
+    d_el = yo @ yh
+    z = y - yo * d[:, None, :]
+    s = (z * m_w2[:, None, :]) @ _adj(z)
     if ua_sw is None or ua_ww is None:
         return d_el, None, s, None
     y_abs = ua_sw * d[:, None, :]
-    t_abs = weak_coupling(y, u_ww, _adj(y_abs))
-    d_abs = weak_coupling(y, ua_ww, _adj(y)) + t_abs + _adj(t_abs)
-    return d_el, d_abs, s, overlap_abs(u_sw, y_abs, d, m_w2)
+    t_abs = yo @ _adj(y_abs)
+    d_abs = (y @ _off_diagonal(ua_ww)) @ yh + t_abs + _adj(t_abs)
+    x = (y * m_w2[:, None, :]) @ _adj(y_abs)
+    return d_el, d_abs, s, x + _adj(x)
 
 
 def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.ndarray | None
