@@ -6,23 +6,27 @@ P = i Q_offdiag/2K_n, Q = B† A′_abs B. Clusters of near-degenerate Bloch wav
 coupled by P are diagonalised exactly (degenerate perturbation theory, e.g.
 Messiah 1961, ch. XVI §2); the rest of P is removed by two Jacobi-like
 perturbative similarity steps, leaving errors of fourth order in U′/ΔΛ.
+
+The functions take numpy arrays or torch tensors (:mod:`qcbed.bloch.xp`); the
+cluster search and the small cluster eigen-problems run on the host.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .xp import namespace
 
-def _adjoint(x: np.ndarray) -> np.ndarray:
+
+def _adjoint(x):
     """Batched conjugate transpose (a transposed view for real arrays)."""
-    return np.swapaxes(x, 1, 2) if np.isrealobj(x) else np.conj(np.swapaxes(x, 1, 2))
+    xt = x.swapaxes(1, 2)
+    return xt.conj() if namespace(x).is_complex(x) else xt
 
 
-def _real_times_complex(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for a real ``a`` and a complex ``b``: one real product over b's
-    interleaved real and imaginary parts (half the flops of a complex product)."""
-    b = np.ascontiguousarray(b)
-    return (a @ b.view(np.float64)).view(np.complex128)
+def _real_times_complex(a, b):
+    """a @ b for a real ``a`` and a complex ``b`` (one real product, half the flops)."""
+    return namespace(a).real_times_complex(a, b)
 
 
 #: Pairs of Bloch waves whose absorptive coupling is not small against their
@@ -48,20 +52,19 @@ CLUSTER_ROUNDS = 3
 #: direction is solved exactly (near an exceptional point of the absorbing block).
 CLUSTER_CONDITION_LIMIT = 1e3
 
-def _inverse_gaps(h: np.ndarray) -> np.ndarray:
+def _inverse_gaps(h):
     """1/(h_k − h_j) for j ≠ k, and 0 on the diagonal (and for exactly equal h)."""
     dh = h[:, None, :] - h[:, :, None]
-    n = h.shape[1]
-    ar = np.arange(n)
+    ar = namespace(h).arange(h.shape[1])
     dh[:, ar, ar] = np.inf
     dh[dh == 0] = np.inf
     return 1.0 / dh
 
 
-def _gap_ratio(h: np.ndarray, pim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gap_ratio(h, pim):
     """pim_jk/(h_k − h_j) (= −i S₁) and its modulus, computed once per round."""
     r = pim * _inverse_gaps(h)
-    return r, np.abs(r)
+    return r, abs(r)
 
 
 def _clusters(big: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -115,9 +118,7 @@ def _diagonalise_clusters(hc: np.ndarray, vo: np.ndarray, c0: np.ndarray,
     return bad
 
 
-def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
-                  ratio: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _jacobi_steps(h, pim, wexc, ratio=None):
     """Two perturbative similarity steps for H = diag(h) + i·pim (pim zero on the diagonal).
 
     S₁ = P/(h_k − h_j) with P = i·pim; (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁
@@ -129,36 +130,34 @@ def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
     the products real. ``ratio``, when the caller has it, is
     (pim/(h_k − h_j), its modulus) from :func:`_gap_ratio`.
     """
-    n = h.shape[1]
-    ar = np.arange(n)
+    xp = namespace(h)
+    ar = xp.arange(h.shape[1])
     r, r_abs = _gap_ratio(h, pim) if ratio is None else ratio
     s1 = 1j * r
-    unsafe = (r_abs * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
-    if np.isrealobj(pim):
-        ps = 1j * _real_times_complex(pim, s1)
-    else:
+    unsafe = xp.amax(r_abs * wexc, (1, 2)) > FAST_MIXING_LIMIT
+    if xp.is_complex(pim):
         ps = 1j * (pim @ s1)
+    else:
+        ps = 1j * xp.real_times_complex(pim, s1)
     h2mat = ps - s1 @ ps
     h2 = h + h2mat[:, ar, ar]
     h2mat[:, ar, ar] = 0.0
     s2 = h2mat * _inverse_gaps(h2)
-    h2 = h2 + np.sum(h2mat * np.swapaxes(s2, 1, 2), axis=2)
-    unsafe |= (np.abs(s2) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
+    h2 = h2 + (h2mat * s2.swapaxes(1, 2)).sum(axis=2)
+    unsafe |= xp.amax(abs(s2) * wexc, (1, 2)) > FAST_MIXING_LIMIT
     t = s1 @ s2
     t += s1
     t += s2
     return h2, t, unsafe
 
 
-def _excitation_weight(c0: np.ndarray) -> np.ndarray:
+def _excitation_weight(c0):
     """max(|c_j|, |c_k|): mixing matters in proportion to the stronger excitation."""
-    w = np.abs(c0)
-    return np.maximum(w[:, :, None], w[:, None, :])
+    w = abs(c0)
+    return namespace(c0).maximum(w[:, :, None], w[:, None, :])
 
 
-def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
-                           aabs: np.ndarray, kn2: np.ndarray, n_out: int
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
     """Eigen-solution of (A′ + i A′_abs)/2K_n from the elastic one (see module docstring).
 
     In the elastic eigenbasis H = diag(h) + P, h_j = (λ_j + i Q_jj)/2K_n,
@@ -171,50 +170,71 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
     excitations c (n_g, n), a flag (n_g,) marking directions the caller must
     solve exactly, and the number of directions that needed clusters.
     """
-    q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
+    xp = namespace(lam)
+    q = _adjoint(vec) @ aabs @ vec
     n_g, n = lam.shape
-    ar = np.arange(n)
+    ar = xp.arange(n)
     h = (lam + 1j * q[:, ar, ar].real) / kn2
     q[:, ar, ar] = 0.0
     pim = q / kn2[:, :, None]
     ratio, ratio_abs = _gap_ratio(h, pim)
     big = ratio_abs > CLUSTER_LIMIT
     clustered = big.any(axis=(1, 2))
-    gam = np.empty((n_g, n), complex)
-    bout = np.empty((n_g, n_out, n), complex)
-    c = np.empty((n_g, n), complex)
-    unsafe = np.zeros(n_g, bool)
+    gam = xp.empty((n_g, n), complex)
+    bout = xp.empty((n_g, n_out, n), complex)
+    c = xp.empty((n_g, n), complex)
+    unsafe = xp.zeros(n_g, bool)
     for with_clusters in (False, True):
-        k = np.nonzero(clustered == with_clusters)[0]
+        k = xp.nonzero(clustered == with_clusters)
         if not len(k):
             continue
-        hk, pk, ck = h[k], pim[k], c0[k].astype(complex)
+        hk, pk, ck = h[k], pim[k], xp.to_complex(c0[k])
         vo = vec[k, :n_out, :]
-        bad = np.zeros(len(k), bool)
-        rk = (ratio[k], ratio_abs[k]) if not with_clusters else None
         if with_clusters:
-            vo = vo.astype(complex)
-            hc = 1j * pk.astype(complex)
-            hc[:, ar, ar] = hk
-            bigk = big[k]
-            for _ in range(CLUSTER_ROUNDS):
-                bad |= _diagonalise_clusters(hc, vo, ck, _clusters(bigk))
-                hk = hc[:, ar, ar].copy()
-                pk = -1j * hc
-                pk[:, ar, ar] = 0.0
-                rk = _gap_ratio(hk, pk)
-                bigk = rk[1] > CLUSTER_LIMIT
-                if not bigk.any():
-                    break
-            bad |= bigk.any(axis=(1, 2))
-        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
-        if np.isrealobj(vo):
-            bo = vo + _real_times_complex(vo, t)
+            # the cluster search and the small eigen-problems run on the host
+            hk, pk, ck, vo, r, r_abs, bad = (xp.asarray(x) for x in _cluster_rounds(
+                *(xp.to_numpy(x) for x in (hk, pk, ck, vo, big[k]))))
+            rk = (r, r_abs)
         else:
+            rk = (ratio[k], ratio_abs[k])
+            bad = xp.zeros(len(k), bool)
+        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
+        if xp.is_complex(vo):
             bo = vo + vo @ t
+        else:
+            bo = vo + xp.real_times_complex(vo, t)
         t[:, ar, ar] += 1.0
         gam[k] = h2
         bout[k] = bo
-        c[k] = np.linalg.solve(t, ck[..., None])[..., 0]
+        c[k] = xp.solve(t, ck[..., None])[..., 0]
         unsafe[k] = uns | bad
     return gam, bout, c, unsafe, int(clustered.sum())
+
+
+def _cluster_rounds(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.ndarray,
+                    big: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Diagonalise clusters of strongly coupled Bloch waves, up to :data:`CLUSTER_ROUNDS`.
+
+    Parameters are the directions that have clusters (numpy, host): h (n_g, n), pim
+    (n_g, n, n), c₀ (n_g, n), the output rows vo (n_g, n_out, n) and the strongly
+    coupled pairs ``big`` (n_g, n, n). Returns the new h, pim, c₀ and vo, the gap
+    ratios pim/(h_k − h_j) of the last round and their moduli, and a flag for directions that are
+    still strongly mixed or whose cluster eigenvectors are ill-conditioned.
+    """
+    n = h.shape[1]
+    ar = np.arange(n)
+    vo = vo.astype(complex)
+    hc = 1j * pim.astype(complex)
+    hc[:, ar, ar] = h
+    bad = np.zeros(len(h), bool)
+    for _ in range(CLUSTER_ROUNDS):
+        bad |= _diagonalise_clusters(hc, vo, c0, _clusters(big))
+        h = hc[:, ar, ar].copy()
+        pim = -1j * hc
+        pim[:, ar, ar] = 0.0
+        ratio, ratio_abs = _gap_ratio(h, pim)
+        big = ratio_abs > CLUSTER_LIMIT
+        if not big.any():
+            break
+    bad |= big.any(axis=(1, 2))
+    return h, pim, c0, vo, ratio, ratio_abs, bad

@@ -65,7 +65,7 @@ directions can be sent to any executor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -91,6 +91,7 @@ from .perturbation import (  # noqa: F401  (re-exported for the torch port and t
     _inverse_gaps,
     _real_times_complex,
 )
+from .xp import NUMPY, NumpyOps, namespace
 
 
 @dataclass
@@ -354,18 +355,23 @@ class PatternChunk:
                             sum(c.n_clustered for c in chunks))
 
 
-def _solve_exact(a: np.ndarray, kn2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _solve_exact(a, kn2):
     """General complex eigen-problem: (γ, eigenvectors, excitations from B c = e₀).
 
     A direction whose eigen-problem LAPACK cannot solve (no convergence, singular
-    eigenvectors) comes back as NaN; the physical guard then rejects it.
+    eigenvectors) comes back as NaN; the physical guard then rejects it. A device
+    solver that fails hands the batch to the host (numpy), which finds the
+    failing directions one by one.
     """
-    e0 = np.zeros(a.shape[:2] + (1,), dtype=complex)
-    e0[:, 0, 0] = 1.0
+    xp = namespace(a)
     try:
-        lam, vec = np.linalg.eig(a)
-        c = np.linalg.solve(vec, e0)[..., 0]
-    except np.linalg.LinAlgError:
+        lam, vec = xp.eig(a)
+        e0 = xp.zeros(a.shape[:2] + (1,), complex)
+        e0[:, 0, 0] = 1.0
+        c = xp.solve(vec, e0)[..., 0]
+    except xp.linalg_errors:
+        if xp is not NUMPY:
+            return tuple(xp.asarray(x) for x in _solve_exact(xp.to_numpy(a), xp.to_numpy(kn2)))
         if len(a) == 1:
             nan = np.full(a.shape[:2], np.nan + 0j)
             return nan, np.full(a.shape, np.nan + 0j), nan
@@ -374,8 +380,7 @@ def _solve_exact(a: np.ndarray, kn2: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return lam / kn2, vec, c
 
 
-def _exact_with_guard(a: np.ndarray, kn2: np.ndarray, n_out: int, max_growth: float
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _exact_with_guard(a, kn2, n_out: int, max_growth: float) -> tuple:
     """:func:`_solve_exact`, then the physical guard: failing directions become NaN.
 
     Returns γ, the output rows of the eigenvectors, c and the rejected flags.
@@ -383,7 +388,7 @@ def _exact_with_guard(a: np.ndarray, kn2: np.ndarray, n_out: int, max_growth: fl
     gam, vec, c = _solve_exact(a, kn2)
     bout = vec[:, :n_out, :]
     bad = physically_invalid(gam, bout, c, check_amplitude=False, max_growth=max_growth)
-    if np.any(bad):
+    if bool(bad.any()):
         gam[bad] = np.nan
         bout[bad] = np.nan
         c[bad] = np.nan
@@ -406,21 +411,199 @@ def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray
 
 
 #: Most complex elements (directions × strong beams × max(strong, weak beams)) in one
-#: batched step of :func:`solve_chunk`. Directions sharing a matrix size are split
-#: into batches this big: the temporaries stay small (below the C allocator's mmap
-#: threshold, so they are reused instead of page-faulted anew) and the union of the
-#: weak beams of a batch, whose blocks are gathered, stays close to each direction's.
+#: batched step of :func:`solve_chunk` on the host (a torch device sets its own,
+#: :mod:`qcbed.bloch.xp`). Directions sharing a matrix size are split into batches
+#: this big: the temporaries stay small (below the C allocator's mmap threshold, so
+#: they are reused instead of page-faulted anew) and the union of the weak beams of
+#: a batch, whose blocks are gathered, stays close to each direction's.
 BATCH_ELEMENTS = 1 << 20
 
 
-def _size_batches(n_s: np.ndarray, n_weak: np.ndarray):
-    """(matrix size, direction indices) batches of :func:`solve_chunk`."""
+def _size_batches(n_s: np.ndarray, n_weak: np.ndarray, elements: int | None = None):
+    """(matrix size, direction indices) batches of :func:`solve_chunk`
+    (``elements``: per batch, default :data:`BATCH_ELEMENTS`)."""
+    elements = elements or BATCH_ELEMENTS
     for n in np.unique(n_s):
         rows = np.nonzero(n_s == n)[0]
         width = max(int(n), int(n_weak[rows].max()))
-        per = max(1, BATCH_ELEMENTS // (int(n) * width))
+        per = max(1, elements // (int(n) * width))
         for i in range(0, len(rows), per):
             yield int(n), rows[i:i + per]
+
+
+@dataclass
+class KernelTables:
+    """The engine's tables in one array module (numpy on the host, torch on a device).
+
+    Attributes
+    ----------
+    xp : NumpyOps
+        The array operations (:mod:`qcbed.bloch.xp`).
+    index : (N, N) int
+        Rows of the U table for g_i − g_j.
+    u, ua : (M,)
+        The tables the structure matrices are gathered from: U and U′ (real for a
+        centrosymmetric crystal in ``fast`` mode), U + iU′ and U′ in ``exact`` mode.
+    dtab, dua0 : optional
+        ∂(U + iU′)/∂p over the table rows (n_params, M), and ∂U′₀/∂p (n_params,).
+    exact, real, absorbing : bool
+        Solver mode, elastic matrix real, perturbative absorption needed.
+    """
+
+    xp: NumpyOps
+    index: Any
+    u: Any
+    ua: Any
+    dtab: Any = None
+    dua0: Any = None
+    exact: bool = False
+    real: bool = False
+    absorbing: bool = False
+
+    @classmethod
+    def build(cls, xp: NumpyOps, arrays: EngineArrays,
+              derivatives: tuple[np.ndarray, np.ndarray] | None = None,
+              index: Any = None) -> KernelTables:
+        """Tables of ``arrays`` in ``xp`` (``index``: one already there)."""
+        exact = arrays.mode == "exact"
+        real = arrays.real and not exact
+        if exact:
+            u, ua = arrays.u + 1j * arrays.u_abs, arrays.u_abs
+        elif real:
+            u, ua = arrays.u.real, arrays.u_abs.real
+        else:
+            u, ua = arrays.u, arrays.u_abs
+        dtab = dua0 = None
+        if derivatives is not None:
+            if not exact:
+                raise InputError("analytic derivatives need the 'exact' solver mode",
+                                 found="fast")
+            dua = np.asarray(derivatives[1], complex)
+            dtab = np.atleast_2d(np.asarray(derivatives[0], complex) + 1j * dua)
+            dua0 = xp.asarray(dua.reshape(len(dtab), -1)[:, arrays.index[0, 0]])
+            dtab = xp.asarray(dtab)
+        return cls(xp, xp.asarray(arrays.index) if index is None else index,
+                   xp.asarray(u), xp.asarray(ua), dtab, dua0, exact, real,
+                   bool(np.any(arrays.u_abs != 0)) and not exact)
+
+
+def solve_groups(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray):
+    """Solve directions batch by batch (directions sharing a matrix size), in ``tb.xp``.
+
+    First yields a header ``(n_dir, n_max, n_strong, n_weak, m_out)`` (numpy), then
+    per batch ``(rows, n, gamma, bout, c, gmat, counts)`` in the tables' array
+    module, with counts = (n_fallback, n_rejected, n_clustered). Directions
+    rejected by the physical guard are NaN. This one algorithm serves every
+    back-end: :func:`solve_chunk` (numpy) and :mod:`qcbed.parallel.gpu` (torch).
+    """
+    kt, two_k_sg, k_n, g_n, strong, weak = prepare_directions(arrays, kt)
+    n_s = strong.sum(axis=1)
+    n_weak = weak.sum(axis=1)
+    m_out = np.sqrt(1.0 + g_n[None, :arrays.n_out] / k_n[:, None])
+    yield len(kt), int(n_s.max()), n_s, n_weak, m_out
+    for n, rows in _size_batches(n_s, n_weak, tb.xp.batch_elements):
+        yield (rows, n) + _solve_batch(tb, arrays, n, rows, two_k_sg[rows], k_n[rows], g_n,
+                                       strong[rows], weak[rows])
+
+
+def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarray,
+                 two_k_sg: np.ndarray, k_n: np.ndarray, g_n: np.ndarray, strong: np.ndarray,
+                 weak: np.ndarray) -> tuple:
+    """Eigen-solutions of directions sharing the strong-beam count ``n``.
+
+    Returns (γ, bout, c, gmat or None, (n_fallback, n_rejected, n_clustered)).
+    """
+    xp, exact, absorbing = tb.xp, tb.exact, tb.absorbing
+    n_out, growth = arrays.n_out, arrays.max_growth
+    n_exact = n_rejected = n_clustered = 0
+    idx_h = np.argsort(~strong, axis=1, kind="stable")[:, :n]
+    diag_sg = np.take_along_axis(two_k_sg, idx_h, axis=1)
+    idx = xp.asarray(idx_h)
+    ar = xp.arange(n)
+    blk = tb.index[idx[:, :, None], idx[:, None, :]]
+    a = xp.take(tb.u, blk)
+    a[:, ar, ar] = xp.asarray(diag_sg + 1j * arrays.u_abs0 if exact else diag_sg, a.dtype)
+    aabs = xp.take(tb.ua, blk) if absorbing else None
+    n_par = 0 if tb.dtab is None else len(tb.dtab)
+    if n_par:
+        da = xp.stack([xp.take(tb.dtab[p], blk) for p in range(n_par)], 1)
+        da[:, :, ar, ar] = (1j * tb.dua0)[None, :, None]
+    wcols_h = np.nonzero(weak.any(axis=0))[0]
+    if len(wcols_h):
+        wm = weak[:, wcols_h]
+        d = xp.asarray(np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0))
+        d = d[:, None, :]
+        wcols = xp.asarray(wcols_h)
+        sw = tb.index[idx[:, :, None], wcols[None, None, :]]
+        u_sw = xp.take(tb.u, sw)
+        if exact:
+            # U + iU′ is not Hermitian: the weak-to-strong block is gathered
+            ws = tb.index[wcols[None, :, None], idx[:, None, :]]
+            u_ws = xp.take(tb.u, ws)
+            u_sw *= d
+            for p in range(n_par):
+                du_sw = xp.take(tb.dtab[p], sw) * d
+                du_ws = xp.take(tb.dtab[p], ws)
+                da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
+            a -= u_sw @ u_ws
+        else:
+            # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
+            # adjoints of the strong-to-weak ones, no second gather
+            u_ws = _adjoint(u_sw)          # a view: scale a copy
+            u_sw = u_sw * d
+            a -= u_sw @ u_ws
+            if aabs is not None:
+                ua_sw = xp.take(tb.ua, sw)
+                ua_ws = _adjoint(ua_sw)
+                # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order
+                # part U D U′ + U′ D U = X + X†, and the second-order real part
+                # −U′ D U′ (Hermitian) in the elastic block
+                x = u_sw @ ua_ws
+                aabs -= x
+                aabs -= _adjoint(x)
+                a += (ua_sw * d) @ ua_ws
+    m = np.sqrt(1.0 + g_n[idx_h] / k_n[:, None])
+    mm = xp.asarray(m[:, :, None] * m[:, None, :])
+    a /= mm
+    kn2 = xp.asarray(2.0 * k_n[:, None])
+    gmat = None
+    if exact:
+        gam, vec, c = _solve_exact(a, kn2)
+        rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
+                                      max_growth=growth)
+        if n_par:
+            dh = da / (mm[:, None] * kn2[:, :, None, None])
+            ok = ~rejected
+            gmat = xp.zeros((len(rows), n_par, n, n), complex)
+            gmat[ok] = xp.solve(vec[ok][:, None], dh[ok] @ vec[ok][:, None])
+        if bool(rejected.any()):
+            gam[rejected], vec[rejected], c[rejected] = np.nan, np.nan, np.nan
+            n_rejected += int(rejected.sum())
+    else:
+        if not tb.real:
+            # enforce exact Hermiticity against round-off in the gathers
+            a = 0.5 * (a + _adjoint(a))
+        lam, vec = xp.eigh(a)
+        c = vec[:, 0, :].conj()
+        if absorbing:
+            aabs /= mm
+            gam, vec, c, unsafe, n_cl = _absorb_perturbatively(lam, vec, c, aabs, kn2, n_out)
+            n_clustered += n_cl
+        else:
+            gam = xp.to_complex(lam / kn2)
+            vec = vec[:, :n_out, :]
+            unsafe = xp.zeros(len(rows), bool)
+        # the physical guard, always on: re-solve failing directions exactly
+        unsafe |= physically_invalid(gam, vec, c, max_growth=growth)
+        if bool(unsafe.any()):
+            k = xp.nonzero(unsafe)
+            a_k = a[k] + 1j * aabs[k] if absorbing else xp.to_complex(a[k])
+            g_x, v_x, c_x, rej = _exact_with_guard(a_k, kn2[k], n_out, growth)
+            vec, c = xp.to_complex(vec), xp.to_complex(c)
+            gam[k], vec[k], c[k] = g_x, v_x, c_x
+            n_exact += len(k)
+            n_rejected += int(rej.sum())
+    return gam, vec[:, :n_out, :], c, gmat, (n_exact, n_rejected, n_clustered)
 
 
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
@@ -437,126 +620,33 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         for :meth:`EigenChunk.gradients`; Bethe corrections are differentiated
         too.
     """
-    kt, two_k_sg, k_n, g_n, strong, weak = prepare_directions(arrays, kt)
-    n_dir = len(kt)
-    n_s = strong.sum(axis=1)
-    n_max = int(n_s.max())
+    return eigen_chunk(KernelTables.build(NUMPY, arrays, derivatives), arrays, kt)
+
+
+def eigen_chunk(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
+    """:func:`solve_chunk` with the tables of any array module (results in numpy)."""
+    xp = tb.xp
+    it = solve_groups(tb, arrays, kt)
+    n_dir, n_max, n_s, n_weak, m_out = next(it)
     n_out = arrays.n_out
     gamma = np.zeros((n_dir, n_max), dtype=complex)
     bout = np.zeros((n_dir, n_out, n_max), dtype=complex)
     cc = np.zeros((n_dir, n_max), dtype=complex)
-    exact = arrays.mode == "exact"
-    absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
-    n_exact = n_rejected = n_clustered = 0
-    growth = arrays.max_growth
-    m_out = np.sqrt(1.0 + g_n[None, :n_out] / k_n[:, None])
-    n_weak = weak.sum(axis=1)
-    real = arrays.real and not exact
-    u = arrays.u.real if real else arrays.u
-    ua = arrays.u_abs.real if real else arrays.u_abs
-    if exact:
-        u = arrays.u + 1j * arrays.u_abs
     gmat = None
-    if derivatives is not None:
-        if not exact:
-            raise InputError("analytic derivatives need the 'exact' solver mode", found="fast")
-        dtab = np.asarray(derivatives[0], complex) + 1j * np.asarray(derivatives[1], complex)
-        dtab = np.atleast_2d(dtab)
-        n_par = len(dtab)
-        row0 = arrays.index[0, 0]
-        gmat = np.zeros((n_dir, n_par, n_max, n_max), dtype=complex)
-    for n, rows in _size_batches(n_s, n_weak):
-        idx = np.argsort(~strong[rows], axis=1, kind="stable")[:, :n]
-        diag_sg = np.take_along_axis(two_k_sg[rows], idx, axis=1)
-        ar = np.arange(n)
-        blk = arrays.index[idx[:, :, None], idx[:, None, :]]
-        a = u.take(blk)
-        a[:, ar, ar] = diag_sg + (1j * arrays.u_abs0 if exact else 0.0)
-        aabs = ua.take(blk) if absorbing else None
-        wmask = weak[rows]
-        wcols = np.nonzero(wmask.any(axis=0))[0]
-        if gmat is not None:
-            da = np.stack([dtab[p].take(blk) for p in range(n_par)], 1)
-            da[:, :, ar, ar] = 1j * np.asarray(derivatives[1], complex).reshape(n_par, -1)[
-                :, row0][None, :, None]
-        if len(wcols):
-            sg_w = two_k_sg[rows][:, wcols]
-            d = np.where(wmask[:, wcols], 1.0 / np.where(wmask[:, wcols], sg_w, 1.0), 0.0)
-            sw = arrays.index[idx[:, :, None], wcols[None, None, :]]
-            u_sw = u.take(sw)
-            if exact:
-                # U + iU′ is not Hermitian: the weak-to-strong block is gathered
-                ws = arrays.index[wcols[None, :, None], idx[:, None, :]]
-                u_ws = u.take(ws)
-                u_sw *= d[:, None, :]
-                if gmat is not None:
-                    for p in range(n_par):
-                        du_sw = dtab[p].take(sw) * d[:, None, :]
-                        du_ws = dtab[p].take(ws)
-                        da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
-                a -= u_sw @ u_ws
-            else:
-                # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
-                # adjoints of the strong-to-weak ones, no second gather
-                u_ws = _adjoint(u_sw)          # a view: scale a copy
-                u_sw = u_sw * d[:, None, :]
-                a -= u_sw @ u_ws
-                if aabs is not None:
-                    ua_sw = ua.take(sw)
-                    ua_ws = _adjoint(ua_sw)
-                    # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order
-                    # part U D U′ + U′ D U = X + X†, and the second-order real part
-                    # −U′ D U′ (Hermitian) in the elastic block
-                    x = u_sw @ ua_ws
-                    aabs -= x
-                    aabs -= _adjoint(x)
-                    a += (ua_sw * d[:, None, :]) @ ua_ws
-        m = np.sqrt(1.0 + g_n[idx] / k_n[rows, None])
-        mm = m[:, :, None] * m[:, None, :]
-        a /= mm
-        kn2 = 2.0 * k_n[rows, None]
-        if exact:
-            gam, vec, c = _solve_exact(a, kn2)
-            rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
-                                          max_growth=growth)
-            if gmat is not None:
-                dh = da / (mm[:, None] * kn2[:, :, None, None])
-                ok = ~rejected
-                gmat[rows[ok], :, :n, :n] = np.linalg.solve(vec[ok, None], dh[ok] @ vec[ok, None])
-            if np.any(rejected):
-                gam[rejected], vec[rejected], c[rejected] = np.nan, np.nan, np.nan
-                n_rejected += int(rejected.sum())
-        else:
-            if not real:
-                # enforce exact Hermiticity against round-off in the gathers
-                a = 0.5 * (a + np.conj(np.swapaxes(a, 1, 2)))
-            lam, vec = np.linalg.eigh(a)
-            c = np.conj(vec[:, 0, :])
-            if absorbing:
-                aabs /= mm
-                gam, vec, c, unsafe, n_cl = _absorb_perturbatively(lam, vec, c, aabs, kn2,
-                                                                   n_out)
-                n_clustered += n_cl
-            else:
-                gam = (lam / kn2).astype(complex)
-                vec = vec[:, :n_out, :]
-                unsafe = np.zeros(len(rows), bool)
-            # the physical guard, always on: re-solve failing directions exactly
-            unsafe |= physically_invalid(gam, vec, c, max_growth=growth)
-            if np.any(unsafe):
-                k = np.nonzero(unsafe)[0]
-                a_k = a[k] + 1j * aabs[k] if absorbing else a[k].astype(complex)
-                g_x, v_x, c_x, rej = _exact_with_guard(a_k, kn2[k], n_out, growth)
-                vec, c = vec.astype(complex, copy=False), c.astype(complex, copy=False)
-                gam[k], vec[k], c[k] = g_x, v_x, c_x
-                n_exact += len(k)
-                n_rejected += int(rej.sum())
-        gamma[rows, :n] = gam
-        bout[rows, :, :n] = vec[:, :n_out, :]
-        cc[rows, :n] = c
+    if tb.dtab is not None:
+        gmat = np.zeros((n_dir, len(tb.dtab), n_max, n_max), dtype=complex)
+    counts = np.zeros(3, int)
+    for rows, n, gam, bo, c, gm, nc in it:
+        gamma[rows, :n] = xp.to_numpy(gam)
+        bout[rows, :, :n] = xp.to_numpy(bo)
+        cc[rows, :n] = xp.to_numpy(c)
+        if gm is not None:
+            gmat[rows, :, :n, :n] = xp.to_numpy(gm)
+        counts += nc
     return EigenChunk(gamma=gamma, bout=bout, c=cc, n_strong=n_s, n_weak=n_weak,
-                      m_out=m_out, gmat=gmat, n_fallback=n_exact, n_rejected=n_rejected,
-                      n_clustered=n_clustered, max_growth=growth)
+                      m_out=m_out, gmat=gmat, n_fallback=int(counts[0]),
+                      n_rejected=int(counts[1]), n_clustered=int(counts[2]),
+                      max_growth=arrays.max_growth)
 
 
 def pattern_chunk(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray
