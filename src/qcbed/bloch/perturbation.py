@@ -204,11 +204,61 @@ def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
         else:
             bo = vo + xp.real_times_complex(vo, t)
         t[:, ar, ar] += 1.0
+        c_k = xp.solve(t, ck[..., None])[..., 0]
+        redo = xp.nonzero(uns & ~bad)
+        if len(redo):
+            # strong coupling at second order (through third waves): quasi-degenerate
+            # clusters of the once-transformed problem, on the host
+            fixed = _quasi_degenerate(*(xp.to_numpy(x[redo]) for x in (
+                hk, pk, ck, vo, rk[0])))
+            h2[redo], bo[redo], c_k[redo], uns[redo] = (xp.asarray(x) for x in fixed)
         gam[k] = h2
         bout[k] = bo
-        c[k] = xp.solve(t, ck[..., None])[..., 0]
+        c[k] = c_k
         unsafe[k] = uns | bad
     return gam, bout, c, unsafe, int(clustered.sum())
+
+
+def _quasi_degenerate(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.ndarray,
+                      ratio: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The two similarity steps with exact clusters between them (host, numpy).
+
+    For directions where the second step of :func:`_jacobi_steps` mixes Bloch waves
+    strongly — waves coupled weakly to each other but both to a third wave, so
+    that their effective coupling at second order is not small against their gap
+    — the once-transformed problem H₁ = (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ −
+    S₁ P S₁ is searched for clusters with |(H₁)_jk/(h₁k − h₁j)| > :data:`CLUSTER_LIMIT`,
+    which are diagonalised exactly (quasi-degenerate perturbation theory: the far
+    waves are folded in first, the near-degenerate block is solved exactly; e.g.
+    Löwdin 1951, Messiah 1961, ch. XVI §2), before the second step removes the
+    rest. The eigenvectors are then (1 + S₁) W (1 + S₂).
+
+    Returns γ (n_g, n), the output rows (n_g, n_out, n), the excitations c (n_g, n)
+    and a flag (n_g,) for directions still strongly mixed (solved exactly).
+    """
+    n = h.shape[1]
+    ar = np.arange(n)
+    s1 = 1j * ratio
+    ps = 1j * (pim @ s1)
+    h1 = ps - s1 @ ps
+    h1[:, ar, ar] += h
+    bo = vo + vo @ s1
+    s1[:, ar, ar] += 1.0
+    c = np.linalg.solve(s1, c0[..., None])[..., 0]
+    hd = h1[:, ar, ar].copy()
+    off = h1.copy()
+    off[:, ar, ar] = 0.0
+    big = np.abs(off * _inverse_gaps(hd)) > CLUSTER_LIMIT
+    bad = _diagonalise_clusters(h1, bo, c, _clusters(big))
+    hd = h1[:, ar, ar].copy()
+    h1[:, ar, ar] = 0.0
+    s2 = h1 * _inverse_gaps(hd)
+    gam = hd + np.sum(h1 * np.swapaxes(s2, 1, 2), axis=2)
+    bad |= (np.abs(s2) * _excitation_weight(c)).max(axis=(1, 2)) > FAST_MIXING_LIMIT
+    bo = bo + bo @ s2
+    s2[:, ar, ar] += 1.0
+    c = np.linalg.solve(s2, c[..., None])[..., 0]
+    return gam, bo, c, bad
 
 
 def _cluster_rounds(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.ndarray,

@@ -444,6 +444,9 @@ class KernelTables:
     u, ua : (M,)
         The tables the structure matrices are gathered from: U and U′ (real for a
         centrosymmetric crystal in ``fast`` mode), U + iU′ and U′ in ``exact`` mode.
+    z, zc : optional
+        U + iU′ and conj(U − iU′) (M,) for the Bethe products of a complex
+        absorbing ``fast`` problem.
     dtab, dua0 : optional
         ∂(U + iU′)/∂p over the table rows (n_params, M), and ∂U′₀/∂p (n_params,).
     exact, real, absorbing : bool
@@ -454,6 +457,8 @@ class KernelTables:
     index: Any
     u: Any
     ua: Any
+    z: Any = None
+    zc: Any = None
     dtab: Any = None
     dua0: Any = None
     exact: bool = False
@@ -482,9 +487,12 @@ class KernelTables:
             dtab = np.atleast_2d(np.asarray(derivatives[0], complex) + 1j * dua)
             dua0 = xp.asarray(dua.reshape(len(dtab), -1)[:, arrays.index[0, 0]])
             dtab = xp.asarray(dtab)
+        absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
+        z = zc = None
+        if absorbing and not real:
+            z, zc = xp.asarray(u + 1j * ua), xp.asarray(np.conj(u - 1j * ua))
         return cls(xp, xp.asarray(arrays.index) if index is None else index,
-                   xp.asarray(u), xp.asarray(ua), dtab, dua0, exact, real,
-                   bool(np.any(arrays.u_abs != 0)) and not exact)
+                   xp.asarray(u), xp.asarray(ua), z, zc, dtab, dua0, exact, real, absorbing)
 
 
 def solve_groups(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray):
@@ -535,7 +543,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
         d = d[:, None, :]
         wcols = xp.asarray(wcols_h)
         sw = tb.index[idx[:, :, None], wcols[None, None, :]]
-        u_sw = xp.take(tb.u, sw)
+        u_sw = xp.take(tb.u, sw) if tb.z is None else None
         if exact:
             # U + iU′ is not Hermitian: the weak-to-strong block is gathered
             ws = tb.index[wcols[None, :, None], idx[:, None, :]]
@@ -546,6 +554,20 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
                 du_ws = xp.take(tb.dtab[p], ws)
                 da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
             a -= u_sw @ u_ws
+        elif aabs is not None and not tb.real:
+            # complex U, U′: with Z = U + iU′ one complex product
+            # W = Z_sw D Z_ws = (U D U − U′ D U′) + i (U D U′ + U′ D U), both brackets
+            # Hermitian, holds every Bethe term: the elastic block takes −(W + W†)/2
+            # (``a`` is made Hermitian below), the absorptive block −(W − W†)/2i.
+            # U and U′ are Hermitian tables (U_{-g} = U_g*), so Z_{w−s} =
+            # conj(U_{s−w} − iU′_{s−w}): both blocks come from the one index block
+            z_sw = xp.take(tb.z, sw)
+            z_sw *= d
+            w = z_sw @ xp.take(tb.zc, sw).swapaxes(1, 2)
+            a -= w
+            w -= _adjoint(w)
+            w *= 0.5j
+            aabs += w
         else:
             # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
             # adjoints of the strong-to-weak ones, no second gather
@@ -555,9 +577,9 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
             if aabs is not None:
                 ua_sw = xp.take(tb.ua, sw)
                 ua_ws = _adjoint(ua_sw)
-                # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order
-                # part U D U′ + U′ D U = X + X†, and the second-order real part
-                # −U′ D U′ (Hermitian) in the elastic block
+                # Bethe terms of (U + iU′) D (U + iU′) for real U, U′: the
+                # absorptive first-order part U D U′ + U′ D U = X + Xᵀ, and the
+                # second-order real part −U′ D U′ in the elastic block
                 x = u_sw @ ua_ws
                 aabs -= x
                 aabs -= _adjoint(x)
