@@ -193,7 +193,7 @@ def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
         if with_clusters:
             # the cluster search and the small eigen-problems run on the host
             hk, pk, ck, vo, r, r_abs, bad = (xp.asarray(x) for x in _cluster_rounds(
-                *(xp.to_numpy(x) for x in (hk, pk, ck, vo, big[k]))))
+                *(xp.to_numpy(x) for x in (hk, pk, ck, vo, ratio[k], ratio_abs[k]))))
             rk = (r, r_abs)
         else:
             rk = (ratio[k], ratio_abs[k])
@@ -262,28 +262,48 @@ def _quasi_degenerate(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.nda
 
 
 def _cluster_rounds(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.ndarray,
-                    big: np.ndarray) -> tuple[np.ndarray, ...]:
+                    ratio: np.ndarray, ratio_abs: np.ndarray) -> tuple[np.ndarray, ...]:
     """Diagonalise clusters of strongly coupled Bloch waves, up to :data:`CLUSTER_ROUNDS`.
 
     Parameters are the directions that have clusters (numpy, host): h (n_g, n), pim
-    (n_g, n, n), c₀ (n_g, n), the output rows vo (n_g, n_out, n) and the strongly
-    coupled pairs ``big`` (n_g, n, n). Returns the new h, pim, c₀ and vo, the gap
-    ratios pim/(h_k − h_j) of the last round and their moduli, and a flag for directions that are
-    still strongly mixed or whose cluster eigenvectors are ill-conditioned.
+    (n_g, n, n), c₀ (n_g, n), the output rows vo (n_g, n_out, n) and the gap ratios
+    pim/(h_k − h_j) with their moduli (n_g, n, n). Returns the new h, pim, c₀ and vo,
+    the gap ratios of the last round and their moduli, and a flag for directions
+    that are still strongly mixed or whose cluster eigenvectors are ill-conditioned.
+    A round changes only the rows and columns of the waves in its clusters, so
+    only those gap ratios are recomputed.
     """
     n = h.shape[1]
     ar = np.arange(n)
     vo = vo.astype(complex)
-    hc = 1j * pim.astype(complex)
+    pim = pim.astype(complex)
+    ratio = ratio.astype(complex)
+    ratio_abs = ratio_abs.copy()
+    h = h.copy()
+    hc = 1j * pim
     hc[:, ar, ar] = h
     bad = np.zeros(len(h), bool)
+    big = ratio_abs > CLUSTER_LIMIT
     for _ in range(CLUSTER_ROUNDS):
-        bad |= _diagonalise_clusters(hc, vo, c0, _clusters(big))
-        h = hc[:, ar, ar].copy()
-        pim = -1j * hc
-        pim[:, ar, ar] = 0.0
-        ratio, ratio_abs = _gap_ratio(h, pim)
-        big = ratio_abs > CLUSTER_LIMIT
+        clusters = _clusters(big)
+        bad |= _diagonalise_clusters(hc, vo, c0, clusters)
+        d = np.concatenate([np.repeat(dirs, m.shape[1]) for dirs, m in clusters])
+        j = np.concatenate([m.ravel() for _, m in clusters])
+        h[d, j] = hc[d, j, j]
+        for rows in (True, False):
+            # row j (pairs j→k) or column j (pairs k→j) of the touched waves
+            sel = (d, j, slice(None)) if rows else (d, slice(None), j)
+            p = -1j * hc[sel]
+            p[np.arange(len(d)), j] = 0.0
+            pim[sel] = p
+            gap = h[d] - h[d, j][:, None] if rows else h[d, j][:, None] - h[d]
+            gap[np.arange(len(d)), j] = np.inf
+            gap[gap == 0] = np.inf
+            r = p / gap
+            ratio[sel] = r
+            r_abs = np.abs(r)
+            ratio_abs[sel] = r_abs
+            big[sel] = r_abs > CLUSTER_LIMIT
         if not big.any():
             break
     bad |= big.any(axis=(1, 2))
