@@ -124,7 +124,7 @@ def _jacobi_steps(h, pim, wexc, ratio=None):
     S₁ = P/(h_k − h_j) with P = i·pim; (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁
     + O(P⁴), whose diagonal holds the second- and third-order eigenvalue shifts
     and whose off-diagonal part the second step S₂ removes. Returns the
-    eigenvalues, T = S₁ + S₂ + S₁ S₂ (eigenvectors 1 + T) and a flag for
+    eigenvalues, S₁ and S₂ (eigenvectors (1 + S₁)(1 + S₂)) and a flag for
     directions where absorption mixes excited Bloch waves strongly
     (:data:`FAST_MIXING_LIMIT`). A real ``pim`` (centrosymmetric crystals) keeps
     the products real. ``ratio``, when the caller has it, is
@@ -145,10 +145,7 @@ def _jacobi_steps(h, pim, wexc, ratio=None):
     s2 = h2mat * _inverse_gaps(h2)
     h2 = h2 + (h2mat * s2.swapaxes(1, 2)).sum(axis=2)
     unsafe |= xp.amax(abs(s2) * wexc, (1, 2)) > FAST_MIXING_LIMIT
-    t = s1 @ s2
-    t += s1
-    t += s2
-    return h2, t, unsafe
+    return h2, s1, s2, unsafe
 
 
 def _excitation_weight(c0):
@@ -198,13 +195,17 @@ def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
         else:
             rk = (ratio[k], ratio_abs[k])
             bad = xp.zeros(len(k), bool)
-        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
+        h2, s1, s2, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
+        # eigenvectors V = (1 + S₁)(1 + S₂), applied factor by factor: the output
+        # rows are few, and two LU solves cost less than the product S₁S₂
         if xp.is_complex(vo):
-            bo = vo + vo @ t
+            bo = vo + vo @ s1
         else:
-            bo = vo + xp.real_times_complex(vo, t)
-        t[:, ar, ar] += 1.0
-        c_k = xp.solve(t, ck[..., None])[..., 0]
+            bo = vo + xp.real_times_complex(vo, s1)
+        bo += bo @ s2
+        s1[:, ar, ar] += 1.0
+        s2[:, ar, ar] += 1.0
+        c_k = xp.solve(s2, xp.solve(s1, ck[..., None]))[..., 0]
         redo = xp.nonzero(uns & ~bad)
         if len(redo):
             # strong coupling at second order (through third waves): quasi-degenerate
