@@ -245,12 +245,12 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                                  aperture, self.pool_settings)
         self.table = PotentialTable.build(self.pool.hkl, self._compute_u)
         self._overrides: dict[tuple[int, int, int], tuple[complex, complex]] = {}
-        if structure_factors:
-            self.set_structure_factors(structure_factors)
         self._arrays: EngineArrays | None = None
         self._version = 0
         self._symmetry_cache: dict = {}
         self._ops_cache: tuple[int, list] = (-1, [])
+        if structure_factors:
+            self.set_structure_factors(structure_factors)
         self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size,
                              accuracy=self.accuracy, check_thickness=check_thickness)
         #: What the input file said about the pattern (grid, thicknesses, kind), or None.
