@@ -1,0 +1,230 @@
+"""Structural parameters on synthetic data made by the engine: coordinates, occupancy,
+B, U^{ij}, cell and voltage (rutile), U_g and an independent U′_g phase (GaAs 111).
+
+Each test makes data with a known change, starts the refinement from the unchanged
+value (more than 5 esd away) and asserts that the refined value is within 3 esd of the
+truth. Small pools and 64 directions keep each fit to a few seconds.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from qcbed.bloch.beams import BeamSelection
+from qcbed.bloch.simulation import Simulation
+from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
+from qcbed.errors import InputError
+from qcbed.refine import DirectData, Refinement
+from qcbed.refine.parameters import free_coordinates, free_u_components
+from qcbed.scattering.structure_factors import PotentialModel
+
+RUTILE_OUT = [[0, 0, 0], [1, 1, 0], [2, 0, 0], [2, 1, 0], [2, 2, 0], [-1, -1, 0], [3, 1, 0]]
+T_TRUE = 800.0
+#: strong beams by excitation error only: the ω·|U_g| criterion would move beams between
+#: strong and Bethe-weak as a structural parameter changes |U_g|, a step in the model
+#: (seen: occ(O1) 0.9201 → 0.9202 changed an intensity by 7.5e-3) that biases a fit
+STRONG_BY_SG = BeamSelection(0.3, None)
+
+
+def rutile(x: float = 0.3048, a: float = 4.594, **o1) -> Crystal:
+    """TiO2 rutile, P4_2/mnm: Ti at 2a (fixed), O at 4f (x, x, 0)."""
+    return Crystal(Lattice(a, a, 2.959),
+                   [Site("Ti1", "Ti", (0.0, 0.0, 0.0), b_iso=0.4),
+                    Site("O1", "O", (x, x, 0.0), **{"b_iso": 0.5, **o1})],
+                   space_group_from_number(136))
+
+
+def rutile_sim(crystal: Crystal, voltage: float = 200.0) -> Simulation:
+    """Near [001], 200 kV, k_t around (0.3, 0.2, 0) in reciprocal-lattice units."""
+    base = Simulation(crystal, voltage, [0, 0, 1], [1, 0, 0], gmax=1.0, smax=0.02)
+    kt0 = base.kt_from_reciprocal((0.3, 0.2, 0.0))
+    return Simulation(crystal, voltage, [0, 0, 1], [1, 0, 0], kt_center=kt0, kt_radius=0.2,
+                      outputs=RUTILE_OUT, mode="exact",
+                      potential=PotentialModel("kirkland", "bird_king"),
+                      selection=STRONG_BY_SG, gmax=1.5, smax=0.03)
+
+
+def directions(sim: Simulation) -> np.ndarray:
+    g = np.linspace(-0.1, 0.1, 8)
+    return np.stack(np.meshgrid(g, g), -1).reshape(-1, 2) + sim.kt_from_reciprocal(
+        (0.3, 0.2, 0.0))
+
+
+def poisson_data(truth: Simulation, kt: np.ndarray, thickness: float, seed: int,
+                 counts: float = 2.0e4) -> DirectData:
+    inten = truth.solve(kt).intensities([thickness])[0].T
+    obs = np.random.default_rng(seed).poisson(counts * inten + 40.0).astype(float)
+    return DirectData(truth.outputs, kt, obs, np.maximum(obs, 1.0))
+
+
+def recover(start: Simulation, add, seed: int = 1, **truth) -> tuple:
+    """Data from ``start`` changed by ``truth`` (``crystal=``, ``voltage_kv=``; same beam
+    pool, as the refinement's model), then a fit of the thickness and the parameters
+    ``add(ref)`` adds. Returns (result, names of the refined parameters)."""
+    data = poisson_data(start.with_changes(**truth), directions(start), T_TRUE, seed)
+    ref = Refinement(start, data)
+    ref.add_thickness(T_TRUE * 1.01)
+    names = [p.name for p in add(ref) if p.refine]
+    res = ref.fit("lm", max_iter=25)
+    assert res.value("thickness") == pytest.approx(T_TRUE, abs=3 * res.esd("thickness"))
+    return res, names
+
+
+def assert_recovered(res, name: str, true: float, start: float) -> None:
+    esd = res.esd(name)
+    assert esd is not None and esd > 0
+    assert abs(start - true) > 5 * esd, "the start must be far from the truth"
+    assert res.value(name) == pytest.approx(true, abs=3 * esd)
+
+
+def test_coordinate_along_the_free_direction() -> None:
+    res, names = recover(rutile_sim(rutile()), crystal=rutile(x=0.3068), add=
+                         lambda r: r.add_coordinates("O1"))
+    assert names == ["x(O1)"]  # (x, x, 0): only x is free, y follows it
+    assert_recovered(res, "x(O1)", 0.3068, 0.3048)
+
+
+def test_occupancy() -> None:
+    res, _ = recover(rutile_sim(rutile()), crystal=rutile(occupancy=0.92), add=
+                     lambda r: [r.add_occupancy("O1")])
+    assert_recovered(res, "occ(O1)", 0.92, 1.0)
+
+
+def test_isotropic_displacement() -> None:
+    res, _ = recover(rutile_sim(rutile()), crystal=rutile(b_iso=0.9), add=
+                     lambda r: [r.add_b_iso("O1")])
+    assert_recovered(res, "B(O1)", 0.9, 0.5)
+
+
+def test_anisotropic_displacement_within_site_symmetry() -> None:
+    u_iso = 0.5 / (8 * np.pi**2)
+    u_true = np.array([[0.012, 0.003, 0.0], [0.003, 0.012, 0.0], [0.0, 0.0, u_iso]])
+    res, names = recover(rutile_sim(rutile()), crystal=rutile(u_aniso=u_true), add=
+                         lambda r: r.add_u_aniso("O1", ["U11", "U12"]))
+    assert names == ["U11(O1)", "U12(O1)"]
+    assert res.parameters["U33(O1)"].refine is False
+    assert_recovered(res, "U11(O1)", 0.012, u_iso)
+    assert_recovered(res, "U12(O1)", 0.003, 0.0)
+
+
+def test_cell_parameter_of_the_crystal_system() -> None:
+    res, names = recover(rutile_sim(rutile()), crystal=rutile(a=4.624), add=
+                         lambda r: r.add_cell(["cell.a"]))
+    assert names == ["cell.a"]
+    assert res.parameters["cell.c"].refine is False  # tetragonal: a and c independent
+    assert_recovered(res, "cell.a", 4.624, 4.594)
+
+
+def test_voltage() -> None:
+    res, _ = recover(rutile_sim(rutile()), voltage_kv=204.0, add=
+                     lambda r: [r.add_voltage()])
+    assert_recovered(res, "voltage", 204.0, 200.0)
+
+
+def test_fixed_components_are_refused_with_the_free_ones() -> None:
+    sim = rutile_sim(rutile())
+    data = poisson_data(sim, directions(sim)[:4], T_TRUE, 0)
+    ref = Refinement(sim, data)
+    with pytest.raises(InputError, match=r"y\(O1\) is fixed") as e:
+        ref.add_coordinates("O1", ["y"])
+    assert e.value.expected == ["x(O1)"]
+    with pytest.raises(InputError, match="Ti1") as e:
+        ref.add_coordinates("Ti1", ["z"])
+    with pytest.raises(InputError, match="not independent") as e:
+        ref.add_u_aniso("O1", ["U22"])
+    assert e.value.expected == ["U11(O1)", "U33(O1)", "U12(O1)"]
+    with pytest.raises(InputError, match="tetragonal") as e:
+        ref.add_cell(["cell.b"])
+    assert e.value.expected == ["cell.a", "cell.c"]
+    with pytest.raises(InputError, match="unknown site label"):
+        ref.add_occupancy("O7")
+
+
+def test_free_components_follow_the_wyckoff_position() -> None:
+    cr = rutile()
+    assert free_coordinates(cr, 0)[0] == []
+    axes, vec = free_coordinates(cr, 1)
+    assert axes == [0] and np.allclose(vec, [[1, 1, 0]])
+    names, tensors = free_u_components(cr, 1)
+    assert names == ["U11", "U33", "U12"]
+    assert np.allclose(tensors[0], np.diag([1, 1, 0]))  # U22 follows U11
+    # a general position of P1 leaves all three coordinates and six U^{ij} free
+    p1 = Crystal(Lattice(4, 5, 6, 80, 85, 95), [Site("A", "O", (0.1, 0.2, 0.3))],
+                 space_group_from_number(1))
+    assert free_coordinates(p1, 0)[0] == [0, 1, 2]
+    assert free_u_components(p1, 0)[0] == ["U11", "U22", "U33", "U12", "U13", "U23"]
+    # diamond Si at 8a (-43m): fixed, U isotropic
+    si = Crystal(Lattice(5.43, 5.43, 5.43), [Site("Si", "Si", (0.125,) * 3)],
+                 space_group_from_number(227, 2))
+    assert free_coordinates(si, 0)[0] == []
+    names, tensors = free_u_components(si, 0)
+    assert names == ["U11"] and np.allclose(tensors[0], np.eye(3))
+
+
+# ---------------------------------------------------------------- GaAs 111 phases
+GAAS_A = 5.6533
+GAAS_OUT = [[0, 0, 0], [1, -1, -1], [-1, 1, 1], [2, -2, -2], [-2, 2, 2]]
+H111 = (1, -1, -1)
+
+
+def gaas_setup():
+    """GaAs (F-43m, Ga at 0, As at ¼¼¼), 200 kV, 111 systematic row ~8° off [110]."""
+    cr = Crystal(Lattice(GAAS_A, GAAS_A, GAAS_A),
+                 [Site("Ga1", "Ga", (0, 0, 0), b_iso=0.6),
+                  Site("As1", "As", (0.25, 0.25, 0.25), b_iso=0.6)],
+                 space_group_from_number(216))
+    base = Simulation(cr, 200.0, [1, 1, 0], [1, -1, -1], gmax=1.0, smax=0.02)
+    kt0 = base.kt_from_reciprocal((12.0, -12.0, 26.4))
+    sim = Simulation(cr, 200.0, [1, 1, 0], [1, -1, -1], kt_center=kt0, kt_radius=0.3,
+                     outputs=GAAS_OUT, mode="exact",
+                     potential=PotentialModel("kirkland", "bird_king"),
+                     selection=STRONG_BY_SG, gmax=2.0, smax=0.03)
+    xs = np.linspace(-0.45, 0.45, 40) * np.sqrt(3) / GAAS_A
+    kt = np.concatenate([np.stack([xs, np.full_like(xs, y)], 1)
+                         for y in (-0.03, 0.0, 0.03)]) + kt0
+    return sim, kt
+
+
+def gaas_fit(phase_shift: float, phase_abs_shift: float, independent: bool, seed: int):
+    sim, kt = gaas_setup()
+    u, ua = sim.structure_factor(H111)
+    assert not sim.crystal.is_centrosymmetric and abs(np.angle(u)) > 0.1  # complex U_111
+    ph = np.angle(u) + np.radians(phase_shift)
+    ph_abs = np.angle(ua) + np.radians(phase_abs_shift)
+    truth = sim.with_changes()
+    truth.set_structure_factors({H111: (abs(u) * np.exp(1j * ph), abs(ua) * np.exp(1j * ph_abs))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a rotated U′ may make the model slightly unphysical
+        data = poisson_data(truth, kt, 1200.0, seed)
+        ref = Refinement(sim, data)
+        ref.add_thickness(1212.0)
+        ref.add_structure_factor(H111, refine_phase=True, refine_phase_abs=independent)
+        res = ref.fit("lm", max_iter=30)
+    return res, np.degrees(ph), np.degrees(ph_abs), np.degrees(np.angle(u))
+
+
+def test_gaas_111_phase_is_recovered() -> None:
+    """The existing U_g phase refinement (U′_g shares the phase)."""
+    res, ph, _, ph0 = gaas_fit(3.0, 3.0, independent=False, seed=2)
+    assert "phase_abs(1,-1,-1)" not in res.parameters
+    assert_recovered(res, "phase(1,-1,-1)", ph, ph0)
+    assert res.esd("phase(1,-1,-1)") < 0.3
+
+
+def test_gaas_111_independent_absorptive_phase_is_recovered() -> None:
+    res, ph, ph_abs, ph0 = gaas_fit(3.0, 12.0, independent=True, seed=3)
+    assert_recovered(res, "phase(1,-1,-1)", ph, ph0)
+    assert_recovered(res, "phase_abs(1,-1,-1)", ph_abs, ph_abs - 12.0)
+    # with U′_g forced to share U_g's phase, the same data fit worse
+    shared, *_ = gaas_fit(3.0, 12.0, independent=False, seed=3)
+    assert shared.chi2 > res.chi2 * 1.05
+
+
+def test_phases_of_a_centrosymmetric_crystal_are_refused() -> None:
+    sim = rutile_sim(rutile())
+    ref = Refinement(sim, poisson_data(sim, directions(sim)[:4], T_TRUE, 0))
+    with pytest.raises(InputError, match="centrosymmetric"):
+        ref.add_structure_factor((1, 1, 0), refine_phase_abs=True)
