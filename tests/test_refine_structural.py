@@ -228,3 +228,125 @@ def test_phases_of_a_centrosymmetric_crystal_are_refused() -> None:
     ref = Refinement(sim, poisson_data(sim, directions(sim)[:4], T_TRUE, 0))
     with pytest.raises(InputError, match="centrosymmetric"):
         ref.add_structure_factor((1, 1, 0), refine_phase_abs=True)
+
+
+# ---------------------------------------------------------------- project files
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from qcbed.demo import make_demo
+
+    d = tmp_path_factory.mktemp("struct_demo")
+    path, truth = make_demo(d, fast=True, executor="serial")
+    return path, truth
+
+
+def _with_refine(path, names: list[str], out: str, max_iter: int | None = None):
+    text = path.read_text()
+    if max_iter is not None:
+        assert text.count("max_iter = 12") == 1
+        text = text.replace("max_iter = 12", f"max_iter = {max_iter}")
+    old = 'refine = ["thickness", "U(1,1,1)", "Uabs(1,1,1)", "U(2,2,2)", "shift.row", "shift.col"]'
+    assert old in text
+    new = "refine = [" + ", ".join(f'"{n}"' for n in
+                                   ["thickness", "U(1,1,1)", "Uabs(1,1,1)", "U(2,2,2)", *names,
+                                    "shift.row", "shift.col"]) + "]"
+    p = path.parent / out
+    p.write_text(text.replace(old, new))
+    return p
+
+
+def test_project_file_names_structural_parameters(demo) -> None:
+    from qcbed.project import load_project, validate_project
+
+    path, _ = demo
+    names = ["B(Si1)", "occ(Si1)", "U11(Si1)", "cell.a", "voltage"]
+    p = _with_refine(path, names, "struct_ok.toml")
+    assert all(n in load_project(p).refined_names for n in names)
+    rep = validate_project(p)
+    assert rep.ok, rep.text()
+
+
+@pytest.mark.parametrize("name, message, expected", [
+    ("x(Si1)", "fixed by the site symmetry of Si1", "no coordinate: the site is fixed"),
+    ("U12(Si1)", "not independent under the site symmetry", ["U11(Si1)"]),
+    ("U33(Si1)", "not independent under the site symmetry", ["U11(Si1)"]),
+    ("cell.c", "fixed by the cubic crystal system", ["cell.a"]),
+    ("occ(Ge1)", "unknown site label", ["Si1"]),
+    ("phase_abs(1,1,1)", "centrosymmetric", "U(h,k,l) or Uabs(h,k,l)"),
+])
+def test_project_file_structural_name_errors(demo, name, message, expected) -> None:
+    from qcbed.project import validate_project
+
+    path, _ = demo
+    rep = validate_project(_with_refine(path, [name], "struct_bad.toml"))
+    assert not rep.ok
+    err = rep.errors[0]
+    assert isinstance(err, InputError) and message in str(err), str(err)
+    assert err.tag == "plan.fine[1].refine" and str(err.source).endswith("struct_bad.toml")
+    assert err.expected == expected
+
+
+def test_project_file_unknown_parameter_name_is_an_input_error(demo) -> None:
+    from qcbed.project import load_project
+
+    path, _ = demo
+    with pytest.raises(InputError) as e:
+        load_project(_with_refine(path, ["Uiso(Si1)"], "struct_unknown.toml"))
+    assert e.value.tag == "plan.fine[1].refine" and e.value.found == "Uiso(Si1)"
+    assert "x(label)" in str(e.value.expected) and "U11(label)" in str(e.value.expected)
+
+
+def test_project_run_refines_u_aniso_and_cell_and_writes_them(demo, tmp_path) -> None:
+    """U11(Si1) and cell.a named in a project file: refined by ``qcbed refine``, carried
+    in the run state, reported with esds in result.json and with s.u. in refined.cif."""
+    import json
+
+    import gemmi
+    from click.testing import CliRunner
+
+    from qcbed.cli import main
+
+    path, _ = demo
+    p = _with_refine(path, ["U11(Si1)", "cell.a"], "struct_run.toml", max_iter=2)
+    r = CliRunner().invoke(main, ["--quiet", "--workers", "1", "refine", str(p), "--out",
+                                  str(tmp_path / "out"), "--no-budget"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    res = json.loads((tmp_path / "out" / "result.json").read_text())
+    ps = {q["name"]: q for q in res["parameters"]}
+    u11, a = ps["U11(Si1)"], ps["cell.a"]
+    assert u11["refined"] and a["refined"]
+    assert 0 < u11["esd"] < 0.01 and 0 < a["esd"] < 0.05
+    assert abs(a["value"] - 5.4307) < 5 * a["esd"] + 0.01
+    state = json.loads((tmp_path / "out" / "run_state.json").read_text())["state"]
+    assert state["sites"]["Si1"]["u_aniso"][0][0] == pytest.approx(u11["value"])
+    assert state["cell"]["a"] == pytest.approx(a["value"])
+    b = gemmi.cif.read_file(str(tmp_path / "out" / "refined.cif")).sole_block()
+    row = b.find("_atom_site_aniso_", ["label", "U_11", "U_22", "U_12"])[0]
+    assert row[0] == "Si1"
+    for k in (1, 2):  # U22 ≡ U11 on the cubic site, same s.u.
+        v, s = row[k].split("(")
+        assert float(v) == pytest.approx(u11["value"], abs=2 * u11["esd"])
+        assert s.endswith(")")
+    assert "(" not in row[3]  # U12 = 0 by symmetry: no s.u.
+    cell_a = b.find_value("_cell_length_a")
+    assert "(" in cell_a and float(cell_a.split("(")[0]) == pytest.approx(a["value"], abs=1e-3)
+
+
+def test_run_state_carries_refined_sites_between_steps() -> None:
+    """What a fine step stores in ``state['sites']`` is the next step's crystal."""
+    from types import SimpleNamespace
+
+    from qcbed.project.run import ProjectRun
+
+    u = np.diag([0.01, 0.01, 0.006])
+    state = {"b_iso": {"O1": 0.7}, "sites": {"O1": {"xyz": [0.31, 0.31, 0.0],
+                                                     "occupancy": 0.95,
+                                                     "u_aniso": u.tolist()}}}
+    cr = ProjectRun._crystal(None, SimpleNamespace(crystal=rutile()), state)
+    o1 = cr.sites[1]
+    assert o1.xyz == (0.31, 0.31, 0.0) and o1.occupancy == 0.95 and o1.b_iso == 0.7
+    assert np.allclose(o1.u_aniso, u) and cr.sites[0] == rutile().sites[0]
+    # a coordinate parameter made from that crystal starts at the carried value
+    assert [p.value for p in Refinement(rutile_sim(cr), poisson_data(
+        rutile_sim(cr), directions(rutile_sim(cr))[:2], T_TRUE, 0)).add_coordinates("O1")
+            ] == [0.31]

@@ -210,7 +210,7 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
         tag = f"plan.fine[{i}].refine"
         for name in st.refine + list(st.bounds) + list(st.scales):
             kind, detail, canon = parse_parameter_name(name, source=proj.source, tag=tag)
-            if kind in ("U", "Uabs", "phase"):
+            if kind in ("U", "Uabs", "phase", "phase_abs"):
                 if crystal.is_systematically_absent(detail):
                     raise _err(proj, "reflection is forbidden by the space group (U_g ≡ 0)",
                                tag, expected="an allowed reflection", found=canon)
