@@ -350,3 +350,45 @@ def test_run_state_carries_refined_sites_between_steps() -> None:
     assert [p.value for p in Refinement(rutile_sim(cr), poisson_data(
         rutile_sim(cr), directions(rutile_sim(cr))[:2], T_TRUE, 0)).add_coordinates("O1")
             ] == [0.31]
+
+
+RUTILE_CIF = """data_TiO2
+_cell_length_a 4.594
+_cell_length_b 4.594
+_cell_length_c 2.959
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_space_group_name_H-M_alt 'P 42/m n m'
+_space_group_IT_number 136
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+_atom_site_occupancy
+_atom_site_B_iso_or_equiv
+Ti1 Ti 0 0 0 1.0 0.4
+O1 O 0.3048 0.3048 0 1.0 0.5
+"""
+
+
+def test_project_file_validates_free_coordinates_of_a_crystal(demo) -> None:
+    """A rutile crystal behind the demo's geometry: x(O1), occ(O1), U12(O1), cell.c are
+    accepted by ``qcbed validate``; y(O1), U23(O1), cell.b are refused naming the free."""
+    from qcbed.project import validate_project
+
+    path, _ = demo
+    (path.parent / "rutile.cif").write_text(RUTILE_CIF)
+    ok = _with_refine(path, ["x(O1)", "occ(O1)", "U12(O1)", "cell.c"], "rutile_ok.toml")
+    ok.write_text(ok.read_text().replace('source = "si.cif"', 'source = "rutile.cif"'))
+    rep = validate_project(ok)
+    assert rep.ok, rep.text()
+    for name, expected in (("y(O1)", ["x(O1)"]), ("U23(O1)", ["U11(O1)", "U33(O1)", "U12(O1)"]),
+                           ("cell.b", ["cell.a", "cell.c"])):
+        bad = _with_refine(path, [name], "rutile_bad.toml")
+        bad.write_text(bad.read_text().replace('source = "si.cif"', 'source = "rutile.cif"'))
+        err = validate_project(bad).errors[0]
+        assert err.tag == "plan.fine[1].refine" and err.expected == expected, str(err)
+        assert err.found == name and "rutile_bad.toml" in str(err)
