@@ -20,7 +20,7 @@ from qcbed.output.structure_cif import (
     write_refined_cif,
 )
 from qcbed.refine import DirectData, Refinement
-from qcbed.refine.parameters import ParameterSet, cell_parameters, site_parameters
+from qcbed.refine.parameters import Parameter, ParameterSet, cell_parameters, site_parameters
 from qcbed.scattering.structure_factors import PotentialModel
 
 A = 5.4307
@@ -58,11 +58,13 @@ def test_every_refined_structural_parameter_has_its_su() -> None:
     ps = ParameterSet()
     ps.extend(cell_parameters(cr))
     ps.extend(site_parameters(cr, b_iso=True, xyz=True, occupancy=True))
+    ps.add(Parameter("voltage", 200.0, "structure", 0.05, 195.0, 205.0, "kV",
+                     target=("voltage",)))
     names = [p.name for p in ps]
     # O at 4f (x, x, 0): x free, y follows; Ti at 2a: fixed
     assert "x(O1)" in names and "y(O1)" not in names and "x(Ti1)" not in names
     esd = {"cell.a": 2e-4, "cell.c": 3e-4, "B(Ti1)": 0.01, "B(O1)": 0.02,
-           "x(O1)": 1.5e-4, "occ(O1)": 0.004, "occ(Ti1)": 0.003}
+           "x(O1)": 1.5e-4, "occ(O1)": 0.004, "voltage": 0.3, "occ(Ti1)": 0.003}
     for p in ps:
         p.esd = esd.get(p.name)
         p.refine = p.name in esd
@@ -86,8 +88,12 @@ def test_every_refined_structural_parameter_has_its_su() -> None:
     assert su == pytest.approx(0.02 / (8 * np.pi**2), rel=0.2)
     assert su_of(rows["O1"][5]) == (pytest.approx(0.98), pytest.approx(0.004))
     assert b.find_value("_diffrn_radiation_type") == "electron"
-    assert su_of(b.find_value("_diffrn_radiation_wavelength"))[0] == pytest.approx(0.02508,
-                                                                                    abs=1e-5)
+    lam, lam_su = su_of(b.find_value("_diffrn_radiation_wavelength"))
+    assert lam == pytest.approx(0.02508, abs=1e-5)
+    # dλ/dV = −λ (1 + eV/mc²)/(2V(1 + eV/2mc²)) = −λ/(2V)·1.3914/1.1957 at 200 kV
+    assert lam_su == pytest.approx(0.02508 / 400 * (1.3914 / 1.1957) * 0.3, rel=0.1)
+    assert su_of(b.find_value("_qcbed_diffrn_accelerating_voltage_kV")) == (
+        pytest.approx(200.0), pytest.approx(0.3))
     # qcbed's reader takes the file back: the same structure, and the s.u. it reports
     cr2, meta = read_cif(_write(text), return_metadata=True)
     assert cr2.space_group_number == 136 and len(cr2.atoms) == len(cr.atoms)
