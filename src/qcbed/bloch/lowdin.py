@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["corrections", "lowdin_factor", "overlap", "overlap_abs", "transform",
+__all__ = ["batch_terms", "corrections", "derivatives", "lowdin_factor", "overlap",
+           "overlap_abs", "transform",
            "weak_coupling"]
 
 
@@ -225,3 +226,95 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
             x = 0.5 * (a + _adj(a)) @ sa
             a = a - 0.5j * (x + _adj(x))
     return a, aabs, f
+
+
+def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.ndarray,
+                wcols: np.ndarray, d: np.ndarray, m_w2: np.ndarray, *, real: bool,
+                with_abs: bool
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """:func:`corrections` for one solver batch, gathered from the U tables (host numpy).
+
+    Parameters
+    ----------
+    u, u_abs : ndarray (M,)
+        Elastic U and absorptive U′ tables (Å⁻²).
+    index : ndarray (N, N)
+        Rows of the tables for g_i − g_j.
+    idx : ndarray (n_dir, n)
+        Strong beams of each direction.
+    wcols : ndarray (n_w,)
+        Union of the weak beams of the batch.
+    d, m_w2 : ndarray (n_dir, n_w)
+        1/(2K S_w) (0 where not weak) and 1 + g_n,w/K_n.
+    real : bool
+        Centrosymmetric: real tables and products.
+    with_abs : bool
+        Absorptive parts too.
+    """
+    ue = u.real if real else u
+    ua = u_abs.real if real else u_abs
+    sw = index[idx[:, :, None], wcols[None, None, :]]
+    ww = index[np.ix_(wcols, wcols)]
+    return corrections(ue.take(sw), ue.take(ww), ua.take(sw) if with_abs else None,
+                       ua.take(ww) if with_abs else None, d, m_w2)
+
+
+def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
+                index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
+                m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
+                n_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Structure-factor derivatives of the transformed matrix and of F (``exact`` mode).
+
+    Ã(p) = F† (A + ΔA_Löwdin) F / M depends on the structure factors through A
+    (``da``, analytic) and through the Löwdin terms and F, differentiated by
+    central differences (step 10⁻⁴ of max |U|; they are polynomials of degree ≤ 4
+    in U, so the error is ~10⁻⁸ of these small terms).
+
+    Parameters
+    ----------
+    u, u_abs : ndarray (M,)
+        U and U′ tables (Å⁻²).
+    du, dua : ndarray (n_par, M)
+        ∂U/∂p and ∂U′/∂p.
+    index, idx, wcols, d, m_w2
+        As in :func:`batch_terms`.
+    a_core : ndarray (n_dir, n, n)
+        A (U + iU′ with the classic Bethe terms), not scaled by M.
+    da : ndarray (n_dir, n_par, n, n)
+        ∂A/∂p.
+    mm : ndarray (n_dir, n, n)
+        m_g m_h.
+    n_out : int
+        Output beams.
+
+    Returns
+    -------
+    dA : ndarray (n_dir, n_par, n, n)
+        dÃ/dp × M (the form the caller divides by M).
+    L : ndarray (n_dir, n_par, n_out, n_out)
+        L_p = (dF/dp)_out F_out⁻¹ + (dF₀₀/dp)/F₀₀: ∂ψ += L_p ψ.
+    """
+    du = np.atleast_2d(np.asarray(du, complex))
+    dua = np.atleast_2d(np.asarray(dua, complex))
+    s0 = batch_terms(u, u_abs, index, idx, wcols, d, m_w2, real=False, with_abs=False)[2]
+    f0 = lowdin_factor(s0 / mm)
+    inv_out = np.linalg.inv(f0[:, :n_out, :n_out])
+    out = np.empty_like(da)
+    lmat = np.empty((len(a_core), len(du), n_out, n_out), complex)
+    scale = float(np.abs(u).max())
+    for p in range(len(du)):
+        big = max(float(np.abs(du[p]).max()), float(np.abs(dua[p]).max()), 1e-300)
+        step = 1e-4 * scale / big
+        res = []
+        for sgn in (1.0, -1.0):
+            d_el, d_abs, s, s_abs = batch_terms(u + sgn * step * du[p],
+                                                u_abs + sgn * step * dua[p], index, idx,
+                                                wcols, d, m_w2, real=False, with_abs=True)
+            ap = (a_core + sgn * step * da[:, p] + d_el + 1j * d_abs) / mm
+            at, _, f = transform(ap, None, s / mm, s_abs / mm)
+            res.append((at, f))
+        out[:, p] = (res[0][0] - res[1][0]) / (2 * step) * mm
+        df = (res[0][1] - res[1][1]) / (2 * step)
+        lmat[:, p] = df[:, :n_out, :n_out] @ inv_out
+        lmat[:, p] += (df[:, 0, 0] / f0[:, 0, 0])[:, None, None] * np.eye(n_out)
+    return out, lmat
