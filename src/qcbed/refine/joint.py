@@ -28,7 +28,6 @@ the joint refinement is built).
 
 from __future__ import annotations
 
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from .._core.parameters import dataset_name, split_dataset_name
 from ..constants import relativistic_gamma
 from ..errors import InputError
 from .checkpoint import read_checkpoint, write_checkpoint
@@ -55,22 +55,6 @@ __all__ = ["SHARED_TARGETS", "JointRefinement", "JointRefinementResult", "datase
 SHARED_TARGETS = ("U", "Uabs", "phase", "B", "Uaniso", "xyz", "occ", "cell", "kappa", "Pv")
 #: Targets whose values scale with the relativistic γ of the dataset.
 _GAMMA_SCALED = ("U", "Uabs")
-
-_INDEX_RE = re.compile(r"^(.+)\[(\d+)\]$")
-
-
-def dataset_name(name: str, k: int) -> str:
-    """The joint name of dataset ``k``'s own parameter ``name`` (``thickness[1]``)."""
-    return f"{name}[{k}]"
-
-
-def split_dataset_name(name: str) -> tuple[str, int | None]:
-    """``'thickness[1]'`` → ``('thickness', 1)``; a name without an index → ``(name, None)``."""
-    m = _INDEX_RE.match(str(name).strip())
-    if m is None:
-        return str(name).strip(), None
-    return m.group(1), int(m.group(2))
-
 
 @dataclass
 class JointRefinementResult(RefinementResult):
