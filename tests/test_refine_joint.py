@@ -128,3 +128,41 @@ def test_dataset_names():
     assert split_dataset_name("thickness[12]") == ("thickness", 12)
     assert split_dataset_name("U(1,1,1)") == ("U(1,1,1)", None)
     assert A > 0
+
+
+def test_kill_and_resume_follows_the_same_path(two_zones, tmp_path):
+    (sim0, d0), (sim1, d1), g = two_zones
+
+    def joint(ckpt):
+        return JointRefinement([_refinement(sim0, d0, TRUE["thickness"], 1.0),
+                                _refinement(sim1, d1, T1, g)], checkpoint=ckpt)
+
+    full = joint(tmp_path / "full.h5").fit(max_iter=30, esd_tol=None)
+    calls = []
+
+    def kill(rec):
+        calls.append(rec)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    ckpt = tmp_path / "killed.h5"
+    with pytest.raises(KeyboardInterrupt):
+        joint(ckpt).fit(max_iter=30, esd_tol=None, callback=kill)
+    resumed = joint(ckpt).fit(max_iter=30, esd_tol=None, resume=True)
+    assert resumed.n_iterations == full.n_iterations
+    for name in full.free_names:
+        assert resumed.value(name) == pytest.approx(full.value(name), rel=1e-10, abs=1e-14)
+    with pytest.raises(InputError, match="other parameters"):
+        JointRefinement([_refinement(sim0, d0, TRUE["thickness"], 1.0)],
+                        checkpoint=ckpt).fit(resume=True)
+
+
+def test_the_example_runs():
+    import runpy
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "joint_refinement.py"
+    out = runpy.run_path(str(path))["main"]()
+    res, alone = out["joint"], out["alone"]
+    for name in ("U(1,-1,-1)", "U(2,-2,-2)"):
+        assert res.esd(name) < min(a.esd(name) / gk for a, gk in zip(alone, out["gamma"]))
