@@ -43,7 +43,7 @@ def joint_project(tmp_path_factory) -> tuple[Path, dict, list[dict]]:
                        executor="serial")
     raw_a = tomllib.loads(pa.read_text())
     raw_b = tomllib.loads(pb.read_text())
-    raw = {"project": dict(raw_a["project"], name="joint demo", output="out_joint",
+    raw = {"project": dict(raw_a["project"], name="joint demo", output="results",
                            density_map="none"),
            "crystal": {"source": "a/si.cif"}, "engine": raw_a["engine"],
            "gof": raw_a["gof"],
@@ -69,16 +69,24 @@ def test_joint_project_parses_with_per_dataset_sections(joint_project):
     assert not view.joint and view.data.files == ["b/data/pattern.npy"]
 
 
-def test_joint_validate_and_refine_from_the_cli(joint_project):
+@pytest.fixture(scope="module")
+def joint_refined(joint_project) -> Path:
+    """`qcbed refine` of the joint project; returns the output folder."""
+    path = joint_project[0]
+    out = path.parent / "out_joint"
+    r = CliRunner().invoke(main, ["--quiet", "--workers", "1", "refine", str(path),
+                                  "--out", str(out)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    return out
+
+
+def test_joint_validate_and_refine_from_the_cli(joint_project, joint_refined):
     path, _raw, (ta, tb) = joint_project
     r = CliRunner().invoke(main, ["validate", str(path)])
     assert r.exit_code == 0, r.output
     assert "2 datasets (joint refinement)" in r.output
     assert "[first]" in r.output and "[second]" in r.output
-    out = path.parent / "out_joint"
-    r = CliRunner().invoke(main, ["--quiet", "--workers", "1", "refine", str(path),
-                                  "--out", str(out)])
-    assert r.exit_code == 0, r.output + repr(r.exception)
+    out = joint_refined
     res = json.loads((out / "result.json").read_text())
     print(json.dumps({k: res[k] for k in ("chi2", "dof", "n_used")}))
     p = {q["name"]: q for q in res["parameters"]}
@@ -109,6 +117,41 @@ def test_joint_validate_and_refine_from_the_cli(joint_project):
         assert f["datasets/1/model"].shape == f["datasets/1/experiment"].shape
     html = (out / "report.html").read_text(encoding="utf-8")
     assert "Datasets (joint refinement)" in html and "second" in html
+
+
+def test_joint_kill_and_resume_gives_the_same_result(joint_project, joint_refined):
+    from qcbed.project import ProjectRun
+
+    path = joint_project[0]
+    out = path.parent / "out_joint_resume"
+    calls = []
+
+    class Killed(Exception):
+        pass
+
+    def kill(rec):
+        if rec["step"] == "structure factors":
+            calls.append(rec)
+            if len(calls) == 2:
+                raise Killed("simulated kill")
+
+    with pytest.raises(Killed):
+        ProjectRun(load_project(path), out_dir=out, executor="serial", progress=False,
+                   log=lambda s: None, callback=kill).run()
+    state = json.loads((out / "run_state.json").read_text())
+    assert state["done"] == ["coarse:0", "fine:0"] and len(state["states"]) == 2
+    assert [c["dataset"] for c in state["coarse"]] == [0, 1]
+    r = CliRunner().invoke(main, ["resume", str(out), "--quiet", "--workers", "1"])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    a = json.loads((joint_refined / "result.json").read_text())
+    b = json.loads((out / "result.json").read_text())
+    pa = {p["name"]: p["value"] for p in a["parameters"]}
+    pb = {p["name"]: p["value"] for p in b["parameters"]}
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert pb[k] == pytest.approx(pa[k], rel=1e-7, abs=1e-12), k
+    assert [d["thickness"]["value"] for d in a["datasets"]] == pytest.approx(
+        [d["thickness"]["value"] for d in b["datasets"]], rel=1e-9)
 
 
 def _bad(raw: dict, change) -> dict:
