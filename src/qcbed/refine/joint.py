@@ -52,7 +52,8 @@ __all__ = ["SHARED_TARGETS", "JointRefinement", "JointRefinementResult", "datase
 
 #: Structural parameter targets shared between datasets by default (voltage and the
 #: orientation shift ``tilt`` describe one experiment and stay per dataset).
-SHARED_TARGETS = ("U", "Uabs", "phase", "B", "Uaniso", "xyz", "occ", "cell", "kappa", "Pv")
+SHARED_TARGETS = ("U", "Uabs", "phase", "phase_abs", "B", "Uaniso", "xyz", "occ", "cell",
+                  "kappa", "Pv")
 #: Targets whose values scale with the relativistic γ of the dataset.
 _GAMMA_SCALED = ("U", "Uabs")
 
