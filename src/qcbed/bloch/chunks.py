@@ -33,6 +33,13 @@ class EngineArrays:
     normal : unit surface normal towards the source, frame components
     rules : BeamSelection
     mode : ``'fast'`` or ``'exact'``
+    selection_coupling : (N,) float or None
+        |U_g| of each pool beam (Å⁻²) used by the Ω criterion of the strong-beam
+        selection. Taken from ``u`` when the state is made and then kept fixed:
+        structure-factor updates (a refinement's steps) do not move beams between
+        strong and Bethe-weak, so intensities stay smooth functions of the
+        parameters (a beam switching sets changed an intensity by 7.5e-3 for an
+        occupancy step of 1e-4 and stalled the fit).
     """
 
     g: np.ndarray
@@ -45,6 +52,7 @@ class EngineArrays:
     rules: BeamSelection
     mode: str = "fast"
     version: int = 0
+    selection_coupling: np.ndarray | None = None
 
     #: Fields that a structure-factor update changes: executors ship them as row
     #: deltas against the state their workers hold (qcbed.parallel._state).
@@ -55,6 +63,8 @@ class EngineArrays:
     def __post_init__(self) -> None:
         if self.mode not in ("fast", "exact"):
             raise InputError("solver mode must be 'fast' or 'exact'", found=self.mode)
+        if self.selection_coupling is None:
+            self.selection_coupling = np.abs(self.u[self.index[:, 0]])
         self.refresh()
 
     def refresh(self) -> None:
@@ -62,7 +72,6 @@ class EngineArrays:
         scale = max(float(np.abs(self.u).max()), 1e-30)
         self.real = bool(np.all(np.abs(self.u.imag) <= 1e-12 * scale)
                          and np.all(np.abs(self.u_abs.imag) <= 1e-12 * scale))
-        self.coupling = np.abs(self.u[self.index[:, 0]])
         self.u_abs0 = float(self.u_abs[self.index[0, 0]].real)
         self.absorption_floor = absorption_floor(self.u_abs, self.index)
 

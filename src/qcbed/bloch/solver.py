@@ -146,7 +146,7 @@ def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray
     if np.any(k_n <= 0):
         raise InputError("incident beam does not enter through the surface (K_n ≤ 0)",
                          found=float(k_n.min()))
-    strong, weak = select_strong(two_k_sg, arrays.coupling, arrays.n_out, arrays.rules)
+    strong, weak = select_strong(two_k_sg, arrays.selection_coupling, arrays.n_out, arrays.rules)
     return kt, two_k_sg, k_n, g_n, strong, weak
 
 
