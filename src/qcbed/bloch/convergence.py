@@ -214,7 +214,8 @@ def estimate(arrays: EngineArrays, pool_size: int, kt: np.ndarray, thickness: Ar
     t = np.atleast_1d(np.asarray(thickness, float))
     fast = EngineArrays(g=arrays.g, index=arrays.index, u=arrays.u.copy(),
                         u_abs=arrays.u_abs.copy(), n_out=arrays.n_out, k_in=arrays.k_in,
-                        normal=arrays.normal, rules=arrays.rules, mode="fast")
+                        normal=arrays.normal, rules=arrays.rules, mode="fast",
+                        selection_coupling=arrays.selection_coupling)
     inten, strong = _intensities(fast, kt, t)
     ref_arrays = EngineArrays(g=arrays.g, index=arrays.index, u=arrays.u.copy(),
                               u_abs=arrays.u_abs.copy(), n_out=arrays.n_out,
