@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import InputError
 from .beams import BeamSelection
 from .guard import absorption_floor, flux_guard
+from .tail import TailCorrection
 
 
 @dataclass
@@ -40,6 +41,9 @@ class EngineArrays:
         strong and Bethe-weak, so intensities stay smooth functions of the
         parameters (a beam switching sets changed an intensity by 7.5e-3 for an
         occupancy step of 1e-4 and stalled the fit).
+    tail : TailCorrection or None
+        Second-order terms of the beams outside the pool (:mod:`qcbed.bloch.tail`),
+        added to every direction's strong-beam matrix; None: none.
     """
 
     g: np.ndarray
@@ -53,6 +57,7 @@ class EngineArrays:
     mode: str = "fast"
     version: int = 0
     selection_coupling: np.ndarray | None = None
+    tail: TailCorrection | None = None
 
     #: Fields that a structure-factor update changes: executors ship them as row
     #: deltas against the state their workers hold (qcbed.parallel._state).

@@ -262,7 +262,7 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
 def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
                 index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
                 m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
-                n_out: int) -> tuple[np.ndarray, np.ndarray]:
+                n_out: int, s_extra: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Structure-factor derivatives of the transformed matrix and of F (``exact`` mode).
 
     Ã(p) = F† (A + ΔA_Löwdin) F / M depends on the structure factors through A
@@ -286,6 +286,9 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
         m_g m_h.
     n_out : int
         Output beams.
+    s_extra : (S, S_abs), optional
+        A fixed overlap added to the weak beams' (the pool's tail,
+        :mod:`qcbed.bloch.tail`; held constant under the structure factors).
 
     Returns
     -------
@@ -297,6 +300,8 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     du = np.atleast_2d(np.asarray(du, complex))
     dua = np.atleast_2d(np.asarray(dua, complex))
     s0 = batch_terms(u, u_abs, index, idx, wcols, d, m_w2, real=False, with_abs=False)[2]
+    if s_extra:
+        s0 = s0 + s_extra[0]
     f0 = lowdin_factor(s0 / mm)
     inv_out = np.linalg.inv(f0[:, :n_out, :n_out])
     out = np.empty_like(da)
@@ -310,6 +315,8 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
             d_el, d_abs, s, s_abs = batch_terms(u + sgn * step * du[p],
                                                 u_abs + sgn * step * dua[p], index, idx,
                                                 wcols, d, m_w2, real=False, with_abs=True)
+            if s_extra:
+                s, s_abs = s + s_extra[0], s_abs + s_extra[1]
             ap = (a_core + sgn * step * da[:, p] + d_el + 1j * d_abs) / mm
             at, _, f = transform(ap, None, s / mm, s_abs / mm)
             res.append((at, f))

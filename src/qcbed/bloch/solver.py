@@ -260,12 +260,12 @@ def solve_groups(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray):
     yield len(kt), int(n_s.max()), n_s, n_weak, m_out
     for n, rows in _size_batches(n_s, n_weak, tb.xp.batch_elements):
         yield (rows, n) + _solve_batch(tb, arrays, n, rows, two_k_sg[rows], k_n[rows], g_n,
-                                       strong[rows], weak[rows])
+                                       strong[rows], weak[rows], kt[rows])
 
 
 def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarray,
                  two_k_sg: np.ndarray, k_n: np.ndarray, g_n: np.ndarray, strong: np.ndarray,
-                 weak: np.ndarray) -> tuple:
+                 weak: np.ndarray, kt: np.ndarray | None = None) -> tuple:
     """Eigen-solutions of directions sharing the strong-beam count ``n``.
 
     Returns (γ, bout, c, gmat or None, (n_fallback, n_rejected, n_clustered), lmat or None).
@@ -333,15 +333,24 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
                 aabs -= x
                 aabs -= _adjoint(x)
                 a += (ua_sw * d) @ ua_ws
+    tail_s = None
+    if arrays.tail is not None and kt is not None:
+        # beams outside the pool, to second order (qcbed.bloch.tail)
+        t_el, t_abs, *tail_s = arrays.tail.blocks(kt, idx_h, exact=exact, real=tb.real)
+        a += xp.asarray(t_el, a.dtype)
+        if aabs is not None:
+            aabs += xp.asarray(t_abs, aabs.dtype)
     m = np.sqrt(1.0 + g_n[idx_h] / k_n[:, None])
     mm_h = m[:, :, None] * m[:, None, :]
     mm = xp.asarray(mm_h)
     fac = lmat = None
-    if len(wcols_h) and arrays.rules.lowdin:
+    if (len(wcols_h) or tail_s) and arrays.rules.lowdin:
         # weak-weak coupling and energy dependence of the Bethe potentials
         # (qcbed.bloch.lowdin; computed on the host)
+        if not len(wcols_h):
+            d_h = np.zeros((len(rows), 0))
         a, aabs, da, fac, lmat = _lowdin(tb, arrays, a, aabs, da if n_par else None, idx_h,
-                                         wcols_h, d_h, mm_h, k_n, g_n)
+                                         wcols_h, d_h, mm_h, k_n, g_n, tail_s)
     else:
         a /= mm
     kn2 = xp.asarray(2.0 * k_n[:, None])
@@ -393,12 +402,13 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
 
 def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
             idx: np.ndarray, wcols: np.ndarray, d: np.ndarray, mm: np.ndarray,
-            k_n: np.ndarray, g_n: np.ndarray) -> tuple:
+            k_n: np.ndarray, g_n: np.ndarray, tail_s: list | None = None) -> tuple:
     """Add the Löwdin terms to a batch and transform it (:mod:`qcbed.bloch.lowdin`).
 
     ``a`` and ``aabs`` come unscaled and leave as Ã = F† A′ F and Ã_abs × M (the
     caller scales the absorptive block by M⁻¹ later). Returns (a, aabs, da, F, L)
-    with da and L (``exact`` derivatives) or None.
+    with da and L (``exact`` derivatives) or None. ``tail_s``: the overlap (S, S_abs)
+    of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to the weak beams'.
     """
     xp = tb.xp
     m_w2 = 1.0 + g_n[wcols][None, :] / k_n[:, None]
@@ -406,13 +416,17 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     d_el, d_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
                                                wcols, d, m_w2, real=tb.real,
                                                with_abs=with_abs)
+    if tail_s:
+        s = s + tail_s[0]
+        if s_abs is not None:
+            s_abs = s_abs + tail_s[1]
     a_h = xp.to_numpy(a)
     lmat = None
     if da is not None:
         du, dua = tb.derivatives
         da_h, lmat = lowdin_derivatives(arrays.u, arrays.u_abs, du, dua, arrays.index, idx,
                                         wcols, d, m_w2, a_h, xp.to_numpy(da), mm,
-                                        arrays.n_out)
+                                        arrays.n_out, tail_s)
         da = xp.asarray(da_h)
     a_h = a_h + (d_el + 1j * d_abs if tb.exact else d_el)
     aabs_h = None if aabs is None else (xp.to_numpy(aabs) + d_abs) / mm
