@@ -79,3 +79,38 @@ def test_tail_same_in_exact_and_fast_mode():
         arrays.tail = tail
         res.append(solve_chunk(arrays, kt).intensities(T))
     assert np.max(np.abs(res[0] - res[1])) <= 1e-4 * np.max(res[1])
+
+
+def test_tail_enters_the_state_fingerprint():
+    from qcbed.parallel._state import fingerprint
+
+    sim = _sim(_si, 0.05, 2.0)
+    tail = _tail(sim, 0.2, 2.0)
+    arrays = sim.arrays
+    arrays.tail = tail
+    first = fingerprint(arrays)
+    w = tail.w.copy()
+    w[0, 5, 7] += 1e-9                       # a value numpy's repr would not show
+    arrays.tail = type(tail)(tail.center, tail.radius, w, tail.s, tail.n_beams,
+                             tail.fit_error, tail.size)
+    assert fingerprint(arrays) != first
+
+
+def test_exact_derivatives_with_the_tail_match_finite_differences():
+    sim = _sim(_gaas, 0.05, 2.5, mode="exact").with_changes(
+        selection=BeamSelection(sgmin=2.0, omega=30.0))
+    arrays = sim.arrays
+    arrays.tail = _tail(sim, 0.2, 2.5)
+    rows = sim.table.lookup([[1, 1, 1], [-1, -1, -1]])
+    du = np.zeros((1, len(arrays.u)), complex)
+    du[0, rows] = 1.0
+    kt = np.array([[0.05, 0.03], [0.1, -0.12]])
+    _, grad, _ = solve_chunk(arrays, kt, derivatives=(du, np.zeros_like(du))).gradients(T[0])
+    step, fd = 1e-6, []
+    for sgn in (1.0, -1.0):
+        arrays.u[rows] += sgn * step
+        arrays.refresh()
+        fd.append(solve_chunk(arrays, kt).intensities(T)[0])
+        arrays.u[rows] -= sgn * step
+    fd = (fd[0] - fd[1]) / (2 * step)
+    assert np.max(np.abs(grad[:, 0] - fd)) <= 1e-5 * np.max(np.abs(fd))
