@@ -208,7 +208,12 @@ def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
         inside = np.linalg.norm(kt - np.asarray(st.tilt0), axis=-1) <= st.convergence
         pts.append(kt[inside])
         where.append((k, inside))
-    inten = sim.solve(np.concatenate(pts)).intensities([st.thickness])[0]   # (n, n_out)
+    # the discs sample the same incident directions (whole-pixel disc spacing): each is
+    # solved once and gives every disc its intensity
+    allpts = np.concatenate(pts)
+    _, first, inverse = np.unique(np.rint(allpts / (1e-6 * p)).astype(np.int64), axis=0,
+                                  return_index=True, return_inverse=True)
+    inten = sim.solve(allpts[first]).intensities([st.thickness])[0][inverse.ravel()]
     col = outputs_index(sim, HKL)
     start = 0
     for (k, inside), pk in zip(where, pts):
