@@ -147,3 +147,27 @@ def test_model_step_is_checked(lacbed):
     for bad in (0, -1, 1.5, "fine", True):
         with pytest.raises(InputError, match="model_step"):
             Refinement(sim, data, model_step=bad)
+
+
+def test_coarse_field_uses_the_pattern_symmetry_exactly():
+    """A field centred on the zone axis is solved at its symmetry-irreducible directions
+    only (2mm of Si [1-10]: about a quarter) and expands to the full solution."""
+    from qcbed.refine.coarse import CoarseRefinement
+
+    cr = Crystal(Lattice(5.431, 5.431, 5.431), [Site("Si1", "Si", (0, 0, 0), b_iso=0.47)],
+                 space_group_from_number(227, 1))
+    sim = Simulation(cr, 200, [1, -1, 0], [0, 0, -1], gmax=1.2, smax=0.02, kt_radius=0.1,
+                     holz=False, mode="fast", accuracy=None,
+                     potential=PotentialModel("kirkland", "bird_king"))
+    tpl = np.ones((len(sim.outputs), 9, 9))
+    co = CoarseRefinement(sim, tpl, sim.outputs, 0.006, (0.0, 0.0), 800.0, margin=3)
+    field = co.simulated_field(800.0)
+    assert co._reduction is not None
+    n_rep, n_pts = len(co._reduction.representatives), co._grid.points.shape[0]
+    assert n_rep < 0.3 * n_pts
+    full = sim.solve(co._grid.points).intensities([800.0])[0][:, co.out_idx]
+    assert np.max(np.abs(field - co._grid.to_image(full.T))) < 1e-9
+    # off the zone axis there is nothing to reduce: every direction is solved
+    off = CoarseRefinement(sim, tpl, sim.outputs, 0.006, (0.0123, 0.0071), 800.0, margin=3)
+    off.simulated_field(800.0)
+    assert off._reduction is None
