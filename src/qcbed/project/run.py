@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as dc_replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from ..experiment import ROI, Region
 from ..output.results import write_results
 from ..refine.coarse import CoarseRefinement
 from ..refine.fine import Refinement
-from ..refine.parameters import apply_cell, cell_parameters
+from ..refine.parameters import STRUCTURAL_KINDS, apply_cell, check_structural_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,6 +46,12 @@ from .schema import RUN_STATE, CoarseStep, FineStep, Project
 from .setup import Setup, _err, build_setup
 
 _LOG = logging.getLogger(__name__)
+
+
+def _step_tag(proj: Project, canon: str) -> str:
+    """``plan.fine[i].refine`` of the first fine step naming a parameter."""
+    i = next((k for k, st in enumerate(proj.fine) if canon in st.refine), 0)
+    return f"plan.fine[{i}].refine"
 
 
 @dataclass
@@ -158,6 +165,14 @@ class ProjectRun:
 
     def _crystal(self, setup: Setup, state: dict):
         crystal = setup.crystal.with_b_iso(state["b_iso"]) if state["b_iso"] else setup.crystal
+        if state.get("sites"):  # coordinates, occupancies, U^{ij} refined by earlier steps
+            sites = [s if s.label not in state["sites"] else dc_replace(
+                s, xyz=tuple(state["sites"][s.label]["xyz"]),
+                occupancy=state["sites"][s.label]["occupancy"],
+                u_aniso=None if state["sites"][s.label]["u_aniso"] is None else
+                np.asarray(state["sites"][s.label]["u_aniso"]))
+                for s in crystal.sites]
+            crystal = crystal.replace(sites=sites)
         if state.get("cell"):
             crystal = apply_cell(crystal, state["cell"], state["cell_system"])
         return crystal
@@ -395,19 +410,38 @@ class ProjectRun:
             kind, detail, canon = parse_parameter_name(n)
             if kind == "thickness":
                 ref.add_thickness(state["thickness"], refine=canon in refine)
-            elif kind in ("U", "Uabs", "phase") and detail not in sf_done:
+            elif kind in ("U", "Uabs", "phase", "phase_abs") and detail not in sf_done:
                 sf_done.add(detail)
                 hk = hkl_key(detail)
                 u0, ua0 = base.structure_factor(detail)
                 iam[hk] = (u0, ua0)
+                phased = [f"{x}({hk})" for x in ("phase", "phase_abs") if f"{x}({hk})" in names]
                 ref.add_structure_factor(detail, refine_u=f"U({hk})" in refine,
                                          refine_uabs=f"Uabs({hk})" in refine,
-                                         refine_phase=f"phase({hk})" in names)
-                if f"phase({hk})" in names:
-                    ref.params[f"phase({hk})"].refine = f"phase({hk})" in refine
-            elif kind == "B":
-                ref.add_b_iso(detail, refine=canon in refine)
-                ref.params[canon].value = state["b_iso"].get(detail, ref.params[canon].value)
+                                         refine_phase=f"phase({hk})" in names,
+                                         refine_phase_abs=f"phase_abs({hk})" in names)
+                for x in phased:
+                    ref.params[x].refine = x in refine
+            elif kind in STRUCTURAL_KINDS and canon not in ref.params:
+                try:
+                    check_structural_name(sim.crystal, kind, detail, canon)
+                except InputError as exc:
+                    raise _err(proj, exc.reason, _step_tag(proj, canon), expected=exc.expected,
+                               found=exc.found) from None
+                if kind == "B":
+                    ref.add_b_iso(detail, refine=canon in refine)
+                    ref.params[canon].value = state["b_iso"].get(detail,
+                                                                 ref.params[canon].value)
+                elif kind == "xyz":
+                    ref.add_coordinates(detail[0], ["xyz"[detail[1]]], refine=canon in refine)
+                elif kind == "occ":
+                    ref.add_occupancy(detail, refine=canon in refine)
+                elif kind == "Uij":
+                    for p in ref.add_u_aniso(detail[0], (), refine=False):
+                        p.refine = p.name in refine
+                else:  # cell: every independent parameter takes part
+                    for p in ref.add_cell(refine=False):
+                        p.refine = p.name in refine
             elif kind == "kappa" and canon not in ref.params:
                 for p in ref.add_kappa(detail, kappa=False, pv=False):  # start: sim.potential
                     p.refine = p.name in refine
@@ -416,11 +450,6 @@ class ProjectRun:
             elif kind == "tilt" and "tilt.x" not in ref.params:
                 for p in ref.add_orientation(refine=False):
                     p.refine = p.name in refine
-            elif kind == "cell" and canon not in ref.params:
-                for p in cell_parameters(sim.crystal):
-                    if p.name not in ref.params:
-                        p.refine = p.name in refine
-                        ref.add(p)
         if "thickness" not in ref.params:
             ref.add_thickness(state["thickness"], refine=False)
         for p in ref.params:
@@ -477,6 +506,12 @@ class ProjectRun:
             elif p.target and p.target[0] in ("kappa", "Pv"):
                 state.setdefault("kappa", {}).setdefault(p.target[1], {})[p.target[0]] = \
                     float(p.value)
+            elif p.target and p.target[0] in ("xyz", "occ", "Uaniso"):
+                st = ref.sim.crystal.sites[p.target[1]]  # the working crystal at the result
+                state.setdefault("sites", {})[st.label] = {
+                    "xyz": [float(v) for v in st.xyz], "occupancy": float(st.occupancy),
+                    "u_aniso": None if st.u_aniso is None else
+                    np.asarray(st.u_aniso, dtype=float).tolist()}
             elif p.name.startswith("cell."):
                 state.setdefault("cell", {})[p.name[5:]] = float(p.value)
                 state["cell_system"] = p.target[2]

@@ -12,6 +12,7 @@ import numpy as np
 from .._core.guard import limit_scope
 from .._core.parameters import parse_parameter_name
 from ..errors import InputError
+from ..refine.parameters import STRUCTURAL_KINDS, check_structural_name, u_aniso_parameters
 from .parse import load_project
 from .safety import (
     check_output_folder,
@@ -175,8 +176,16 @@ def _start_value(setup: Setup, sim, name: str) -> float | None:
         return float(setup.project.thickness)
     if kind == "voltage":
         return float(setup.voltage_kv)
-    if kind == "B":
-        return next((float(s.b_iso) for s in setup.crystal.sites if s.label == detail), None)
+    if kind in ("B", "occ", "xyz"):
+        label = detail if kind != "xyz" else detail[0]
+        st = next((s for s in setup.crystal.sites if s.label == label), None)
+        if st is None:
+            return None
+        return float(st.b_iso if kind == "B" else st.occupancy if kind == "occ"
+                     else st.xyz[detail[1]])
+    if kind == "Uij":
+        ps = {p.name: p.value for p in u_aniso_parameters(setup.crystal, detail[0])}
+        return ps.get(canon)
     if kind == "cell":
         return float(getattr(setup.crystal.lattice, detail))
     if kind in ("U", "Uabs"):
@@ -201,7 +210,7 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
         tag = f"plan.fine[{i}].refine"
         for name in st.refine + list(st.bounds) + list(st.scales):
             kind, detail, canon = parse_parameter_name(name, source=proj.source, tag=tag)
-            if kind in ("U", "Uabs", "phase"):
+            if kind in ("U", "Uabs", "phase", "phase_abs"):
                 if crystal.is_systematically_absent(detail):
                     raise _err(proj, "reflection is forbidden by the space group (U_g ≡ 0)",
                                tag, expected="an allowed reflection", found=canon)
@@ -210,11 +219,15 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
                     raise _err(proj, "the beam pool never couples this reflection", tag,
                                expected="U_g of a difference of pool beams (raise gmax/smax)",
                                found=canon)
-                if kind == "phase" and crystal.is_centrosymmetric:
+                if kind in ("phase", "phase_abs") and crystal.is_centrosymmetric:
                     raise _err(proj, "phases of a centrosymmetric crystal are fixed", tag,
                                expected="U(h,k,l) or Uabs(h,k,l)", found=canon)
-            elif kind == "B" and detail not in labels:
-                raise _err(proj, "unknown site label", tag, expected=labels, found=canon)
+            elif kind in STRUCTURAL_KINDS:
+                try:
+                    check_structural_name(crystal, kind, detail, canon)
+                except InputError as exc:
+                    raise _err(proj, exc.reason, tag, expected=exc.expected,
+                               found=exc.found if kind != "B" else canon) from None
             elif kind == "kappa":
                 if sim.potential.elastic != "kappa":
                     raise _err(proj, "κ and P_v need the kappa model", tag,
