@@ -48,8 +48,8 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
     counts = looks_like_counts(stack.images)
     clip = (n_neg > 0) if clip_negative is None else bool(clip_negative)
     crystal = fx.crystal
-    frame = ZoneFrame(crystal.lattice, tuple(fx.incident_beam_direction),
-                      tuple(fx.x_direction), tuple(fx.normal))
+    frame = ZoneFrame(crystal.lattice, tuple(fx.zone), tuple(fx.x_direction),
+                      tuple(fx.zone_normal))
     geom = ExperimentGeometry.felix(frame, fx.convergence_angle, fx.image_radius)
     r = fx.image_radius
     n = 2 * r
@@ -91,9 +91,9 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                  "variance": "poisson" if counts else "estimated", "clip_negative": clip,
                  "require_hkl": True},
         "geometry": {"voltage_kv": float(fx.accelerating_voltage_kv),
-                     "zone": [float(v) for v in fx.incident_beam_direction],
+                     "zone": [float(v) for v in fx.zone],
                      "x_axis": [float(v) for v in fx.x_direction],
-                     "normal": [float(v) for v in fx.normal], "mode": "lacbed",
+                     "normal": [float(v) for v in fx.zone_normal], "mode": "lacbed",
                      "rotation": float(geom.rotation), "mirror": bool(geom.mirror),
                      "gl": float(geom.gl), "tilt0": [float(v) for v in geom.tilt0],
                      "shift": [0.0, 0.0]},
@@ -128,8 +128,10 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                           "variances sigma^2 = g I + s0^2 estimated from the images' local "
                           "scatter (docs/refinement.md)"),
         "geometry": "the Felix image grid: pixel (r, c) <-> k_x = (R - r + 1/2) D, "
-                    "k_y = (c - R + 1/2) D,\nD = convergence_angle / image_radius "
-                    f"= {fx.convergence_angle:g}/{r} 1/A (mirrored display, rotation -90 deg)",
+                    "k_y = -(c - R + 1/2) D,\nD = convergence_angle / image_radius "
+                    f"= {fx.convergence_angle:g}/{r} 1/A (rotation -90 deg); zone = "
+                    "-incident_beam_direction,\nnormal = -normal: Felix's beam travels along "
+                    "incident_beam_direction, qcbed's zone points to the source",
         "roi": f"a central square of {2 * half + 1} x {2 * half + 1} display pixels, one "
                f"sample every {roi_step} px",
         "engine": f"Felix: scatter_factor_method = {fx.scatter_factor_method}, "
