@@ -75,6 +75,20 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         families.append(h)
         if len(families) == n_ug:
             break
+    # reflections with an image that the IAM makes zero only through the special
+    # positions of spherical atoms (Si 222): bonding and anharmonic motion make them
+    # non-zero (Si U(222): PyExtal's example refines it; on the shared Si D-LACBED it
+    # refines to -1.25e-3 Å⁻², 15 esd from 0, docs/si-u111-bias.md). Centrosymmetric
+    # crystals only: there the centre of symmetry fixes the phase of the zero IAM value.
+    glim = max([float(crystal.lattice.g_length(h)) for h in families] + [0.0]) * 1.1
+    if crystal.is_centrosymmetric:
+        for h, u in zip(cand, sf.u):
+            if (h in seen or abs(u) >= 1e-3 * umax or crystal.is_systematically_absent(h)
+                    or float(crystal.lattice.g_length(h)) > glim):
+                continue
+            eq = crystal.equivalent_reflections(h, friedel=True).hkl
+            seen.update(tuple(int(v) for v in e) for e in eq)
+            families.append(h)
     # ROI: a central square of the display, one sample every roi_step pixels
     half = int(roi_fraction * r / roi_step) * roi_step
     c = (n - 1) / 2.0
