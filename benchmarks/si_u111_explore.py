@@ -79,6 +79,10 @@ def variant(name: str) -> tuple[dict, dict]:
         elif tok == "probefit":
             proj["gof"]["probe"] = [0.5, 0.0]
             fine["refine"].append("probe.sigma")
+        elif tok.startswith("smax"):
+            proj["engine"]["smax"] = float(tok[4:])
+        elif tok.startswith("gmax"):
+            proj["engine"]["gmax"] = float(tok[4:])
         elif tok.startswith("sgmin"):
             proj["engine"]["sgmin"] = float(tok[5:])
         elif tok == "no000":
