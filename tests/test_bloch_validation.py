@@ -285,6 +285,20 @@ def test_symmetry_follows_structure_factors_set_without_equivalents():
     np.testing.assert_allclose(sim.pattern(grid, [1480.0]), before, atol=1e-10)
 
 
+def test_structure_factors_argument_equals_setting_them_afterwards():
+    """Regression: ``Simulation(structure_factors=...)`` raised AttributeError (the
+    table version was set after the values were applied)."""
+    kw = dict(potential=PotentialModel("kirkland", "bird_king"), accuracy=None, **ZONE_KW)
+    u, ua = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], **kw).structure_factor((1, 1, 1))
+    given = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1],
+                       structure_factors={(1, 1, 1): (1.2 * u, ua)}, **kw)
+    later = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], **kw)
+    later.set_structure_factors({(1, 1, 1): (1.2 * u, ua)})
+    assert given.structure_factor((-1, -1, -1))[0] == pytest.approx(np.conj(1.2 * u))
+    np.testing.assert_array_equal(given.table.u, later.table.u)
+    np.testing.assert_array_equal(given.pattern(GRID, [1000.0]), later.pattern(GRID, [1000.0]))
+
+
 def test_labelled_pattern_carries_hkl_thickness_and_kt(zone_axis_bk):
     pat = zone_axis_bk.labelled_pattern(GRID, [700.0, 1480.0])
     np.testing.assert_array_equal(pat.values, zone_axis_bk.pattern(GRID, [700.0, 1480.0]))

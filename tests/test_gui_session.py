@@ -171,6 +171,7 @@ def test_export_is_a_valid_project(demo, tmp_path):
     r = s.set_regions([{"corners": [[10, 50], [10, 70], [30, 50]], "samples": [11, 21]}])
     assert r["n_points"] == 11 * 21 and r["n_valid"] > 0
     out = s.export_project(tmp_path / "sub" / "p.toml")     # another folder: absolute paths
+    assert [f.name for f in out.parent.iterdir()] == ["p.toml"]   # atomic: no temporary left
     proj = load_project(out)
     assert proj.thickness == 1612.5
     assert proj.geometry["shift"] == (0.25, -0.5)

@@ -11,14 +11,15 @@ display pixels and sends the results as images covering the same extent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from ..experiment.notebook import png_bytes, robust_range
 
-__all__ = ["ViewGrid", "disc_mask", "linear_fit", "moments", "parallelogram_mask", "png_bytes",
-           "profile", "robust_range", "zncc"]
+__all__ = ["ViewGrid", "disc_mask", "json_list", "linear_fit", "moments", "parallelogram_mask",
+           "png_bytes", "profile", "robust_range", "zncc"]
 
 
 @dataclass(frozen=True)
@@ -196,3 +197,8 @@ def profile(images: np.ndarray, grid: ViewGrid, start: ArrayLike, stop: ArrayLik
                                     mode="nearest")
         out[k, inside] = v
     return t * length, out
+
+
+def json_list(a: Any) -> list:
+    """An array as a JSON list with NaN → None."""
+    return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, float).ravel()]

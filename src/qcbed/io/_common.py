@@ -87,3 +87,9 @@ def u_equivalent_b(u6: np.ndarray, reciprocal_lengths: tuple[float, float, float
 def as_path(path: str | PathLike[str]) -> Path:
     """``Path`` of ``path`` (no resolution, so messages show what the user gave)."""
     return Path(path)
+
+
+def readonly(a: np.ndarray) -> np.ndarray:
+    """``a`` itself, made read-only (arrays of the frozen input dataclasses)."""
+    a.setflags(write=False)
+    return a
