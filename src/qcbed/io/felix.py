@@ -146,12 +146,12 @@ class FelixInput:
         unit(``incident_beam_direction``): the electrons travel along it. qcbed's
         zone points from the specimen to the source (docs/conventions.md).
         """
-        return -np.asarray(self.incident_beam_direction, float)
+        return 0.0 - np.asarray(self.incident_beam_direction, float)   # no −0.0
 
     @property
     def zone_normal(self) -> np.ndarray:
         """qcbed's surface normal: −``normal`` (Felix's normal has K·n > 0, into the specimen)."""
-        return -np.asarray(self.normal, float)
+        return 0.0 - np.asarray(self.normal, float)
 
     @property
     def thicknesses(self) -> np.ndarray:
