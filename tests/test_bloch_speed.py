@@ -97,3 +97,43 @@ def test_weak_to_strong_blocks_are_adjoints_of_strong_to_weak():
         for tab in (arr.u, arr.u_abs):
             np.testing.assert_allclose(tab[arr.index.T], np.conj(tab[arr.index]), rtol=0,
                                        atol=1e-14 * np.abs(tab).max())
+
+
+def _propagate(gam, bout, c, t):
+    return np.einsum("dgj,dj->dg", bout, np.exp(2j * np.pi * gam * t) * c)
+
+
+@pytest.mark.parametrize("real", [True, False], ids=["real", "complex"])
+def test_second_order_clusters_are_solved_without_the_exact_fallback(real):
+    """Waves 0 and 1 (gap 1e-7 Å⁻¹) are not coupled directly, but both to wave 2 (gap
+    1e-3, coupling 2e-5): their second-order coupling (4e-7) exceeds their gap. The two similarity
+    steps alone flag the direction for the general solver; the quasi-degenerate
+    clusters between the steps solve it perturbatively, and it agrees with eig."""
+    from qcbed.bloch import perturbation as P
+
+    n, n_out = 8, 8
+    lam = np.array([[0.0, 1e-4, 1.0, 2.0, 3.1, 4.2, 5.3, 6.4]]) * 1e-3
+    q = np.diag(np.full(n, 1.2e-4))
+    q[0, 2] = q[2, 0] = q[1, 2] = q[2, 1] = 2e-5
+    q[3, 5] = q[5, 3] = 2e-5
+    if not real:
+        q = q.astype(complex)
+        q[1, 2], q[2, 1] = 2e-5j, -2e-5j
+    aabs = q[None]
+    vec = np.eye(n)[None]
+    c0 = np.full((1, n), n ** -0.5)
+    kn2 = np.ones((1, 1))
+    h = (lam + 1j * np.diag(q).real) / kn2
+    pim = q[None] * (1 - np.eye(n))
+    ratio = pim * P._inverse_gaps(h)
+    assert np.abs(ratio).max() < P.CLUSTER_LIMIT          # no first-order cluster
+    *_, flagged = P._jacobi_steps(h, pim, P._excitation_weight(c0.astype(complex)))
+    assert flagged[0]                                      # the old path: exact fallback
+    gam, bout, c, unsafe, _ = S._absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out)
+    assert not unsafe[0]
+    ev, v = np.linalg.eig(np.diag(lam[0]) + 1j * q)
+    ce = np.linalg.solve(v, c0[0])
+    for t in (300.0, 1500.0, 3000.0):
+        got = np.abs(_propagate(gam, bout, c, t)) ** 2
+        ref = np.abs(_propagate(ev[None], v[None, :n_out], ce[None], t)) ** 2
+        assert np.abs(got - ref).max() < 1e-4 * ref.max()

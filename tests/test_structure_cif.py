@@ -20,7 +20,7 @@ from qcbed.output.structure_cif import (
     write_refined_cif,
 )
 from qcbed.refine import DirectData, Refinement
-from qcbed.refine.parameters import ParameterSet, cell_parameters, site_parameters
+from qcbed.refine.parameters import Parameter, ParameterSet, cell_parameters, site_parameters
 from qcbed.scattering.structure_factors import PotentialModel
 
 A = 5.4307
@@ -58,10 +58,13 @@ def test_every_refined_structural_parameter_has_its_su() -> None:
     ps = ParameterSet()
     ps.extend(cell_parameters(cr))
     ps.extend(site_parameters(cr, b_iso=True, xyz=True, occupancy=True))
+    ps.add(Parameter("voltage", 200.0, "structure", 0.05, 195.0, 205.0, "kV",
+                     target=("voltage",)))
     names = [p.name for p in ps]
-    assert "xyz(O1).0" in names and "xyz(Ti1).0" not in names  # Ti at 2a: fixed
+    # O at 4f (x, x, 0): x free, y follows; Ti at 2a: fixed
+    assert "x(O1)" in names and "y(O1)" not in names and "x(Ti1)" not in names
     esd = {"cell.a": 2e-4, "cell.c": 3e-4, "B(Ti1)": 0.01, "B(O1)": 0.02,
-           "xyz(O1).0": 1.5e-4, "occ(O1)": 0.004, "occ(Ti1)": 0.003}
+           "x(O1)": 1.5e-4, "occ(O1)": 0.004, "voltage": 0.3, "occ(Ti1)": 0.003}
     for p in ps:
         p.esd = esd.get(p.name)
         p.refine = p.name in esd
@@ -76,18 +79,21 @@ def test_every_refined_structural_parameter_has_its_su() -> None:
     t = b.find("_atom_site_", ["label", "fract_x", "fract_y", "fract_z", "U_iso_or_equiv",
                                "occupancy"])
     rows = {r[0]: r for r in t}
-    # the O displacement along the allowed direction (1,1,0)/|·| spreads over x and y
-    vec = next(p for p in ps if p.name == "xyz(O1).0").target[2]
-    sx = su_of(rows["O1"][1])[1]
-    assert sx == pytest.approx(abs(vec[0]) * 1.5e-4, rel=0.5)
+    # x(O1) moves the site along (1, 1, 0): x and y carry the same s.u.
+    assert su_of(rows["O1"][1]) == (pytest.approx(0.3048), pytest.approx(1.5e-4))
+    assert su_of(rows["O1"][2]) == (pytest.approx(0.3048), pytest.approx(1.5e-4))
     assert su_of(rows["O1"][3])[1] is None  # z fixed by symmetry
     u, su = su_of(rows["O1"][4])
     assert u == pytest.approx(0.5 / (8 * np.pi**2), abs=1e-4)
     assert su == pytest.approx(0.02 / (8 * np.pi**2), rel=0.2)
     assert su_of(rows["O1"][5]) == (pytest.approx(0.98), pytest.approx(0.004))
     assert b.find_value("_diffrn_radiation_type") == "electron"
-    assert su_of(b.find_value("_diffrn_radiation_wavelength"))[0] == pytest.approx(0.02508,
-                                                                                    abs=1e-5)
+    lam, lam_su = su_of(b.find_value("_diffrn_radiation_wavelength"))
+    assert lam == pytest.approx(0.02508, abs=1e-5)
+    # dλ/dV = −λ (1 + eV/mc²)/(2V(1 + eV/2mc²)) = −λ/(2V)·1.3914/1.1957 at 200 kV
+    assert lam_su == pytest.approx(0.02508 / 400 * (1.3914 / 1.1957) * 0.3, rel=0.1)
+    assert su_of(b.find_value("_qcbed_diffrn_accelerating_voltage_kV")) == (
+        pytest.approx(200.0), pytest.approx(0.3))
     # qcbed's reader takes the file back: the same structure, and the s.u. it reports
     cr2, meta = read_cif(_write(text), return_metadata=True)
     assert cr2.space_group_number == 136 and len(cr2.atoms) == len(cr.atoms)
@@ -111,22 +117,27 @@ def test_anisotropic_sites_write_the_aniso_loop(tmp_path) -> None:
 
     basis, coeff = allowed_u_tensors(cr, 1)
     u = np.einsum("k,kij->ij", coeff * 1.2, basis)
+    u[0, 1] = u[1, 0] = 0.001
     sites = list(cr.sites)
     from dataclasses import replace
 
     sites[1] = replace(sites[1], u_aniso=u)
     cr = cr.replace(sites=sites)
-    from qcbed.refine.parameters import Parameter
+    from qcbed.refine.parameters import u_aniso_parameters
 
-    ps = [Parameter(f"Uij(O1).{k}", float(c), "structure", 1e-4, -0.5, 0.5, "Å²",
-                    target=("Uaniso", 1, tuple(map(tuple, bk))), esd=1e-4 * (k + 1))
-          for k, (bk, c) in enumerate(zip(basis, coeff * 1.2))]
+    ps = u_aniso_parameters(cr, "O1")
+    assert [p.name for p in ps] == ["U11(O1)", "U33(O1)", "U12(O1)"]
+    assert [p.value for p in ps] == pytest.approx([u[0, 0], u[2, 2], 0.001])
+    for k, p in enumerate(ps):
+        p.esd = 1e-4 * (k + 1)
     path = write_refined_cif(tmp_path / "a.cif", cr, ps)
     b = gemmi.cif.read_file(str(path)).sole_block()
     t = b.find("_atom_site_aniso_", ["label", "U_11", "U_22", "U_33", "U_12", "U_13", "U_23"])
     assert len(t) == 1 and t[0][0] == "O1"
     u11, s11 = su_of(t[0][1])
-    assert u11 == pytest.approx(u[0, 0], abs=1e-5) and s11 is not None
+    assert u11 == pytest.approx(u[0, 0], abs=1e-5) and s11 == pytest.approx(1e-4)
+    assert su_of(t[0][2])[1] == pytest.approx(1e-4)  # U_22 ≡ U_11
+    assert su_of(t[0][4]) == (pytest.approx(0.001), pytest.approx(3e-4))
     assert su_of(t[0][6])[1] is None  # U_23 = 0 by symmetry
     cr2 = read_cif(path)
     assert np.allclose(cr2.sites[1].u_aniso, u, atol=1e-5)

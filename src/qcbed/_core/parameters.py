@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import InputError
 from .hkl import HKL_PATTERN
 
-__all__ = ["KINDS", "SAMPLING_NAMES", "Parameter", "ParameterSet", "parse_parameter_name"]
+__all__ = ["KINDS", "PER_DATASET_KINDS", "SAMPLING_NAMES", "UIJ_NAMES", "Parameter",
+           "ParameterSet", "dataset_name", "parse_parameter_name", "split_dataset_name"]
 
 KINDS = ("structure", "thickness", "sampling", "probe", "linear")
 
@@ -173,8 +174,11 @@ class ParameterSet:
 SAMPLING_NAMES = ("rotation", "gl", "shift.row", "shift.col")
 
 _HKL_RE = HKL_PATTERN
-_SF_RE = re.compile(r"^(U|Uabs|phase)" + _HKL_RE + r"$")
+_SF_RE = re.compile(r"^(U|Uabs|phase|phase_abs)" + _HKL_RE + r"$")
 _B_RE = re.compile(r"^B\(\s*([^()\s]+)\s*\)$")
+_SITE_RE = re.compile(r"^(x|y|z|occ|U11|U22|U33|U12|U13|U23)\(\s*([^()\s,]+)\s*\)$")
+#: the U^{ij} components of a site, in CIF order (``_atom_site_aniso_U_11`` …)
+UIJ_NAMES = ("U11", "U22", "U33", "U12", "U13", "U23")
 _KAPPA_RE = re.compile(r"^(kappa|Pv)\(\s*([^()\s]+)\s*\)$")
 _DISC_RE = re.compile(r"^disc_shift" + _HKL_RE + r"\.(row|col)$")
 _CELL = ("a", "b", "c", "alpha", "beta", "gamma")
@@ -187,8 +191,11 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     Parameters
     ----------
     name : str
-        ``thickness`` (Å), ``U(h,k,l)``, ``Uabs(h,k,l)`` (Å⁻²), ``phase(h,k,l)`` (deg),
-        ``B(label)`` (Å²), ``voltage`` (kV), ``cell.a`` … ``cell.gamma``,
+        ``thickness`` (Å), ``U(h,k,l)``, ``Uabs(h,k,l)`` (Å⁻²), ``phase(h,k,l)``,
+        ``phase_abs(h,k,l)`` (deg, phases of U_g and U′_g), ``B(label)`` (Å²),
+        ``x(label)``, ``y(label)``, ``z(label)`` (fractional coordinates),
+        ``occ(label)``, ``U11(label)`` … ``U23(label)`` (Å², CIF U^{ij}),
+        ``kappa(T)``, ``Pv(T)``, ``voltage`` (kV), ``cell.a`` … ``cell.gamma``,
         ``tilt.x``, ``tilt.y`` (Å⁻¹, shift of every simulated k_t), ``rotation`` (deg),
         ``gl``, ``shift.row``, ``shift.col`` (px),
         ``disc_shift(h,k,l).row``/``.col`` (px), ``probe.sigma``, ``probe.gamma`` (px).
@@ -196,9 +203,13 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     Returns
     -------
     (kind, detail, canonical)
-        kind is one of ``thickness``, ``U``, ``Uabs``, ``phase``, ``B``, ``voltage``,
-        ``cell``, ``tilt``, ``sampling``, ``probe``; detail the hkl tuple, site label, cell
-        parameter or None.
+        kind is one of ``thickness``, ``U``, ``Uabs``, ``phase``, ``phase_abs``, ``B``,
+        ``xyz``, ``occ``, ``Uij``, ``kappa``, ``voltage``, ``cell``, ``tilt``,
+        ``sampling``, ``probe``; detail the hkl tuple, site label, ``(label, axis)``
+        (axis 0–2) for ``xyz``, ``(label, component)`` (``'U11'`` …) for ``Uij``, cell
+        parameter or None. Whether a site's coordinate, U^{ij} or a cell parameter is
+        free under the crystal's symmetry is checked against the crystal by
+        :func:`qcbed.refine.parameters.check_structural_name`.
 
     Raises
     ------
@@ -217,6 +228,15 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     m = _B_RE.match(s)
     if m:
         return "B", m.group(1), f"B({m.group(1)})"
+    m = _SITE_RE.match(s)
+    if m:
+        what, label = m.group(1), m.group(2)
+        canon = f"{what}({label})"
+        if what in "xyz":
+            return "xyz", (label, "xyz".index(what)), canon
+        if what == "occ":
+            return "occ", label, canon
+        return "Uij", (label, what), canon
     m = _KAPPA_RE.match(s)
     if m:
         return "kappa", m.group(2), f"{m.group(1)}({m.group(2)})"
@@ -233,9 +253,30 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     if s in ("tilt.x", "tilt.y"):
         return "tilt", s[-1], s
     raise InputError("unknown parameter name", source=source, tag=tag,
-                     expected="thickness, U(h,k,l), Uabs(h,k,l), phase(h,k,l), B(label), "
-                              "kappa(label), Pv(label), "
+                     expected="thickness, U(h,k,l), Uabs(h,k,l), phase(h,k,l), "
+                              "phase_abs(h,k,l), B(label), x(label), y(label), z(label), "
+                              "occ(label), U11(label)…U23(label), kappa(label), Pv(label), "
                               "voltage, cell.a…cell.gamma, tilt.x, tilt.y, rotation, gl, "
                               "shift.row, shift.col, disc_shift(h,k,l).row/.col, probe.sigma, "
                               "probe.gamma", found=name)
 
+
+
+# ---------------------------------------------------------------------- several datasets
+#: Kinds of :func:`parse_parameter_name` that belong to one dataset of a joint
+#: refinement (``thickness[1]``); every other kind is shared by all datasets.
+PER_DATASET_KINDS = ("thickness", "voltage", "tilt", "sampling", "probe")
+
+_INDEX_RE = re.compile(r"^(.+)\[(\d+)\]$")
+
+
+def dataset_name(name: str, k: int) -> str:
+    """The joint-refinement name of dataset ``k``'s own parameter (``thickness[1]``)."""
+    return f"{name}[{k}]"
+
+
+def split_dataset_name(name: str) -> tuple[str, int | None]:
+    """``'thickness[1]'`` → ``('thickness', 1)``; a name without an index → ``(name, None)``."""
+    s = str(name).strip()
+    m = _INDEX_RE.match(s)
+    return (s, None) if m is None else (m.group(1), int(m.group(2)))

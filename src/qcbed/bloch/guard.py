@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .xp import namespace
+
 #: Physical guard (always on): in an absorbing crystal no Bloch wave grows with
 #: thickness, Im γ_j ≥ 0. Round-off and the Bethe approximation allow this much
 #: (Å⁻¹; a growth factor of at most exp(2π·1e-7·t), 1.006 at t = 1 µm).
@@ -45,14 +47,16 @@ def absorption_floor(u_abs: np.ndarray, index: np.ndarray) -> float:
     return min(0.0, lam)
 
 
-def physically_invalid(gamma: np.ndarray, bout: np.ndarray, c: np.ndarray, *,
-                       check_amplitude: bool = True, max_growth: float = 0.0) -> np.ndarray:
+def physically_invalid(gamma, bout, c, *, check_amplitude: bool = True,
+                       max_growth: float = 0.0):
     """Directions whose eigen-solution breaks the physics (the always-on guard).
 
     A direction fails when any value is not finite, when a Bloch wave grows with
     thickness (Im γ_j < −:data:`GROWTH_TOLERANCE`; absorption makes every Im γ_j
     ≥ 0), or, with ``check_amplitude``, when Σ_j |B_gj||c_j| exceeds
     :data:`AMPLITUDE_LIMIT` for an output beam (a unitary B gives ≤ 1).
+
+    The arrays are numpy arrays or torch tensors (:mod:`qcbed.bloch.xp`).
 
     Parameters
     ----------
@@ -70,15 +74,16 @@ def physically_invalid(gamma: np.ndarray, bout: np.ndarray, c: np.ndarray, *,
 
     Returns
     -------
-    ndarray (n_dir,) bool
+    array (n_dir,) bool
     """
-    bad = ~(np.isfinite(gamma).all(axis=1) & np.isfinite(c).all(axis=1)
-            & np.isfinite(bout).all(axis=(1, 2)))
-    with np.errstate(invalid="ignore"):
+    xp = namespace(gamma)
+    bad = ~(xp.isfinite(gamma).all(axis=1) & xp.isfinite(c).all(axis=1)
+            & xp.isfinite(bout).all(axis=(1, 2)))
+    with xp.errstate():
         bad |= (gamma.imag < -(GROWTH_TOLERANCE + max_growth)).any(axis=1)
         if check_amplitude:
-            amp = np.einsum("dgj,dj->dg", np.abs(bout), np.abs(c))
-            bad |= amp.max(axis=1) > AMPLITUDE_LIMIT
+            amp = xp.einsum("dgj,dj->dg", abs(bout), abs(c))
+            bad |= xp.amax(amp, (1,)) > AMPLITUDE_LIMIT
     return bad
 
 

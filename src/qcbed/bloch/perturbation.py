@@ -6,23 +6,27 @@ P = i Q_offdiag/2K_n, Q = B† A′_abs B. Clusters of near-degenerate Bloch wav
 coupled by P are diagonalised exactly (degenerate perturbation theory, e.g.
 Messiah 1961, ch. XVI §2); the rest of P is removed by two Jacobi-like
 perturbative similarity steps, leaving errors of fourth order in U′/ΔΛ.
+
+The functions take numpy arrays or torch tensors (:mod:`qcbed.bloch.xp`); the
+cluster search and the small cluster eigen-problems run on the host.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .xp import namespace
 
-def _adjoint(x: np.ndarray) -> np.ndarray:
+
+def _adjoint(x):
     """Batched conjugate transpose (a transposed view for real arrays)."""
-    return np.swapaxes(x, 1, 2) if np.isrealobj(x) else np.conj(np.swapaxes(x, 1, 2))
+    xt = x.swapaxes(1, 2)
+    return xt.conj() if namespace(x).is_complex(x) else xt
 
 
-def _real_times_complex(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b for a real ``a`` and a complex ``b``: one real product over b's
-    interleaved real and imaginary parts (half the flops of a complex product)."""
-    b = np.ascontiguousarray(b)
-    return (a @ b.view(np.float64)).view(np.complex128)
+def _real_times_complex(a, b):
+    """a @ b for a real ``a`` and a complex ``b`` (one real product, half the flops)."""
+    return namespace(a).real_times_complex(a, b)
 
 
 #: Pairs of Bloch waves whose absorptive coupling is not small against their
@@ -48,20 +52,19 @@ CLUSTER_ROUNDS = 3
 #: direction is solved exactly (near an exceptional point of the absorbing block).
 CLUSTER_CONDITION_LIMIT = 1e3
 
-def _inverse_gaps(h: np.ndarray) -> np.ndarray:
+def _inverse_gaps(h):
     """1/(h_k − h_j) for j ≠ k, and 0 on the diagonal (and for exactly equal h)."""
     dh = h[:, None, :] - h[:, :, None]
-    n = h.shape[1]
-    ar = np.arange(n)
+    ar = namespace(h).arange(h.shape[1])
     dh[:, ar, ar] = np.inf
     dh[dh == 0] = np.inf
     return 1.0 / dh
 
 
-def _gap_ratio(h: np.ndarray, pim: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gap_ratio(h, pim):
     """pim_jk/(h_k − h_j) (= −i S₁) and its modulus, computed once per round."""
     r = pim * _inverse_gaps(h)
-    return r, np.abs(r)
+    return r, abs(r)
 
 
 def _clusters(big: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -115,50 +118,43 @@ def _diagonalise_clusters(hc: np.ndarray, vo: np.ndarray, c0: np.ndarray,
     return bad
 
 
-def _jacobi_steps(h: np.ndarray, pim: np.ndarray, wexc: np.ndarray,
-                  ratio: tuple[np.ndarray, np.ndarray] | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _jacobi_steps(h, pim, wexc, ratio=None):
     """Two perturbative similarity steps for H = diag(h) + i·pim (pim zero on the diagonal).
 
     S₁ = P/(h_k − h_j) with P = i·pim; (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁
     + O(P⁴), whose diagonal holds the second- and third-order eigenvalue shifts
     and whose off-diagonal part the second step S₂ removes. Returns the
-    eigenvalues, T = S₁ + S₂ + S₁ S₂ (eigenvectors 1 + T) and a flag for
+    eigenvalues, S₁ and S₂ (eigenvectors (1 + S₁)(1 + S₂)) and a flag for
     directions where absorption mixes excited Bloch waves strongly
     (:data:`FAST_MIXING_LIMIT`). A real ``pim`` (centrosymmetric crystals) keeps
     the products real. ``ratio``, when the caller has it, is
     (pim/(h_k − h_j), its modulus) from :func:`_gap_ratio`.
     """
-    n = h.shape[1]
-    ar = np.arange(n)
+    xp = namespace(h)
+    ar = xp.arange(h.shape[1])
     r, r_abs = _gap_ratio(h, pim) if ratio is None else ratio
     s1 = 1j * r
-    unsafe = (r_abs * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
-    if np.isrealobj(pim):
-        ps = 1j * _real_times_complex(pim, s1)
-    else:
+    unsafe = xp.amax(r_abs * wexc, (1, 2)) > FAST_MIXING_LIMIT
+    if xp.is_complex(pim):
         ps = 1j * (pim @ s1)
+    else:
+        ps = 1j * xp.real_times_complex(pim, s1)
     h2mat = ps - s1 @ ps
     h2 = h + h2mat[:, ar, ar]
     h2mat[:, ar, ar] = 0.0
     s2 = h2mat * _inverse_gaps(h2)
-    h2 = h2 + np.sum(h2mat * np.swapaxes(s2, 1, 2), axis=2)
-    unsafe |= (np.abs(s2) * wexc).max(axis=(1, 2)) > FAST_MIXING_LIMIT
-    t = s1 @ s2
-    t += s1
-    t += s2
-    return h2, t, unsafe
+    h2 = h2 + (h2mat * s2.swapaxes(1, 2)).sum(axis=2)
+    unsafe |= xp.amax(abs(s2) * wexc, (1, 2)) > FAST_MIXING_LIMIT
+    return h2, s1, s2, unsafe
 
 
-def _excitation_weight(c0: np.ndarray) -> np.ndarray:
+def _excitation_weight(c0):
     """max(|c_j|, |c_k|): mixing matters in proportion to the stronger excitation."""
-    w = np.abs(c0)
-    return np.maximum(w[:, :, None], w[:, None, :])
+    w = abs(c0)
+    return namespace(c0).maximum(w[:, :, None], w[:, None, :])
 
 
-def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
-                           aabs: np.ndarray, kn2: np.ndarray, n_out: int
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
     """Eigen-solution of (A′ + i A′_abs)/2K_n from the elastic one (see module docstring).
 
     In the elastic eigenbasis H = diag(h) + P, h_j = (λ_j + i Q_jj)/2K_n,
@@ -171,50 +167,145 @@ def _absorb_perturbatively(lam: np.ndarray, vec: np.ndarray, c0: np.ndarray,
     excitations c (n_g, n), a flag (n_g,) marking directions the caller must
     solve exactly, and the number of directions that needed clusters.
     """
-    q = np.conj(np.swapaxes(vec, 1, 2)) @ aabs @ vec
+    xp = namespace(lam)
+    q = _adjoint(vec) @ aabs @ vec
     n_g, n = lam.shape
-    ar = np.arange(n)
+    ar = xp.arange(n)
     h = (lam + 1j * q[:, ar, ar].real) / kn2
     q[:, ar, ar] = 0.0
     pim = q / kn2[:, :, None]
     ratio, ratio_abs = _gap_ratio(h, pim)
     big = ratio_abs > CLUSTER_LIMIT
     clustered = big.any(axis=(1, 2))
-    gam = np.empty((n_g, n), complex)
-    bout = np.empty((n_g, n_out, n), complex)
-    c = np.empty((n_g, n), complex)
-    unsafe = np.zeros(n_g, bool)
+    gam = xp.empty((n_g, n), complex)
+    bout = xp.empty((n_g, n_out, n), complex)
+    c = xp.empty((n_g, n), complex)
+    unsafe = xp.zeros(n_g, bool)
     for with_clusters in (False, True):
-        k = np.nonzero(clustered == with_clusters)[0]
+        k = xp.nonzero(clustered == with_clusters)
         if not len(k):
             continue
-        hk, pk, ck = h[k], pim[k], c0[k].astype(complex)
+        hk, pk, ck = h[k], pim[k], xp.to_complex(c0[k])
         vo = vec[k, :n_out, :]
-        bad = np.zeros(len(k), bool)
-        rk = (ratio[k], ratio_abs[k]) if not with_clusters else None
         if with_clusters:
-            vo = vo.astype(complex)
-            hc = 1j * pk.astype(complex)
-            hc[:, ar, ar] = hk
-            bigk = big[k]
-            for _ in range(CLUSTER_ROUNDS):
-                bad |= _diagonalise_clusters(hc, vo, ck, _clusters(bigk))
-                hk = hc[:, ar, ar].copy()
-                pk = -1j * hc
-                pk[:, ar, ar] = 0.0
-                rk = _gap_ratio(hk, pk)
-                bigk = rk[1] > CLUSTER_LIMIT
-                if not bigk.any():
-                    break
-            bad |= bigk.any(axis=(1, 2))
-        h2, t, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
-        if np.isrealobj(vo):
-            bo = vo + _real_times_complex(vo, t)
+            # the cluster search and the small eigen-problems run on the host
+            hk, pk, ck, vo, r, r_abs, bad = (xp.asarray(x) for x in _cluster_rounds(
+                *(xp.to_numpy(x) for x in (hk, pk, ck, vo, ratio[k], ratio_abs[k]))))
+            rk = (r, r_abs)
         else:
-            bo = vo + vo @ t
-        t[:, ar, ar] += 1.0
+            rk = (ratio[k], ratio_abs[k])
+            bad = xp.zeros(len(k), bool)
+        h2, s1, s2, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
+        # eigenvectors V = (1 + S₁)(1 + S₂), applied factor by factor: the output
+        # rows are few, and two LU solves cost less than the product S₁S₂
+        if xp.is_complex(vo):
+            bo = vo + vo @ s1
+        else:
+            bo = vo + xp.real_times_complex(vo, s1)
+        bo += bo @ s2
+        s1[:, ar, ar] += 1.0
+        s2[:, ar, ar] += 1.0
+        c_k = xp.solve(s2, xp.solve(s1, ck[..., None]))[..., 0]
+        redo = xp.nonzero(uns & ~bad)
+        if len(redo):
+            # strong coupling at second order (through third waves): quasi-degenerate
+            # clusters of the once-transformed problem, on the host
+            fixed = _quasi_degenerate(*(xp.to_numpy(x[redo]) for x in (
+                hk, pk, ck, vo, rk[0])))
+            h2[redo], bo[redo], c_k[redo], uns[redo] = (xp.asarray(x) for x in fixed)
         gam[k] = h2
         bout[k] = bo
-        c[k] = np.linalg.solve(t, ck[..., None])[..., 0]
+        c[k] = c_k
         unsafe[k] = uns | bad
     return gam, bout, c, unsafe, int(clustered.sum())
+
+
+def _quasi_degenerate(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.ndarray,
+                      ratio: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The two similarity steps with exact clusters between them (host, numpy).
+
+    For directions where the second step of :func:`_jacobi_steps` mixes Bloch waves
+    strongly — waves coupled weakly to each other but both to a third wave, so
+    that their effective coupling at second order is not small against their gap
+    — the once-transformed problem H₁ = (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ −
+    S₁ P S₁ is searched for clusters with |(H₁)_jk/(h₁k − h₁j)| > :data:`CLUSTER_LIMIT`,
+    which are diagonalised exactly (quasi-degenerate perturbation theory: the far
+    waves are folded in first, the near-degenerate block is solved exactly; e.g.
+    Löwdin 1951, Messiah 1961, ch. XVI §2), before the second step removes the
+    rest. The eigenvectors are then (1 + S₁) W (1 + S₂).
+
+    Returns γ (n_g, n), the output rows (n_g, n_out, n), the excitations c (n_g, n)
+    and a flag (n_g,) for directions still strongly mixed (solved exactly).
+    """
+    n = h.shape[1]
+    ar = np.arange(n)
+    s1 = 1j * ratio
+    ps = 1j * (pim @ s1)
+    h1 = ps - s1 @ ps
+    h1[:, ar, ar] += h
+    bo = vo + vo @ s1
+    s1[:, ar, ar] += 1.0
+    c = np.linalg.solve(s1, c0[..., None])[..., 0]
+    hd = h1[:, ar, ar].copy()
+    off = h1.copy()
+    off[:, ar, ar] = 0.0
+    big = np.abs(off * _inverse_gaps(hd)) > CLUSTER_LIMIT
+    bad = _diagonalise_clusters(h1, bo, c, _clusters(big))
+    hd = h1[:, ar, ar].copy()
+    h1[:, ar, ar] = 0.0
+    s2 = h1 * _inverse_gaps(hd)
+    gam = hd + np.sum(h1 * np.swapaxes(s2, 1, 2), axis=2)
+    bad |= (np.abs(s2) * _excitation_weight(c)).max(axis=(1, 2)) > FAST_MIXING_LIMIT
+    bo = bo + bo @ s2
+    s2[:, ar, ar] += 1.0
+    c = np.linalg.solve(s2, c[..., None])[..., 0]
+    return gam, bo, c, bad
+
+
+def _cluster_rounds(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.ndarray,
+                    ratio: np.ndarray, ratio_abs: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Diagonalise clusters of strongly coupled Bloch waves, up to :data:`CLUSTER_ROUNDS`.
+
+    Parameters are the directions that have clusters (numpy, host): h (n_g, n), pim
+    (n_g, n, n), c₀ (n_g, n), the output rows vo (n_g, n_out, n) and the gap ratios
+    pim/(h_k − h_j) with their moduli (n_g, n, n). Returns the new h, pim, c₀ and vo,
+    the gap ratios of the last round and their moduli, and a flag for directions
+    that are still strongly mixed or whose cluster eigenvectors are ill-conditioned.
+    A round changes only the rows and columns of the waves in its clusters, so
+    only those gap ratios are recomputed.
+    """
+    n = h.shape[1]
+    ar = np.arange(n)
+    vo = vo.astype(complex)
+    pim = pim.astype(complex)
+    ratio = ratio.astype(complex)
+    ratio_abs = ratio_abs.copy()
+    h = h.copy()
+    hc = 1j * pim
+    hc[:, ar, ar] = h
+    bad = np.zeros(len(h), bool)
+    big = ratio_abs > CLUSTER_LIMIT
+    for _ in range(CLUSTER_ROUNDS):
+        clusters = _clusters(big)
+        bad |= _diagonalise_clusters(hc, vo, c0, clusters)
+        d = np.concatenate([np.repeat(dirs, m.shape[1]) for dirs, m in clusters])
+        j = np.concatenate([m.ravel() for _, m in clusters])
+        h[d, j] = hc[d, j, j]
+        for rows in (True, False):
+            # row j (pairs j→k) or column j (pairs k→j) of the touched waves
+            sel = (d, j, slice(None)) if rows else (d, slice(None), j)
+            p = -1j * hc[sel]
+            p[np.arange(len(d)), j] = 0.0
+            pim[sel] = p
+            gap = h[d] - h[d, j][:, None] if rows else h[d, j][:, None] - h[d]
+            gap[np.arange(len(d)), j] = np.inf
+            gap[gap == 0] = np.inf
+            r = p / gap
+            ratio[sel] = r
+            r_abs = np.abs(r)
+            ratio_abs[sel] = r_abs
+            big[sel] = r_abs > CLUSTER_LIMIT
+        if not big.any():
+            break
+    bad |= big.any(axis=(1, 2))
+    return h, pim, c0, vo, ratio, ratio_abs, bad

@@ -65,12 +65,13 @@ directions can be sent to any executor.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from .beams import BeamSelection, select_strong
+from .beams import select_strong
+from .chunks import EigenChunk, EngineArrays, PatternChunk  # also re-exported here
 from .geometry import excitation_errors, normal_components
 from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
     AMPLITUDE_LIMIT,
@@ -91,281 +92,26 @@ from .perturbation import (  # noqa: F401  (re-exported for the torch port and t
     _inverse_gaps,
     _real_times_complex,
 )
+from .xp import NUMPY, NumpyOps, namespace
 
 
-@dataclass
-class EngineArrays:
-    """Everything a worker needs to solve directions (compact and picklable).
-
-    Attributes
-    ----------
-    g : (N, 3) pool beams in frame components (Å⁻¹)
-    index : (N, N) int32 rows of ``u``/``u_abs`` for g_i − g_j
-    u, u_abs : (M,) U and U′ (Å⁻², internal origin)
-    n_out : number of output beams (pool indices 0..n_out−1; 000 first)
-    k_in : K = sqrt(k₀² + U₀) (Å⁻¹)
-    normal : unit surface normal towards the source, frame components
-    rules : BeamSelection
-    mode : ``'fast'`` or ``'exact'``
-    """
-
-    g: np.ndarray
-    index: np.ndarray
-    u: np.ndarray
-    u_abs: np.ndarray
-    n_out: int
-    k_in: float
-    normal: np.ndarray
-    rules: BeamSelection
-    mode: str = "fast"
-    version: int = 0
-
-    #: Fields that a structure-factor update changes: executors ship them as row
-    #: deltas against the state their workers hold (qcbed.parallel._state).
-    delta_fields: ClassVar[tuple[str, ...]] = ("u", "u_abs")
-    #: Fields that change with every update and are no part of the state's identity.
-    counter_fields: ClassVar[tuple[str, ...]] = ("version",)
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("fast", "exact"):
-            raise InputError("solver mode must be 'fast' or 'exact'", found=self.mode)
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Recompute derived quantities after ``u``/``u_abs`` changed."""
-        scale = max(float(np.abs(self.u).max()), 1e-30)
-        self.real = bool(np.all(np.abs(self.u.imag) <= 1e-12 * scale)
-                         and np.all(np.abs(self.u_abs.imag) <= 1e-12 * scale))
-        self.coupling = np.abs(self.u[self.index[:, 0]])
-        self.u_abs0 = float(self.u_abs[self.index[0, 0]].real)
-        self.absorption_floor = absorption_floor(self.u_abs, self.index)
-
-    @property
-    def max_growth(self) -> float:
-        """Largest growth rate of a Bloch wave that the absorption model allows (Å⁻¹).
-
-        0 for a physical model (U′ matrix positive semi-definite). Otherwise
-        −λ_min/2K with a 10 % margin for the surface-normal scaling: the bound on
-        −Im γ_j from the numerical range of A = H + iK (Im γ_j ≥ λ_min(K)/2K_n).
-        """
-        return max(0.0, -self.absorption_floor) * 1.1 / (2.0 * self.k_in)
-
-    def update_values(self, rows: np.ndarray, u: np.ndarray, u_abs: np.ndarray,
-                      version: int) -> None:
-        """Apply a structure-factor update (only the changed rows travel)."""
-        self.u[rows] = u
-        self.u_abs[rows] = u_abs
-        self.version = version
-        self.refresh()
-
-
-@dataclass
-class EigenChunk:
-    """Compact eigen-solutions of a chunk of directions (zero-padded to ``n_max``).
-
-    The exit amplitudes of the output beams are
-
-        ψ_g(t) = Σ_j B_gj c_j exp(2πi γ_j t),
-
-    and the flux-normalised intensities I_g = |ψ_g|².
-
-    Attributes
-    ----------
-    gamma : (n_dir, n_max) complex
-        Bloch-wave eigenvalues γ_j (Å⁻¹); the imaginary part is the absorption.
-    bout : (n_dir, n_out, n_max) complex
-        Output-beam rows of the (symmetrised) eigenvectors.
-    c : (n_dir, n_max) complex
-        Bloch-wave excitations from the entrance boundary condition B c = e₀.
-    n_strong, n_weak : (n_dir,) int
-        Beams in the eigen-problem, and beams included by Bethe potentials.
-    m_out : (n_dir, n_out)
-        √(1 + g_n/K_n) of the output beams (φ_g = ψ_g / m_g).
-    gmat : (n_dir, n_params, n_max, n_max) complex or None
-        G_p = B⁻¹ ∂H/∂p B for analytic structure-factor derivatives (``exact`` mode).
-    n_fallback : int
-        Directions the ``fast`` solver handed to the general complex solver
-        (strong absorptive mixing, or the physical guard failed).
-    n_rejected : int
-        Directions whose general complex solution failed the physical guard too
-        (see :func:`physically_invalid`): their values are NaN, never a number.
-    n_clustered : int
-        Directions where the ``fast`` solver diagonalised clusters of
-        near-degenerate Bloch waves exactly inside the perturbative step.
-    """
-
-    gamma: np.ndarray
-    bout: np.ndarray
-    c: np.ndarray
-    n_strong: np.ndarray
-    n_weak: np.ndarray
-    m_out: np.ndarray
-    gmat: np.ndarray | None = None
-    n_fallback: int = 0
-    n_rejected: int = 0
-    n_clustered: int = 0
-    max_growth: float = 0.0
-
-    @property
-    def n_dir(self) -> int:
-        return len(self.gamma)
-
-    @property
-    def n_params(self) -> int:
-        """Number of structure-factor parameters with stored derivatives."""
-        return 0 if self.gmat is None else self.gmat.shape[1]
-
-    def gradients(self, thickness: float, structure: bool = True
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Intensities and their derivatives at one thickness (``exact`` mode).
-
-        With H = V diag(γ) V⁻¹ and G_p = V⁻¹ (∂H/∂p) V (stored), the derivative of
-        the propagator is V [G_p ∘ Φ] V⁻¹ with Φ_jk = (e_j − e_k)/(γ_j − γ_k) and
-        Φ_jj = 2πi t e_j (e.g. Wilcox 1967; Najfeld & Havel 1995), so
-
-            ∂ψ/∂p = V_out [(G_p ∘ Φ) c],   ∂ψ/∂t = V_out (2πi γ ∘ e ∘ c),
-            ∂I/∂x = 2 Re(ψ* ∂ψ/∂x).
-
-        Parameters
-        ----------
-        thickness : float
-            Å.
-        structure : bool
-            Compute the structure-factor derivatives (False: thickness only).
-
-        Returns
-        -------
-        I : (n_dir, n_out)
-        dI_dp : (n_dir, n_params, n_out)
-            Derivatives with respect to the structure-factor parameters.
-        dI_dt : (n_dir, n_out)
-            Derivative with respect to thickness (Å⁻¹).
-        """
-        t = float(thickness)
-        e = np.exp(2j * np.pi * self.gamma * t)
-        ec = e * self.c
-        psi = np.einsum("dgj,dj->dg", self.bout, ec)
-        dpsi_dt = np.einsum("dgj,dj->dg", self.bout, 2j * np.pi * self.gamma * ec)
-        inten = psi.real**2 + psi.imag**2
-        dI_dt = 2.0 * np.real(np.conj(psi) * dpsi_dt)
-        if self.gmat is None or not structure:
-            return inten, np.zeros((self.n_dir, 0, psi.shape[1])), dI_dt
-        dh = self.gamma[:, :, None] - self.gamma[:, None, :]
-        de = e[:, :, None] - e[:, None, :]
-        small = np.abs(dh) * (2 * np.pi * max(abs(t), 1.0)) < 1e-7
-        with np.errstate(divide="ignore", invalid="ignore"):
-            phi = np.where(small, 1j * np.pi * t * (e[:, :, None] + e[:, None, :]),
-                           de / np.where(small, 1.0, dh))
-        v = np.einsum("dpjk,djk,dk->dpj", self.gmat, phi, self.c)
-        dpsi = np.einsum("dgj,dpj->dpg", self.bout, v)
-        dI_dp = 2.0 * np.real(np.conj(psi)[:, None, :] * dpsi)
-        return inten, dI_dp, dI_dt
-
-    def amplitudes(self, thickness: np.ndarray) -> np.ndarray:
-        """ψ_g(t) for thicknesses (n_t,) in Å → (n_t, n_dir, n_out) complex."""
-        t = np.atleast_1d(np.asarray(thickness, dtype=float))
-        out = np.empty((len(t), self.n_dir, self.bout.shape[1]), dtype=complex)
-        for k, tk in enumerate(t):
-            w = np.exp(2j * np.pi * self.gamma * tk) * self.c
-            out[k] = np.einsum("dgj,dj->dg", self.bout, w)
-        return out
-
-    def intensities(self, thickness: np.ndarray) -> np.ndarray:
-        """Flux-normalised I_g(t) = |ψ_g(t)|² → (n_t, n_dir, n_out).
-
-        Directions whose output intensities sum to more than 1 are NaN
-        (:func:`flux_guard`).
-        """
-        a = self.amplitudes(thickness)
-        return flux_guard(a.real**2 + a.imag**2, thickness, self.max_growth)
-
-    @staticmethod
-    def concatenate(chunks: list[EigenChunk]) -> EigenChunk:
-        """Join chunks (re-padding to the largest matrix size)."""
-        n_max = max(c.gamma.shape[1] for c in chunks)
-
-        def pad(a: np.ndarray, axes: int = 1) -> np.ndarray:
-            w = [(0, 0)] * (a.ndim - axes) + [(0, n_max - a.shape[-1])] * axes
-            return np.pad(a, w)
-
-        return EigenChunk(
-            gamma=np.concatenate([pad(c.gamma) for c in chunks]),
-            bout=np.concatenate([pad(c.bout) for c in chunks]),
-            c=np.concatenate([pad(c.c) for c in chunks]),
-            n_strong=np.concatenate([c.n_strong for c in chunks]),
-            n_weak=np.concatenate([c.n_weak for c in chunks]),
-            m_out=np.concatenate([c.m_out for c in chunks]),
-            gmat=None if chunks[0].gmat is None else
-            np.concatenate([pad(c.gmat, 2) for c in chunks]),
-            n_fallback=sum(c.n_fallback for c in chunks),
-            n_rejected=sum(c.n_rejected for c in chunks),
-            n_clustered=sum(c.n_clustered for c in chunks),
-            max_growth=max(c.max_growth for c in chunks),
-        )
-
-    def take(self, idx: np.ndarray) -> EigenChunk:
-        """A subset of directions."""
-        return EigenChunk(self.gamma[idx], self.bout[idx], self.c[idx], self.n_strong[idx],
-                          self.n_weak[idx], self.m_out[idx],
-                          None if self.gmat is None else self.gmat[idx],
-                          max_growth=self.max_growth)
-
-
-@dataclass
-class PatternChunk:
-    """Intensities of a chunk of directions, with what the solver had to do for them.
-
-    Attributes
-    ----------
-    intensities : ndarray (n_t, n_dir, n_out)
-        Flux-normalised intensities; NaN for rejected directions.
-    n_fallback : int
-        Directions re-solved with the general complex solver.
-    n_rejected : int
-        Directions returned as NaN (the physical guard failed for every solver).
-    n_clustered : int
-        Directions where near-degenerate Bloch-wave clusters were diagonalised exactly.
-    """
-
-    intensities: np.ndarray
-    n_fallback: int = 0
-    n_rejected: int = 0
-    n_clustered: int = 0
-
-    @classmethod
-    def from_intensities(cls, inten: np.ndarray, n_fallback: int = 0,
-                         n_clustered: int = 0) -> PatternChunk:
-        """Count the rejected (non-finite) directions of ``inten`` (n_t, n_dir, n_out)."""
-        rejected = int(np.count_nonzero(~np.isfinite(inten).all(axis=(0, 2))))
-        return cls(inten, int(n_fallback), rejected, int(n_clustered))
-
-    def counts(self) -> dict[str, int]:
-        """The solver counts as a dict (for results files)."""
-        return {"directions": int(self.intensities.shape[1]),
-                "exact_fallback": self.n_fallback, "rejected": self.n_rejected,
-                "clustered": self.n_clustered}
-
-    @staticmethod
-    def concatenate(chunks: list[PatternChunk]) -> PatternChunk:
-        """Join chunks along the direction axis."""
-        return PatternChunk(np.concatenate([c.intensities for c in chunks], axis=1),
-                            sum(c.n_fallback for c in chunks),
-                            sum(c.n_rejected for c in chunks),
-                            sum(c.n_clustered for c in chunks))
-
-
-def _solve_exact(a: np.ndarray, kn2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _solve_exact(a, kn2):
     """General complex eigen-problem: (γ, eigenvectors, excitations from B c = e₀).
 
     A direction whose eigen-problem LAPACK cannot solve (no convergence, singular
-    eigenvectors) comes back as NaN; the physical guard then rejects it.
+    eigenvectors) comes back as NaN; the physical guard then rejects it. A device
+    solver that fails hands the batch to the host (numpy), which finds the
+    failing directions one by one.
     """
-    e0 = np.zeros(a.shape[:2] + (1,), dtype=complex)
-    e0[:, 0, 0] = 1.0
+    xp = namespace(a)
     try:
-        lam, vec = np.linalg.eig(a)
-        c = np.linalg.solve(vec, e0)[..., 0]
-    except np.linalg.LinAlgError:
+        lam, vec = xp.eig(a)
+        e0 = xp.zeros(a.shape[:2] + (1,), complex)
+        e0[:, 0, 0] = 1.0
+        c = xp.solve(vec, e0)[..., 0]
+    except xp.linalg_errors:
+        if xp is not NUMPY:
+            return tuple(xp.asarray(x) for x in _solve_exact(xp.to_numpy(a), xp.to_numpy(kn2)))
         if len(a) == 1:
             nan = np.full(a.shape[:2], np.nan + 0j)
             return nan, np.full(a.shape, np.nan + 0j), nan
@@ -374,8 +120,7 @@ def _solve_exact(a: np.ndarray, kn2: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return lam / kn2, vec, c
 
 
-def _exact_with_guard(a: np.ndarray, kn2: np.ndarray, n_out: int, max_growth: float
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _exact_with_guard(a, kn2, n_out: int, max_growth: float) -> tuple:
     """:func:`_solve_exact`, then the physical guard: failing directions become NaN.
 
     Returns γ, the output rows of the eigenvectors, c and the rejected flags.
@@ -383,7 +128,7 @@ def _exact_with_guard(a: np.ndarray, kn2: np.ndarray, n_out: int, max_growth: fl
     gam, vec, c = _solve_exact(a, kn2)
     bout = vec[:, :n_out, :]
     bad = physically_invalid(gam, bout, c, check_amplitude=False, max_growth=max_growth)
-    if np.any(bad):
+    if bool(bad.any()):
         gam[bad] = np.nan
         bout[bad] = np.nan
         c[bad] = np.nan
@@ -401,26 +146,229 @@ def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray
     if np.any(k_n <= 0):
         raise InputError("incident beam does not enter through the surface (K_n ≤ 0)",
                          found=float(k_n.min()))
-    strong, weak = select_strong(two_k_sg, arrays.coupling, arrays.n_out, arrays.rules)
+    strong, weak = select_strong(two_k_sg, arrays.selection_coupling, arrays.n_out, arrays.rules)
     return kt, two_k_sg, k_n, g_n, strong, weak
 
 
 #: Most complex elements (directions × strong beams × max(strong, weak beams)) in one
-#: batched step of :func:`solve_chunk`. Directions sharing a matrix size are split
-#: into batches this big: the temporaries stay small (below the C allocator's mmap
-#: threshold, so they are reused instead of page-faulted anew) and the union of the
-#: weak beams of a batch, whose blocks are gathered, stays close to each direction's.
+#: batched step of :func:`solve_chunk` on the host (a torch device sets its own,
+#: :mod:`qcbed.bloch.xp`). Directions sharing a matrix size are split into batches
+#: this big: the temporaries stay small (below the C allocator's mmap threshold, so
+#: they are reused instead of page-faulted anew) and the union of the weak beams of
+#: a batch, whose blocks are gathered, stays close to each direction's.
 BATCH_ELEMENTS = 1 << 20
 
 
-def _size_batches(n_s: np.ndarray, n_weak: np.ndarray):
-    """(matrix size, direction indices) batches of :func:`solve_chunk`."""
+def _size_batches(n_s: np.ndarray, n_weak: np.ndarray, elements: int | None = None):
+    """(matrix size, direction indices) batches of :func:`solve_chunk`
+    (``elements``: per batch, default :data:`BATCH_ELEMENTS`)."""
+    elements = elements or BATCH_ELEMENTS
     for n in np.unique(n_s):
         rows = np.nonzero(n_s == n)[0]
         width = max(int(n), int(n_weak[rows].max()))
-        per = max(1, BATCH_ELEMENTS // (int(n) * width))
+        per = max(1, elements // (int(n) * width))
         for i in range(0, len(rows), per):
             yield int(n), rows[i:i + per]
+
+
+@dataclass
+class KernelTables:
+    """The engine's tables in one array module (numpy on the host, torch on a device).
+
+    Attributes
+    ----------
+    xp : NumpyOps
+        The array operations (:mod:`qcbed.bloch.xp`).
+    index : (N, N) int
+        Rows of the U table for g_i − g_j.
+    u, ua : (M,)
+        The tables the structure matrices are gathered from: U and U′ (real for a
+        centrosymmetric crystal in ``fast`` mode), U + iU′ and U′ in ``exact`` mode.
+    z, zc : optional
+        U + iU′ and conj(U − iU′) (M,) for the Bethe products of a complex
+        absorbing ``fast`` problem.
+    dtab, dua0 : optional
+        ∂(U + iU′)/∂p over the table rows (n_params, M), and ∂U′₀/∂p (n_params,).
+    exact, real, absorbing : bool
+        Solver mode, elastic matrix real, perturbative absorption needed.
+    """
+
+    xp: NumpyOps
+    index: Any
+    u: Any
+    ua: Any
+    z: Any = None
+    zc: Any = None
+    dtab: Any = None
+    dua0: Any = None
+    exact: bool = False
+    real: bool = False
+    absorbing: bool = False
+
+    @classmethod
+    def build(cls, xp: NumpyOps, arrays: EngineArrays,
+              derivatives: tuple[np.ndarray, np.ndarray] | None = None,
+              index: Any = None) -> KernelTables:
+        """Tables of ``arrays`` in ``xp`` (``index``: one already there)."""
+        exact = arrays.mode == "exact"
+        real = arrays.real and not exact
+        if exact:
+            u, ua = arrays.u + 1j * arrays.u_abs, arrays.u_abs
+        elif real:
+            u, ua = arrays.u.real, arrays.u_abs.real
+        else:
+            u, ua = arrays.u, arrays.u_abs
+        dtab = dua0 = None
+        if derivatives is not None:
+            if not exact:
+                raise InputError("analytic derivatives need the 'exact' solver mode",
+                                 found="fast")
+            dua = np.asarray(derivatives[1], complex)
+            dtab = np.atleast_2d(np.asarray(derivatives[0], complex) + 1j * dua)
+            dua0 = xp.asarray(dua.reshape(len(dtab), -1)[:, arrays.index[0, 0]])
+            dtab = xp.asarray(dtab)
+        absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
+        z = zc = None
+        if absorbing and not real:
+            z, zc = xp.asarray(u + 1j * ua), xp.asarray(np.conj(u - 1j * ua))
+        if index is None:
+            # 64-bit: np.take converts narrower indices on every gather (~1.6× slower)
+            index = xp.asarray(np.asarray(arrays.index, dtype=np.int64))
+        return cls(xp, index,
+                   xp.asarray(u), xp.asarray(ua), z, zc, dtab, dua0, exact, real, absorbing)
+
+
+def solve_groups(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray):
+    """Solve directions batch by batch (directions sharing a matrix size), in ``tb.xp``.
+
+    First yields a header ``(n_dir, n_max, n_strong, n_weak, m_out)`` (numpy), then
+    per batch ``(rows, n, gamma, bout, c, gmat, counts)`` in the tables' array
+    module, with counts = (n_fallback, n_rejected, n_clustered). Directions
+    rejected by the physical guard are NaN. This one algorithm serves every
+    back-end: :func:`solve_chunk` (numpy) and :mod:`qcbed.parallel.gpu` (torch).
+    """
+    kt, two_k_sg, k_n, g_n, strong, weak = prepare_directions(arrays, kt)
+    n_s = strong.sum(axis=1)
+    n_weak = weak.sum(axis=1)
+    m_out = np.sqrt(1.0 + g_n[None, :arrays.n_out] / k_n[:, None])
+    yield len(kt), int(n_s.max()), n_s, n_weak, m_out
+    for n, rows in _size_batches(n_s, n_weak, tb.xp.batch_elements):
+        yield (rows, n) + _solve_batch(tb, arrays, n, rows, two_k_sg[rows], k_n[rows], g_n,
+                                       strong[rows], weak[rows])
+
+
+def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarray,
+                 two_k_sg: np.ndarray, k_n: np.ndarray, g_n: np.ndarray, strong: np.ndarray,
+                 weak: np.ndarray) -> tuple:
+    """Eigen-solutions of directions sharing the strong-beam count ``n``.
+
+    Returns (γ, bout, c, gmat or None, (n_fallback, n_rejected, n_clustered)).
+    """
+    xp, exact, absorbing = tb.xp, tb.exact, tb.absorbing
+    n_out, growth = arrays.n_out, arrays.max_growth
+    n_exact = n_rejected = n_clustered = 0
+    idx_h = np.argsort(~strong, axis=1, kind="stable")[:, :n]
+    diag_sg = np.take_along_axis(two_k_sg, idx_h, axis=1)
+    idx = xp.asarray(idx_h)
+    ar = xp.arange(n)
+    blk = tb.index[idx[:, :, None], idx[:, None, :]]
+    a = xp.take(tb.u, blk)
+    a[:, ar, ar] = xp.asarray(diag_sg + 1j * arrays.u_abs0 if exact else diag_sg, a.dtype)
+    aabs = xp.take(tb.ua, blk) if absorbing else None
+    n_par = 0 if tb.dtab is None else len(tb.dtab)
+    if n_par:
+        da = xp.stack([xp.take(tb.dtab[p], blk) for p in range(n_par)], 1)
+        da[:, :, ar, ar] = (1j * tb.dua0)[None, :, None]
+    wcols_h = np.nonzero(weak.any(axis=0))[0]
+    if len(wcols_h):
+        wm = weak[:, wcols_h]
+        d = xp.asarray(np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0))
+        d = d[:, None, :]
+        wcols = xp.asarray(wcols_h)
+        sw = tb.index[idx[:, :, None], wcols[None, None, :]]
+        u_sw = xp.take(tb.u, sw) if tb.z is None else None
+        if exact:
+            # U + iU′ is not Hermitian: the weak-to-strong block is gathered
+            ws = tb.index[wcols[None, :, None], idx[:, None, :]]
+            u_ws = xp.take(tb.u, ws)
+            u_sw *= d
+            for p in range(n_par):
+                du_sw = xp.take(tb.dtab[p], sw) * d
+                du_ws = xp.take(tb.dtab[p], ws)
+                da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
+            a -= u_sw @ u_ws
+        elif aabs is not None and not tb.real:
+            # complex U, U′: with Z = U + iU′ one complex product
+            # W = Z_sw D Z_ws = (U D U − U′ D U′) + i (U D U′ + U′ D U), both brackets
+            # Hermitian, holds every Bethe term: the elastic block takes −(W + W†)/2
+            # (``a`` is made Hermitian below), the absorptive block −(W − W†)/2i.
+            # U and U′ are Hermitian tables (U_{-g} = U_g*), so Z_{w−s} =
+            # conj(U_{s−w} − iU′_{s−w}): both blocks come from the one index block
+            z_sw = xp.take(tb.z, sw)
+            z_sw *= d
+            w = z_sw @ xp.take(tb.zc, sw).swapaxes(1, 2)
+            a -= w
+            w -= _adjoint(w)
+            w *= 0.5j
+            aabs += w
+        else:
+            # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
+            # adjoints of the strong-to-weak ones, no second gather
+            u_ws = _adjoint(u_sw)          # a view: scale a copy
+            u_sw = u_sw * d
+            a -= u_sw @ u_ws
+            if aabs is not None:
+                ua_sw = xp.take(tb.ua, sw)
+                ua_ws = _adjoint(ua_sw)
+                # Bethe terms of (U + iU′) D (U + iU′) for real U, U′: the
+                # absorptive first-order part U D U′ + U′ D U = X + Xᵀ, and the
+                # second-order real part −U′ D U′ in the elastic block
+                x = u_sw @ ua_ws
+                aabs -= x
+                aabs -= _adjoint(x)
+                a += (ua_sw * d) @ ua_ws
+    m = np.sqrt(1.0 + g_n[idx_h] / k_n[:, None])
+    mm = xp.asarray(m[:, :, None] * m[:, None, :])
+    a /= mm
+    kn2 = xp.asarray(2.0 * k_n[:, None])
+    gmat = None
+    if exact:
+        gam, vec, c = _solve_exact(a, kn2)
+        rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
+                                      max_growth=growth)
+        if n_par:
+            dh = da / (mm[:, None] * kn2[:, :, None, None])
+            ok = ~rejected
+            gmat = xp.zeros((len(rows), n_par, n, n), complex)
+            gmat[ok] = xp.solve(vec[ok][:, None], dh[ok] @ vec[ok][:, None])
+        if bool(rejected.any()):
+            gam[rejected], vec[rejected], c[rejected] = np.nan, np.nan, np.nan
+            n_rejected += int(rejected.sum())
+    else:
+        if not tb.real:
+            # enforce exact Hermiticity against round-off in the gathers
+            a = 0.5 * (a + _adjoint(a))
+        lam, vec = xp.eigh(a)
+        c = vec[:, 0, :].conj()
+        if absorbing:
+            aabs /= mm
+            gam, vec, c, unsafe, n_cl = _absorb_perturbatively(lam, vec, c, aabs, kn2, n_out)
+            n_clustered += n_cl
+        else:
+            gam = xp.to_complex(lam / kn2)
+            vec = vec[:, :n_out, :]
+            unsafe = xp.zeros(len(rows), bool)
+        # the physical guard, always on: re-solve failing directions exactly
+        unsafe |= physically_invalid(gam, vec, c, max_growth=growth)
+        if bool(unsafe.any()):
+            k = xp.nonzero(unsafe)
+            a_k = a[k] + 1j * aabs[k] if absorbing else xp.to_complex(a[k])
+            g_x, v_x, c_x, rej = _exact_with_guard(a_k, kn2[k], n_out, growth)
+            vec, c = xp.to_complex(vec), xp.to_complex(c)
+            gam[k], vec[k], c[k] = g_x, v_x, c_x
+            n_exact += len(k)
+            n_rejected += int(rej.sum())
+    return gam, vec[:, :n_out, :], c, gmat, (n_exact, n_rejected, n_clustered)
 
 
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
@@ -437,126 +385,33 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
         for :meth:`EigenChunk.gradients`; Bethe corrections are differentiated
         too.
     """
-    kt, two_k_sg, k_n, g_n, strong, weak = prepare_directions(arrays, kt)
-    n_dir = len(kt)
-    n_s = strong.sum(axis=1)
-    n_max = int(n_s.max())
+    return eigen_chunk(KernelTables.build(NUMPY, arrays, derivatives), arrays, kt)
+
+
+def eigen_chunk(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
+    """:func:`solve_chunk` with the tables of any array module (results in numpy)."""
+    xp = tb.xp
+    it = solve_groups(tb, arrays, kt)
+    n_dir, n_max, n_s, n_weak, m_out = next(it)
     n_out = arrays.n_out
     gamma = np.zeros((n_dir, n_max), dtype=complex)
     bout = np.zeros((n_dir, n_out, n_max), dtype=complex)
     cc = np.zeros((n_dir, n_max), dtype=complex)
-    exact = arrays.mode == "exact"
-    absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
-    n_exact = n_rejected = n_clustered = 0
-    growth = arrays.max_growth
-    m_out = np.sqrt(1.0 + g_n[None, :n_out] / k_n[:, None])
-    n_weak = weak.sum(axis=1)
-    real = arrays.real and not exact
-    u = arrays.u.real if real else arrays.u
-    ua = arrays.u_abs.real if real else arrays.u_abs
-    if exact:
-        u = arrays.u + 1j * arrays.u_abs
     gmat = None
-    if derivatives is not None:
-        if not exact:
-            raise InputError("analytic derivatives need the 'exact' solver mode", found="fast")
-        dtab = np.asarray(derivatives[0], complex) + 1j * np.asarray(derivatives[1], complex)
-        dtab = np.atleast_2d(dtab)
-        n_par = len(dtab)
-        row0 = arrays.index[0, 0]
-        gmat = np.zeros((n_dir, n_par, n_max, n_max), dtype=complex)
-    for n, rows in _size_batches(n_s, n_weak):
-        idx = np.argsort(~strong[rows], axis=1, kind="stable")[:, :n]
-        diag_sg = np.take_along_axis(two_k_sg[rows], idx, axis=1)
-        ar = np.arange(n)
-        blk = arrays.index[idx[:, :, None], idx[:, None, :]]
-        a = u.take(blk)
-        a[:, ar, ar] = diag_sg + (1j * arrays.u_abs0 if exact else 0.0)
-        aabs = ua.take(blk) if absorbing else None
-        wmask = weak[rows]
-        wcols = np.nonzero(wmask.any(axis=0))[0]
-        if gmat is not None:
-            da = np.stack([dtab[p].take(blk) for p in range(n_par)], 1)
-            da[:, :, ar, ar] = 1j * np.asarray(derivatives[1], complex).reshape(n_par, -1)[
-                :, row0][None, :, None]
-        if len(wcols):
-            sg_w = two_k_sg[rows][:, wcols]
-            d = np.where(wmask[:, wcols], 1.0 / np.where(wmask[:, wcols], sg_w, 1.0), 0.0)
-            sw = arrays.index[idx[:, :, None], wcols[None, None, :]]
-            u_sw = u.take(sw)
-            if exact:
-                # U + iU′ is not Hermitian: the weak-to-strong block is gathered
-                ws = arrays.index[wcols[None, :, None], idx[:, None, :]]
-                u_ws = u.take(ws)
-                u_sw *= d[:, None, :]
-                if gmat is not None:
-                    for p in range(n_par):
-                        du_sw = dtab[p].take(sw) * d[:, None, :]
-                        du_ws = dtab[p].take(ws)
-                        da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
-                a -= u_sw @ u_ws
-            else:
-                # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
-                # adjoints of the strong-to-weak ones, no second gather
-                u_ws = _adjoint(u_sw)          # a view: scale a copy
-                u_sw = u_sw * d[:, None, :]
-                a -= u_sw @ u_ws
-                if aabs is not None:
-                    ua_sw = ua.take(sw)
-                    ua_ws = _adjoint(ua_sw)
-                    # Bethe terms of (U + iU′) D (U + iU′): the absorptive first-order
-                    # part U D U′ + U′ D U = X + X†, and the second-order real part
-                    # −U′ D U′ (Hermitian) in the elastic block
-                    x = u_sw @ ua_ws
-                    aabs -= x
-                    aabs -= _adjoint(x)
-                    a += (ua_sw * d[:, None, :]) @ ua_ws
-        m = np.sqrt(1.0 + g_n[idx] / k_n[rows, None])
-        mm = m[:, :, None] * m[:, None, :]
-        a /= mm
-        kn2 = 2.0 * k_n[rows, None]
-        if exact:
-            gam, vec, c = _solve_exact(a, kn2)
-            rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
-                                          max_growth=growth)
-            if gmat is not None:
-                dh = da / (mm[:, None] * kn2[:, :, None, None])
-                ok = ~rejected
-                gmat[rows[ok], :, :n, :n] = np.linalg.solve(vec[ok, None], dh[ok] @ vec[ok, None])
-            if np.any(rejected):
-                gam[rejected], vec[rejected], c[rejected] = np.nan, np.nan, np.nan
-                n_rejected += int(rejected.sum())
-        else:
-            if not real:
-                # enforce exact Hermiticity against round-off in the gathers
-                a = 0.5 * (a + np.conj(np.swapaxes(a, 1, 2)))
-            lam, vec = np.linalg.eigh(a)
-            c = np.conj(vec[:, 0, :])
-            if absorbing:
-                aabs /= mm
-                gam, vec, c, unsafe, n_cl = _absorb_perturbatively(lam, vec, c, aabs, kn2,
-                                                                   n_out)
-                n_clustered += n_cl
-            else:
-                gam = (lam / kn2).astype(complex)
-                vec = vec[:, :n_out, :]
-                unsafe = np.zeros(len(rows), bool)
-            # the physical guard, always on: re-solve failing directions exactly
-            unsafe |= physically_invalid(gam, vec, c, max_growth=growth)
-            if np.any(unsafe):
-                k = np.nonzero(unsafe)[0]
-                a_k = a[k] + 1j * aabs[k] if absorbing else a[k].astype(complex)
-                g_x, v_x, c_x, rej = _exact_with_guard(a_k, kn2[k], n_out, growth)
-                vec, c = vec.astype(complex, copy=False), c.astype(complex, copy=False)
-                gam[k], vec[k], c[k] = g_x, v_x, c_x
-                n_exact += len(k)
-                n_rejected += int(rej.sum())
-        gamma[rows, :n] = gam
-        bout[rows, :, :n] = vec[:, :n_out, :]
-        cc[rows, :n] = c
+    if tb.dtab is not None:
+        gmat = np.zeros((n_dir, len(tb.dtab), n_max, n_max), dtype=complex)
+    counts = np.zeros(3, int)
+    for rows, n, gam, bo, c, gm, nc in it:
+        gamma[rows, :n] = xp.to_numpy(gam)
+        bout[rows, :, :n] = xp.to_numpy(bo)
+        cc[rows, :n] = xp.to_numpy(c)
+        if gm is not None:
+            gmat[rows, :, :n, :n] = xp.to_numpy(gm)
+        counts += nc
     return EigenChunk(gamma=gamma, bout=bout, c=cc, n_strong=n_s, n_weak=n_weak,
-                      m_out=m_out, gmat=gmat, n_fallback=n_exact, n_rejected=n_rejected,
-                      n_clustered=n_clustered, max_growth=growth)
+                      m_out=m_out, gmat=gmat, n_fallback=int(counts[0]),
+                      n_rejected=int(counts[1]), n_clustered=int(counts[2]),
+                      max_growth=arrays.max_growth)
 
 
 def pattern_chunk(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray

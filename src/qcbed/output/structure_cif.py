@@ -19,8 +19,8 @@ One data block holds
 Every value that was refined carries its standard uncertainty in the CIF way,
 ``5.4310(2)``, rounded by the IUCr rule of 19 (two digits when the leading digits
 of the s.u. are ≤ 19, one otherwise; *Notes for authors*, Acta Cryst.). Derived
-quantities (coordinates from displacements along symmetry-allowed directions,
-U^{ij} from allowed tensors, U_iso = B/8π², λ from the voltage) get their s.u. by
+quantities (coordinates that follow a free one, e.g. y = x on (x, x, z),
+U^{ij} from the independent components, U_iso = B/8π², λ from the voltage) get their s.u. by
 linear propagation with the full covariance matrix of the refinement.
 """
 
@@ -125,9 +125,10 @@ def refined_cif_document(crystal: Crystal, parameters: Any = (), *,
     crystal : Crystal
         The refined crystal (cell, sites, B or U^{ij}, occupancies as refined).
     parameters : iterable of Parameter
-        The refinement's parameters (name, value, esd, refine, target); cell.*,
-        B(label), xyz(label).k, occ(label), Uij(label).k, kappa(T), Pv(T),
-        thickness and voltage are written with their s.u.
+        The refinement's parameters (name, value, esd, refine, target): ``cell.*``,
+        ``B(label)``, ``x(label)``/``y(label)``/``z(label)``, ``occ(label)``,
+        ``U11(label)`` … ``U23(label)``, ``kappa(T)``, ``Pv(T)``, ``thickness`` and
+        ``voltage`` are written with their s.u.
     free_names, covariance : sequence of str, ndarray
         Free parameter names and their covariance matrix (the refinement's
         ``free_names``, ``covariance``); without them the s.u. of each parameter

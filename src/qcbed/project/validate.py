@@ -12,6 +12,7 @@ import numpy as np
 from .._core.guard import limit_scope
 from .._core.parameters import parse_parameter_name
 from ..errors import InputError
+from ..refine.parameters import STRUCTURAL_KINDS, check_structural_name, u_aniso_parameters
 from .parse import load_project
 from .safety import (
     check_output_folder,
@@ -20,7 +21,7 @@ from .safety import (
     resource_summary,
 )
 from .schema import Project
-from .setup import Setup, _err, build_setup
+from .setup import Setup, _err, build_setup, retag_dataset_error
 
 
 # ====================================================================== validation
@@ -69,38 +70,58 @@ def validate_project(path_or_project: str | os.PathLike | Project, *, executor: 
         rep.errors.append(exc)
         return rep
     rep.checks.append(("file", f"{proj.source}: sections and keys, {len(proj.coarse)} coarse "
-                               f"and {len(proj.fine)} fine steps"))
+                               f"and {len(proj.fine)} fine steps"
+                       + (f", {len(proj.datasets)} datasets (joint refinement)"
+                          if proj.joint else "")))
+    inputs: list = []
+    for k in range(len(proj.datasets)):
+        view = proj.dataset_view(k) if proj.joint else proj
+        n0 = len(rep.checks)
+        try:
+            ok = _validate_dataset(view, executor, rep, inputs)
+        except InputError as exc:
+            rep.errors.append(retag_dataset_error(exc, k) if proj.joint else exc)
+            ok = False
+        if proj.joint:  # name the dataset in its checks
+            rep.checks[n0:] = [(c, f"[{proj.datasets[k].name}] {m}") for c, m in rep.checks[n0:]]
+        if not ok:
+            return rep
+    try:
+        check_output_folder(proj.output, source=proj.source, overwrite=proj.overwrite,
+                            inputs=inputs)
+    except InputError as exc:
+        rep.errors.append(exc)
+    return rep
+
+
+def _validate_dataset(proj: Project, executor: Any, rep: ValidationReport, inputs: list
+                      ) -> bool:
+    """The checks of one dataset (``proj``: the project or one dataset's view); False when
+    a check failed that later ones depend on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             setup = build_setup(proj, executor=executor)
-        except InputError as exc:
-            rep.errors.append(exc)
-            return rep
         finally:
             rep.warnings.extend(str(w.message) for w in caught
                                 if issubclass(w.category, UserWarning))
+    inputs.extend(setup.input_files)
     rep.checks.append(("data", f"{type(setup.data).__name__} {tuple(setup.data.shape)}, "
                                f"{len(setup.hkl)} reflections compared"))
     rep.checks.append(("geometry", f"pixel size {setup.geometry.pixel_size:.4g} 1/A, "
                                    f"g_x length {setup.geometry.g_x_length:.4g} 1/A"))
     limit = proj.engine["memory_limit"]
-    try:
-        with limit_scope(limit):
-            check_resources(estimate_resources(proj, len(setup.hkl)), source=proj.source)
-            _check_roi(setup, rep)
-            sim = _check_beams(setup, rep)
-            n_strong = int(rep.beam_counts.get("strong_max", 0)) or None
-            items = estimate_resources(proj, len(setup.hkl), n_strong=n_strong,
-                                       n_pool=len(sim.pool))
-            check_resources(items, source=proj.source)
-            rep.checks.append(("resources", resource_summary(items, limit)))
-            _check_parameters(setup, sim, rep)
-            check_output_folder(proj.output, source=proj.source, overwrite=proj.overwrite,
-                                inputs=setup.input_files)
-    except InputError as exc:
-        rep.errors.append(exc)
-    return rep
+    with limit_scope(limit):
+        check_resources(estimate_resources(proj, len(setup.hkl)), source=proj.source)
+        _check_roi(setup, rep)
+        sim = _check_beams(setup, rep)
+        n_strong = int(rep.beam_counts.get("strong_max", 0)) or None
+        items = estimate_resources(proj, len(setup.hkl), n_strong=n_strong,
+                                   n_pool=len(sim.pool))
+        check_resources(items, source=proj.source)
+        rep.checks.append(("resources", resource_summary(items, limit)))
+        _check_parameters(setup, sim, rep)
+    return True
 
 
 def _check_roi(setup: Setup, rep: ValidationReport) -> None:
@@ -175,8 +196,16 @@ def _start_value(setup: Setup, sim, name: str) -> float | None:
         return float(setup.project.thickness)
     if kind == "voltage":
         return float(setup.voltage_kv)
-    if kind == "B":
-        return next((float(s.b_iso) for s in setup.crystal.sites if s.label == detail), None)
+    if kind in ("B", "occ", "xyz"):
+        label = detail if kind != "xyz" else detail[0]
+        st = next((s for s in setup.crystal.sites if s.label == label), None)
+        if st is None:
+            return None
+        return float(st.b_iso if kind == "B" else st.occupancy if kind == "occ"
+                     else st.xyz[detail[1]])
+    if kind == "Uij":
+        ps = {p.name: p.value for p in u_aniso_parameters(setup.crystal, detail[0])}
+        return ps.get(canon)
     if kind == "cell":
         return float(getattr(setup.crystal.lattice, detail))
     if kind in ("U", "Uabs"):
@@ -201,7 +230,7 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
         tag = f"plan.fine[{i}].refine"
         for name in st.refine + list(st.bounds) + list(st.scales):
             kind, detail, canon = parse_parameter_name(name, source=proj.source, tag=tag)
-            if kind in ("U", "Uabs", "phase"):
+            if kind in ("U", "Uabs", "phase", "phase_abs"):
                 if crystal.is_systematically_absent(detail):
                     raise _err(proj, "reflection is forbidden by the space group (U_g ≡ 0)",
                                tag, expected="an allowed reflection", found=canon)
@@ -210,11 +239,15 @@ def _check_parameters(setup: Setup, sim, rep: ValidationReport) -> None:
                     raise _err(proj, "the beam pool never couples this reflection", tag,
                                expected="U_g of a difference of pool beams (raise gmax/smax)",
                                found=canon)
-                if kind == "phase" and crystal.is_centrosymmetric:
+                if kind in ("phase", "phase_abs") and crystal.is_centrosymmetric:
                     raise _err(proj, "phases of a centrosymmetric crystal are fixed", tag,
                                expected="U(h,k,l) or Uabs(h,k,l)", found=canon)
-            elif kind == "B" and detail not in labels:
-                raise _err(proj, "unknown site label", tag, expected=labels, found=canon)
+            elif kind in STRUCTURAL_KINDS:
+                try:
+                    check_structural_name(crystal, kind, detail, canon)
+                except InputError as exc:
+                    raise _err(proj, exc.reason, tag, expected=exc.expected,
+                               found=exc.found if kind != "B" else canon) from None
             elif kind == "kappa":
                 if sim.potential.elastic != "kappa":
                     raise _err(proj, "κ and P_v need the kappa model", tag,

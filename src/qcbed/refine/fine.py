@@ -53,8 +53,13 @@ from .gof import GOF, make_gof
 from .parameters import (
     Parameter,
     ParameterSet,
-    allowed_u_tensors,
+    b_iso_parameter,
+    cell_parameters,
+    check_structural_name,
+    coordinate_parameters,
+    occupancy_parameter,
     structure_factor_parameters,
+    u_aniso_parameters,
 )
 
 __all__ = ["CHEAP_KINDS", "Refinement", "RefinementResult"]
@@ -132,17 +137,23 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
 
     def add_structure_factor(self, hkl: Iterable[int], *, refine_u: bool = True,
                              refine_uabs: bool = True, refine_phase: bool = False,
+                             refine_phase_abs: bool = False,
                              value: complex | None = None, value_abs: complex | None = None
                              ) -> list[Parameter]:
         """U_g and U′_g of one reflection (linked to its symmetry equivalents).
 
         For centrosymmetric crystals the phase is fixed by the centre of
         symmetry and the signed amplitude is refined; ``refine_phase`` (non-
-        centrosymmetric crystals only) adds the phase (degrees).
+        centrosymmetric crystals only) adds ``phase(h,k,l)`` (degrees), shared by
+        U′_g unless ``refine_phase_abs`` adds U′_g's own ``phase_abs(h,k,l)``
+        (started from the phase of the start U′_g; see
+        :func:`~qcbed.refine.parameters.structure_factor_parameters`).
         """
         h = tuple(int(x) for x in hkl)
-        if refine_phase and self.sim.crystal.is_centrosymmetric:
-            raise InputError("phases of a centrosymmetric crystal are fixed", tag=str(h))
+        if (refine_phase or refine_phase_abs) and self.sim.crystal.is_centrosymmetric:
+            raise InputError("phases of a centrosymmetric crystal are fixed", tag=str(h),
+                             expected="U(h,k,l) or Uabs(h,k,l)",
+                             found="phase_abs" if refine_phase_abs else "phase")
         u, ua = self.sim.structure_factor(h)
         if value is not None:
             u = complex(value)
@@ -152,20 +163,50 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
             phase = self.sim.default_phase(h)
         else:
             phase = float(np.angle(u))
+        phase_abs = float(np.angle(ua)) if refine_phase_abs and abs(ua) > 0 else None
         ps = structure_factor_parameters(h, u, ua, phase=phase, refine_u=refine_u,
-                                         refine_uabs=refine_uabs, refine_phase=refine_phase)
+                                         refine_uabs=refine_uabs, refine_phase=refine_phase,
+                                         phase_abs=phase_abs, refine_phase_abs=refine_phase_abs)
         for p in ps:
             self.params.add(p)
         return ps
 
     def add_b_iso(self, label: str, *, refine: bool = True) -> Parameter:
-        """Isotropic Debye–Waller factor B (Å²) of a site."""
-        for i, st in enumerate(self.sim.crystal.sites):
-            if st.label == label:
-                return self.params.add(Parameter(f"B({label})", st.b_iso, "structure", 0.01,
-                                                 0.0, 20.0, "Å²", refine, ("B", i)))
-        raise InputError("unknown site label", expected=[s.label for s in self.sim.crystal.sites],
-                         found=label)
+        """``B(label)``: isotropic Debye–Waller factor B (Å²) of a site."""
+        return self.params.add(b_iso_parameter(self.sim.crystal, label, refine=refine))
+
+    def add_coordinates(self, label: str, axes: Iterable[str] | None = None, *,
+                        refine: bool = True) -> list[Parameter]:
+        """``x(label)``, ``y(label)``, ``z(label)``: free fractional coordinates of a site.
+
+        ``axes`` (``'x'``, ``'y'``, ``'z'``) selects some; default every coordinate the
+        site symmetry leaves free. A fixed one raises :class:`InputError` naming the
+        free ones (:func:`~qcbed.refine.parameters.coordinate_parameters`).
+        """
+        ax = None if axes is None else ["xyz".index(a) for a in axes]
+        return [self.params.add(p) for p in coordinate_parameters(self.sim.crystal, label, ax,
+                                                                   refine=refine)]
+
+    def add_occupancy(self, label: str, *, refine: bool = True) -> Parameter:
+        """``occ(label)``: occupancy of a site."""
+        return self.params.add(occupancy_parameter(self.sim.crystal, label, refine=refine))
+
+    def add_cell(self, names: Iterable[str] | None = None, *, refine: bool = True
+                 ) -> list[Parameter]:
+        """``cell.a`` …: the cell parameters independent in the crystal system.
+
+        Every independent one takes part (those not in ``names`` fixed); a dependent
+        one in ``names`` (``cell.b`` of a cubic crystal) raises :class:`InputError`.
+        """
+        want = None if names is None else list(names)
+        for n in want or ():
+            check_structural_name(self.sim.crystal, "cell", n[5:], n)
+        out = []
+        for p in cell_parameters(self.sim.crystal):
+            if p.name not in self.params:
+                p.refine = refine and (want is None or p.name in want)
+                out.append(self.params.add(p))
+        return out
 
     def add_voltage(self, *, refine: bool = True) -> Parameter:
         """Accelerating voltage (kV)."""
@@ -178,24 +219,20 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
         return [self.params.add(Parameter(f"tilt.{ax}", 0.0, "structure", scale, -0.1, 0.1,
                                           "Å⁻¹", refine, ("tilt", ax))) for ax in "xy"]
 
-    def add_u_aniso(self, label: str, *, refine: bool = True) -> list[Parameter]:
-        """Anisotropic displacement U^{ij} (Å²) of a site along its symmetry-allowed tensors.
+    def add_u_aniso(self, label: str, components: Iterable[str] | None = None, *,
+                    refine: bool = True) -> list[Parameter]:
+        """``U11(label)`` …: anisotropic displacement U^{ij} (Å²) of a site.
 
         The site symmetry allows only the combinations of U^{ij} invariant under its
         operations (R U Rᵀ = U in the fractional basis; Peterse & Palm 1966;
-        International Tables Vol. D §1.2); each allowed basis tensor gets one
-        parameter (its coefficient, Å²), started from the site's current U (or
-        B_iso/8π² times the metric-isotropic tensor).
+        International Tables Vol. D §1.2); each independent component gets one
+        parameter, the others follow. Started from the site's current U (or
+        B_iso/8π² times the metric-isotropic tensor). ``components`` (``'U11'`` …)
+        selects the refined ones (all independent ones take part); a dependent one
+        raises :class:`InputError` naming the independent ones.
         """
-        for i, st in enumerate(self.sim.crystal.sites):
-            if st.label == label:
-                basis, coeff = allowed_u_tensors(self.sim.crystal, i)
-                return [self.params.add(Parameter(f"Uij({label}).{k}", float(c), "structure",
-                                                  1e-4, -0.5, 0.5, "Å²", refine,
-                                                  ("Uaniso", i, tuple(map(tuple, b)))))
-                        for k, (b, c) in enumerate(zip(basis, coeff))]
-        raise InputError("unknown site label", expected=[s.label for s in self.sim.crystal.sites],
-                         found=label)
+        return [self.params.add(p) for p in u_aniso_parameters(self.sim.crystal, label,
+                                                                components, refine=refine)]
 
     def add_kappa(self, targets: Iterable[str] | str, *, kappa: bool = True, pv: bool = False
                   ) -> list[Parameter]:

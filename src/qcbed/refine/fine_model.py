@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._core.hkl import hkl_name
 from ..errors import InputError, QcbedError
 from .gof import GOFValue, linear_fit
 from .parameters import (
@@ -35,7 +36,7 @@ class _ModelMixin:
     def _apply_structure(self) -> None:
         """Bring ``self.sim`` in line with the structural parameter values."""
         other = [p for p in self._struct_params()
-                 if p.target[0] not in ("U", "Uabs", "phase", "tilt")]
+                 if p.target[0] not in ("U", "Uabs", "phase", "phase_abs", "tilt")]
         crystal = self.sim0.crystal
         voltage = None
         potential = None
@@ -55,11 +56,10 @@ class _ModelMixin:
                 elif kind == "occ":
                     i = p.target[1]
                     sites[i] = dc_replace(sites[i], occupancy=p.value)
-                elif kind == "xyz":
+                elif kind == "xyz":  # value: the free coordinate, started at target[3]
                     i, vec = p.target[1], np.asarray(p.target[2])
-                    base = np.asarray(self.sim0.crystal.sites[i].xyz)
-                    cur = np.asarray(sites[i].xyz) - base
-                    sites[i] = dc_replace(sites[i], xyz=tuple(base + cur + p.value * vec))
+                    move = (p.value - p.target[3]) * vec
+                    sites[i] = dc_replace(sites[i], xyz=tuple(np.asarray(sites[i].xyz) + move))
                 elif kind == "cell":
                     cell[p.target[1]] = p.value
                     system = p.target[2]
@@ -87,13 +87,11 @@ class _ModelMixin:
                           if other else self.sim0.with_changes())
         self.sim = self._work[1]
         values: dict[tuple, tuple[complex, complex]] = {}
-        phases = {p.target[1]: np.radians(p.value) for p in self._struct_params()
-                  if p.target[0] == "phase"}
         for p in self._struct_params():
             if p.target[0] not in ("U", "Uabs"):
                 continue
             h = p.target[1]
-            ph = phases.get(h, p.target[2])
+            ph = self._phase_of(p)
             cur = values.get(h)
             if cur is None:  # U and U′ of h are both parameters (add_structure_factor)
                 cur = self.sim.structure_factor(h)
@@ -105,6 +103,20 @@ class _ModelMixin:
         if values:
             self.sim.set_structure_factors(values)
 
+    def _phase_of(self, p: Parameter) -> float:
+        """Current phase (radians) of a ``U``/``Uabs`` parameter's reflection.
+
+        U_g follows ``phase(h,k,l)``; U′_g follows ``phase_abs(h,k,l)`` when present,
+        otherwise it shares ``phase(h,k,l)``; without either the start phase stays.
+        """
+        h = p.target[1]
+        names = ["phase_abs", "phase"] if p.target[0] == "Uabs" else ["phase"]
+        for n in names:
+            key = hkl_name(n, h)
+            if key in self.params:
+                return float(np.radians(self.params[key].value))
+        return float(p.target[2])
+
     def _u_derivative_tables(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
         ps = [p for p in self.params.free if p.kind == "structure" and p.target[0] in ("U",
                                                                                       "Uabs")]
@@ -114,7 +126,7 @@ class _ModelMixin:
         du = np.zeros((len(ps), m), complex)
         dua = np.zeros((len(ps), m), complex)
         for k, p in enumerate(ps):
-            coef = self.sim.sf_coefficients(p.target[1], phase=p.target[2])
+            coef = self.sim.sf_coefficients(p.target[1], phase=self._phase_of(p))
             (du if p.target[0] == "U" else dua)[k] = coef
         return [p.name for p in ps], du, dua
 
