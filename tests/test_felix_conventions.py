@@ -133,3 +133,13 @@ def test_felix_folder_incident_directions_match_felix(tmp_path, ibd, xd):
     # and Felix's normal (K·n > 0) becomes qcbed's (towards the source)
     n = _cartesian(lat, fx.zone_normal, False)
     assert n @ frame.z_hat > 0.999 and n @ _cartesian(lat, fx.normal, False) < -0.999
+
+
+def test_read_input_settings_use_qcbed_zone(tmp_path):
+    """`read_input` hands out qcbed's zone and normal for a Felix folder, not the file's."""
+    from qcbed.io import read_input
+
+    folder = _felix_folder(tmp_path, (1, 1, 2), (1, -1, 0), [(1, 1, -1)])
+    _, settings = read_input(folder)
+    assert np.array_equal(settings["zone"], [-1, -1, -2])
+    assert np.array_equal(settings["normal"], [-1, -1, -2])
