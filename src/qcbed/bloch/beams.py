@@ -51,6 +51,10 @@ class BeamSelection:
         Weak beams with |2K S_g| > sgmax (Å⁻²) are neglected. None keeps all.
     bethe : bool
         Include weak beams by Bethe potentials; False drops them.
+    lowdin : bool
+        Energy-dependent Bethe potentials to first order in λ/(2K S_w)
+        (:mod:`qcbed.bloch.lowdin`; Birkeland et al. 1996). False: the classic
+        λ = 0 form.
     min_strong : int
         At least this many strong beams (the lowest |2K S_g|/max(sgmin, omega|U_g|)
         first), as Felix's ``min_strong_beams``.
@@ -66,6 +70,7 @@ class BeamSelection:
     bethe: bool = True
     min_strong: int = 0
     pad_multiple: int = 1
+    lowdin: bool = True
 
     def __post_init__(self) -> None:
         if self.sgmin != np.inf:  # inf: every beam strong (all_strong)

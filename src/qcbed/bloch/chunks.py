@@ -118,6 +118,9 @@ class EigenChunk:
         √(1 + g_n/K_n) of the output beams (φ_g = ψ_g / m_g).
     gmat : (n_dir, n_params, n_max, n_max) complex or None
         G_p = B⁻¹ ∂H/∂p B for analytic structure-factor derivatives (``exact`` mode).
+    lmat : (n_dir, n_params, n_out, n_out) complex or None
+        L_p, the change of the output amplitudes through the Löwdin factor of
+        :mod:`qcbed.bloch.lowdin` (∂ψ += L_p ψ; zero without weak beams).
     n_fallback : int
         Directions the ``fast`` solver handed to the general complex solver
         (strong absorptive mixing, or the physical guard failed).
@@ -140,6 +143,7 @@ class EigenChunk:
     n_rejected: int = 0
     n_clustered: int = 0
     max_growth: float = 0.0
+    lmat: np.ndarray | None = None
 
     @property
     def n_dir(self) -> int:
@@ -193,6 +197,8 @@ class EigenChunk:
                            de / np.where(small, 1.0, dh))
         v = np.einsum("dpjk,djk,dk->dpj", self.gmat, phi, self.c)
         dpsi = np.einsum("dgj,dpj->dpg", self.bout, v)
+        if self.lmat is not None:
+            dpsi += np.einsum("dpgh,dh->dpg", self.lmat, psi)
         dI_dp = 2.0 * np.real(np.conj(psi)[:, None, :] * dpsi)
         return inten, dI_dp, dI_dt
 
@@ -232,6 +238,7 @@ class EigenChunk:
             m_out=np.concatenate([c.m_out for c in chunks]),
             gmat=None if chunks[0].gmat is None else
             np.concatenate([pad(c.gmat, 2) for c in chunks]),
+            lmat=None if chunks[0].lmat is None else np.concatenate([c.lmat for c in chunks]),
             n_fallback=sum(c.n_fallback for c in chunks),
             n_rejected=sum(c.n_rejected for c in chunks),
             n_clustered=sum(c.n_clustered for c in chunks),
@@ -243,6 +250,7 @@ class EigenChunk:
         return EigenChunk(self.gamma[idx], self.bout[idx], self.c[idx], self.n_strong[idx],
                           self.n_weak[idx], self.m_out[idx],
                           None if self.gmat is None else self.gmat[idx],
+                          lmat=None if self.lmat is None else self.lmat[idx],
                           max_growth=self.max_growth)
 
 

@@ -81,6 +81,9 @@ from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
     flux_guard,
     physically_invalid,
 )
+from .lowdin import batch_terms as lowdin_batch_terms
+from .lowdin import derivatives as lowdin_derivatives
+from .lowdin import transform as lowdin_transform
 from .perturbation import (  # noqa: F401  (re-exported for the torch port and tests)
     CLUSTER_CONDITION_LIMIT,
     CLUSTER_LIMIT,
@@ -204,6 +207,7 @@ class KernelTables:
     exact: bool = False
     real: bool = False
     absorbing: bool = False
+    derivatives: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
     def build(cls, xp: NumpyOps, arrays: EngineArrays,
@@ -235,15 +239,17 @@ class KernelTables:
             # 64-bit: np.take converts narrower indices on every gather (~1.6× slower)
             index = xp.asarray(np.asarray(arrays.index, dtype=np.int64))
         return cls(xp, index,
-                   xp.asarray(u), xp.asarray(ua), z, zc, dtab, dua0, exact, real, absorbing)
+                   xp.asarray(u), xp.asarray(ua), z, zc, dtab, dua0, exact, real, absorbing,
+                   derivatives)
 
 
 def solve_groups(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray):
     """Solve directions batch by batch (directions sharing a matrix size), in ``tb.xp``.
 
     First yields a header ``(n_dir, n_max, n_strong, n_weak, m_out)`` (numpy), then
-    per batch ``(rows, n, gamma, bout, c, gmat, counts)`` in the tables' array
-    module, with counts = (n_fallback, n_rejected, n_clustered). Directions
+    per batch ``(rows, n, gamma, bout, c, gmat, counts, lmat)`` in the tables' array
+    module, with counts = (n_fallback, n_rejected, n_clustered) and lmat the
+    Löwdin factor's share of the derivatives (numpy, or None). Directions
     rejected by the physical guard are NaN. This one algorithm serves every
     back-end: :func:`solve_chunk` (numpy) and :mod:`qcbed.parallel.gpu` (torch).
     """
@@ -262,7 +268,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
                  weak: np.ndarray) -> tuple:
     """Eigen-solutions of directions sharing the strong-beam count ``n``.
 
-    Returns (γ, bout, c, gmat or None, (n_fallback, n_rejected, n_clustered)).
+    Returns (γ, bout, c, gmat or None, (n_fallback, n_rejected, n_clustered), lmat or None).
     """
     xp, exact, absorbing = tb.xp, tb.exact, tb.absorbing
     n_out, growth = arrays.n_out, arrays.max_growth
@@ -282,8 +288,8 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     wcols_h = np.nonzero(weak.any(axis=0))[0]
     if len(wcols_h):
         wm = weak[:, wcols_h]
-        d = xp.asarray(np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0))
-        d = d[:, None, :]
+        d_h = np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0)
+        d = xp.asarray(d_h)[:, None, :]
         wcols = xp.asarray(wcols_h)
         sw = tb.index[idx[:, :, None], wcols[None, None, :]]
         u_sw = xp.take(tb.u, sw) if tb.z is None else None
@@ -328,8 +334,16 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
                 aabs -= _adjoint(x)
                 a += (ua_sw * d) @ ua_ws
     m = np.sqrt(1.0 + g_n[idx_h] / k_n[:, None])
-    mm = xp.asarray(m[:, :, None] * m[:, None, :])
-    a /= mm
+    mm_h = m[:, :, None] * m[:, None, :]
+    mm = xp.asarray(mm_h)
+    fac = lmat = None
+    if len(wcols_h) and arrays.rules.lowdin:
+        # weak-weak coupling and energy dependence of the Bethe potentials
+        # (qcbed.bloch.lowdin; computed on the host)
+        a, aabs, da, fac, lmat = _lowdin(tb, arrays, a, aabs, da if n_par else None, idx_h,
+                                         wcols_h, d_h, mm_h, k_n, g_n)
+    else:
+        a /= mm
     kn2 = xp.asarray(2.0 * k_n[:, None])
     gmat = None
     if exact:
@@ -368,7 +382,46 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
             gam[k], vec[k], c[k] = g_x, v_x, c_x
             n_exact += len(k)
             n_rejected += int(rej.sum())
-    return gam, vec[:, :n_out, :], c, gmat, (n_exact, n_rejected, n_clustered)
+    vec = vec[:, :n_out, :]
+    if fac is not None:
+        # φ = F v (F lower-triangular) and c_j = φ_j(000)* = F₀₀ v_j(000)*
+        f = xp.to_complex(xp.asarray(fac))
+        vec = f[:, :n_out, :n_out] @ xp.to_complex(vec)
+        c = xp.to_complex(c) * f[:, :1, 0]
+    return gam, vec, c, gmat, (n_exact, n_rejected, n_clustered), lmat
+
+
+def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
+            idx: np.ndarray, wcols: np.ndarray, d: np.ndarray, mm: np.ndarray,
+            k_n: np.ndarray, g_n: np.ndarray) -> tuple:
+    """Add the Löwdin terms to a batch and transform it (:mod:`qcbed.bloch.lowdin`).
+
+    ``a`` and ``aabs`` come unscaled and leave as Ã = F† A′ F and Ã_abs × M (the
+    caller scales the absorptive block by M⁻¹ later). Returns (a, aabs, da, F, L)
+    with da and L (``exact`` derivatives) or None.
+    """
+    xp = tb.xp
+    m_w2 = 1.0 + g_n[wcols][None, :] / k_n[:, None]
+    with_abs = tb.exact or aabs is not None
+    d_el, d_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
+                                               wcols, d, m_w2, real=tb.real,
+                                               with_abs=with_abs)
+    a_h = xp.to_numpy(a)
+    lmat = None
+    if da is not None:
+        du, dua = tb.derivatives
+        da_h, lmat = lowdin_derivatives(arrays.u, arrays.u_abs, du, dua, arrays.index, idx,
+                                        wcols, d, m_w2, a_h, xp.to_numpy(da), mm,
+                                        arrays.n_out)
+        da = xp.asarray(da_h)
+    a_h = a_h + (d_el + 1j * d_abs if tb.exact else d_el)
+    aabs_h = None if aabs is None else (xp.to_numpy(aabs) + d_abs) / mm
+    a_h, aabs_h, fac = lowdin_transform(a_h / mm, aabs_h, s / mm,
+                                        None if s_abs is None else s_abs / mm)
+    a = xp.asarray(a_h)
+    if aabs is not None:
+        aabs = xp.asarray(aabs_h * mm)
+    return a, aabs, da, fac, lmat
 
 
 def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
@@ -401,8 +454,13 @@ def eigen_chunk(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray) -> Eigen
     if tb.dtab is not None:
         gmat = np.zeros((n_dir, len(tb.dtab), n_max, n_max), dtype=complex)
     counts = np.zeros(3, int)
-    for rows, n, gam, bo, c, gm, nc in it:
+    lmat = None
+    if tb.dtab is not None:
+        lmat = np.zeros((n_dir, len(tb.dtab), n_out, n_out), dtype=complex)
+    for rows, n, gam, bo, c, gm, nc, lm in it:
         gamma[rows, :n] = xp.to_numpy(gam)
+        if lm is not None:
+            lmat[rows] = lm
         bout[rows, :, :n] = xp.to_numpy(bo)
         cc[rows, :n] = xp.to_numpy(c)
         if gm is not None:
@@ -411,7 +469,7 @@ def eigen_chunk(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray) -> Eigen
     return EigenChunk(gamma=gamma, bout=bout, c=cc, n_strong=n_s, n_weak=n_weak,
                       m_out=m_out, gmat=gmat, n_fallback=int(counts[0]),
                       n_rejected=int(counts[1]), n_clustered=int(counts[2]),
-                      max_growth=arrays.max_growth)
+                      max_growth=arrays.max_growth, lmat=lmat)
 
 
 def pattern_chunk(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray

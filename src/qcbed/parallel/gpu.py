@@ -94,7 +94,7 @@ def _intensities(tb, arrays: EngineArrays, kt: np.ndarray,
     n_dir = next(it)[0]
     out = np.empty((len(t), n_dir, arrays.n_out))
     counts = np.zeros(3, int)
-    for rows, _n, gam, bo, c, _gm, nc in it:
+    for rows, _n, gam, bo, c, _gm, nc, _lm in it:
         counts += nc
         e = torch.exp((2j * math.pi) * gam[None] * tt[:, None, None]) * c[None]
         psi = torch.einsum("dgj,tdj->tdg", bo.to(torch.complex128), e)

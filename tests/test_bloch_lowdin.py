@@ -1,0 +1,116 @@
+"""Energy-dependent (Löwdin) Bethe potentials with weak–weak coupling (qcbed.bloch.lowdin).
+
+Checked against an analytic limit (two beams, one of them weak), against the
+algebra it approximates (the Schur complement of the weak block), and against
+every pool beam strong on pools with far zero-layer and HOLZ beams, for a
+centrosymmetric (Si) and a non-centrosymmetric (GaAs) crystal. The classic
+(λ = 0, no weak–weak coupling) Bethe potentials fail the same checks, so the
+tests can fail.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qcbed.bloch import Simulation
+from qcbed.bloch.beams import BeamSelection
+from qcbed.bloch.geometry import excitation_errors
+from qcbed.bloch.lowdin import lowdin_factor, overlap, weak_coupling
+from qcbed.bloch.solver import EngineArrays, solve_chunk
+from qcbed.crystal import Crystal, Lattice, Site
+from qcbed.scattering.structure_factors import PotentialModel
+
+
+def _si() -> Crystal:
+    a = 5.4307
+    return Crystal(Lattice(a, a, a), [Site("Si1", "Si", (0.125, 0.125, 0.125), b_iso=0.47)],
+                   "F d -3 m :2")
+
+
+def _gaas() -> Crystal:
+    a = 5.6533
+    return Crystal(Lattice(a, a, a), [Site("Ga", "Ga", (0, 0, 0), b_iso=0.6),
+                                      Site("As", "As", (0.25, 0.25, 0.25), b_iso=0.5)], 216)
+
+
+def test_factor_solves_the_generalised_problem():
+    rng = np.random.default_rng(1)
+    b = rng.normal(size=(3, 6, 6)) + 1j * rng.normal(size=(3, 6, 6))
+    s = 0.1 * b @ np.conj(np.swapaxes(b, 1, 2))
+    f = lowdin_factor(s)
+    eye = np.eye(6)
+    got = np.conj(np.swapaxes(f, 1, 2)) @ (eye + s) @ f
+    assert np.allclose(got, eye, atol=1e-12)
+    assert np.allclose(np.triu(f, 1), 0.0)          # lower-triangular
+
+
+def test_second_order_terms_match_the_schur_complement():
+    # A_S,W (X + O)^-1 A_W,S to second order in O/X, and S = Z Z†, Z = A_SW (X + O)^-1
+    rng = np.random.default_rng(2)
+    n, w = 4, 9
+    x = rng.uniform(8, 20, w) * rng.choice([-1, 1], w)
+    o = 0.05 * rng.normal(size=(w, w))
+    o = o + o.T
+    np.fill_diagonal(o, 0.0)
+    u_sw = 0.05 * rng.normal(size=(1, n, w))
+    first = -(u_sw / x) @ np.swapaxes(u_sw, 1, 2)
+    y = u_sw / x
+    a = first + weak_coupling(y, o, np.swapaxes(y, 1, 2))
+    s = overlap(u_sw, o, 1.0 / x[None], np.ones((1, w)))
+    inv = np.linalg.inv(np.diag(x) + o)
+    exact = -u_sw[0] @ inv @ u_sw[0].T
+    z = u_sw[0] @ inv
+    scale = np.abs(exact).max()
+    err2, err1 = np.abs(a[0] - exact).max(), np.abs(first[0] - exact).max()
+    assert err2 < 1e-3 * scale and err2 < 0.05 * err1      # third order in O/X
+    assert np.abs(s[0] - z @ z.T).max() < 1e-2 * np.abs(z @ z.T).max()
+
+
+def test_two_beams_one_weak_against_the_analytic_eigenvalue():
+    # 000 strong, g weak: exact λ = (x − sgn(x)√(x² + 4U²))/2 = −U²/x + U⁴/x³ + O(U⁶/x⁵);
+    # the classic Bethe potential gives −U²/x, Löwdin −U²/x / (1 + U²/x²)
+    k_in, uu = 39.87, 0.3
+    g = np.array([[0.0, 0.0, 0.0], [1.2, 0.0, 0.0]])
+    x = float(excitation_errors(g, np.zeros((1, 2)), k_in)[0, 1])
+    exact = 0.5 * (x - np.sign(x) * np.sqrt(x * x + 4 * uu * uu))   # the root near 0
+
+    def lam(lowdin: bool) -> float:
+        arr = EngineArrays(g=g, index=np.array([[0, 1], [2, 0]], np.int32),
+                           u=np.array([0.0, uu, uu], complex), u_abs=np.zeros(3, complex),
+                           n_out=1, k_in=k_in, normal=np.array([0.0, 0.0, 1.0]),
+                           rules=BeamSelection(sgmin=0.5, omega=None, lowdin=lowdin))
+        eig = solve_chunk(arr, np.zeros((1, 2)))
+        assert eig.n_strong[0] == 1 and eig.n_weak[0] == 1
+        return float(eig.gamma[0, 0].real * 2 * eig_kn(arr))
+
+    def eig_kn(arr: EngineArrays) -> float:
+        return float(arr.k_in)     # normal along the beam: K_n = K
+
+    classic, lowdin = lam(False), lam(True)
+    assert abs(classic - exact) > 10 * abs(lowdin - exact)
+    assert abs(lowdin - exact) < 2 * uu**6 / abs(x) ** 5
+
+
+@pytest.mark.parametrize("crystal", [_si, _gaas], ids=["Si", "GaAs"])
+def test_far_beams_against_all_strong(crystal):
+    sim = Simulation(crystal(), 200.0, [1, -1, 0], [0, 0, -1],
+                     potential=PotentialModel("kirkland", "bird_king"),
+                     selection=BeamSelection(sgmin=4.0, omega=30.0),
+                     gmax=2.5, smax=0.35, kt_radius=0.3, executor="serial")
+    kt = np.random.default_rng(3).uniform(-0.2, 0.2, (6, 2))
+    t = [1500.0]
+    ref = sim.with_changes(selection=BeamSelection.all_strong()).solve(kt).intensities(t)
+    err = {}
+    for lowdin in (True, False):
+        sel = BeamSelection(sgmin=4.0, omega=30.0, lowdin=lowdin)
+        inten = sim.with_changes(selection=sel).solve(kt).intensities(t)
+        err[lowdin] = float(np.max(np.abs(inten - ref)) / np.max(ref))
+    exact = sim.with_changes(mode="exact").solve(kt).intensities(t)
+    fast = sim.solve(kt).intensities(t)
+    print(crystal.__name__, len(sim.pool), "beams: Löwdin", f"{err[True]:.1e}",
+          "classic", f"{err[False]:.1e}", "fast vs exact",
+          f"{np.max(np.abs(fast - exact)) / np.max(exact):.1e}")
+    assert err[True] <= 1e-3, err
+    assert err[False] > 2 * err[True]
+    assert np.max(np.abs(fast - exact)) <= 1e-4 * np.max(exact)
