@@ -222,14 +222,16 @@ class _ModelMixin:
             img = inten[:, sl].reshape(-1, *reg.shape)
             n = len(img)
             if grads is not None:
-                conv, ds, dg = convolve_probe(img, probe[0], probe[1], derivatives=True)
+                conv, ds, dg = convolve_probe(img, probe[0], probe[1], derivatives=True,
+                                              spacing=reg.spacing)
                 conv_grads["probe.sigma"][:, sl] = ds.reshape(n, -1)
                 conv_grads["probe.gamma"][:, sl] = dg.reshape(n, -1)
                 for k, g in grads.items():
                     gi = g[:, sl].reshape(-1, *reg.shape)
-                    conv_grads[k][:, sl] = convolve_probe(gi, *probe).reshape(n, -1)
+                    conv_grads[k][:, sl] = convolve_probe(
+                        gi, *probe, spacing=reg.spacing).reshape(n, -1)
             else:
-                conv = convolve_probe(img, *probe)
+                conv = convolve_probe(img, *probe, spacing=reg.spacing)
             out[:, sl] = conv.reshape(n, -1)
         if grads is not None:
             grads.clear()
