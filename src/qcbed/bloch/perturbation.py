@@ -151,16 +151,17 @@ def _first_step(h, pim, ratio):
 
 
 def _remove_offdiagonal(h1):
-    """One perturbative step on H₁ (full): (eigenvalues to the step's order, S, off(H₁)).
+    """One perturbative step on H₁, in place: H₁ keeps only its off-diagonal part e.
 
-    S = off(H₁)/(d_k − d_j) with d = diag(H₁); eigenvalues d + diag(off(H₁) S).
+    S = e/(d_k − d_j) with d = diag(H₁); eigenvalues d + diag(e S). Returns the
+    eigenvalues, S, d and 1/(d_k − d_j) (:func:`_inverse_gaps`).
     """
     ar = namespace(h1).arange(h1.shape[1])
     hd = h1[:, ar, ar]                 # advanced indexing: a copy (numpy and torch)
-    e = h1 + 0.0
-    e[:, ar, ar] = 0.0
-    s = e * _inverse_gaps(hd)
-    return hd + (e * s.swapaxes(1, 2)).sum(axis=2), s, e
+    h1[:, ar, ar] = 0.0
+    inv = _inverse_gaps(hd)
+    s = h1 * inv
+    return hd + (h1 * s.swapaxes(1, 2)).sum(axis=2), s, hd, inv
 
 
 def _plus_one(s):
@@ -171,7 +172,7 @@ def _plus_one(s):
     return out
 
 
-def _neglected_bound(s1, s1ps, e, s2, hd, wexc):
+def _neglected_bound(s1, s1ps, e, s2, inv, wexc):
     """A-posteriori bound (n_g,) on the amplitude error of the two cheap steps.
 
     Off the diagonal, step 1 drops S₁²PS₁ (fourth order) and step 2 leaves
@@ -181,16 +182,17 @@ def _neglected_bound(s1, s1ps, e, s2, hd, wexc):
     forming the products, |(A B)_jk| ≤ ‖A_j,:‖ ‖B_:,k‖ (Cauchy–Schwarz). The bound is
     max_jk (‖S₁_j,:‖ ‖(S₁PS₁)_:,k‖ + ‖e_j,:‖ ‖S₂_:,k‖) min(2/|Δγ_jk|, 2πT)
     weighted by the larger excitation, T = :data:`ESTIMATE_THICKNESS`: O(n²) per
-    direction, against the O(n³) products of the steps.
+    direction, against the O(n³) products of the steps. ``inv`` is 1/Δγ
+    (:func:`_inverse_gaps` of the diagonal of H₁).
     """
-    xp = namespace(hd)
+    xp = namespace(inv)
 
     def norms(x, axis):
-        return ((abs(x) ** 2).sum(axis=axis)) ** 0.5
+        return ((x.real ** 2 + x.imag ** 2).sum(axis=axis)) ** 0.5
 
     num = (norms(s1, 2)[:, :, None] * norms(s1ps, 1)[:, None, :]
            + norms(e, 2)[:, :, None] * norms(s2, 1)[:, None, :])
-    dephase = (2.0 * abs(_inverse_gaps(hd))).clip(max=2.0 * np.pi * ESTIMATE_THICKNESS)
+    dephase = (2.0 * abs(inv)).clip(max=2.0 * np.pi * ESTIMATE_THICKNESS)
     return xp.amax(num * dephase * wexc, (1, 2))
 
 
@@ -205,9 +207,9 @@ def _exact_similarity_steps(h, s1, ps):
     ar = xp.arange(h.shape[1])
     h1 = xp.solve(_plus_one(s1), ps)
     h1[:, ar, ar] += h
-    _, s2, _ = _remove_offdiagonal(h1)
+    _, s2, _, _ = _remove_offdiagonal(h1 + 0.0)
     one_s2 = _plus_one(s2)
-    gam, s3, _ = _remove_offdiagonal(xp.solve(one_s2, h1 @ one_s2))
+    gam, s3, _, _ = _remove_offdiagonal(xp.solve(one_s2, h1 @ one_s2))
     return gam, s2 + s3 + s2 @ s3
 
 
@@ -228,10 +230,9 @@ def _jacobi_steps(h, pim, wexc, ratio=None):
     xp = namespace(h)
     r, r_abs = _gap_ratio(h, pim) if ratio is None else ratio
     unsafe = xp.amax(r_abs * wexc, (1, 2)) > FAST_MIXING_LIMIT
-    s1, ps, s1ps, h1 = _first_step(h, pim, r)
-    gam, s2, e = _remove_offdiagonal(h1)
-    ar = xp.arange(h.shape[1])
-    redo = _neglected_bound(s1, s1ps, e, s2, h1[:, ar, ar], wexc) > NEGLECTED_LIMIT
+    s1, ps, s1ps, e = _first_step(h, pim, r)
+    gam, s2, _, inv = _remove_offdiagonal(e)
+    redo = _neglected_bound(s1, s1ps, e, s2, inv, wexc) > NEGLECTED_LIMIT
     k = xp.nonzero(redo)
     if len(k):
         gam[k], s2[k] = _exact_similarity_steps(h[k], s1[k], ps[k])
@@ -331,9 +332,9 @@ def _quasi_degenerate(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.nda
     s1, _, _, h1 = _first_step(h, pim, ratio)
     bo = vo + vo @ s1
     c = np.linalg.solve(_plus_one(s1), c0[..., None])[..., 0]
-    _, s, _ = _remove_offdiagonal(h1)
+    _, s, _, _ = _remove_offdiagonal(h1 + 0.0)
     bad = _diagonalise_clusters(h1, bo, c, _clusters(np.abs(s) > CLUSTER_LIMIT))
-    gam, s2, _ = _remove_offdiagonal(h1)
+    gam, s2, _, _ = _remove_offdiagonal(h1)
     bad |= (np.abs(s2) * _excitation_weight(c)).max(axis=(1, 2)) > FAST_MIXING_LIMIT
     bo = bo + bo @ s2
     c = np.linalg.solve(_plus_one(s2), c[..., None])[..., 0]
