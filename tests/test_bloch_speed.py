@@ -200,8 +200,8 @@ def test_neglected_bound_is_what_holds_the_accuracy(linbo3_pair, monkeypatch):
     assert np.abs(got - ref).max() / ref.max() > 1.5e-4
 
 
-def test_exact_similarity_steps_agree_on_numpy_and_torch(linbo3_pair, monkeypatch):
-    """The redo path (LU solves, third step) runs the same on torch tensors."""
+def test_redone_second_step_agrees_on_numpy_and_torch(linbo3_pair, monkeypatch):
+    """The redo path (untruncated second step, LU solve, third step) runs the same on torch."""
     torch = pytest.importorskip("torch")
     from qcbed.bloch import perturbation as P
     from qcbed.bloch.xp import TorchOps

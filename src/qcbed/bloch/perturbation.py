@@ -5,7 +5,9 @@ first-order eigenvalue correction of Spence & Zuo 1992, eq. 2.32) and
 P = i Q_offdiag/2K_n, Q = B† A′_abs B. Clusters of near-degenerate Bloch waves
 coupled by P are diagonalised exactly (degenerate perturbation theory, e.g.
 Messiah 1961, ch. XVI §2); the rest of P is removed by two Jacobi-like
-perturbative similarity steps, leaving errors of fourth order in U′/ΔΛ.
+perturbative similarity steps (eigenvalue shifts to fourth order, eigenvectors to
+third). An a-posteriori bound on the terms they neglect (:func:`_neglected_bound`)
+picks the directions whose second step is redone without truncation, plus a third.
 
 The functions take numpy arrays or torch tensors (:mod:`qcbed.bloch.xp`); the
 cluster search and the small cluster eigen-problems run on the host.
@@ -54,7 +56,8 @@ CLUSTER_CONDITION_LIMIT = 1e3
 
 #: A-posteriori bound on the terms the two cheap similarity steps neglect
 #: (:func:`_neglected_bound`: the mixing amplitude they could move) above which a
-#: direction's steps are redone without truncation (:func:`_exact_similarity_steps`).
+#: direction's second step is redone without truncation, plus a third
+#: (:func:`_exact_second_step`).
 NEGLECTED_LIMIT = 3e-3
 
 #: Thickness (Å) up to which :func:`_neglected_bound` bounds the dephasing of mixed
@@ -135,7 +138,7 @@ def _first_step(h, pim, ratio):
     (the commutator [diag(h), S₁] = −P cancels P). The off-diagonal part is kept
     to third order; the diagonal (the eigenvalue shifts) to fourth order, whose term
     diag(S₁ · S₁PS₁) costs no product beyond the two of the third order. ``ratio``
-    is pim/(h_k − h_j) (:func:`_gap_ratio`). Returns S₁, P S₁, S₁ P S₁ and H₁.
+    is pim/(h_k − h_j) (:func:`_gap_ratio`). Returns S₁, S₁ P S₁ and H₁.
     """
     xp = namespace(h)
     ar = xp.arange(h.shape[1])
@@ -147,7 +150,7 @@ def _first_step(h, pim, ratio):
     s1ps = s1 @ ps
     h1 = ps - s1ps
     h1[:, ar, ar] += h + (s1 * s1ps.swapaxes(1, 2)).sum(axis=2)
-    return s1, ps, s1ps, h1
+    return s1, s1ps, h1
 
 
 def _remove_offdiagonal(h1):
@@ -196,21 +199,21 @@ def _neglected_bound(s1, s1ps, e, s2, inv, wexc):
     return xp.amax(num * dephase * wexc, (1, 2))
 
 
-def _exact_similarity_steps(h, s1, ps):
-    """Similarity steps without truncation, for directions the bound flags.
+def _exact_second_step(e, hd, s2):
+    """The second similarity step without truncation, for directions the bound flags.
 
-    H₁ = diag(h) + (1 + S₁)⁻¹ P S₁ and H₂ = (1 + S₂)⁻¹ H₁ (1 + S₂) in full (LU
-    solves), then a third step S₃ from the off-diagonal part of H₂. Returns the
-    eigenvalues and S₂′ with 1 + S₂′ = (1 + S₂)(1 + S₃).
+    H₂ = (1 + S₂)⁻¹ H₁ (1 + S₂) in full (one product, one LU solve) for
+    H₁ = diag(hd) + e, then a third step S₃ from the off-diagonal part of H₂.
+    Returns the eigenvalues and S₂ + S₃ (1 + S₂ + S₃ = (1 + S₂)(1 + S₃) up to S₂S₃,
+    of sixth order).
     """
-    xp = namespace(h)
-    ar = xp.arange(h.shape[1])
-    h1 = xp.solve(_plus_one(s1), ps)
-    h1[:, ar, ar] += h
-    _, s2, _, _ = _remove_offdiagonal(h1 + 0.0)
+    xp = namespace(e)
+    ar = xp.arange(e.shape[1])
+    h1 = e + 0.0
+    h1[:, ar, ar] = hd
     one_s2 = _plus_one(s2)
     gam, s3, _, _ = _remove_offdiagonal(xp.solve(one_s2, h1 @ one_s2))
-    return gam, s2 + s3 + s2 @ s3
+    return gam, s2 + s3
 
 
 def _jacobi_steps(h, pim, wexc, ratio=None):
@@ -219,8 +222,8 @@ def _jacobi_steps(h, pim, wexc, ratio=None):
     :func:`_first_step` (S₁; off-diagonal to third order, eigenvalue shifts to
     fourth), then a second step S₂ on its off-diagonal part e (eigenvalues
     + diag(e S₂)). Directions where the a-posteriori bound on the neglected terms
-    (:func:`_neglected_bound`) exceeds :data:`NEGLECTED_LIMIT` are redone with
-    :func:`_exact_similarity_steps`. Returns the eigenvalues, S₁ and S₂
+    (:func:`_neglected_bound`) exceeds :data:`NEGLECTED_LIMIT` get the second step
+    without truncation and a third (:func:`_exact_second_step`). Returns the eigenvalues, S₁ and S₂
     (eigenvectors (1 + S₁)(1 + S₂)), a flag for directions where absorption mixes
     excited Bloch waves strongly (:data:`FAST_MIXING_LIMIT`) and a flag for the
     directions that were redone. A real ``pim`` (centrosymmetric crystals) keeps the
@@ -230,12 +233,12 @@ def _jacobi_steps(h, pim, wexc, ratio=None):
     xp = namespace(h)
     r, r_abs = _gap_ratio(h, pim) if ratio is None else ratio
     unsafe = xp.amax(r_abs * wexc, (1, 2)) > FAST_MIXING_LIMIT
-    s1, ps, s1ps, e = _first_step(h, pim, r)
-    gam, s2, _, inv = _remove_offdiagonal(e)
+    s1, s1ps, e = _first_step(h, pim, r)
+    gam, s2, hd, inv = _remove_offdiagonal(e)
     redo = _neglected_bound(s1, s1ps, e, s2, inv, wexc) > NEGLECTED_LIMIT
     k = xp.nonzero(redo)
     if len(k):
-        gam[k], s2[k] = _exact_similarity_steps(h[k], s1[k], ps[k])
+        gam[k], s2[k] = _exact_second_step(e[k], hd[k], s2[k])
     unsafe |= xp.amax(abs(s2) * wexc, (1, 2)) > FAST_MIXING_LIMIT
     return gam, s1, s2, unsafe, redo
 
@@ -329,7 +332,7 @@ def _quasi_degenerate(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.nda
     Returns γ (n_g, n), the output rows (n_g, n_out, n), the excitations c (n_g, n)
     and a flag (n_g,) for directions still strongly mixed (solved exactly).
     """
-    s1, _, _, h1 = _first_step(h, pim, ratio)
+    s1, _, h1 = _first_step(h, pim, ratio)
     bo = vo + vo @ s1
     c = np.linalg.solve(_plus_one(s1), c0[..., None])[..., 0]
     _, s, _, _ = _remove_offdiagonal(h1 + 0.0)
