@@ -38,6 +38,7 @@ _API: dict[str, str] = {
     "ROI": "qcbed.experiment.roi",
     "Refinement": "qcbed.refine.fine",
     "CoarseRefinement": "qcbed.refine.coarse",
+    "JointRefinement": "qcbed.refine.joint",
     "load_project": "qcbed.project",
     "run_project": "qcbed.project",
 }
@@ -47,6 +48,7 @@ __all__ = [
     "CoarseRefinement",
     "ExperimentGeometry",
     "InputError",
+    "JointRefinement",
     "Pattern",
     "QcbedError",
     "Refinement",
@@ -74,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .project import load_project, run_project
     from .refine.coarse import CoarseRefinement
     from .refine.fine import Refinement
+    from .refine.joint import JointRefinement
 
 
 def __getattr__(name: str) -> Any:

@@ -28,8 +28,8 @@ import numpy as np
 from ..errors import InputError
 from .hkl import HKL_PATTERN
 
-__all__ = ["KINDS", "SAMPLING_NAMES", "UIJ_NAMES", "Parameter", "ParameterSet",
-           "parse_parameter_name"]
+__all__ = ["KINDS", "PER_DATASET_KINDS", "SAMPLING_NAMES", "UIJ_NAMES", "Parameter",
+           "ParameterSet", "dataset_name", "parse_parameter_name", "split_dataset_name"]
 
 KINDS = ("structure", "thickness", "sampling", "probe", "linear")
 
@@ -260,3 +260,23 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
                               "shift.row, shift.col, disc_shift(h,k,l).row/.col, probe.sigma, "
                               "probe.gamma", found=name)
 
+
+
+# ---------------------------------------------------------------------- several datasets
+#: Kinds of :func:`parse_parameter_name` that belong to one dataset of a joint
+#: refinement (``thickness[1]``); every other kind is shared by all datasets.
+PER_DATASET_KINDS = ("thickness", "voltage", "tilt", "sampling", "probe")
+
+_INDEX_RE = re.compile(r"^(.+)\[(\d+)\]$")
+
+
+def dataset_name(name: str, k: int) -> str:
+    """The joint-refinement name of dataset ``k``'s own parameter (``thickness[1]``)."""
+    return f"{name}[{k}]"
+
+
+def split_dataset_name(name: str) -> tuple[str, int | None]:
+    """``'thickness[1]'`` → ``('thickness', 1)``; a name without an index → ``(name, None)``."""
+    s = str(name).strip()
+    m = _INDEX_RE.match(s)
+    return (s, None) if m is None else (m.group(1), int(m.group(2)))

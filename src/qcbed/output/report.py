@@ -302,6 +302,21 @@ def write_report(out_dir: str | os.PathLike, run: Any, result: Mapping[str, Any]
         ["tilt0 (1/Å)", ", ".join(_fmt(x, ".5f") for x in result["orientation"]["tilt0"])],
         ["message", e(result.get("message", ""))],
         ["run time (s)", _fmt(result.get("elapsed_s"), ".1f")]]))
+    if result.get("datasets"):
+        parts.append("<h2>Datasets (joint refinement)</h2>")
+        parts.append("<p class='small'>Structure parameters are shared; thickness, "
+                     "orientation and sampling are per dataset (<code>name[k]</code>). "
+                     "χ²_ν per dataset: its samples − its parameters − its scale and "
+                     "backgrounds. The figures below show dataset 0.</p>")
+        parts.append(_table(
+            ["k", "name", "kind", "zone", "kV", "thickness (Å)", "reduced χ²", "R",
+             "n / dof", "scale"],
+            [[str(d["index"]), e(d["name"]), e(d["kind"]),
+              e(str([round(x, 3) for x in d["orientation"]["zone"]])),
+              _fmt(d["voltage_kv"], "g"),
+              f"{_fmt(d['thickness']['value'], '.2f')} ± {_fmt(d['thickness']['esd'], '.2g')}",
+              _fmt(d["chi2"]), _fmt(d["r_factor"], ".4f"), f"{d['n_used']} / {d['dof']}",
+              _fmt(d["scale"], ".5g")] for d in result["datasets"]]))
     prm = []
     for p in result["parameters"]:
         if not p["refined"]:

@@ -184,7 +184,10 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
                            "esd": None if p.esd is None or not p.refine else float(p.esd),
                            "unit": p.unit, "refined": bool(p.refine),
                            "true": truth.get(p.name)})
-    th = res.parameters["thickness"] if res is not None else None
+    th = None
+    if res is not None:  # a joint refinement names dataset 0's thickness 'thickness[0]'
+        th = next((res.parameters[n] for n in ("thickness", "thickness[0]")
+                   if n in res.parameters), None)
     out: dict[str, Any] = {
         "format": "qcbed-result/1", "qcbed_version": __version__,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -226,8 +229,39 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
     }
     if truth:
         out["truth"] = {k: float(v) for k, v in truth.items()}
+    if getattr(run, "datasets", None):
+        out["datasets"] = [dataset_dict(run, d) for d in run.datasets]
     out.update(getattr(run, "accuracy", None) or {})  # noise_model, error_budget, regions
     return out
+
+
+def dataset_dict(run: Any, part: Mapping[str, Any]) -> dict[str, Any]:
+    """One dataset of a joint refinement in ``result.json``: source, geometry, its
+    thickness (joint esd), χ²_ν and fit figures at the joint solution."""
+    from types import SimpleNamespace
+
+    k = part["index"]
+    res = part["result"]
+    joint = run.fine.parameters
+    view = part["setup"].project
+    d = view.data
+    th = joint[f"thickness[{k}]"] if f"thickness[{k}]" in joint else None
+    return {
+        "index": k, "name": part["name"], "kind": d["kind"], "format": d["format"],
+        "source": d["folder"] if d["format"] == "felix" else list(d["files"] or []),
+        "voltage_kv": float(part["state"]["voltage_kv"]),
+        "thickness": {"value": float(part["state"]["thickness"]),
+                      "esd": None if th is None or th.esd is None or not th.refine
+                      else float(th.esd), "unit": "Å"},
+        "orientation": _orientation(SimpleNamespace(setup=part["setup"], state=part["state"],
+                                                    fine=None)),
+        "chi2": float(res.chi2), "dof": int(res.dof), "n_used": int(res.n_used),
+        "r_factor": float(res.r_factor), "scale": float(res.scale),
+        "background": [float(x) for x in np.atleast_1d(res.background)],
+        "zncc": [{"hkl": list(key_hkl(kk)), "zncc": float(v)} for kk, v in res.zncc.items()],
+        "parameters": [p.name if p.name in joint else f"{p.name}[{k}]"
+                       for p in res.parameters],
+    }
 
 
 def _h5_json(obj: Any) -> str:
@@ -397,6 +431,8 @@ def _write_h5(path: Path, run: Any, rows: Sequence[Mapping[str, Any]], res_json:
                     rg = pat[f"region{k}"]
                     rg.create_dataset("experiment", data=np.where(mk, e, np.nan))
                     rg.create_dataset("model", data=m)
+            for part in getattr(run, "datasets", None) or []:
+                _write_dataset_h5(f.require_group("datasets"), part, res_json)
             sfg = f.create_group("structure_factors")
             if rows:
                 sfg.create_dataset("hkl", data=np.array([r["hkl"] for r in rows], np.int64))
@@ -407,6 +443,20 @@ def _write_h5(path: Path, run: Any, rows: Sequence[Mapping[str, Any]], res_json:
             sfg.attrs["units"] = "U, U_abs: 1/Å²; Fe: Å; Fx: electrons; g: 1/Å; phase: deg"
             _write_prov(f.create_group("provenance"), prov)
     return atomic_write(path, w)
+
+
+def _write_dataset_h5(g: Any, part: Mapping[str, Any], res_json: Mapping[str, Any]) -> None:
+    """Group ``datasets/<k>``: the dataset's summary (as in result.json) and its patterns."""
+    k = part["index"]
+    dg = g.create_group(str(k))
+    dg.attrs["name"] = part["name"]
+    dg.attrs["summary"] = _h5_json(res_json["datasets"][k])
+    res, roi = part["result"], part["roi"]
+    dg.create_dataset("hkl", data=np.asarray(roi.hkl, np.int64))
+    dg.create_dataset("kt", data=roi.kt)
+    dg["kt"].attrs["unit"] = "1/Å"
+    for key in ("experiment", "model", "mask"):
+        dg.create_dataset(key, data=res.extra[key], compression="gzip")
 
 
 def read_results(path: str | os.PathLike) -> dict[str, Any]:

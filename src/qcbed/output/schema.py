@@ -106,6 +106,13 @@ RESULT_SCHEMA: dict[str, Any] = {
         "noise_model": {"type": "object", "required": ["gain", "floor", "method"]},
         "error_budget": {"type": "object", "required": ["inputs", "parameters"]},
         "regions": {"type": "object", "required": ["n_regions", "stats"]},
+        "datasets": {"type": "array", "minItems": 2,
+                     "items": {"type": "object",
+                               "required": ["index", "name", "kind", "voltage_kv",
+                                            "thickness", "orientation", "chi2", "dof",
+                                            "n_used", "r_factor", "scale"],
+                               "properties": {"thickness": _VALUE, "chi2": _NUM,
+                                              "dof": {"type": "integer"}}}},
         "files": {"type": "object", "additionalProperties": {"type": "string"}},
     },
 }

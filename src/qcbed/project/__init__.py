@@ -25,13 +25,21 @@ Modules: :mod:`.schema` (sections, :class:`Project`), :mod:`.parse`, :mod:`.toml
 
 from .._core.parameters import parse_parameter_name
 from .parse import load_project, parse_project
-from .run import ProjectRun, RunFinished, RunResult, find_run_state, resume_run, run_project
+from .run import (
+    ProjectRun,
+    RunFinished,
+    RunResult,
+    find_run_state,
+    resume_run,
+    run_project,
+)
 from .schema import (
     PROJECT_SCHEMA,
     RUN_STATE,
     CoarseStep,
     CrystalSection,
     DataSection,
+    DatasetSpec,
     EngineSection,
     FineStep,
     GeometrySection,
@@ -39,7 +47,7 @@ from .schema import (
     Project,
     RoiSection,
 )
-from .setup import Setup, build_setup
+from .setup import Setup, build_dataset_setups, build_setup
 from .toml_writer import dumps_toml
 from .validate import ValidationReport, validate_project
 
@@ -49,6 +57,7 @@ __all__ = [
     "CoarseStep",
     "CrystalSection",
     "DataSection",
+    "DatasetSpec",
     "EngineSection",
     "FineStep",
     "GeometrySection",
@@ -60,6 +69,7 @@ __all__ = [
     "RunResult",
     "Setup",
     "ValidationReport",
+    "build_dataset_setups",
     "build_setup",
     "dumps_toml",
     "find_run_state",

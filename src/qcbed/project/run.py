@@ -43,7 +43,7 @@ from .safety import (
     run_is_finished,
 )
 from .schema import RUN_STATE, CoarseStep, FineStep, Project
-from .setup import Setup, _err, build_setup
+from .setup import Setup, _err, build_dataset_setups, build_setup
 
 _LOG = logging.getLogger(__name__)
 
@@ -79,6 +79,11 @@ class RunResult:
         The last fine step's engine set-up (with the refined structure factors).
     iam : dict
         IAM (U, U′) of every refined reflection, keyed by 'h,k,l'.
+    datasets : list of dict
+        Joint refinements only (several ``[[data]]`` blocks): per dataset ``index``,
+        ``name``, ``setup``, ``state``, ``roi``, ``simulation`` and ``result`` (its
+        :class:`~qcbed.refine.fine.RefinementResult` at the joint solution). ``setup``,
+        ``state``, ``roi`` and ``simulation`` above are dataset 0's.
     """
 
     setup: Setup
@@ -94,6 +99,7 @@ class RunResult:
     iam: dict = field(default_factory=dict)
     steps: list[dict] = field(default_factory=list)
     accuracy: dict = field(default_factory=dict)
+    datasets: list[dict] = field(default_factory=list)
 
 
 class ProjectRun:
@@ -202,23 +208,29 @@ class ProjectRun:
         with limit_scope(self.project.engine["memory_limit"]):
             return self._run(resume)
 
-    def _input_hashes(self, setup: Setup) -> dict[str, str]:
-        files = list(setup.input_files)
+    def _input_hashes(self, setups: Sequence[Setup]) -> dict[str, str]:
+        files = list(dict.fromkeys(f for s in setups for f in s.input_files))
         if Path(self.project.source).is_file():
             files.append(Path(self.project.source))
         return file_hashes(files)
 
     def _run(self, resume: bool) -> RunResult:
         t0 = time.perf_counter()
-        setup = build_setup(self.project, executor=self.executor)
+        if self.project.joint:
+            setups = build_dataset_setups(self.project, executor=self.executor)
+        else:
+            setups = [build_setup(self.project, executor=self.executor)]
+        setup = setups[0]
         check_output_folder(self.out_dir, source=self.project.source,
-                            overwrite=self.overwrite or resume, inputs=setup.input_files)
-        check_resources(estimate_resources(self.project, len(setup.hkl)),
-                        source=self.project.source)
+                            overwrite=self.overwrite or resume,
+                            inputs=[f for s in setups for f in s.input_files])
+        for s_k in setups:
+            check_resources(estimate_resources(s_k.project, len(s_k.hkl)),
+                            source=self.project.source)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.started = True
         rs_path = self.out_dir / RUN_STATE
-        hashes = self._input_hashes(setup)
+        hashes = self._input_hashes(setups)
         if resume and rs_path.exists():
             rs = read_run_state(rs_path)
             self.log(f"resuming: {len(rs['done'])} step(s) done")
@@ -237,13 +249,19 @@ class ProjectRun:
                   "coarse": [], "fine": [], "history": [], "truth": self.truth,
                   "command_line": self.command_line, "input_hashes": hashes,
                   "results_written": False}
+            if self.project.joint:  # one state per dataset; "state" is dataset 0's
+                rs["states"] = [rs["state"]] + [self._initial_state(s_k) for s_k in setups[1:]]
             for p in self.out_dir.glob("checkpoint_*.h5"):
                 p.unlink()
             self._save(rs)
         if not self.truth and rs.get("truth"):
             self.truth = rs["truth"]
-        base = setup.simulation(crystal=self._crystal(setup, rs["state"]),
-                                voltage_kv=rs["state"]["voltage_kv"])
+        states = rs.get("states") or [rs["state"]]
+        rs["state"] = states[0]  # the same object after a reload of the run state
+        bases = [s_k.simulation(crystal=self._crystal(s_k, st), voltage_kv=st["voltage_kv"])
+                 for s_k, st in zip(setups, states)]
+        base = bases[0]
+        joint_parts: list[dict] = []
         iam = {}
         result = None
         roi = None
@@ -257,15 +275,24 @@ class ProjectRun:
                 continue
             ts = time.perf_counter()
             if kind == "coarse":
-                out = self._coarse(setup, base, rs["state"], step, i)
-                rs["coarse"].append(out)
-                self.log(f"coarse {i + 1}/{len(self.project.coarse)} {step.step}: "
-                         + out["summary"] + f" ({time.perf_counter() - ts:.1f} s)")
+                for k, (s_k, b_k, st_k) in enumerate(zip(setups, bases, states)):
+                    out = self._coarse(s_k, b_k, st_k, step, i)
+                    label = ""
+                    if self.project.joint:
+                        out["dataset"] = k
+                        label = f" [{self.project.datasets[k].name}]"
+                    rs["coarse"].append(out)
+                    self.log(f"coarse {i + 1}/{len(self.project.coarse)} {step.step}{label}: "
+                             + out["summary"] + f" ({time.perf_counter() - ts:.1f} s)")
             else:
                 ckpt = self.out_dir / f"checkpoint_fine{i}.h5"
                 cont = resume and ckpt.exists()
-                result, roi, sim, iam_i = self._fine(setup, base, rs["state"], step, i,
-                                                     ckpt, cont, rs)
+                if self.project.joint:
+                    result, roi, sim, iam_i, joint_parts = self._fine_joint(
+                        setups, bases, states, step, i, ckpt, cont, rs)
+                else:
+                    result, roi, sim, iam_i = self._fine(setup, base, rs["state"], step, i,
+                                                         ckpt, cont, rs)
                 iam.update(iam_i)
                 rs["fine"] = [f for f in rs["fine"] if f["index"] != i]
                 rs["fine"].append({"index": i, "name": step.name, "gof": result.gof,
@@ -277,11 +304,18 @@ class ProjectRun:
             if key not in rs["done"]:
                 rs["done"].append(key)
             self._save(rs)
-        accuracy = self._accuracy(setup, base, rs, result) if result is not None else {}
+        accuracy = {}
+        if result is not None and not self.project.joint:
+            accuracy = self._accuracy(setup, base, rs, result)
+        elif result is not None:
+            self.log("error budget and spread over regions: not computed for a joint "
+                     "refinement (single datasets only)")
         elapsed = time.perf_counter() - t0
         run = RunResult(setup=setup, state=rs["state"], fine=result, coarse=rs["coarse"],
                         history=rs["history"], out_dir=self.out_dir, elapsed_s=elapsed,
-                        roi=roi, simulation=sim, iam=iam, steps=rs["fine"], accuracy=accuracy)
+                        roi=roi, simulation=sim, iam=iam, steps=rs["fine"], accuracy=accuracy,
+                        datasets=[dict(part, setup=s_k, state=st)
+                                  for part, s_k, st in zip(joint_parts, setups, states)])
         run.files = write_results(run, command_line=self.command_line, truth=self.truth)
         rs["results_written"] = True
         self._save(rs)
@@ -390,6 +424,77 @@ class ProjectRun:
     # ------------------------------------------------------------ fine
     def _fine(self, setup: Setup, base, state: dict, step: FineStep, i: int, ckpt: Path,
               resume: bool, rs: dict, regions: list | None = None):
+        ref, roi, iam, sf_done = self._build_refinement(setup, base, state, step, i, ckpt,
+                                                        self.project.refined_names, regions)
+        self._last_refinement = ref
+        result = self._fit(ref, step, resume, rs)
+        self._carry(ref, result.parameters, state, sf_done)
+        return result, roi, ref.sim, iam
+
+    def _fit(self, ref, step: FineStep, resume: bool, rs: dict):
+        """Run one fine step's fit (a Refinement or a JointRefinement), recording history."""
+        stage = step.name
+
+        def cb(rec: dict) -> None:
+            rec = dict(rec, step=stage)
+            rs["history"].append({k: v for k, v in rec.items()
+                                  if isinstance(v, (int, float, str))})
+            if self.callback is not None:
+                self.callback(rec)
+
+        if resume:  # drop this step's records of the interrupted attempt
+            rs["history"] = [h for h in rs["history"] if h.get("step") != stage]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="strongly correlated")
+            result = ref.fit(step.method, outer=step.outer, max_iter=step.max_iter,
+                             ftol=step.ftol, xtol=step.xtol, resume=resume, callback=cb)
+        if resume:
+            rs["history"] = [h for h in rs["history"] if h.get("step") != stage] + [
+                dict({k: v for k, v in h.items() if isinstance(v, (int, float, str))},
+                     step=stage) for h in result.history]
+        return result
+
+    def _fine_joint(self, setups: Sequence[Setup], bases: Sequence, states: Sequence[dict],
+                    step: FineStep, i: int, ckpt: Path, resume: bool, rs: dict):
+        """One fine step on every dataset at once (:class:`~qcbed.refine.joint.JointRefinement`):
+        shared structure parameters, per-dataset thickness/orientation/sampling/probe."""
+        from ..refine.joint import JointRefinement
+
+        refs, rois, iam, sfs = [], [], {}, []
+        for k, (s_k, b_k, st_k) in enumerate(zip(setups, bases, states)):
+            view = s_k.project   # the project as dataset k sees it (its own names)
+            step_k, names_k = view.fine[i], view.refined_names
+            try:
+                ref, roi, iam_k, sf_k = self._build_refinement(s_k, b_k, st_k, step_k, i,
+                                                               None, names_k)
+            except InputError as exc:
+                raise InputError(exc.reason, source=exc.source, tag=exc.tag,
+                                 expected=exc.expected,
+                                 found=f"{exc.found} (dataset {k}: "
+                                       f"{self.project.datasets[k].name})") from None
+            refs.append(ref)
+            rois.append(roi)
+            sfs.append(sf_k)
+            if k == 0:
+                iam = iam_k
+        self._last_refinement = None
+        joint = JointRefinement(refs, labels=[d.name for d in self.project.datasets],
+                                checkpoint=ckpt, progress=self.progress)
+        result = self._fit(joint, step, resume, rs)
+        parts = []
+        for k, (ref, roi, st_k, sf_k) in enumerate(zip(refs, rois, states, sfs)):
+            self._carry(ref, ref.params, st_k, sf_k)
+            parts.append({"index": k, "name": self.project.datasets[k].name, "roi": roi,
+                          "simulation": ref.sim, "result": result.datasets[k]})
+        return result, rois[0], refs[0].sim, iam, parts
+
+    def _build_refinement(self, setup: Setup, base, state: dict, step: FineStep, i: int,
+                          ckpt: Path | None, names: list[str], regions: list | None = None):
+        """The Refinement of one fine step on one dataset: (ref, roi, iam, sf_done).
+
+        ``names``: every parameter refined anywhere in the plan (canonical, no dataset
+        index); those not in ``step.refine`` take part fixed.
+        """
         proj = self.project
         sim = self._sim(setup, base, state)
         geom = self._geometry(setup, state)
@@ -400,10 +505,7 @@ class ProjectRun:
         ref = Refinement(sim, roi, gof=proj.gof["metric"], background=proj.gof["background"],
                          probe=probe, jacobian=step.jacobian, checkpoint=ckpt,
                          progress=self.progress)
-        self._last_refinement = ref
         refine = set(step.refine)
-        # every parameter refined anywhere in the plan takes part (fixed when not in this step)
-        names = proj.refined_names
         iam: dict[str, tuple[complex, complex]] = {}
         sf_done: set[tuple[int, int, int]] = set()
         for n in names:
@@ -467,27 +569,11 @@ class ProjectRun:
         if missing:
             raise _err(proj, "parameter is not available for this data", f"plan.fine[{i}].refine",
                        expected=[p.name for p in ref.params], found=missing[0])
-        stage = step.name
+        return ref, roi, iam, sf_done
 
-        def cb(rec: dict) -> None:
-            rec = dict(rec, step=stage)
-            rs["history"].append({k: v for k, v in rec.items()
-                                  if isinstance(v, (int, float, str))})
-            if self.callback is not None:
-                self.callback(rec)
-
-        if resume:  # drop this step's records of the interrupted attempt
-            rs["history"] = [h for h in rs["history"] if h.get("step") != stage]
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="strongly correlated")
-            result = ref.fit(step.method, outer=step.outer, max_iter=step.max_iter,
-                             ftol=step.ftol, xtol=step.xtol, resume=resume, callback=cb)
-        if resume:
-            rs["history"] = [h for h in rs["history"] if h.get("step") != stage] + [
-                dict({k: v for k, v in h.items() if isinstance(v, (int, float, str))},
-                     step=stage) for h in result.history]
-        # carry the values forward
-        ps = result.parameters
+    def _carry(self, ref, ps, state: dict, sf_done) -> None:
+        """Carry a fine step's values (``ps``, the dataset's own names) into ``state``."""
+        probe = "probe.sigma" in ps
         state["thickness"] = float(ps["thickness"].value)
         for p in ps:
             if p.kind == "sampling":
@@ -520,12 +606,11 @@ class ProjectRun:
             elif p.name in ("tilt.x", "tilt.y"):
                 # a tilt shifts every simulated k_t: fold it into the geometry's tilt0
                 state["geometry"]["tilt0"][0 if p.name == "tilt.x" else 1] += float(p.value)
-        if probe is not None:
+        if probe:
             state["probe"] = [float(ps["probe.sigma"].value), float(ps["probe.gamma"].value)]
         for hk in sf_done:
             u, ua = ref.sim.structure_factor(hk)
             state["structure_factors"][hkl_key(hk)] = [u.real, u.imag, ua.real, ua.imag]
-        return result, roi, ref.sim, iam
 
 
 def run_project(project: Project | str | os.PathLike, **kw: Any) -> RunResult:

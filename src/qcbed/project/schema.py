@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .._core.parameters import split_dataset_name
 from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 
 RUN_STATE = "run_state.json"
@@ -159,6 +160,20 @@ class GofSection(_Section):
     probe: tuple[float, float] | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class DatasetSpec:
+    """One dataset of a project: a ``[[data]]`` block (or the single ``[data]``,
+    ``[geometry]``, ``[roi]``) with its engine settings and start thickness (Å)."""
+
+    index: int
+    name: str
+    data: DataSection
+    geometry: GeometrySection
+    roi: RoiSection
+    engine: EngineSection
+    thickness: float
+
+
 # ====================================================================== spec objects
 @dataclass(frozen=True)
 class CoarseStep:
@@ -225,6 +240,9 @@ class Project:
         (0: no; ≥ 2; :mod:`qcbed.refine.reproducibility`).
     budget : bool
         Compute the error budget of the last fine step (:mod:`qcbed.refine.budget`).
+    datasets : list of DatasetSpec
+        The datasets (several ``[[data]]`` blocks: a joint refinement); ``data``,
+        ``geometry``, ``roi``, ``engine`` and ``thickness`` above are dataset 0's.
     """
 
     source: str
@@ -246,6 +264,26 @@ class Project:
     fine: list[FineStep]
     regions: int = 0
     budget: bool = True
+    datasets: list[DatasetSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            self.datasets = [DatasetSpec(0, "data", self.data, self.geometry, self.roi,
+                                         self.engine, self.thickness)]
+
+    @property
+    def joint(self) -> bool:
+        """True with several ``[[data]]`` blocks (a joint refinement)."""
+        return len(self.datasets) > 1
+
+    def dataset_view(self, k: int) -> Project:
+        """This project as if dataset ``k`` were its only one (for :func:`build_setup`):
+        its data, geometry, ROI, engine and start thickness, and the plan's fine steps
+        with the names that apply to it (:func:`dataset_step`)."""
+        ds = self.datasets[k]
+        return replace(self, data=ds.data, geometry=ds.geometry, roi=ds.roi, engine=ds.engine,
+                       thickness=ds.thickness, datasets=[ds],
+                       fine=[dataset_step(st, k) for st in self.fine])
 
     def path(self, p: str | os.PathLike) -> Path:
         """A path of the file resolved against the project folder."""
@@ -263,3 +301,27 @@ class Project:
         return out
 
 
+def dataset_names(names: Sequence[str], k: int) -> list[str]:
+    """The plan's names that apply to dataset ``k``, without the index: a name without
+    one applies to every dataset, ``thickness[1]`` to dataset 1 only."""
+    out = []
+    for n in names:
+        base_name, idx = split_dataset_name(n)
+        if (idx is None or idx == k) and base_name not in out:
+            out.append(base_name)
+    return out
+
+
+def dataset_step(step: FineStep, k: int) -> FineStep:
+    """A fine step as dataset ``k`` sees it (refined names, bounds and scales)."""
+
+    def own(d: Mapping) -> dict:
+        out = {}
+        for n, v in d.items():
+            base_name, idx = split_dataset_name(n)
+            if (idx is None and base_name not in out) or idx == k:
+                out[base_name] = v
+        return out
+
+    return replace(step, refine=dataset_names(step.refine, k), bounds=own(step.bounds),
+                   scales=own(step.scales))

@@ -390,3 +390,27 @@ def build_setup(project: Project, *, executor: Any = None) -> Setup:
                  executor=ex_obj, input_files=inputs + list(files))
 
 
+def build_dataset_setups(project: Project, *, executor: Any = None) -> list[Setup]:
+    """One :class:`Setup` per dataset of a project with ``[[data]]`` blocks; an error's
+    key names the block (``data[1].geometry.zone``)."""
+    out = []
+    for k in range(len(project.datasets)):
+        try:
+            out.append(build_setup(project.dataset_view(k), executor=executor))
+        except InputError as exc:
+            raise retag_dataset_error(exc, k) from None
+    return out
+
+
+def retag_dataset_error(exc: InputError, k: int) -> InputError:
+    """``exc`` with its key moved into ``[[data]]`` block ``k`` (``geometry.zone`` →
+    ``data[k].geometry.zone``, ``data.files[0]`` → ``data[k].files[0]``)."""
+    tag = exc.tag or ""
+    for sec in ("data", "geometry", "roi", "engine"):
+        if tag == sec or tag.startswith(sec + ".") or tag.startswith(sec + "["):
+            tag = f"data[{k}]" + tag[len(sec):] if sec == "data" else f"data[{k}].{tag}"
+            break
+    else:
+        tag = f"data[{k}]" + (f": {tag}" if tag else "")
+    return InputError(exc.reason, source=exc.source, line=exc.line, tag=tag,
+                      expected=exc.expected, found=exc.found)

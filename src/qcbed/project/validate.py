@@ -21,7 +21,7 @@ from .safety import (
     resource_summary,
 )
 from .schema import Project
-from .setup import Setup, _err, build_setup
+from .setup import Setup, _err, build_setup, retag_dataset_error
 
 
 # ====================================================================== validation
@@ -70,38 +70,58 @@ def validate_project(path_or_project: str | os.PathLike | Project, *, executor: 
         rep.errors.append(exc)
         return rep
     rep.checks.append(("file", f"{proj.source}: sections and keys, {len(proj.coarse)} coarse "
-                               f"and {len(proj.fine)} fine steps"))
+                               f"and {len(proj.fine)} fine steps"
+                       + (f", {len(proj.datasets)} datasets (joint refinement)"
+                          if proj.joint else "")))
+    inputs: list = []
+    for k in range(len(proj.datasets)):
+        view = proj.dataset_view(k) if proj.joint else proj
+        n0 = len(rep.checks)
+        try:
+            ok = _validate_dataset(view, executor, rep, inputs)
+        except InputError as exc:
+            rep.errors.append(retag_dataset_error(exc, k) if proj.joint else exc)
+            ok = False
+        if proj.joint:  # name the dataset in its checks
+            rep.checks[n0:] = [(c, f"[{proj.datasets[k].name}] {m}") for c, m in rep.checks[n0:]]
+        if not ok:
+            return rep
+    try:
+        check_output_folder(proj.output, source=proj.source, overwrite=proj.overwrite,
+                            inputs=inputs)
+    except InputError as exc:
+        rep.errors.append(exc)
+    return rep
+
+
+def _validate_dataset(proj: Project, executor: Any, rep: ValidationReport, inputs: list
+                      ) -> bool:
+    """The checks of one dataset (``proj``: the project or one dataset's view); False when
+    a check failed that later ones depend on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             setup = build_setup(proj, executor=executor)
-        except InputError as exc:
-            rep.errors.append(exc)
-            return rep
         finally:
             rep.warnings.extend(str(w.message) for w in caught
                                 if issubclass(w.category, UserWarning))
+    inputs.extend(setup.input_files)
     rep.checks.append(("data", f"{type(setup.data).__name__} {tuple(setup.data.shape)}, "
                                f"{len(setup.hkl)} reflections compared"))
     rep.checks.append(("geometry", f"pixel size {setup.geometry.pixel_size:.4g} 1/A, "
                                    f"g_x length {setup.geometry.g_x_length:.4g} 1/A"))
     limit = proj.engine["memory_limit"]
-    try:
-        with limit_scope(limit):
-            check_resources(estimate_resources(proj, len(setup.hkl)), source=proj.source)
-            _check_roi(setup, rep)
-            sim = _check_beams(setup, rep)
-            n_strong = int(rep.beam_counts.get("strong_max", 0)) or None
-            items = estimate_resources(proj, len(setup.hkl), n_strong=n_strong,
-                                       n_pool=len(sim.pool))
-            check_resources(items, source=proj.source)
-            rep.checks.append(("resources", resource_summary(items, limit)))
-            _check_parameters(setup, sim, rep)
-            check_output_folder(proj.output, source=proj.source, overwrite=proj.overwrite,
-                                inputs=setup.input_files)
-    except InputError as exc:
-        rep.errors.append(exc)
-    return rep
+    with limit_scope(limit):
+        check_resources(estimate_resources(proj, len(setup.hkl)), source=proj.source)
+        _check_roi(setup, rep)
+        sim = _check_beams(setup, rep)
+        n_strong = int(rep.beam_counts.get("strong_max", 0)) or None
+        items = estimate_resources(proj, len(setup.hkl), n_strong=n_strong,
+                                   n_pool=len(sim.pool))
+        check_resources(items, source=proj.source)
+        rep.checks.append(("resources", resource_summary(items, limit)))
+        _check_parameters(setup, sim, rep)
+    return True
 
 
 def _check_roi(setup: Setup, rep: ValidationReport) -> None:

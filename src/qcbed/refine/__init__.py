@@ -9,6 +9,7 @@ from .coarse import CoarseRefinement, CoarseResult
 from .data import DirectData, RegionGrid
 from .fine import Refinement, RefinementResult
 from .gof import GOF, Chi2, Chi2Poisson, Correlation, RFactor, linear_fit, make_gof, zncc
+from .joint import JointRefinement, JointRefinementResult
 from .parameters import Parameter, ParameterSet
 from .probe import convolve_probe, voigt_kernel
 from .result import RefinementOutcome
@@ -21,6 +22,8 @@ __all__ = [
     "CoarseResult",
     "Correlation",
     "DirectData",
+    "JointRefinement",
+    "JointRefinementResult",
     "Parameter",
     "ParameterSet",
     "RFactor",

@@ -19,6 +19,26 @@ from .lm import LMState
 _SINGULAR_COND = 1e14
 
 
+def covariance_from_jacobian(r: np.ndarray, j: np.ndarray, n_linear: int
+                             ) -> tuple[np.ndarray, float, int]:
+    """(cov, χ²_ν, dof) of weighted residuals ``r`` with Jacobian ``j`` (m, p).
+
+    cov = χ²_ν (JᵀJ)⁻¹ with dof = m − p − ``n_linear`` (Press et al. 2007, §15.5); NaN
+    when JᵀJ is singular (condition number of the scaled matrix above 1e14).
+    """
+    dof = len(r) - j.shape[1] - n_linear
+    chi2nu = float(r @ r) / max(dof, 1)
+    jtj = j.T @ j
+    scale = np.sqrt(np.clip(np.diag(jtj), 1e-300, None))
+    singular = not np.all(np.isfinite(jtj)) or \
+        np.linalg.cond(jtj / np.outer(scale, scale)) > _SINGULAR_COND
+    if singular:  # some parameter combination is not determined by the data
+        cov = np.full_like(jtj, np.nan)
+    else:
+        cov = np.linalg.inv(jtj) * chi2nu
+    return cov, chi2nu, dof
+
+
 class _CovarianceMixin:
     """Part of :class:`~qcbed.refine.fine.Refinement` (see there)."""
 
@@ -31,16 +51,7 @@ class _CovarianceMixin:
         """
         names = [p.name for p in self.params.free]
         r, j, fit, _mask = self._residuals(names, None, True)
-        dof = len(r) - len(names) - fit.n_linear
-        chi2nu = float(r @ r) / max(dof, 1)
-        jtj = j.T @ j
-        scale = np.sqrt(np.clip(np.diag(jtj), 1e-300, None))
-        singular = not np.all(np.isfinite(jtj)) or \
-            np.linalg.cond(jtj / np.outer(scale, scale)) > _SINGULAR_COND
-        if singular:  # some parameter combination is not determined by the data
-            cov = np.full_like(jtj, np.nan)
-        else:
-            cov = np.linalg.inv(jtj) * chi2nu
+        cov, chi2nu, dof = covariance_from_jacobian(r, j, fit.n_linear)
         return names, cov, chi2nu, dof
 
     def _finish(self, message: str, n_iter: int) -> RefinementResult:
