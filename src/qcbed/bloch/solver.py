@@ -34,7 +34,8 @@ Two solvers:
   off-diagonal part, kept to third, the second step removes), give eigenvectors
   and eigenvalues of the absorbing problem; an a-posteriori bound on the neglected
   terms redoes the second step without truncation where it could move the
-  amplitudes by more than ``NEGLECTED_LIMIT`` (:mod:`qcbed.bloch.perturbation`). The classic eigenvalue-only method has a first-order error in
+  amplitudes by more than ``NEGLECTED_LIMIT`` (:mod:`qcbed.bloch.perturbation`).
+  The classic eigenvalue-only method has a first-order error in
   the intensities (about 1 % of the maximum for Si at 1500 Å with Bird–King
   absorption); this one agrees with ``exact`` to a few 10⁻⁴ of the maximum
   intensity even there (see the tests). It costs about two elastic
