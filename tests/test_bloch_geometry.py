@@ -71,7 +71,8 @@ def test_felix_grid_matches_data_readme():
     d = 0.661 / 76
     assert grid.shape == (152, 152)
     r, c = 10, 100
-    assert np.allclose(grid.kt[r, c], [(76 - r + 0.5) * d, (c - 76 + 0.5) * d])
+    # qcbed's frame (zone = −incident_beam_direction): k_y = −(c − R + ½)Δ
+    assert np.allclose(grid.kt[r, c], [(76 - r + 0.5) * d, -(c - 76 + 0.5) * d])
 
 
 def test_bad_frames_raise():

@@ -70,15 +70,21 @@ def test_default_pool_with_tail_matches_the_larger_pool(crystal, gmax):
 
 
 def test_tail_same_in_exact_and_fast_mode():
+    # the tail's change of the pattern is the same in both solvers (they differ by
+    # ~10⁻⁴ of their own: the perturbative absorption of ``fast``)
     kt = sample_directions((0.0, 0.0), RADIUS)[[0, 9]]
     fast = _sim(_gaas, 0.05, 2.5)
     tail = _tail(fast, 0.2, 2.5)
-    res = []
+    change = []
     for sim in (fast, fast.with_changes(mode="exact")):
         arrays = sim.arrays
+        bare = solve_chunk(arrays, kt).intensities(T)
         arrays.tail = tail
-        res.append(solve_chunk(arrays, kt).intensities(T))
-    assert np.max(np.abs(res[0] - res[1])) <= 1e-4 * np.max(res[1])
+        change.append(solve_chunk(arrays, kt).intensities(T) - bare)
+    size = np.max(np.abs(change[1]))
+    print(f"tail change {size:.1e}, fast vs exact {np.max(np.abs(change[0] - change[1])):.1e}")
+    assert size > 1e-3
+    assert np.max(np.abs(change[0] - change[1])) <= 0.02 * size
 
 
 def test_tail_enters_the_state_fingerprint():

@@ -38,7 +38,6 @@ def test_demo_completes_and_recovers_the_truth(tmp_path):
     for f in ("results.h5", "structure_factors.hkl", "report.html", "figures/traces.png"):
         assert (out / "results" / f).is_file(), f
     assert (out / "project.toml").is_file() and (out / "data" / "pattern.npy").is_file()
-    assert elapsed < 120
 
 
 @pytest.mark.slow

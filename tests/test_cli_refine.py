@@ -170,7 +170,7 @@ def test_import_felix_produces_a_valid_project(si_dlacbed_dir, tmp_path):
     out = tmp_path / "si.toml"
     r = CliRunner().invoke(main, ["import-felix", str(si_dlacbed_dir), "--out", str(out)])
     assert r.exit_code == 0, r.output + repr(r.exception)
-    assert "refines U(1,1,1), U(2,2,0), U(1,1,3)" in r.output
+    assert "refines U(1,1,1), U(2,2,0), U(1,1,3), U(2,2,2)" in r.output
     text = out.read_text()
     assert "clip_negative = true" in text and "negative pixels" in text
     r = CliRunner().invoke(main, ["validate", str(out)])
@@ -183,9 +183,14 @@ def test_import_felix_produces_a_valid_project(si_dlacbed_dir, tmp_path):
     # the images are not counts: the noise model is estimated from them (issue 12)
     assert p.data["variance"] == "estimated"
     assert p.coarse[0].thickness_range == (0.6 * 1480.0, 1.6 * 1480.0)
-    assert p.geometry["mirror"] and p.geometry["rotation"] == -90.0
+    # Felix's beam travels along incident_beam_direction: qcbed's zone is its negative
+    assert not p.geometry["mirror"] and p.geometry["rotation"] == -90.0
+    assert list(p.geometry["zone"]) == [-1.0, 1.0, 0.0]
+    assert list(p.geometry["normal"]) == [-1.0, 1.0, 0.0]
     assert p.coarse[0].step == "orientation_thickness"
-    assert p.fine[-1].refine[:4] == ["thickness", "U(1,1,1)", "U(2,2,0)", "U(1,1,3)"]
+    # 222 is zero in the IAM only for spherical atoms: refined too (docs/si-u111-bias.md)
+    assert p.fine[-1].refine[:5] == ["thickness", "U(1,1,1)", "U(2,2,0)", "U(1,1,3)",
+                                     "U(2,2,2)"]
     # writing twice needs --force
     r = CliRunner().invoke(main, ["import-felix", str(si_dlacbed_dir), "--out", str(out)])
     assert r.exit_code == 2 and "--force" in r.output

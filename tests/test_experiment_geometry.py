@@ -88,10 +88,11 @@ def test_felix_geometry_equals_tiltgrid():
     t = TiltGrid.felix(0.661, 76)
     assert g.image_shape == (152, 152)
     assert np.abs(g.tilt_grid().kt - t.kt).max() < 1e-14
-    # README check: row r ↔ k_x = (R − r + ½)Δ, column c ↔ k_y = (c − R + ½)Δ
+    # README: row r ↔ k_x = (R − r + ½)Δ, column c ↔ Felix's k_y = (c − R + ½)Δ, which is
+    # −k_y in qcbed's frame (zone = −incident_beam_direction, docs/conventions.md)
     d = 0.661 / 76
-    assert np.allclose(g.pixel_to_kt([10, 100]), [(76 - 10 + 0.5) * d, (100 - 76 + 0.5) * d])
-    assert g.mirror and g.rotation == -90.0
+    assert np.allclose(g.pixel_to_kt([10, 100]), [(76 - 10 + 0.5) * d, -(100 - 76 + 0.5) * d])
+    assert not g.mirror and g.rotation == -90.0
 
 
 def test_cbed_disc_offsets_use_reciprocal_metric():

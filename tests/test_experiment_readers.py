@@ -156,7 +156,8 @@ def test_felix_images_have_the_engine_orientation(si_stack):
     cr = Crystal(Lattice(5.431, 5.431, 5.431), [Site("Si1", "Si", (0, 0, 0), b_iso=0.6)],
                  space_group_from_number(227, 1))
     out = [[0, 0, 0], [0, 0, 2], [1, 1, 1], [2, 2, 0], [-1, -1, 1], [1, 1, -1]]
-    sim = Simulation(cr, 200, [1, -1, 0], [0, 0, -1], gmax=1.6, smax=0.03,
+    # qcbed's zone is −incident_beam_direction (Felix's beam travels along it)
+    sim = Simulation(cr, 200, [-1, 1, 0], [0, 0, -1], gmax=1.6, smax=0.03,
                      kt_radius=0.661 * 1.45, holz=False, outputs=out)
     full = si_stack.tilt_grid()
     grid = TiltGrid(full.kt[::2, ::2], full.mask[::2, ::2])

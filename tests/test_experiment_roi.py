@@ -231,3 +231,12 @@ def test_cbed_geometry_recovered_from_engine_pattern(si_sim):
     assert abs(v["shift.row"] - 0.9) < 0.05 and abs(v["shift.col"] + 1.6) < 0.05
     # discs partly outside the pattern are counted, not filled
     assert roi.last.n_outside.sum() > 0 and roi.last.n_outside[0] == 0
+
+
+def test_region_grids_record_their_pixel_spacing():
+    """The probe convolution needs the detector pixels between samples (rows, cols)."""
+    stack = _stack()
+    roi = ROI(stack, Region.rectangle((3, 4), (20, 30), (11, 16)))
+    assert roi.regions[0].spacing == pytest.approx((2.0, 2.0))
+    roi = ROI(stack, Region.rectangle((3, 4), (20, 30), (21, 11)))
+    assert roi.regions[0].spacing == pytest.approx((1.0, 3.0))

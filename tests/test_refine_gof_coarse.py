@@ -208,3 +208,22 @@ def test_joint_ncc_equals_scikit_image_match_template():
     assert ours.shape == ref.shape
     assert np.max(np.abs(ours - ref)) < 1e-9
     assert np.unravel_index(np.argmax(ours), ours.shape) == (11, 7)
+
+
+def test_probe_widths_are_pixels_whatever_the_sampling():
+    """σ and γ are detector pixels: an image sampled every 2 (rows) and 3 (columns)
+    pixels and convolved with spacing=(2, 3) equals the full-resolution convolution
+    sampled there (it was in samples: a 2-px blur became 4–6 px)."""
+    y, x = np.mgrid[0:240, 0:240].astype(float)
+    img = np.exp(-((y - 120) ** 2 + (x - 120) ** 2) / (2 * 25.0**2))
+    sigma, gamma = 3.0, 0.5
+    full = convolve_probe(img, sigma, gamma)[::2, ::3]
+    sub = convolve_probe(img[::2, ::3], sigma, gamma, spacing=(2.0, 3.0))
+    np.testing.assert_allclose(sub, full, atol=2e-4 * img.max())
+    as_samples = convolve_probe(img[::2, ::3], sigma, gamma)   # the old behaviour
+    assert np.abs(as_samples - full).max() > 1e-2 * img.max()
+    _, ds, _ = convolve_probe(img[::2, ::3], sigma, gamma, derivatives=True, spacing=(2, 3))
+    h = 1e-5
+    num = (convolve_probe(img[::2, ::3], sigma + h, gamma, spacing=(2, 3))
+           - convolve_probe(img[::2, ::3], sigma - h, gamma, spacing=(2, 3))) / (2 * h)
+    np.testing.assert_allclose(ds, num, atol=1e-7)

@@ -203,8 +203,8 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
                  holz: bool | None = None, **overrides: Any) -> SimulationRecipe:
     """Simulation arguments from a Felix input folder (``felix.inp``, ``felix.cif``, ``felix.hkl``).
 
-    The frame is z = ``incident_beam_direction`` (taken, as in Spence & Zuo's
-    formulation Felix follows, as the zone axis towards the source), x =
+    The frame is qcbed's: zone = −``incident_beam_direction`` (Felix's beam travels
+    along that vector; qcbed's zone points to the source), normal = −``normal``, x =
     ``x_direction``; outputs are 000 + ``felix.hkl``; the tilt grid is Felix's
     image grid (``TiltGrid.felix``: 2R × 2R pixels of Δ = convergence/R Å⁻¹, in
     the orientation of Felix's images, pixel for pixel). Scattering factors and
@@ -230,7 +230,7 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
     radius = fx.convergence_angle * np.sqrt(2.0)
     if gmax is None:
         gmax = fx.g_limit if fx.g_limit else 3.0
-    kw: dict[str, Any] = dict(normal=fx.normal, potential=potential, selection=selection,
+    kw: dict[str, Any] = dict(normal=fx.zone_normal, potential=potential, selection=selection,
                               mode=mode, gmax=gmax, smax=smax,
                               holz=True if holz is None else holz, kt_radius=radius,
                               min_pool=int(fx.min_reflection_pool or 0), outputs=fx.hkl,
@@ -252,5 +252,5 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
         grid = TiltGrid.felix(fx.convergence_angle, fx.image_radius)
     defaults = SetupDefaults(grid=grid, thickness=np.asarray(fx.thicknesses, float),
                              kind="lacbed", source=Path(folder))
-    return SimulationRecipe((fx.crystal, fx.accelerating_voltage_kv, fx.incident_beam_direction,
+    return SimulationRecipe((fx.crystal, fx.accelerating_voltage_kv, fx.zone,
                              fx.x_direction), kw, {}, defaults, fx, location=where)

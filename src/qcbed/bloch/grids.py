@@ -116,15 +116,17 @@ class TiltGrid:
               ) -> TiltGrid:
         """The Felix D-LACBED image grid (2R × 2R pixels, Δ = convergence/R Å⁻¹ per pixel).
 
-        Pixel (row r, column c) ↔ k_x = (R − r + ½)Δ, k_y = (c − R + ½)Δ, as Felix
-        writes its simulated images (see the shared data README).
+        Pixel (row r, column c) ↔ k_x = (R − r + ½)Δ, k_y = −(c − R + ½)Δ in qcbed's
+        frame (ẑ = −``incident_beam_direction``, ŷ = ẑ × x̂): Felix writes its images
+        with columns along +y of its own frame, z = +``incident_beam_direction``, whose
+        y is qcbed's −ŷ (docs/conventions.md, "Felix inputs").
         """
         r = check_integer(image_radius, "image_radius", low=1)
         convergence = check_number(convergence, "convergence_angle", low=0.0, low_open=True,
                                    unit="Å⁻¹")
         guard_grid(2 * r, 2 * r, tag="image_radius")
         delta = convergence / r
-        return cls.regular(center, (0.0, delta), (-delta, 0.0), (2 * r, 2 * r),
+        return cls.regular(center, (0.0, -delta), (-delta, 0.0), (2 * r, 2 * r),
                            origin=(r + 0.5, r - 0.5),
                            description=f"felix convergence={convergence:g}/A radius={r}")
 

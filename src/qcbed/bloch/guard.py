@@ -8,6 +8,7 @@ numerical range of A). The checks here are cheap, per direction, and always on.
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from .xp import namespace
 
@@ -39,8 +40,12 @@ def absorption_floor(u_abs: np.ndarray, index: np.ndarray) -> float:
         return 0.0
     k = u_abs[index]
     k = 0.5 * (k + np.conj(k.T))
+    if not np.any(k.imag):  # centrosymmetric, origin at the centre: a real matrix
+        k = k.real
     if len(k) <= 2000:
-        lam = float(np.linalg.eigvalsh(k)[0])
+        # only the lowest eigenvalue (LAPACK ?syevr/?heevr with an index range)
+        lam = float(scipy.linalg.eigh(k, eigvals_only=True, subset_by_index=[0, 0],
+                                      driver="evr")[0])
     else:
         off = np.abs(k).sum(axis=1) - np.abs(np.diag(k))
         lam = float(np.min(np.diag(k).real - off))

@@ -5,7 +5,9 @@ first-order eigenvalue correction of Spence & Zuo 1992, eq. 2.32) and
 P = i Q_offdiag/2K_n, Q = B† A′_abs B. Clusters of near-degenerate Bloch waves
 coupled by P are diagonalised exactly (degenerate perturbation theory, e.g.
 Messiah 1961, ch. XVI §2); the rest of P is removed by two Jacobi-like
-perturbative similarity steps, leaving errors of fourth order in U′/ΔΛ.
+perturbative similarity steps (eigenvalue shifts to fourth order, eigenvectors to
+third). An a-posteriori bound on the terms they neglect (:func:`_neglected_bound`)
+picks the directions whose second step is redone without truncation, plus a third.
 
 The functions take numpy arrays or torch tensors (:mod:`qcbed.bloch.xp`); the
 cluster search and the small cluster eigen-problems run on the host.
@@ -51,6 +53,16 @@ CLUSTER_ROUNDS = 3
 #: Eigenvector condition estimate max|W|·max|W⁻¹|·m of a cluster above which the
 #: direction is solved exactly (near an exceptional point of the absorbing block).
 CLUSTER_CONDITION_LIMIT = 1e3
+
+#: A-posteriori bound on the terms the two cheap similarity steps neglect
+#: (:func:`_neglected_bound`: the mixing amplitude they could move) above which a
+#: direction's second step is redone without truncation, plus a third
+#: (:func:`_exact_second_step`).
+NEGLECTED_LIMIT = 3e-3
+
+#: Thickness (Å) up to which :func:`_neglected_bound` bounds the dephasing of mixed
+#: Bloch waves: the largest thickness the accuracy of ``fast`` is held for.
+ESTIMATE_THICKNESS = 3000.0
 
 def _inverse_gaps(h):
     """1/(h_k − h_j) for j ≠ k, and 0 on the diagonal (and for exactly equal h)."""
@@ -118,34 +130,117 @@ def _diagonalise_clusters(hc: np.ndarray, vo: np.ndarray, c0: np.ndarray,
     return bad
 
 
-def _jacobi_steps(h, pim, wexc, ratio=None):
-    """Two perturbative similarity steps for H = diag(h) + i·pim (pim zero on the diagonal).
+def _first_step(h, pim, ratio):
+    """The first similarity step: S₁ and H₁ = (1 + S₁)⁻¹ H (1 + S₁) for H = diag(h) + i·pim.
 
-    S₁ = P/(h_k − h_j) with P = i·pim; (1 + S₁)⁻¹ H (1 + S₁) = diag(h) + P S₁ − S₁ P S₁
-    + O(P⁴), whose diagonal holds the second- and third-order eigenvalue shifts
-    and whose off-diagonal part the second step S₂ removes. Returns the
-    eigenvalues, S₁ and S₂ (eigenvectors (1 + S₁)(1 + S₂)) and a flag for
-    directions where absorption mixes excited Bloch waves strongly
-    (:data:`FAST_MIXING_LIMIT`). A real ``pim`` (centrosymmetric crystals) keeps
-    the products real. ``ratio``, when the caller has it, is
-    (pim/(h_k − h_j), its modulus) from :func:`_gap_ratio`.
+    With S₁ = P/(h_k − h_j), P = i·pim, the transformed matrix is exactly
+    H₁ = diag(h) + (1 + S₁)⁻¹ P S₁ = diag(h) + P S₁ − S₁ P S₁ + S₁² P S₁ − …
+    (the commutator [diag(h), S₁] = −P cancels P). The off-diagonal part is kept
+    to third order; the diagonal (the eigenvalue shifts) to fourth order, whose term
+    diag(S₁ · S₁PS₁) costs no product beyond the two of the third order. ``ratio``
+    is pim/(h_k − h_j) (:func:`_gap_ratio`). Returns S₁, S₁ P S₁ and H₁.
     """
     xp = namespace(h)
     ar = xp.arange(h.shape[1])
-    r, r_abs = _gap_ratio(h, pim) if ratio is None else ratio
-    s1 = 1j * r
-    unsafe = xp.amax(r_abs * wexc, (1, 2)) > FAST_MIXING_LIMIT
+    s1 = 1j * ratio
     if xp.is_complex(pim):
         ps = 1j * (pim @ s1)
     else:
         ps = 1j * xp.real_times_complex(pim, s1)
-    h2mat = ps - s1 @ ps
-    h2 = h + h2mat[:, ar, ar]
-    h2mat[:, ar, ar] = 0.0
-    s2 = h2mat * _inverse_gaps(h2)
-    h2 = h2 + (h2mat * s2.swapaxes(1, 2)).sum(axis=2)
+    s1ps = s1 @ ps
+    h1 = ps - s1ps
+    h1[:, ar, ar] += h + (s1 * s1ps.swapaxes(1, 2)).sum(axis=2)
+    return s1, s1ps, h1
+
+
+def _remove_offdiagonal(h1):
+    """One perturbative step on H₁, in place: H₁ keeps only its off-diagonal part e.
+
+    S = e/(d_k − d_j) with d = diag(H₁); eigenvalues d + diag(e S). Returns the
+    eigenvalues, S, d and 1/(d_k − d_j) (:func:`_inverse_gaps`).
+    """
+    ar = namespace(h1).arange(h1.shape[1])
+    hd = h1[:, ar, ar]                 # advanced indexing: a copy (numpy and torch)
+    h1[:, ar, ar] = 0.0
+    inv = _inverse_gaps(hd)
+    s = h1 * inv
+    return hd + (h1 * s.swapaxes(1, 2)).sum(axis=2), s, hd, inv
+
+
+def _plus_one(s):
+    """1 + S for a batch of matrices (a new array)."""
+    ar = namespace(s).arange(s.shape[1])
+    out = s + 0.0
+    out[:, ar, ar] += 1.0
+    return out
+
+
+def _neglected_bound(s1, s1ps, e, s2, inv, wexc):
+    """A-posteriori bound (n_g,) on the amplitude error of the two cheap steps.
+
+    Off the diagonal, step 1 drops S₁²PS₁ (fourth order) and step 2 leaves
+    (1 + S₂)⁻¹ e S₂ ≈ e S₂ (a residual R). Bloch waves j and k mixed by R_jk/Δγ_jk
+    change the amplitudes at thickness t by R_jk (e^{2πiγ_k t} − e^{2πiγ_j t})/Δγ_jk,
+    at most |R_jk| min(2/|Δγ_jk|, 2πt) — near-degenerate pairs dephase slowly. Without
+    forming the products, |(A B)_jk| ≤ ‖A_j,:‖ ‖B_:,k‖ (Cauchy–Schwarz). The bound is
+    max_jk (‖S₁_j,:‖ ‖(S₁PS₁)_:,k‖ + ‖e_j,:‖ ‖S₂_:,k‖) min(2/|Δγ_jk|, 2πT)
+    weighted by the larger excitation, T = :data:`ESTIMATE_THICKNESS`: O(n²) per
+    direction, against the O(n³) products of the steps. ``inv`` is 1/Δγ
+    (:func:`_inverse_gaps` of the diagonal of H₁).
+    """
+    xp = namespace(inv)
+
+    def norms(x, axis):
+        return ((x.real ** 2 + x.imag ** 2).sum(axis=axis)) ** 0.5
+
+    num = (norms(s1, 2)[:, :, None] * norms(s1ps, 1)[:, None, :]
+           + norms(e, 2)[:, :, None] * norms(s2, 1)[:, None, :])
+    dephase = (2.0 * abs(inv)).clip(max=2.0 * np.pi * ESTIMATE_THICKNESS)
+    return xp.amax(num * dephase * wexc, (1, 2))
+
+
+def _exact_second_step(e, hd, s2):
+    """The second similarity step without truncation, for directions the bound flags.
+
+    H₂ = (1 + S₂)⁻¹ H₁ (1 + S₂) in full (one product, one LU solve) for
+    H₁ = diag(hd) + e, then a third step S₃ from the off-diagonal part of H₂.
+    Returns the eigenvalues and S₂ + S₃ (1 + S₂ + S₃ = (1 + S₂)(1 + S₃) up to S₂S₃,
+    of sixth order).
+    """
+    xp = namespace(e)
+    ar = xp.arange(e.shape[1])
+    h1 = e + 0.0
+    h1[:, ar, ar] = hd
+    one_s2 = _plus_one(s2)
+    gam, s3, _, _ = _remove_offdiagonal(xp.solve(one_s2, h1 @ one_s2))
+    return gam, s2 + s3
+
+
+def _jacobi_steps(h, pim, wexc, ratio=None):
+    """Perturbative similarity steps for H = diag(h) + i·pim (pim zero on the diagonal).
+
+    :func:`_first_step` (S₁; off-diagonal to third order, eigenvalue shifts to
+    fourth), then a second step S₂ on its off-diagonal part e (eigenvalues
+    + diag(e S₂)). Directions where the a-posteriori bound on the neglected terms
+    (:func:`_neglected_bound`) exceeds :data:`NEGLECTED_LIMIT` get the second step
+    without truncation and a third (:func:`_exact_second_step`). Returns the eigenvalues, S₁ and S₂
+    (eigenvectors (1 + S₁)(1 + S₂)), a flag for directions where absorption mixes
+    excited Bloch waves strongly (:data:`FAST_MIXING_LIMIT`) and a flag for the
+    directions that were redone. A real ``pim`` (centrosymmetric crystals) keeps the
+    first product real. ``ratio``, when the caller has it, is (pim/(h_k − h_j), its
+    modulus) from :func:`_gap_ratio`.
+    """
+    xp = namespace(h)
+    r, r_abs = _gap_ratio(h, pim) if ratio is None else ratio
+    unsafe = xp.amax(r_abs * wexc, (1, 2)) > FAST_MIXING_LIMIT
+    s1, s1ps, e = _first_step(h, pim, r)
+    gam, s2, hd, inv = _remove_offdiagonal(e)
+    redo = _neglected_bound(s1, s1ps, e, s2, inv, wexc) > NEGLECTED_LIMIT
+    k = xp.nonzero(redo)
+    if len(k):
+        gam[k], s2[k] = _exact_second_step(e[k], hd[k], s2[k])
     unsafe |= xp.amax(abs(s2) * wexc, (1, 2)) > FAST_MIXING_LIMIT
-    return h2, s1, s2, unsafe
+    return gam, s1, s2, unsafe, redo
 
 
 def _excitation_weight(c0):
@@ -195,7 +290,7 @@ def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
         else:
             rk = (ratio[k], ratio_abs[k])
             bad = xp.zeros(len(k), bool)
-        h2, s1, s2, uns = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
+        h2, s1, s2, uns, _ = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
         # eigenvectors V = (1 + S₁)(1 + S₂), applied factor by factor: the output
         # rows are few, and two LU solves cost less than the product S₁S₂
         if xp.is_complex(vo):
@@ -237,28 +332,15 @@ def _quasi_degenerate(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.nda
     Returns γ (n_g, n), the output rows (n_g, n_out, n), the excitations c (n_g, n)
     and a flag (n_g,) for directions still strongly mixed (solved exactly).
     """
-    n = h.shape[1]
-    ar = np.arange(n)
-    s1 = 1j * ratio
-    ps = 1j * (pim @ s1)
-    h1 = ps - s1 @ ps
-    h1[:, ar, ar] += h
+    s1, _, h1 = _first_step(h, pim, ratio)
     bo = vo + vo @ s1
-    s1[:, ar, ar] += 1.0
-    c = np.linalg.solve(s1, c0[..., None])[..., 0]
-    hd = h1[:, ar, ar].copy()
-    off = h1.copy()
-    off[:, ar, ar] = 0.0
-    big = np.abs(off * _inverse_gaps(hd)) > CLUSTER_LIMIT
-    bad = _diagonalise_clusters(h1, bo, c, _clusters(big))
-    hd = h1[:, ar, ar].copy()
-    h1[:, ar, ar] = 0.0
-    s2 = h1 * _inverse_gaps(hd)
-    gam = hd + np.sum(h1 * np.swapaxes(s2, 1, 2), axis=2)
+    c = np.linalg.solve(_plus_one(s1), c0[..., None])[..., 0]
+    _, s, _, _ = _remove_offdiagonal(h1 + 0.0)
+    bad = _diagonalise_clusters(h1, bo, c, _clusters(np.abs(s) > CLUSTER_LIMIT))
+    gam, s2, _, _ = _remove_offdiagonal(h1)
     bad |= (np.abs(s2) * _excitation_weight(c)).max(axis=(1, 2)) > FAST_MIXING_LIMIT
     bo = bo + bo @ s2
-    s2[:, ar, ar] += 1.0
-    c = np.linalg.solve(s2, c[..., None])[..., 0]
+    c = np.linalg.solve(_plus_one(s2), c[..., None])[..., 0]
     return gam, bo, c, bad
 
 

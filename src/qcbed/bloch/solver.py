@@ -29,10 +29,13 @@ Two solvers:
   Q = B† A′_abs B — and P = i Q_offdiag/2K_n. Two steps of a perturbative
   similarity transformation, V = (1 + S₁)(1 + S₂) with (S)_jk = P_jk/(h_k − h_j)
   (Jacobi-like quasi-diagonalisation: the first step leaves
-  diag(h) + P S₁ − S₁ P S₁ + O(P⁴), whose diagonal holds the second- and
-  third-order eigenvalue shifts and whose off-diagonal part the second step
-  removes), give eigenvectors and eigenvalues of the absorbing problem with
-  errors of fourth order in U′/ΔΛ. The classic eigenvalue-only method has a first-order error in
+  diag(h) + (1 + S₁)⁻¹ P S₁ = diag(h) + P S₁ − S₁ P S₁ + S₁² P S₁ − …, whose
+  diagonal, kept to fourth order, holds the eigenvalue shifts and whose
+  off-diagonal part, kept to third, the second step removes), give eigenvectors
+  and eigenvalues of the absorbing problem; an a-posteriori bound on the neglected
+  terms redoes the second step without truncation where it could move the
+  amplitudes by more than ``NEGLECTED_LIMIT`` (:mod:`qcbed.bloch.perturbation`).
+  The classic eigenvalue-only method has a first-order error in
   the intensities (about 1 % of the maximum for Si at 1500 Å with Bird–King
   absorption); this one agrees with ``exact`` to a few 10⁻⁴ of the maximum
   intensity even there (see the tests). It costs about two elastic

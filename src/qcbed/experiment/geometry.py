@@ -185,9 +185,10 @@ class ExperimentGeometry:
               ) -> ExperimentGeometry:
         """The Felix D-LACBED image geometry (2R × 2R, Δ = convergence/R Å⁻¹ per pixel).
 
-        Pixel (row r, column c) ↔ k_x = (R − r + ½)Δ, k_y = (c − R + ½)Δ, exactly
-        :meth:`qcbed.bloch.grids.TiltGrid.felix`: rows run along −x̂, columns along +ŷ,
-        which is the mirror image of the display convention, rotated by −90°.
+        Pixel (row r, column c) ↔ k_x = (R − r + ½)Δ, k_y = −(c − R + ½)Δ, exactly
+        :meth:`qcbed.bloch.grids.TiltGrid.felix` (``frame`` must be qcbed's: zone =
+        −``incident_beam_direction``, :attr:`qcbed.io.FelixInput.zone`): rows run
+        along −x̂, columns along −ŷ, the display convention rotated by −90°.
         """
         r = int(image_radius)
         if r < 1 or not convergence > 0:
@@ -195,7 +196,7 @@ class ExperimentGeometry:
                              source="ExperimentGeometry.felix",
                              found=(image_radius, convergence))
         delta = float(convergence) / r
-        g = cls(frame, (2 * r, 2 * r), rotation=-90.0, mirror=True, mode="lacbed")
+        g = cls(frame, (2 * r, 2 * r), rotation=-90.0, mirror=False, mode="lacbed")
         return replace(g, gl=g.g_x_length / delta, tilt0=(delta, 0.0))
 
     def replace(self, **changes) -> ExperimentGeometry:

@@ -28,6 +28,9 @@ class RegionGrid:
     start: int
     shape: tuple[int, int]
     pad: int = 0
+    #: Detector pixels between neighbouring samples along (rows, columns): the probe
+    #: widths are in pixels whatever the sampling of the region.
+    spacing: tuple[float, float] = (1.0, 1.0)
 
     @property
     def size(self) -> int:

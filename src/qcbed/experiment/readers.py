@@ -374,8 +374,8 @@ def read_felix_images(folder: PathType, *, clip_negative: bool = False,
         images.append(check_pixels(img, files[h], clip_negative=clip_negative,
                                    allow_negative=allow_negative))
     radius = _felix_image_radius(images[0].shape, inp.image_radius, d / "felix.inp")
-    frame = ZoneFrame(inp.crystal.lattice, tuple(inp.incident_beam_direction),
-                      tuple(inp.x_direction), tuple(inp.normal))
+    frame = ZoneFrame(inp.crystal.lattice, tuple(inp.zone), tuple(inp.x_direction),
+                      tuple(inp.zone_normal))
     geom = ExperimentGeometry.felix(frame, inp.convergence_angle, radius)
     return LACBEDStack(np.stack(images), np.array(order, dtype=int),
                        variance_floor=variance_floor, geometry=geom,

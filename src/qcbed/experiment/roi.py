@@ -313,7 +313,9 @@ class ROI:
         self.masks = m
         grids, kts, start = [], [], 0
         for r in regs:
-            grids.append(RegionGrid(start, r.shape, r.pad))
+            s12, s13 = r.steps       # image rows run along 1→3, columns along 1→2
+            grids.append(RegionGrid(start, r.shape, r.pad,
+                                    (float(np.hypot(*s13)), float(np.hypot(*s12)))))
             kts.append(geom.display_to_kt(r.points()).reshape(-1, 2))
             start += r.size
         self.regions: list[RegionGrid] = grids

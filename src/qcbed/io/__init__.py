@@ -89,9 +89,9 @@ def read_input(path: str | PathLike[str]) -> tuple[Crystal, dict[str, Any]]:
     f = read_felix(p if kind == "felix" else p.parent)
     settings: dict[str, Any] = {
         "voltage_kv": f.accelerating_voltage_kv,
-        "zone": f.incident_beam_direction,
+        "zone": f.zone,                 # qcbed's: −incident_beam_direction
         "x_axis": f.x_direction,
-        "normal": f.normal,
+        "normal": f.zone_normal,        # qcbed's: −normal
         "thickness": f.initial_thickness,
         "convergence_angle": f.convergence_angle,
         "image_radius": f.image_radius,

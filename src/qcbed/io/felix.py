@@ -85,11 +85,15 @@ class FelixInput:
     hkl: np.ndarray
     """Output reflections of ``felix.hkl``, (n, 3) int (000 is not listed; Felix adds it)."""
     incident_beam_direction: np.ndarray
-    """Zone axis [uvw], direct-lattice components (pointing to the source, as qcbed's ``zone``)."""
+    """Direction in which the beam travels, [uvw] direct-lattice components, as written.
+
+    Felix places the incident wave vector along +z of its microscope frame, z =
+    unit(``incident_beam_direction``), so the beam travels *along* this vector;
+    qcbed's zone axis points to the source: use :attr:`zone`."""
     x_direction: np.ndarray
     """Reciprocal vector (hkl components) defining the image x axis."""
     normal: np.ndarray
-    """Surface normal, direct-lattice components."""
+    """Surface normal as written (Felix: along the beam, K·n > 0); qcbed's: :attr:`zone_normal`."""
     accelerating_voltage_kv: float
     """Accelerating voltage, kV."""
     convergence_angle: float
@@ -132,6 +136,22 @@ class FelixInput:
     """Every ``key = value`` of ``felix.inp`` (keys as written; values parsed)."""
     lines: dict[str, int] = field(default_factory=dict)
     """1-based line number of each key in ``felix.inp``."""
+
+    @property
+    def zone(self) -> np.ndarray:
+        """qcbed's zone axis: −``incident_beam_direction`` (pointing to the source).
+
+        Felix-python (``pylix.reference_frames``, ``simulate.simulate``) puts the
+        incident wave vector at [0, 0, +K] in a frame whose z is
+        unit(``incident_beam_direction``): the electrons travel along it. qcbed's
+        zone points from the specimen to the source (docs/conventions.md).
+        """
+        return 0.0 - np.asarray(self.incident_beam_direction, float)   # no −0.0
+
+    @property
+    def zone_normal(self) -> np.ndarray:
+        """qcbed's surface normal: −``normal`` (Felix's normal has K·n > 0, into the specimen)."""
+        return 0.0 - np.asarray(self.normal, float)
 
     @property
     def thicknesses(self) -> np.ndarray:

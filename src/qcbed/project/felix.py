@@ -48,8 +48,8 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
     counts = looks_like_counts(stack.images)
     clip = (n_neg > 0) if clip_negative is None else bool(clip_negative)
     crystal = fx.crystal
-    frame = ZoneFrame(crystal.lattice, tuple(fx.incident_beam_direction),
-                      tuple(fx.x_direction), tuple(fx.normal))
+    frame = ZoneFrame(crystal.lattice, tuple(fx.zone), tuple(fx.x_direction),
+                      tuple(fx.zone_normal))
     geom = ExperimentGeometry.felix(frame, fx.convergence_angle, fx.image_radius)
     r = fx.image_radius
     n = 2 * r
@@ -75,6 +75,20 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         families.append(h)
         if len(families) == n_ug:
             break
+    # reflections with an image that the IAM makes zero only through the special
+    # positions of spherical atoms (Si 222): bonding and anharmonic motion make them
+    # non-zero (Si U(222): PyExtal's example refines it; on the shared Si D-LACBED it
+    # refines to -1.25e-3 Å⁻², 15 esd from 0, docs/si-u111-bias.md). Centrosymmetric
+    # crystals only: there the centre of symmetry fixes the phase of the zero IAM value.
+    glim = max([float(crystal.lattice.g_length(h)) for h in families] + [0.0]) * 1.1
+    if crystal.is_centrosymmetric:
+        for h, u in zip(cand, sf.u):
+            if (h in seen or abs(u) >= 1e-3 * umax or crystal.is_systematically_absent(h)
+                    or float(crystal.lattice.g_length(h)) > glim):
+                continue
+            eq = crystal.equivalent_reflections(h, friedel=True).hkl
+            seen.update(tuple(int(v) for v in e) for e in eq)
+            families.append(h)
     # ROI: a central square of the display, one sample every roi_step pixels
     half = int(roi_fraction * r / roi_step) * roi_step
     c = (n - 1) / 2.0
@@ -91,9 +105,9 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                  "variance": "poisson" if counts else "estimated", "clip_negative": clip,
                  "require_hkl": True},
         "geometry": {"voltage_kv": float(fx.accelerating_voltage_kv),
-                     "zone": [float(v) for v in fx.incident_beam_direction],
+                     "zone": [float(v) for v in fx.zone],
                      "x_axis": [float(v) for v in fx.x_direction],
-                     "normal": [float(v) for v in fx.normal], "mode": "lacbed",
+                     "normal": [float(v) for v in fx.zone_normal], "mode": "lacbed",
                      "rotation": float(geom.rotation), "mirror": bool(geom.mirror),
                      "gl": float(geom.gl), "tilt0": [float(v) for v in geom.tilt0],
                      "shift": [0.0, 0.0]},
@@ -128,8 +142,10 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                           "variances sigma^2 = g I + s0^2 estimated from the images' local "
                           "scatter (docs/refinement.md)"),
         "geometry": "the Felix image grid: pixel (r, c) <-> k_x = (R - r + 1/2) D, "
-                    "k_y = (c - R + 1/2) D,\nD = convergence_angle / image_radius "
-                    f"= {fx.convergence_angle:g}/{r} 1/A (mirrored display, rotation -90 deg)",
+                    "k_y = -(c - R + 1/2) D,\nD = convergence_angle / image_radius "
+                    f"= {fx.convergence_angle:g}/{r} 1/A (rotation -90 deg); zone = "
+                    "-incident_beam_direction,\nnormal = -normal: Felix's beam travels along "
+                    "incident_beam_direction, qcbed's zone points to the source",
         "roi": f"a central square of {2 * half + 1} x {2 * half + 1} display pixels, one "
                f"sample every {roi_step} px",
         "engine": f"Felix: scatter_factor_method = {fx.scatter_factor_method}, "

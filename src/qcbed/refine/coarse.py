@@ -269,6 +269,7 @@ class CoarseRefinement:
         self.templates = t
         self._solution = None
         self._grid: TiltGrid | None = None
+        self._reduction = None
         self.history: list[dict] = []
 
     # ------------------------------------------------------------ simulation
@@ -281,16 +282,30 @@ class CoarseRefinement:
         return TiltGrid.regular(self.tilt0, (step, 0.0), (0.0, -step), (ny, nx))
 
     def _solve_field(self, oversample: int = 1):
+        """Eigen-solutions of the field: only its symmetry-irreducible directions
+        (exact, :mod:`qcbed.bloch.symmetry`; e.g. a quarter for 2mm about the zone
+        axis), expanded by :meth:`_field_intensities`."""
         grid = self._field_grid(self.pixel_size, oversample)
-        sol = self.sim.solve(grid.points)
-        return grid, sol
+        red = self.sim.symmetry_reduction(grid)
+        if red.n_ops > 1 and len(red.representatives) < len(grid.points):
+            self._reduction = red
+            return grid, self.sim.solve(grid.points[red.representatives])
+        self._reduction = None
+        return grid, self.sim.solve(grid.points)
+
+    def _field_intensities(self, thickness: np.ndarray) -> np.ndarray:
+        """(n_t, n_points, n_disc) intensities of the field at thicknesses (Å)."""
+        if self._solution is None or self._grid is None:
+            self._grid, self._solution = self._solve_field()
+        inten = self._solution.intensities(thickness)
+        if getattr(self, "_reduction", None) is not None:
+            inten = self._reduction.expand(inten)
+        return inten[..., self.out_idx]
 
     def simulated_field(self, thickness: float | None = None) -> np.ndarray:
         """Simulated wide field (n_disc, h + 2m, w + 2m) at a thickness (Å)."""
-        if self._solution is None or self._grid is None:
-            self._grid, self._solution = self._solve_field()
         t = self.thickness if thickness is None else float(thickness)
-        inten = self._solution.intensities([t])[0][:, self.out_idx]
+        inten = self._field_intensities(np.array([t]))[0]
         return self._grid.to_image(inten.T)
 
     def _prep(self, imgs: np.ndarray, is_sim: bool) -> np.ndarray:
@@ -384,12 +399,10 @@ class CoarseRefinement:
 
     def _corr_scan(self, ts: np.ndarray, batch: int = 16) -> np.ndarray:
         """Peak joint NCC at every thickness of ``ts`` (intensities in batches)."""
-        if self._solution is None or self._grid is None:
-            self._grid, self._solution = self._solve_field()
         out = []
         for i in range(0, len(ts), batch):
             chunk = np.asarray(ts[i:i + batch], float)
-            inten = self._solution.intensities(chunk)[..., self.out_idx]
+            inten = self._field_intensities(chunk)
             for t, it in zip(chunk, inten):
                 _, best, _ = self.match(self._grid.to_image(it.T))
                 self.history.append({"thickness": float(t), "correlation": best})

@@ -90,12 +90,22 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
         File updated after every iteration (state + history); see :meth:`fit`.
     progress : bool
         Show a progress bar.
+    model_step : int or 'auto'
+        Solve the engine at every ``model_step``-th sample along each axis of the
+        data's region grids and interpolate the model to every sample
+        (:mod:`qcbed.refine.fine_sampling`). ``'auto'`` (default) takes the largest
+        step whose interpolation error shifts no refined parameter by more than
+        :data:`~qcbed.refine.fine_sampling.MODEL_STEP_TOL` esd, measured on the
+        full grid at the start; the shift is measured again at the optimum, where
+        the fit continues on the full grid if it is larger. 1: every sample.
+        Data without region grids are always solved at every sample.
     """
 
     def __init__(self, simulation: Simulation, data, parameters: ParameterSet | None = None, *,
                  gof: str | GOF = "chi2", background: str = "per_disc",
                  probe: tuple[float, float] | None = None, jacobian: str = "analytic",
-                 checkpoint: str | os.PathLike | None = None, progress: bool = False) -> None:
+                 checkpoint: str | os.PathLike | None = None, progress: bool = False,
+                 model_step: int | str = "auto") -> None:
         self.sim0 = simulation
         self.sim = simulation
         self.data = data
@@ -105,6 +115,17 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
         if jacobian not in ("analytic", "numeric"):
             raise InputError("jacobian must be 'analytic' or 'numeric'", found=jacobian)
         self.jacobian = jacobian
+        if not (model_step == "auto" or (isinstance(model_step, (int, np.integer))
+                                         and not isinstance(model_step, bool)
+                                         and model_step >= 1)):
+            raise InputError("model_step must be 'auto' or an integer ≥ 1", tag="model_step",
+                             found=model_step)
+        self.model_step = model_step
+        #: step of the model grid in use (1: every sample) and what the last fit measured
+        self._model_step = 1
+        self.model_step_info: dict = {}
+        self._grids: dict = {}
+        self._prefetch = False
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.progress = progress
         self.out_idx = outputs_index(simulation, data.hkl)

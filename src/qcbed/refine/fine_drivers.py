@@ -3,6 +3,7 @@ nested scheme (outer optimiser over structure, inner LM over thickness/sampling/
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -11,9 +12,12 @@ from tqdm.auto import tqdm
 
 from ..errors import InputError
 from .fine_result import RefinementResult
+from .fine_sampling import AUTO_STEPS, MODEL_STEP_TOL, ModelGrid, interpolation_shift
 from .lm import LMState, levenberg_marquardt
 
 CHEAP_KINDS = ("thickness", "sampling", "probe")
+
+logger = logging.getLogger(__name__)
 
 
 class _DriversMixin:
@@ -71,9 +75,15 @@ class _DriversMixin:
                                  "'nested' with outer='nelder-mead' or 'powell'",
                                  found=self.gof.name)
             names = [p.name for p in self.params.free]
+            # chosen at the start values (before a checkpoint is read), so that a
+            # resumed refinement uses the same model grid
+            self._choose_model_step(names)
             state = self._load_checkpoint(names) if resume else None
             st = self._run_lm(names, max_iter, ftol, xtol, state, callback, stage="lm",
                               esd_tol=esd_tol)
+            if self._model_step > 1:
+                st = self._check_full_grid(names, st, max_iter, ftol, xtol, callback,
+                                           esd_tol)
             message, n_iter = st.message, st.iteration
             self._lm_final = (names, self._lm_x0, st)
         elif method == "nested":
@@ -81,7 +91,66 @@ class _DriversMixin:
         else:
             raise InputError("unknown refinement method", expected=["lm", "nested"],
                              found=method)
-        return self._finish(message, n_iter)
+        step = self._model_step
+        if step > 1:
+            message += f"; model solved every {step} samples (full-grid check: shift " \
+                       f"{self.model_step_info.get('shift_end', 0.0):.3f} esd)"
+            self._model_step = 1  # covariance and result on the full grid
+        try:
+            return self._finish(message, n_iter)
+        finally:
+            # later evaluations (error budget, region tiles) use the chosen grid again
+            self._model_step = step
+
+    # ------------------------------------------------------------ model grid
+    def _choose_model_step(self, names: list[str]) -> None:
+        """Pick the model step (see :mod:`.fine_sampling`) at the current values."""
+        self._model_step = 1
+        self.model_step_info = {"step": 1}
+        if self.model_step == 1 or not getattr(self.data, "regions", None):
+            return
+        steps = AUTO_STEPS if self.model_step == "auto" else (int(self.model_step),)
+        steps = tuple(k for k in steps if not ModelGrid.build(
+            len(self.data.kt), self.data.regions, k).trivial)
+        if not steps:
+            return
+        _exp, _var, valid = self.data.sample(self._sampling_values())
+        mask_fixed = self._compare_mask(valid)
+        r1, j1, _, _ = self._residuals(names, mask_fixed, True)
+        for k in steps:
+            self._model_step = k
+            rk, _, _, _ = self._residuals(names, mask_fixed, False)
+            shift = interpolation_shift(j1, r1, rk)
+            worst = float(shift.max()) if shift.size else 0.0
+            if worst <= MODEL_STEP_TOL or self.model_step != "auto":
+                n_sol = len(self._model_grid().solve)
+                self.model_step_info = {"step": k, "shift_start": worst,
+                                        "solved": n_sol, "samples": len(self.data.kt)}
+                logger.info("model solved at %d of %d samples (every %d; interpolation "
+                            "shift %.3f esd)", n_sol, len(self.data.kt), k, worst)
+                return
+        self._model_step = 1
+
+    def _check_full_grid(self, names: list[str], st: LMState, max_iter: int, ftol: float,
+                         xtol: float, callback, esd_tol: float | None) -> LMState:
+        """Measure the full-grid Gauss–Newton shift at the optimum; refit if too large."""
+        _exp, _var, valid = self.data.sample(self._sampling_values())
+        mask_fixed = self._compare_mask(valid)
+        self._model_step = 1
+        r1, j1, _, _ = self._residuals(names, mask_fixed, True)
+        shift = interpolation_shift(j1, r1, np.zeros_like(r1))
+        worst = float(shift.max()) if shift.size else 0.0
+        self.model_step_info["shift_end"] = worst
+        if worst <= MODEL_STEP_TOL:
+            self._model_step = self.model_step_info["step"]
+            return st
+        logger.info("full-grid shift %.3f esd at the optimum: continuing on every sample",
+                    worst)
+        self.model_step_info["refit_full"] = True
+        st2 = self._run_lm(names, max(2, max_iter - st.iteration), ftol, xtol, None,
+                           callback, stage="lm", esd_tol=esd_tol)
+        st2.iteration += st.iteration
+        return st2
 
     def _run_lm(self, names: list[str], max_iter: int, ftol: float, xtol: float,
                 state: LMState | None, callback, stage: str, save: bool = True,
@@ -103,7 +172,11 @@ class _DriversMixin:
 
         def fun(x):
             self._set_x(names, x, x0, scales)
-            r, _, _, _ = self._residuals(names, mask_fixed, False)
+            self._prefetch = True  # an accepted step needs the derivatives here
+            try:
+                r, _, _, _ = self._residuals(names, mask_fixed, False)
+            finally:
+                self._prefetch = False
             return r
 
         bar = tqdm(total=max_iter, desc=f"refine ({stage})", disable=not self.progress,

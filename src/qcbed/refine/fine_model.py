@@ -8,6 +8,7 @@ import numpy as np
 
 from .._core.hkl import hkl_name
 from ..errors import InputError, QcbedError
+from .fine_sampling import ModelGrid
 from .gof import GOFValue, linear_fit
 from .parameters import (
     Parameter,
@@ -103,6 +104,13 @@ class _ModelMixin:
         if values:
             self.sim.set_structure_factors(values)
 
+    def _u_derivative_names(self) -> list[str]:
+        """Free structure factors whose derivatives the engine stores (analytic, exact)."""
+        if self.jacobian != "analytic" or self.sim0.mode != "exact":
+            return []
+        return [p.name for p in self.params.free
+                if p.kind == "structure" and p.target[0] in ("U", "Uabs")]
+
     def _phase_of(self, p: Parameter) -> float:
         """Current phase (radians) of a ``U``/``Uabs`` parameter's reflection.
 
@@ -130,19 +138,38 @@ class _ModelMixin:
             (du if p.target[0] == "U" else dua)[k] = coef
         return [p.name for p in ps], du, dua
 
+    def _model_grid(self) -> ModelGrid:
+        """The samples the engine solves at the current model step (cached per step)."""
+        step = self._model_step
+        grid = self._grids.get(step)
+        if grid is None:
+            grid = ModelGrid.build(len(self.data.kt), getattr(self.data, "regions", None),
+                                   step)
+            self._grids[step] = grid
+        return grid
+
     def _eigen(self, with_derivatives: bool):
-        key = (self._struct_key(), with_derivatives)
-        if self._cache_key is not None and (self._cache_key == key or (
-                not with_derivatives and self._cache_key[0] == key[0])):
-            return self._cache_eig
+        # derivatives are stored only when a structure factor is free: without one the
+        # solution without derivatives serves a Jacobian too (no re-diagonalisation);
+        # during LM trial steps they are computed ahead (an accepted step needs them)
+        with_derivatives = (with_derivatives or self._prefetch) and \
+            self._u_derivative_names() != []
+        key = (self._struct_key(), with_derivatives, self._model_step)
+        ck = self._cache_key
+        if ck is not None and ck[0] == key[0] and (ck[1] or not with_derivatives):
+            if ck[2] == key[2]:
+                return self._cache_eig
+            if ck[2] == 1:  # a coarser model grid: a subset of the full solution
+                eig, names = self._cache_eig
+                return eig.take(self._model_grid().solve), names
         self._apply_structure()
         deriv = self._u_derivative_tables() if with_derivatives else None
-        eig = self.sim.solve_eigen(self.data.kt + self._tilt(),
+        eig = self.sim.solve_eigen(self.data.kt[self._model_grid().solve] + self._tilt(),
                                    None if deriv is None else deriv[1:])
         self.n_solves += 1
         self.solver_counts = {"directions": eig.n_dir, "exact_fallback": eig.n_fallback,
                               "rejected": eig.n_rejected, "clustered": eig.n_clustered}
-        self._cache_key = (self._struct_key(), deriv is not None)
+        self._cache_key = (self._struct_key(), deriv is not None, self._model_step)
         self._cache_eig = (eig, None if deriv is None else deriv[0])
         return self._cache_eig
 
@@ -173,6 +200,10 @@ class _ModelMixin:
                     grads[name] = d_p[:, k, self.out_idx].T
         else:
             inten = eig.intensities([t])[0][:, self.out_idx].T
+        grid = self._model_grid()
+        if not grid.trivial:  # interpolate to every sample (linear: the Jacobian too)
+            inten = grid.expand(inten)
+            grads = {k: grid.expand(v) for k, v in grads.items()}
         probe = self._probe_values()
         if probe is not None:
             inten = self._convolve(inten, probe, grads if gradients else None)
@@ -191,14 +222,16 @@ class _ModelMixin:
             img = inten[:, sl].reshape(-1, *reg.shape)
             n = len(img)
             if grads is not None:
-                conv, ds, dg = convolve_probe(img, probe[0], probe[1], derivatives=True)
+                conv, ds, dg = convolve_probe(img, probe[0], probe[1], derivatives=True,
+                                              spacing=reg.spacing)
                 conv_grads["probe.sigma"][:, sl] = ds.reshape(n, -1)
                 conv_grads["probe.gamma"][:, sl] = dg.reshape(n, -1)
                 for k, g in grads.items():
                     gi = g[:, sl].reshape(-1, *reg.shape)
-                    conv_grads[k][:, sl] = convolve_probe(gi, *probe).reshape(n, -1)
+                    conv_grads[k][:, sl] = convolve_probe(
+                        gi, *probe, spacing=reg.spacing).reshape(n, -1)
             else:
-                conv = convolve_probe(img, *probe)
+                conv = convolve_probe(img, *probe, spacing=reg.spacing)
             out[:, sl] = conv.reshape(n, -1)
         if grads is not None:
             grads.clear()

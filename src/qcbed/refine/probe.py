@@ -15,6 +15,11 @@ exactly
 a proper 2-D Voigt (unlike a 1-D Voigt of the radius) with analytic derivatives
 ∂Ĥ/∂σ = −4π²σq²Ĥ, ∂Ĥ/∂γ = −2πqĤ. Convolution is periodic over the
 (padded) grid; pad by at least ~3σ + 10γ pixels.
+
+σ and γ are always in detector pixels. An image sampled every ``spacing``
+pixels (a region of interest read every k-th pixel) has frequencies
+q = fftfreq(n, d=spacing) cycles per pixel, so a width does not change with the
+sampling of the region.
 """
 
 from __future__ import annotations
@@ -24,13 +29,31 @@ import numpy as np
 from ..errors import InputError
 
 
-def voigt_transfer(shape: tuple[int, int], sigma: float, gamma: float) -> np.ndarray:
-    """Ĥ(q) on the FFT grid of an image of ``shape`` (σ, γ in pixels, ≥ 0)."""
+def _frequencies_squared(shape: tuple[int, int], spacing: tuple[float, float]) -> np.ndarray:
+    """q² (cycles per pixel)² on the rfft grid of ``shape`` sampled every ``spacing`` px."""
+    qy = np.fft.fftfreq(shape[0], d=float(spacing[0]))[:, None]
+    qx = np.fft.rfftfreq(shape[1], d=float(spacing[1]))[None, :]
+    return qx**2 + qy**2
+
+
+def voigt_transfer(shape: tuple[int, int], sigma: float, gamma: float,
+                   spacing: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Ĥ(q) on the FFT grid of an image of ``shape``.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (rows, columns).
+    sigma, gamma : float
+        Gaussian standard deviation and Cauchy half width, detector pixels (≥ 0).
+    spacing : (float, float)
+        Detector pixels between neighbouring samples along (rows, columns).
+    """
     if sigma < 0 or gamma < 0 or not np.isfinite(sigma + gamma):
         raise InputError("probe widths must be ≥ 0", found=(sigma, gamma))
-    qy = np.fft.fftfreq(shape[0])[:, None]
-    qx = np.fft.rfftfreq(shape[1])[None, :]
-    q = np.sqrt(qx**2 + qy**2)
+    if min(spacing) <= 0 or not np.all(np.isfinite(spacing)):
+        raise InputError("sample spacing must be > 0 pixels", found=tuple(spacing))
+    q = np.sqrt(_frequencies_squared(shape, spacing))
     return np.exp(-2 * np.pi**2 * sigma**2 * q**2 - 2 * np.pi * gamma * q)
 
 
@@ -42,22 +65,22 @@ def voigt_kernel(sigma: float, gamma: float, size: int = 41) -> np.ndarray:
 
 
 def convolve_probe(images: np.ndarray, sigma: float, gamma: float,
-                   derivatives: bool = False):
+                   derivatives: bool = False, spacing: tuple[float, float] = (1.0, 1.0)):
     """Convolve images (..., ny, nx) with the 2-D Voigt probe (periodic boundaries).
 
+    ``sigma`` and ``gamma`` are in detector pixels; ``spacing`` is the number of
+    pixels between neighbouring samples along (rows, columns) (1 for every pixel).
     Returns the convolved images, and with ``derivatives=True`` also their
     derivatives with respect to σ and γ (per pixel).
     """
     imgs = np.asarray(images, float)
     shape = imgs.shape[-2:]
     f = np.fft.rfft2(imgs)
-    h = voigt_transfer(shape, sigma, gamma)
+    h = voigt_transfer(shape, sigma, gamma, spacing)
     out = np.fft.irfft2(f * h, s=shape)
     if not derivatives:
         return out
-    qy = np.fft.fftfreq(shape[0])[:, None]
-    qx = np.fft.rfftfreq(shape[1])[None, :]
-    q2 = qx**2 + qy**2
+    q2 = _frequencies_squared(shape, spacing)
     d_sigma = np.fft.irfft2(f * h * (-4 * np.pi**2 * sigma * q2), s=shape)
     d_gamma = np.fft.irfft2(f * h * (-2 * np.pi * np.sqrt(q2)), s=shape)
     return out, d_sigma, d_gamma
