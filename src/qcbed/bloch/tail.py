@@ -18,7 +18,7 @@ Vleck's symmetric form with λ_g ≈ 2K S_g fails here: the pool's edge beams ha
 the intensity have λ near 0; measured in docs/validation.md.) W and S vary
 slowly and smoothly over the small tilt range of a pattern (2K S_w of a far beam
 changes by 2 g_t·δk_t), so they are computed exactly at a few directions of the
-disc and fitted by a quadratic polynomial in k_t; per direction only the fitted
+disc and fitted by a cubic polynomial in k_t; per direction only the fitted
 N × N matrices are evaluated.
 """
 
@@ -144,7 +144,7 @@ def _z_block(compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
 def build_tail(pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
                compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
                k_in: float, normal: np.ndarray, center: ArrayLike, radius: float,
-               n_terms: int = 6) -> TailCorrection:
+               n_terms: int = 10) -> TailCorrection:
     """Compute and fit the tail terms of the beams ``tail_hkl`` for the pool ``pool_hkl``.
 
     Parameters
