@@ -340,7 +340,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     mm_h = m[:, :, None] * m[:, None, :]
     mm = xp.asarray(mm_h)
     fac = lmat = None
-    if len(wcols_h) and arrays.rules.lowdin:
+    if len(wcols_h) and arrays.lowdin:
         # weak-weak coupling and energy dependence of the Bethe potentials
         # (qcbed.bloch.lowdin; computed on the host)
         a, aabs, da, fac, lmat = _lowdin(tb, arrays, a, aabs, da if n_par else None, idx_h,
