@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,15 +14,11 @@ from typing import Any
 import numpy as np
 
 from .._core.guard import parse_memory
+from .._core.tomlcompat import tomllib
 from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 from ..errors import InputError
 from ..parallel import check_executor_spec
 from ..scattering.structure_factors import PotentialModel
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 from .parse_plan import array_of_tables, check_dataset_indices, parse_coarse, parse_fine
 from .reader import TableReader
 from .schema import (

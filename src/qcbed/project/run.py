@@ -20,16 +20,12 @@ from .._core.files import atomic_write_text
 from .._core.guard import limit_scope
 from .._core.hkl import hkl_key, key_hkl
 from .._core.jsonio import dumps
+from .._core.tomlcompat import tomllib
 from ..errors import InputError, QcbedError
 from ..experiment import ROI, Region
 from ..output.results import write_results
 from ..refine.coarse import CoarseRefinement
 from ..refine.parameters import apply_cell
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 from .parse import load_project, parse_project
 from .run_steps import FineStepBuilding
 from .safety import (
