@@ -114,3 +114,25 @@ def test_far_beams_against_all_strong(crystal):
     assert err[True] <= 1e-3, err
     assert err[False] > 2 * err[True]
     assert np.max(np.abs(fast - exact)) <= 1e-4 * np.max(exact)
+
+
+@pytest.mark.shared_data
+def test_unphysical_absorption_uses_classic_bethe_and_solves(pyextal_dat_dir):
+    """PyExtal's Si_systematic.dat has `abs 0.0` (U′ matrix indefinite): the Löwdin
+    absorptive terms broke the growth bound and every direction was rejected (NaN).
+    Such models use the classic Bethe potentials, decided once per engine state."""
+    import warnings
+
+    from qcbed.bloch.grids import TiltGrid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = Simulation.from_dat(pyextal_dat_dir / "Si_systematic.dat", executor="serial")
+        kt = TiltGrid.regular((0, 0), (0.004, 0), (0, 0.004), (5, 5)).points.reshape(-1, 2)
+        counts = sim.solve(kt).beam_counts()
+    assert sim.selection.lowdin and not sim.arrays.lowdin
+    assert sim.arrays.unphysical_absorption()
+    assert counts["rejected"] == 0 and counts["weak_mean"] > 0
+    forced = EngineArrays(**{**{f: getattr(sim.arrays, f) for f in (
+        "g", "index", "u", "u_abs", "n_out", "k_in", "normal", "rules")}, "lowdin": True})
+    assert solve_chunk(forced, kt).n_rejected > 0        # what happened before: can fail

@@ -19,6 +19,11 @@ from .beams import BeamSelection
 from .guard import absorption_floor, flux_guard
 from .tail import TailCorrection
 
+#: An absorption model that lets the summed intensity grow by more than this fraction
+#: per 1000 Å is unphysical: it is warned about at set-up, and the engine uses the
+#: classic Bethe potentials for it (see :attr:`EngineArrays.lowdin`).
+UNPHYSICAL_GROWTH_WARN = 0.10
+
 
 @dataclass
 class EngineArrays:
@@ -44,6 +49,13 @@ class EngineArrays:
     tail : TailCorrection or None
         Second-order terms of the beams outside the pool (:mod:`qcbed.bloch.tail`),
         added to every direction's strong-beam matrix; None: none.
+    lowdin : bool or None
+        Whether the Löwdin (weak–weak, energy-dependent) Bethe terms are used.
+        Decided when the state is made and then kept (no switching during a fit):
+        ``rules.lowdin`` unless the absorption model is unphysical
+        (:meth:`unphysical_absorption`), whose growth bound the Löwdin absorptive
+        terms do not respect (a PyExtal ``.dat`` with ``abs 0.0`` had every
+        direction rejected); such models use the classic Bethe potentials.
     """
 
     g: np.ndarray
@@ -57,6 +69,7 @@ class EngineArrays:
     mode: str = "fast"
     version: int = 0
     selection_coupling: np.ndarray | None = None
+    lowdin: bool | None = None
     tail: TailCorrection | None = None
 
     #: Fields that a structure-factor update changes: executors ship them as row
@@ -71,6 +84,8 @@ class EngineArrays:
         if self.selection_coupling is None:
             self.selection_coupling = np.abs(self.u[self.index[:, 0]])
         self.refresh()
+        if self.lowdin is None:
+            self.lowdin = bool(self.rules.lowdin and not self.unphysical_absorption())
 
     def refresh(self) -> None:
         """Recompute derived quantities after ``u``/``u_abs`` changed."""
@@ -89,6 +104,12 @@ class EngineArrays:
         −Im γ_j from the numerical range of A = H + iK (Im γ_j ≥ λ_min(K)/2K_n).
         """
         return max(0.0, -self.absorption_floor) * 1.1 / (2.0 * self.k_in)
+
+    def unphysical_absorption(self) -> bool:
+        """True when the absorptive matrix lets the summed intensity grow by more than
+        :data:`UNPHYSICAL_GROWTH_WARN` per 1000 Å."""
+        return bool(self.absorption_floor < 0 and np.expm1(
+            4 * np.pi * self.max_growth * 1000.0) > UNPHYSICAL_GROWTH_WARN)
 
     def update_values(self, rows: np.ndarray, u: np.ndarray, u_abs: np.ndarray,
                       version: int) -> None:

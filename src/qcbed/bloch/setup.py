@@ -21,10 +21,6 @@ from .beams import BeamPool
 from .geometry import ZoneFrame
 from .solver import EngineArrays
 
-#: Warn about an absorption model whose matrix is not positive semi-definite when it
-#: lets the summed intensity grow by more than this fraction per 1000 Å.
-UNPHYSICAL_GROWTH_WARN = 0.10
-
 
 # ------------------------------------------------------------------ potential
 def mean_inner_u(internal: Crystal, voltage_kv: float,
@@ -131,12 +127,13 @@ def warn_unphysical_absorption(arrays: EngineArrays) -> None:
     exceeds :data:`UNPHYSICAL_GROWTH_WARN` of the intensity per 1000 Å.
     """
     floor = arrays.absorption_floor
-    if floor < 0 and np.expm1(4 * np.pi * arrays.max_growth * 1000.0) > UNPHYSICAL_GROWTH_WARN:
+    if arrays.unphysical_absorption():
         warnings.warn(
             f"the absorptive potential is unphysical: its matrix U'(g-h) has the negative "
             f"eigenvalue {floor:.3e} A^-2 while U'0 = {arrays.u_abs0:.3e} A^-2 (U'0 is too "
             f"small for the U'_g). Bloch waves can grow with thickness (up to "
             f"exp(2*pi*{arrays.max_growth:.2e}*t), t in A) and the summed intensity can "
             "exceed 1; give a mean absorption U'0 (.dat 'abs') of at least "
-            f"{arrays.u_abs0 - floor:.3e} A^-2 for a physical model.",
+            f"{arrays.u_abs0 - floor:.3e} A^-2 for a physical model. The classic Bethe "
+            "potentials are used for it (the Loewdin terms need a physical model).",
             UserWarning, stacklevel=3)

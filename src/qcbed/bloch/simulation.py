@@ -43,6 +43,7 @@ from ..parallel import SerialExecutor, default_executor, make_executor
 from ..scattering.structure_factors import PotentialModel, TabulatedPotential
 from .beams import BeamPool, BeamSelection
 from .builders import SetupDefaults, SimulationRecipe, dat_recipe, felix_recipe
+from .chunks import UNPHYSICAL_GROWTH_WARN
 from .convergence import (
     DEFAULT_ACCURACY,
     DEFAULT_CHECK_THICKNESS,
@@ -55,7 +56,6 @@ from .frontends import PatternFrontEnds, outputs_index
 from .geometry import ZoneFrame, incident_kz
 from .potential import PotentialTable
 from .setup import (
-    UNPHYSICAL_GROWTH_WARN,
     automatic_pool,
     compute_u,
     initial_pool,

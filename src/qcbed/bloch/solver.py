@@ -347,7 +347,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     mm_h = m[:, :, None] * m[:, None, :]
     mm = xp.asarray(mm_h)
     fac = lmat = None
-    if (len(wcols_h) or tail_s) and arrays.rules.lowdin:
+    if (len(wcols_h) or tail_s) and arrays.lowdin:
         # weak-weak coupling and energy dependence of the Bethe potentials
         # (qcbed.bloch.lowdin; computed on the host)
         if not len(wcols_h):

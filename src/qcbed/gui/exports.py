@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from .._core.files import atomic_write_text
+from .._core.tomlcompat import tomllib
 from ..errors import InputError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 __all__ = ["ProjectExports", "slug", "toml_loads"]
 

@@ -7,162 +7,36 @@ from __future__ import annotations
 
 import os
 import re
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._core.checks import check_integer, check_number, check_numbers
 from .._core.guard import parse_memory
-from .._core.parameters import (
-    PER_DATASET_KINDS,
-    dataset_name,
-    parse_parameter_name,
-    split_dataset_name,
-)
+from .._core.tomlcompat import tomllib
 from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 from ..errors import InputError
 from ..parallel import check_executor_spec
 from ..scattering.structure_factors import PotentialModel
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-from .safety import MAX_N_SCAN
+from .parse_plan import array_of_tables, check_dataset_indices, parse_coarse, parse_fine
+from .reader import TableReader
 from .schema import (
     _MISSING,
     BACKGROUNDS,
-    COARSE_STEPS,
     DATA_FORMATS,
     GOF_METRICS,
-    PROJECT_SCHEMA,
     STACK_FORMATS,
-    CoarseStep,
     CrystalSection,
     DataSection,
     DatasetSpec,
     EngineSection,
-    FineStep,
     GeometrySection,
     GofSection,
     Project,
     RoiSection,
 )
 from .toml_writer import dumps_toml
-
-
-# ====================================================================== reading helpers
-class _Reader:
-    """Typed access to a TOML table with messages naming file, key, expected and found."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-
-    def err(self, msg: str, tag: str, expected: Any = None, found: Any = None) -> InputError:
-        return InputError(msg, source=self.source, tag=tag, expected=expected, found=found)
-
-    def table(self, d: Mapping, key: str, tag: str, required: bool = False) -> dict:
-        v = d.get(key, _MISSING)
-        if v is _MISSING:
-            if required:
-                raise self.err("missing section", tag, expected=f"a [{tag}] table", found=None)
-            return {}
-        if not isinstance(v, dict):
-            raise self.err("must be a table", tag, expected="a table", found=v)
-        return v
-
-    def unknown(self, d: Mapping, section: str, prefix: str | None = None,
-                extra: Sequence[str] = ()) -> None:
-        """Refuse keys not in ``PROJECT_SCHEMA[section]`` (+ ``extra``); tags start with
-        ``prefix`` (default the section, e.g. ``data[1].geometry`` for a block's table)."""
-        allowed = PROJECT_SCHEMA[section] + tuple(extra)
-        pre = prefix or section
-        for k in d:
-            if k not in allowed:
-                raise self.err("unknown key", f"{pre}.{k}" if pre else k,
-                               expected="one of " + ", ".join(allowed), found=k)
-
-    def get(self, d: Mapping, key: str, tag: str, kind: str, default: Any = _MISSING, *,
-            choices: Sequence[str] | None = None, lo: float | None = None,
-            hi: float | None = None, positive: bool = False) -> Any:
-        v = d.get(key, _MISSING)
-        if v is _MISSING:
-            if default is _MISSING:
-                raise self.err("missing key", tag, expected=f"a {kind}", found=None)
-            return default
-        if kind == "str":
-            if not isinstance(v, str):
-                raise self.err("must be a string", tag, expected="a string", found=v)
-            if choices is not None and v not in choices:
-                raise self.err("unknown value", tag, expected="one of " + ", ".join(choices),
-                               found=v)
-            return v
-        if kind == "bool":
-            if not isinstance(v, bool):
-                raise self.err("must be true or false", tag, expected="true or false", found=v)
-            return v
-        if kind == "int":
-            return check_integer(v, tag, low=1 if positive else lo, high=hi,
-                                 source=self.source)
-        if kind == "float":
-            return check_number(v, tag, low=0.0 if positive else lo, low_open=positive,
-                                high=hi, source=self.source)
-        raise AssertionError(kind)  # pragma: no cover
-
-    def vector(self, d: Mapping, key: str, tag: str, n: int, default: Any = _MISSING, *,
-               integer: bool = False, nonzero: bool = False) -> Any:
-        v = d.get(key, _MISSING)
-        if v is _MISSING:
-            if default is _MISSING:
-                raise self.err("missing key", tag, expected=f"a list of {n} numbers", found=None)
-            return default
-        what = f"a list of {n} {'integers' if integer else 'numbers'}"
-        if not isinstance(v, list) or len(v) != n or not all(
-                isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            raise self.err("wrong value", tag, expected=what, found=v)
-        if integer:
-            for x in v:
-                check_integer(x, tag, source=self.source)
-        a = check_numbers([float(min(max(x, -1e308), 1e308)) for x in v], tag,
-                          source=self.source)
-        if not np.all(np.isfinite(a)):
-            raise self.err("must be finite", tag, expected=what, found=v)
-        if integer and np.any(a != np.round(a)):
-            raise self.err("must be integers", tag, expected=what, found=v)
-        if nonzero and not np.any(a):
-            raise self.err("must not be all zero", tag, expected="a non-zero vector", found=v)
-        return tuple(int(x) for x in a) if integer else tuple(float(x) for x in a)
-
-    def vectors(self, d: Mapping, key: str, tag: str, n: int, default: Any = _MISSING, *,
-                integer: bool = False, min_len: int = 0) -> Any:
-        v = d.get(key, _MISSING)
-        if v is _MISSING:
-            if default is _MISSING:
-                raise self.err("missing key", tag, expected=f"a list of {n}-vectors", found=None)
-            return default
-        if not isinstance(v, list) or len(v) < min_len:
-            raise self.err("wrong value", tag,
-                           expected=f"a list of at least {min_len} lists of {n} numbers",
-                           found=v)
-        return [self.vector({"x": x}, "x", f"{tag}[{i}]", n, integer=integer)
-                for i, x in enumerate(v)]
-
-    def strings(self, d: Mapping, key: str, tag: str, default: Any = _MISSING) -> Any:
-        v = d.get(key, _MISSING)
-        if v is _MISSING:
-            if default is _MISSING:
-                raise self.err("missing key", tag, expected="a list of strings", found=None)
-            return default
-        if isinstance(v, str):
-            v = [v]
-        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-            raise self.err("must be a list of strings", tag, expected="a list of strings",
-                           found=v)
-        return list(v)
-
 
 
 def load_project(path: str | os.PathLike) -> Project:
@@ -209,7 +83,7 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     words, parameter names); files, shapes, geometry and beams are checked by
     :func:`build_setup` / :func:`validate_project`.
     """
-    r = _Reader(source)
+    r = TableReader(source)
     base = Path(base_dir)
     for k in raw:
         if k not in ("project", "crystal", "data", "geometry", "roi", "engine", "gof", "plan"):
@@ -266,8 +140,8 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
     pl = r.table(raw, "plan", "plan", required=True)
     r.unknown(pl, "plan")
     thickness = r.get(pl, "thickness", "plan.thickness", "float", positive=True)
-    coarse = [_parse_coarse(r, t, i) for i, t in enumerate(_array_of_tables(r, pl, "coarse"))]
-    fine = [_parse_fine(r, t, i) for i, t in enumerate(_array_of_tables(r, pl, "fine"))]
+    coarse = [parse_coarse(r, t, i) for i, t in enumerate(array_of_tables(r, pl, "coarse"))]
+    fine = [parse_fine(r, t, i) for i, t in enumerate(array_of_tables(r, pl, "fine"))]
     if not coarse and not fine:
         raise r.err("the plan has no steps", "plan",
                     expected="at least one [[plan.coarse]] or [[plan.fine]] step", found=None)
@@ -297,7 +171,7 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
             raise r.err(f"the first ROI region cannot hold {n_regions} regions: "
                         f"{exc.reason}", "plan.regions", expected=exc.expected,
                         found=f"{n13} x {n12} samples") from None
-    _check_dataset_indices(r, fine, coarse, len(specs))
+    check_dataset_indices(r, fine, coarse, len(specs))
     datasets = [DatasetSpec(index=k, name=sp["name"], data=DataSection(**sp["data"]),
                             geometry=GeometrySection(**sp["geometry"]),
                             roi=RoiSection(**sp["roi"]), engine=EngineSection(**sp["engine"]),
@@ -316,7 +190,7 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
 DATA_BLOCK_KEYS = ("name", "thickness", "geometry", "roi", "engine")
 
 
-def _parse_datasets(r: _Reader, raw: Mapping, en: Mapping) -> list[dict[str, Any]]:
+def _parse_datasets(r: TableReader, raw: Mapping, en: Mapping) -> list[dict[str, Any]]:
     """Several ``[[data]]`` blocks: each with its own data keys, ``geometry`` and ``roi``
     tables, optional ``engine`` table (keys override ``[engine]``), ``thickness`` (start,
     Å; default ``plan.thickness``) and ``name``."""
@@ -356,43 +230,7 @@ def _parse_datasets(r: _Reader, raw: Mapping, en: Mapping) -> list[dict[str, Any
     return specs
 
 
-def _check_dataset_indices(r: _Reader, fine: list[FineStep], coarse: list[CoarseStep],
-                           n: int) -> None:
-    """Parameter names with a dataset index (``thickness[1]``) name a per-dataset
-    parameter of an existing block."""
-    for i, st in enumerate(fine):
-        for where, names in (("refine", st.refine), ("bounds", list(st.bounds)),
-                             ("scales", list(st.scales))):
-            for nm in names:
-                base_name, k = split_dataset_name(nm)
-                if k is None:
-                    continue
-                tag = f"plan.fine[{i}].{where}"
-                if n == 1:
-                    raise r.err("dataset index without [[data]] blocks", tag,
-                                expected=f"{base_name} (one dataset)", found=nm)
-                if k >= n:
-                    raise r.err("no such dataset", tag,
-                                expected=f"an index 0…{n - 1} ([[data]] blocks)", found=nm)
-                kind = parse_parameter_name(base_name)[0]
-                if kind not in PER_DATASET_KINDS:
-                    raise r.err("this parameter is shared by all datasets", tag,
-                                expected=f"{base_name} without an index (per-dataset ones: "
-                                         "thickness, voltage, tilt, sampling, probe)",
-                                found=nm)
-    if n > 1:
-        for i, st in enumerate(fine):
-            if st.method != "lm":
-                raise r.err("a joint refinement runs Levenberg–Marquardt", f"plan.fine[{i}].method",
-                            expected="lm with several [[data]] blocks", found=st.method)
-        for i, st in enumerate(coarse):
-            if st.step == "b_iso":
-                raise r.err("a coarse B scan fits one dataset; B is shared by all",
-                            f"plan.coarse[{i}].step", expected="orientation_thickness, "
-                            "pixel_size or voltage with several [[data]] blocks", found="b_iso")
-
-
-def _parse_data(r: _Reader, dt: Mapping, pfx: str) -> dict[str, Any]:
+def _parse_data(r: TableReader, dt: Mapping, pfx: str) -> dict[str, Any]:
     """``[data]`` (``pfx`` = ``data``) or one ``[[data]]`` block (``data[k]``)."""
     fmt = r.get(dt, "format", f"{pfx}.format", "str", "auto", choices=DATA_FORMATS)
     files0 = dt.get("files")
@@ -456,7 +294,7 @@ def _parse_data(r: _Reader, dt: Mapping, pfx: str) -> dict[str, Any]:
     return data
 
 
-def _parse_geometry(r: _Reader, ge: Mapping, pfx: str, kind: str) -> dict[str, Any]:
+def _parse_geometry(r: TableReader, ge: Mapping, pfx: str, kind: str) -> dict[str, Any]:
     """``[geometry]`` or a ``[[data]]`` block's ``geometry`` table."""
     geom: dict[str, Any] = {
         "voltage_kv": r.get(ge, "voltage_kv", f"{pfx}.voltage_kv", "float", None,
@@ -494,7 +332,7 @@ def _parse_geometry(r: _Reader, ge: Mapping, pfx: str, kind: str) -> dict[str, A
     return geom
 
 
-def _parse_roi(r: _Reader, ro: Mapping, pfx: str) -> dict[str, Any]:
+def _parse_roi(r: TableReader, ro: Mapping, pfx: str) -> dict[str, Any]:
     """``[roi]`` or a ``[[data]]`` block's ``roi`` table."""
     pad = r.get(ro, "pad", f"{pfx}.pad", "int", 0, lo=0)
     roi: dict[str, Any] = {
@@ -534,7 +372,7 @@ def _parse_roi(r: _Reader, ro: Mapping, pfx: str) -> dict[str, Any]:
     return roi
 
 
-def _parse_engine(r: _Reader, en: Mapping, pfx: str) -> dict[str, Any]:
+def _parse_engine(r: TableReader, en: Mapping, pfx: str) -> dict[str, Any]:
     """``[engine]`` or a ``[[data]]`` block's ``engine`` table (merged over ``[engine]``)."""
     engine: dict[str, Any] = {
         "mode": r.get(en, "mode", f"{pfx}.mode", "str", "exact", choices=("fast", "exact")),
@@ -576,96 +414,3 @@ def _parse_engine(r: _Reader, en: Mapping, pfx: str) -> dict[str, Any]:
 def _resolve(base: Path, p: str) -> Path:
     q = Path(os.path.expanduser(p))
     return q if q.is_absolute() else base / q
-
-
-def _array_of_tables(r: _Reader, d: Mapping, key: str) -> list[dict]:
-    v = d.get(key, [])
-    if isinstance(v, dict):
-        v = [v]
-    if not isinstance(v, list) or not all(isinstance(t, dict) for t in v):
-        raise r.err("must be an array of tables", f"plan.{key}",
-                    expected=f"[[plan.{key}]] tables", found=v)
-    return v
-
-
-def _parse_coarse(r: _Reader, t: Mapping, i: int) -> CoarseStep:
-    tag = f"plan.coarse[{i}]"
-    r.unknown(t, "plan.coarse")
-    step = r.get(t, "step", tag + ".step", "str", "orientation_thickness", choices=COARSE_STEPS)
-    tr = r.vector(t, "thickness_range", tag + ".thickness_range", 2, None)
-    if tr is not None and not 0 < tr[0] < tr[1]:
-        raise r.err("thickness range must satisfy 0 < t_min < t_max", tag + ".thickness_range",
-                    expected="[t_min, t_max] in Å", found=list(tr))
-    ts = r.vector(t, "template_size", tag + ".template_size", 2, None, integer=True)
-    if ts is not None and min(ts) < 3:
-        raise r.err("template too small", tag + ".template_size", expected="[rows, cols] ≥ 3",
-                    found=list(ts))
-    br = r.vector(t, "b_range", tag + ".b_range", 2, (0.0, 2.0))
-    if not 0 <= br[0] < br[1]:
-        raise r.err("B range must satisfy 0 ≤ B_min < B_max", tag + ".b_range",
-                    expected="[B_min, B_max] in Å²", found=list(br))
-    return CoarseStep(
-        step=step, thickness_range=tr,
-        n_scan=r.get(t, "n_scan", tag + ".n_scan", "int", 21, lo=3, hi=MAX_N_SCAN),
-        xtol=r.get(t, "xtol", tag + ".xtol", "float", None, positive=True),
-        margin=r.get(t, "margin", tag + ".margin", "int", 10, lo=1),
-        template_size=ts,
-        template_center=r.vector(t, "template_center", tag + ".template_center", 2, None),
-        template_step=r.get(t, "template_step", tag + ".template_step", "float", 1.0,
-                            positive=True),
-        reflections=r.vectors(t, "reflections", tag + ".reflections", 3, None, integer=True,
-                              min_len=1),
-        rel_range=r.get(t, "rel_range", tag + ".rel_range", "float", 0.05, positive=True,
-                        hi=0.5),
-        half_range=r.get(t, "half_range", tag + ".half_range", "float", 0.5, positive=True),
-        labels=r.strings(t, "labels", tag + ".labels", None), b_range=br)
-
-
-def _canonical(r: _Reader, name: str, tag: str) -> str:
-    """Canonical spelling of a parameter name, keeping a dataset index (``thickness[1]``)."""
-    base_name, k = split_dataset_name(name)
-    c = parse_parameter_name(base_name, source=r.source, tag=tag)[2]
-    return c if k is None else dataset_name(c, k)
-
-
-def _parse_fine(r: _Reader, t: Mapping, i: int) -> FineStep:
-    tag = f"plan.fine[{i}]"
-    r.unknown(t, "plan.fine")
-    names = r.strings(t, "refine", tag + ".refine")
-    if not names:
-        raise r.err("nothing to refine", tag + ".refine", expected="at least one parameter",
-                    found=[])
-    canon = []
-    for n in names:
-        c = _canonical(r, n, tag + ".refine")
-        if c in canon:
-            raise r.err("parameter listed twice", tag + ".refine", expected="unique names",
-                        found=c)
-        canon.append(c)
-    bounds = {}
-    bt = r.table(t, "bounds", tag + ".bounds")
-    for k, v in bt.items():
-        c = _canonical(r, k, f"{tag}.bounds")
-        lo, hi = r.vector(bt, k, f"{tag}.bounds.{k}", 2)
-        if not lo < hi:
-            raise r.err("lower bound must be below the upper bound", f"{tag}.bounds.{k}",
-                        expected="[lower, upper] with lower < upper", found=v)
-        bounds[c] = (lo, hi)
-    scales = {}
-    st = r.table(t, "scales", tag + ".scales")
-    for k in st:
-        c = _canonical(r, k, f"{tag}.scales")
-        scales[c] = r.get(st, k, f"{tag}.scales.{k}", "float", positive=True)
-    method = r.get(t, "method", tag + ".method", "str", "lm", choices=("lm", "nested"))
-    outer = r.get(t, "outer", tag + ".outer", "str", "lm",
-                  choices=("lm", "nelder-mead", "powell"))
-    return FineStep(name=r.get(t, "name", tag + ".name", "str", f"fine {i + 1}"),
-                    refine=canon, method=method, outer=outer,
-                    max_iter=r.get(t, "max_iter", tag + ".max_iter", "int", 30, lo=1),
-                    ftol=r.get(t, "ftol", tag + ".ftol", "float", 1e-9, positive=True),
-                    xtol=r.get(t, "xtol", tag + ".xtol", "float", 1e-9, positive=True),
-                    jacobian=r.get(t, "jacobian", tag + ".jacobian", "str", "analytic",
-                                   choices=("analytic", "numeric")),
-                    bounds=bounds, scales=scales)
-
-

@@ -20,19 +20,14 @@ from .._core.files import atomic_write_text
 from .._core.guard import limit_scope
 from .._core.hkl import hkl_key, key_hkl
 from .._core.jsonio import dumps
-from .._core.parameters import parse_parameter_name
+from .._core.tomlcompat import tomllib
 from ..errors import InputError, QcbedError
 from ..experiment import ROI, Region
 from ..output.results import write_results
 from ..refine.coarse import CoarseRefinement
-from ..refine.fine import Refinement
-from ..refine.parameters import STRUCTURAL_KINDS, apply_cell, check_structural_name
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+from ..refine.parameters import apply_cell
 from .parse import load_project, parse_project
+from .run_steps import FineStepBuilding
 from .safety import (
     changed_inputs,
     check_output_folder,
@@ -43,15 +38,9 @@ from .safety import (
     run_is_finished,
 )
 from .schema import RUN_STATE, CoarseStep, FineStep, Project
-from .setup import Setup, _err, build_dataset_setups, build_setup
+from .setup import Setup, build_dataset_setups, build_setup
 
 _LOG = logging.getLogger(__name__)
-
-
-def _step_tag(proj: Project, canon: str) -> str:
-    """``plan.fine[i].refine`` of the first fine step naming a parameter."""
-    i = next((k for k, st in enumerate(proj.fine) if canon in st.refine), 0)
-    return f"plan.fine[{i}].refine"
 
 
 @dataclass
@@ -102,7 +91,7 @@ class RunResult:
     datasets: list[dict] = field(default_factory=list)
 
 
-class ProjectRun:
+class ProjectRun(FineStepBuilding):
     """Runs a project's plan: coarse steps, then fine steps, then the results.
 
     Parameters
@@ -487,130 +476,6 @@ class ProjectRun:
             parts.append({"index": k, "name": self.project.datasets[k].name, "roi": roi,
                           "simulation": ref.sim, "result": result.datasets[k]})
         return result, rois[0], refs[0].sim, iam, parts
-
-    def _build_refinement(self, setup: Setup, base, state: dict, step: FineStep, i: int,
-                          ckpt: Path | None, names: list[str], regions: list | None = None):
-        """The Refinement of one fine step on one dataset: (ref, roi, iam, sf_done).
-
-        ``names``: every parameter refined anywhere in the plan (canonical, no dataset
-        index); those not in ``step.refine`` take part fixed.
-        """
-        proj = self.project
-        sim = self._sim(setup, base, state)
-        geom = self._geometry(setup, state)
-        roi = setup.roi(geom, refine=(), regions=regions)
-        probe = None
-        if proj.gof["probe"] is not None:
-            probe = tuple(state["probe"]) if state.get("probe") else tuple(proj.gof["probe"])
-        ref = Refinement(sim, roi, gof=proj.gof["metric"], background=proj.gof["background"],
-                         probe=probe, jacobian=step.jacobian, checkpoint=ckpt,
-                         progress=self.progress)
-        refine = set(step.refine)
-        iam: dict[str, tuple[complex, complex]] = {}
-        sf_done: set[tuple[int, int, int]] = set()
-        for n in names:
-            kind, detail, canon = parse_parameter_name(n)
-            if kind == "thickness":
-                ref.add_thickness(state["thickness"], refine=canon in refine)
-            elif kind in ("U", "Uabs", "phase", "phase_abs") and detail not in sf_done:
-                sf_done.add(detail)
-                hk = hkl_key(detail)
-                u0, ua0 = base.structure_factor(detail)
-                iam[hk] = (u0, ua0)
-                phased = [f"{x}({hk})" for x in ("phase", "phase_abs") if f"{x}({hk})" in names]
-                ref.add_structure_factor(detail, refine_u=f"U({hk})" in refine,
-                                         refine_uabs=f"Uabs({hk})" in refine,
-                                         refine_phase=f"phase({hk})" in names,
-                                         refine_phase_abs=f"phase_abs({hk})" in names)
-                for x in phased:
-                    ref.params[x].refine = x in refine
-            elif kind in STRUCTURAL_KINDS and canon not in ref.params:
-                try:
-                    check_structural_name(sim.crystal, kind, detail, canon)
-                except InputError as exc:
-                    raise _err(proj, exc.reason, _step_tag(proj, canon), expected=exc.expected,
-                               found=exc.found) from None
-                if kind == "B":
-                    ref.add_b_iso(detail, refine=canon in refine)
-                    ref.params[canon].value = state["b_iso"].get(detail,
-                                                                 ref.params[canon].value)
-                elif kind == "xyz":
-                    ref.add_coordinates(detail[0], ["xyz"[detail[1]]], refine=canon in refine)
-                elif kind == "occ":
-                    ref.add_occupancy(detail, refine=canon in refine)
-                elif kind == "Uij":
-                    for p in ref.add_u_aniso(detail[0], (), refine=False):
-                        p.refine = p.name in refine
-                else:  # cell: every independent parameter takes part
-                    for p in ref.add_cell(refine=False):
-                        p.refine = p.name in refine
-            elif kind == "kappa" and canon not in ref.params:
-                for p in ref.add_kappa(detail, kappa=False, pv=False):  # start: sim.potential
-                    p.refine = p.name in refine
-            elif kind == "voltage":
-                ref.add_voltage(refine=canon in refine)
-            elif kind == "tilt" and "tilt.x" not in ref.params:
-                for p in ref.add_orientation(refine=False):
-                    p.refine = p.name in refine
-        if "thickness" not in ref.params:
-            ref.add_thickness(state["thickness"], refine=False)
-        for p in ref.params:
-            if p.kind in ("sampling", "probe"):
-                p.refine = p.name in refine
-            if p.name in step.bounds:
-                p.lower, p.upper = step.bounds[p.name]
-                if not p.lower <= p.value <= p.upper:
-                    raise _err(proj, "start value outside its bounds",
-                               f"plan.fine[{i}].bounds.{p.name}",
-                               expected=f"[{p.lower:g}, {p.upper:g}]", found=p.value)
-            if p.name in step.scales:
-                p.scale = step.scales[p.name]
-        missing = [n for n in step.refine if n not in ref.params]
-        if missing:
-            raise _err(proj, "parameter is not available for this data", f"plan.fine[{i}].refine",
-                       expected=[p.name for p in ref.params], found=missing[0])
-        return ref, roi, iam, sf_done
-
-    def _carry(self, ref, ps, state: dict, sf_done) -> None:
-        """Carry a fine step's values (``ps``, the dataset's own names) into ``state``."""
-        probe = "probe.sigma" in ps
-        state["thickness"] = float(ps["thickness"].value)
-        for p in ps:
-            if p.kind == "sampling":
-                gs = state["geometry"]
-                if p.name in ("rotation", "gl"):
-                    gs[p.name] = float(p.value)
-                elif p.name.startswith("shift."):
-                    gs["shift"][0 if p.name.endswith("row") else 1] = float(p.value)
-                else:
-                    _, disc, canon = parse_parameter_name(p.name)
-                    if disc is not None:
-                        cur = gs["disc_shifts"].setdefault(hkl_key(disc), [0.0, 0.0])
-                        cur[0 if canon.endswith(".row") else 1] = float(p.value)
-            elif p.name.startswith("B("):
-                state["b_iso"][p.name[2:-1]] = float(p.value)
-            elif p.target and p.target[0] in ("kappa", "Pv"):
-                state.setdefault("kappa", {}).setdefault(p.target[1], {})[p.target[0]] = \
-                    float(p.value)
-            elif p.target and p.target[0] in ("xyz", "occ", "Uaniso"):
-                st = ref.sim.crystal.sites[p.target[1]]  # the working crystal at the result
-                state.setdefault("sites", {})[st.label] = {
-                    "xyz": [float(v) for v in st.xyz], "occupancy": float(st.occupancy),
-                    "u_aniso": None if st.u_aniso is None else
-                    np.asarray(st.u_aniso, dtype=float).tolist()}
-            elif p.name.startswith("cell."):
-                state.setdefault("cell", {})[p.name[5:]] = float(p.value)
-                state["cell_system"] = p.target[2]
-            elif p.name == "voltage":
-                state["voltage_kv"] = float(p.value)
-            elif p.name in ("tilt.x", "tilt.y"):
-                # a tilt shifts every simulated k_t: fold it into the geometry's tilt0
-                state["geometry"]["tilt0"][0 if p.name == "tilt.x" else 1] += float(p.value)
-        if probe:
-            state["probe"] = [float(ps["probe.sigma"].value), float(ps["probe.gamma"].value)]
-        for hk in sf_done:
-            u, ua = ref.sim.structure_factor(hk)
-            state["structure_factors"][hkl_key(hk)] = [u.real, u.imag, ua.real, ua.imag]
 
 
 def run_project(project: Project | str | os.PathLike, **kw: Any) -> RunResult:
