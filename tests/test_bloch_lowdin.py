@@ -79,7 +79,8 @@ def test_two_beams_one_weak_against_the_analytic_eigenvalue():
         arr = EngineArrays(g=g, index=np.array([[0, 1], [2, 0]], np.int32),
                            u=np.array([0.0, uu, uu], complex), u_abs=np.zeros(3, complex),
                            n_out=1, k_in=k_in, normal=np.array([0.0, 0.0, 1.0]),
-                           rules=BeamSelection(sgmin=0.5, omega=None, lowdin=lowdin))
+                           rules=BeamSelection(sgmin=0.5, omega=None, lowdin=lowdin),
+                           lowdin=lowdin)    # the formula itself, whatever the threshold
         eig = solve_chunk(arr, np.zeros((1, 2)))
         assert eig.n_strong[0] == 1 and eig.n_weak[0] == 1
         return float(eig.gamma[0, 0].real * 2 * eig_kn(arr))
@@ -136,3 +137,30 @@ def test_unphysical_absorption_uses_classic_bethe_and_solves(pyextal_dat_dir):
     forced = EngineArrays(**{**{f: getattr(sim.arrays, f) for f in (
         "g", "index", "u", "u_abs", "n_out", "k_in", "normal", "rules")}, "lowdin": True})
     assert solve_chunk(forced, kt).n_rejected > 0        # what happened before: can fail
+
+
+@pytest.mark.shared_data
+def test_loose_thresholds_use_classic_bethe_and_solve(si_dlacbed_dir):
+    """With sgmin comparable to |U_g| (0.3 Å⁻² vs 0.05 for Si) the Löwdin expansion in
+    λ/2KS_w fails: half of the D-LACBED directions were rejected (NaN) and the coarse
+    search of the import-felix plan went astray. Such selections use classic Bethe."""
+    import warnings
+
+    from qcbed.bloch.chunks import LOWDIN_MIN_SGMIN_RATIO
+    from qcbed.bloch.grids import TiltGrid
+
+    kt = TiltGrid.regular((-0.9, -0.9), (0.09, 0), (0, 0.09), (21, 21)).points.reshape(-1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = Simulation.from_felix(si_dlacbed_dir, executor="serial",
+                                    selection=BeamSelection(sgmin=0.3, min_strong=20))
+        arrays = sim.arrays
+        assert not arrays.lowdin
+        assert 0.3 < LOWDIN_MIN_SGMIN_RATIO * arrays.selection_coupling[1:].max()
+        assert solve_chunk(arrays, kt).n_rejected == 0
+        forced = EngineArrays(**{**{f: getattr(arrays, f) for f in (
+            "g", "index", "u", "u_abs", "n_out", "k_in", "normal", "rules")}, "lowdin": True})
+        assert solve_chunk(forced, kt).n_rejected > 0     # the old behaviour: can fail
+        tight = Simulation.from_felix(si_dlacbed_dir, executor="serial",
+                                      selection=BeamSelection(sgmin=3.0, min_strong=20))
+        assert tight.arrays.lowdin

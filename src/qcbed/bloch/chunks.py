@@ -24,6 +24,13 @@ from .tail import TailCorrection
 #: classic Bethe potentials for it (see :attr:`EngineArrays.lowdin`).
 UNPHYSICAL_GROWTH_WARN = 0.10
 
+#: The Löwdin terms expand the weak beams' energy dependence to first order in
+#: λ/2KS_w; with strong-beam thresholds comparable to |U_g| weakly excited Bloch waves
+#: have |λ| ~ |2KS_w| and the expansion fails (Si [1-10] D-LACBED, 441 directions,
+#: max|U_g| = 0.050 Å⁻²: 225 rejected at sgmin 0.3, 107 at 0.4, 21 at 0.5, 0 at 0.8
+#: and 1.0). They are used only when sgmin ≥ this ratio × max|U_g| (g ≠ 0).
+LOWDIN_MIN_SGMIN_RATIO = 20.0
+
 
 @dataclass
 class EngineArrays:
@@ -55,7 +62,9 @@ class EngineArrays:
         ``rules.lowdin`` unless the absorption model is unphysical
         (:meth:`unphysical_absorption`), whose growth bound the Löwdin absorptive
         terms do not respect (a PyExtal ``.dat`` with ``abs 0.0`` had every
-        direction rejected); such models use the classic Bethe potentials.
+        direction rejected), or the strong-beam threshold is too loose for the
+        expansion (``rules.sgmin`` < :data:`LOWDIN_MIN_SGMIN_RATIO` × max|U_g|);
+        those use the classic Bethe potentials.
     """
 
     g: np.ndarray
@@ -85,7 +94,10 @@ class EngineArrays:
             self.selection_coupling = np.abs(self.u[self.index[:, 0]])
         self.refresh()
         if self.lowdin is None:
-            self.lowdin = bool(self.rules.lowdin and not self.unphysical_absorption())
+            self.lowdin = bool(self.rules.lowdin and not self.unphysical_absorption()
+                               and self.rules.sgmin >= LOWDIN_MIN_SGMIN_RATIO * max(
+                                   float(np.max(self.selection_coupling[1:], initial=0.0)),
+                                   1e-30))
 
     def refresh(self) -> None:
         """Recompute derived quantities after ``u``/``u_abs`` changed."""

@@ -175,6 +175,9 @@ def _intensities(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray
 
 
 def _error(inten: np.ndarray, ref: np.ndarray) -> float:
+    """max|ΔI|/max I; infinite when a direction the reference solves is NaN (rejected)."""
+    if np.any(np.isnan(inten) & ~np.isnan(ref)):
+        return float("inf")
     with np.errstate(invalid="ignore"):
         return float(np.nanmax(np.abs(inten - ref)) / np.nanmax(ref))
 
