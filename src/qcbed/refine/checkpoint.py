@@ -65,6 +65,44 @@ def _write(tmp: Path, *, params, names: list[str], x0, state: dict | None,
             fg.create_dataset("correlation", data=final.correlation)
 
 
+def save_lm_checkpoint(path: str | os.PathLike | None, *, params, names, x0, state,
+                       history: list[dict], final=None) -> None:
+    """Checkpoint a Levenberg–Marquardt run (nothing when ``path`` is None).
+
+    ``x0``: the parameter origin of the LM variables (or None); ``state``: an
+    :class:`~qcbed.refine.lm.LMState` (or None); ``final``: the result, once known.
+    """
+    if path is None:
+        return
+    write_checkpoint(path, params=params, names=list(names),
+                     x0=None if x0 is None else list(map(float, x0)),
+                     state=None if state is None else state.to_dict(), history=history,
+                     final=final)
+
+
+def restore_checkpoint(path: str | os.PathLike | None, params, names: list[str] | None
+                       ) -> dict:
+    """Read a checkpoint and put its values and scales into ``params``.
+
+    With ``names``, the checkpoint must have been written for exactly those free
+    parameters (checked before anything is changed). Returns what
+    :func:`read_checkpoint` returns.
+    """
+    if path is None or not Path(path).exists():
+        raise InputError("no checkpoint to resume from", source=path)
+    ck = read_checkpoint(path)
+    if names is not None and ck["names"] != list(names):
+        raise InputError("checkpoint was written for other parameters", source=path,
+                         expected=list(names), found=ck["names"])
+    for n, v in ck["values"].items():
+        if n in params:
+            params[n].value = v
+    for n, v in ck["scales"].items():  # x = (value − x0)/scale: the scales of the run
+        if n in params:
+            params[n].scale = v
+    return ck
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Read what :func:`write_checkpoint` wrote."""
     path = Path(path)

@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .._core.hkl import hkl_key
-from ..errors import InputError
-from .checkpoint import read_checkpoint, write_checkpoint
+from .checkpoint import restore_checkpoint, save_lm_checkpoint
 from .fine_result import RefinementResult
 from .gof import linear_fit, zncc
 from .lm import LMState
@@ -122,32 +121,14 @@ class _CovarianceMixin:
     # ------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, names: Sequence[str], x0, st: LMState | None,
                          final: RefinementResult | None = None) -> None:
-        if self.checkpoint is None:
-            return
-        write_checkpoint(self.checkpoint, params=self.params, names=list(names),
-                         x0=None if x0 is None else list(map(float, x0)),
-                         state=None if st is None else st.to_dict(), history=self.history,
-                         final=final)
+        save_lm_checkpoint(self.checkpoint, params=self.params, names=names, x0=x0, state=st,
+                           history=self.history, final=final)
 
     def _load_checkpoint(self, names: list[str] | None) -> LMState | None:
-        if self.checkpoint is None or not self.checkpoint.exists():
-            raise InputError("no checkpoint to resume from", source=self.checkpoint)
-        ck = read_checkpoint(self.checkpoint)
-        for n, v in ck["values"].items():
-            if n in self.params:
-                self.params[n].value = v
-        for n, v in ck["scales"].items():  # x = (value − x0)/scale: the scales of the run
-            if n in self.params:
-                self.params[n].scale = v
+        ck = restore_checkpoint(self.checkpoint, self.params, names)
         self.history = list(ck["history"])
-        if names is None:
-            return None
-        if ck["names"] != names:
-            raise InputError("checkpoint was written for other parameters",
-                             source=self.checkpoint, expected=names, found=ck["names"])
-        if ck["state"] is None:
+        if names is None or ck["state"] is None:
             return None
         self._ckpt_x0 = np.asarray(ck["x0"])
-        st = LMState.from_dict(ck["state"])
-        return st
+        return LMState.from_dict(ck["state"])
 

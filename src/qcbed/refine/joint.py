@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 from .._core.parameters import dataset_name, split_dataset_name
 from ..constants import relativistic_gamma
 from ..errors import InputError
-from .checkpoint import read_checkpoint, write_checkpoint
+from .checkpoint import restore_checkpoint, save_lm_checkpoint
 from .fine import Refinement
 from .fine_covariance import covariance_from_jacobian
 from .fine_result import RefinementResult
@@ -355,26 +355,11 @@ class JointRefinement:
     # ------------------------------------------------------------ checkpoints
     def _save_checkpoint(self, names: list[str], x0, st: LMState | None,
                          final: RefinementResult | None = None) -> None:
-        if self.checkpoint is None:
-            return
-        write_checkpoint(self.checkpoint, params=self.params, names=list(names),
-                         x0=None if x0 is None else list(map(float, x0)),
-                         state=None if st is None else st.to_dict(), history=self.history,
-                         final=final)
+        save_lm_checkpoint(self.checkpoint, params=self.params, names=names, x0=x0, state=st,
+                           history=self.history, final=final)
 
     def _load_checkpoint(self, names: list[str]) -> tuple[LMState | None, np.ndarray | None]:
-        if self.checkpoint is None or not self.checkpoint.exists():
-            raise InputError("no checkpoint to resume from", source=self.checkpoint)
-        ck = read_checkpoint(self.checkpoint)
-        if ck["names"] != names:
-            raise InputError("checkpoint was written for other parameters",
-                             source=self.checkpoint, expected=names, found=ck["names"])
-        for n, v in ck["values"].items():
-            if n in self.params:
-                self.params[n].value = v
-        for n, v in ck["scales"].items():
-            if n in self.params:
-                self.params[n].scale = v
+        ck = restore_checkpoint(self.checkpoint, self.params, names)
         self.history = list(ck["history"])
         self._push()
         if ck["state"] is None:
