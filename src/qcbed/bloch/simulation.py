@@ -246,6 +246,9 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         self.table = PotentialTable.build(self.pool.hkl, self._compute_u)
         self._overrides: dict[tuple[int, int, int], tuple[complex, complex]] = {}
         self._arrays: EngineArrays | None = None
+        #: (pool, |U_g| of its beams from the set-up potential): the Ω criterion's
+        #: coupling, kept through structure-factor updates and with_changes
+        self._coupling: tuple[BeamPool | None, np.ndarray | None] = (None, None)
         self._version = 0
         self._symmetry_cache: dict = {}
         self._ops_cache: tuple[int, list] = (-1, [])
@@ -283,6 +286,11 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             mode=mode or self.mode, executor=self.executor, **self._rebuild)
         if keep_structure_factors and self._overrides:
             new.set_structure_factors(self._overrides)
+        if np.array_equal(new.pool.hkl, self.pool.hkl):
+            # the same strong/weak selection rule: refinements of the crystal or the
+            # voltage do not move beams between strong and Bethe-weak
+            new._coupling = (new.pool, self.selection_coupling)
+            new._arrays = None
         new.defaults = self.defaults
         new.felix = self.felix
         return new
@@ -376,6 +384,24 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
 
     # ------------------------------------------------------------ engine
     @property
+    def selection_coupling(self) -> np.ndarray:
+        """|U_g| (Å⁻²) of every pool beam from the set-up potential (crystal and
+        potential model, before :meth:`set_structure_factors`): the coupling the Ω
+        criterion of the strong-beam selection uses.
+
+        It does not follow structure-factor updates and is handed on by
+        :meth:`with_changes` (same pool), so a pattern does not depend on whether it
+        was solved before or after an update, and a refinement never moves a beam
+        between strong and Bethe-weak (that made intensities jump by 7.5e-3 for an
+        occupancy step of 1e-4 and stalled structural fits).
+        """
+        pool, coupling = self._coupling
+        if pool is not self.pool or coupling is None:
+            coupling = np.abs(self._compute_u(self.pool.hkl)[0])
+            self._coupling = (self.pool, coupling)
+        return coupling
+
+    @property
     def arrays(self) -> EngineArrays:
         """The compact engine state sent to workers."""
         if self._arrays is None:
@@ -383,7 +409,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                 g=self.pool.g, index=self.table.index, u=self.table.u.copy(),
                 u_abs=self.table.u_abs.copy(), n_out=self.pool.n_out, k_in=self.k_in,
                 normal=self.frame.normal_frame, rules=self.selection, mode=self.mode,
-                version=self._version)
+                version=self._version, selection_coupling=self.selection_coupling)
             warn_unphysical_absorption(self._arrays)
         return self._arrays
 
