@@ -48,11 +48,11 @@ class EngineArrays:
     mode : ``'fast'`` or ``'exact'``
     selection_coupling : (N,) float or None
         |U_g| of each pool beam (Å⁻²) used by the Ω criterion of the strong-beam
-        selection. Taken from ``u`` when the state is made and then kept fixed:
-        structure-factor updates (a refinement's steps) do not move beams between
-        strong and Bethe-weak, so intensities stay smooth functions of the
-        parameters (a beam switching sets changed an intensity by 7.5e-3 for an
-        occupancy step of 1e-4 and stalled the fit).
+        selection; it does not change with structure-factor updates, so a
+        refinement step never moves a beam between strong and Bethe-weak. A
+        :class:`~qcbed.bloch.simulation.Simulation` passes the |U_g| of its set-up
+        potential (:attr:`~qcbed.bloch.simulation.Simulation.selection_coupling`);
+        None: taken from ``u``.
     tail : TailCorrection or None
         Second-order terms of the beams outside the pool (:mod:`qcbed.bloch.tail`),
         added to every direction's strong-beam matrix; None: none.
@@ -94,10 +94,10 @@ class EngineArrays:
             self.selection_coupling = np.abs(self.u[self.index[:, 0]])
         self.refresh()
         if self.lowdin is None:
-            self.lowdin = bool(self.rules.lowdin and not self.unphysical_absorption()
-                               and self.rules.sgmin >= LOWDIN_MIN_SGMIN_RATIO * max(
-                                   float(np.max(self.selection_coupling[1:], initial=0.0)),
-                                   1e-30))
+            loose = self.rules.sgmin < LOWDIN_MIN_SGMIN_RATIO * float(
+                np.max(self.selection_coupling[1:], initial=0.0))
+            self.lowdin = bool(self.rules.lowdin and not loose
+                               and not self.unphysical_absorption())
 
     def refresh(self) -> None:
         """Recompute derived quantities after ``u``/``u_abs`` changed."""
