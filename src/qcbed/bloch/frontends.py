@@ -54,6 +54,23 @@ class PatternFrontEnds:
             self._ops_cache = (key, ops)
         return self._ops_cache[1]
 
+    def pattern_symmetry(self, tables: Sequence[np.ndarray] = ()
+                         ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Usable pattern operations [(R, S)] (identity first, see :mod:`.symmetry`).
+
+        ``tables``: further arrays over the rows of the U table that must be invariant
+        too, e.g. the coefficient tables ∂U/∂p, ∂U′/∂p of refined structure factors
+        (:meth:`sf_coefficients`): only then do the derivatives of the intensities map
+        between symmetry-equivalent directions like the intensities themselves.
+        """
+        ops = self._pattern_operations()
+        if not tables or len(ops) < 2:
+            return ops
+        keep = pattern_operations(self._internal, self.frame, self.pool.hkl,
+                                  self.pool.n_out, (self.table.hkl, *tables))
+        kept = [r.tobytes() for r, _ in keep]
+        return [o for o in ops if np.asarray(o[0]).tobytes() in kept]
+
     def symmetry_reduction(self, grid: TiltGrid):
         """Orbits of the grid's illuminated points under the usable pattern symmetry.
 

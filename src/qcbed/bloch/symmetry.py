@@ -77,13 +77,14 @@ def table_is_invariant(r: np.ndarray, t: np.ndarray, hkl: np.ndarray,
 
 
 def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray, n_out: int,
-                       table: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                       table: tuple[np.ndarray, ...] | None = None
                        ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Operations usable for pattern symmetry: [(R (3,3) int, S (2,2) float)], identity first.
 
     Kept: rotations fixing ẑ and the normal, mapping the pool and the output set
     onto themselves and — with ``table`` = (hkl (M, 3), U (M,), U′ (M,)), internal
-    origin — leaving the potential invariant (:func:`table_is_invariant`).
+    origin, and any further tables over the same rows — leaving the potential
+    invariant (:func:`table_is_invariant`).
     """
     rot, tran = crystal.operations
     a_star = crystal.lattice.reciprocal_basis
@@ -96,10 +97,8 @@ def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray,
     for r, tr in zip(rot, tran):
         if any(np.array_equal(r, x) for x in seen):
             continue
-        if table is not None and not table_is_invariant(r, tr, table[0], table[1:]):
-            continue
-        seen.append(r)
-        # frame action: q_f -> q_f S3, with q_f = g A* Rot^T
+        # frame action: q_f -> q_f S3, with q_f = g A* Rot^T (the cheap geometric tests
+        # first: the table test is the costly one)
         s3 = np.linalg.inv(a_star @ to_frame) @ r @ a_star @ to_frame
         if not (np.allclose(s3[2], [0, 0, 1], atol=1e-9) and np.allclose(s3[:, 2], [0, 0, 1],
                                                                           atol=1e-9)):
@@ -111,6 +110,9 @@ def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray,
             continue
         if not all(tuple(h) in out_set for h in mapped[:n_out]):
             continue
+        if table is not None and not table_is_invariant(r, tr, table[0], table[1:]):
+            continue
+        seen.append(r)
         ops.append((r, s3[:2, :2]))
     ops.sort(key=lambda o: 0 if np.array_equal(o[0], np.eye(3, dtype=int)) else 1)
     return ops

@@ -99,13 +99,21 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
         full grid at the start; the shift is measured again at the optimum, where
         the fit continues on the full grid if it is larger. 1: every sample.
         Data without region grids are always solved at every sample.
+    use_symmetry : bool
+        Solve only one direction per orbit of the pattern symmetry among the solved
+        samples and map the intensities and their derivatives onto the others
+        (exact; see :mod:`qcbed.bloch.symmetry`). Used only when the samples are
+        closed under an operation (e.g. a region grid made symmetric about the zone
+        axis with :func:`qcbed.experiment.symmetric_grid.symmetric_region`) and when
+        the potential and every refined structure factor's derivative table are
+        invariant under it.
     """
 
     def __init__(self, simulation: Simulation, data, parameters: ParameterSet | None = None, *,
                  gof: str | GOF = "chi2", background: str = "per_disc",
                  probe: tuple[float, float] | None = None, jacobian: str = "analytic",
                  checkpoint: str | os.PathLike | None = None, progress: bool = False,
-                 model_step: int | str = "auto") -> None:
+                 model_step: int | str = "auto", use_symmetry: bool = True) -> None:
         self.sim0 = simulation
         self.sim = simulation
         self.data = data
@@ -121,6 +129,7 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
             raise InputError("model_step must be 'auto' or an integer ≥ 1", tag="model_step",
                              found=model_step)
         self.model_step = model_step
+        self.use_symmetry = bool(use_symmetry)
         #: step of the model grid in use (1: every sample) and what the last fit measured
         self._model_step = 1
         self.model_step_info: dict = {}
@@ -145,6 +154,8 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
         self.n_solves = 0
         #: what the engine had to do for the directions of the latest solve
         self.solver_counts: dict[str, int] = {}
+        #: directions solved and sample directions of the latest solve (symmetry)
+        self.symmetry_counts: dict[str, int] = {}
         self.history: list[dict] = []
         self._t0 = 0.0
 

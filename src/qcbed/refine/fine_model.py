@@ -4,9 +4,12 @@ differences otherwise)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .._core.hkl import hkl_name
+from ..bloch.symmetry import SymmetryReduction, reduce_grid
 from ..errors import InputError, QcbedError
 from .fine_sampling import ModelGrid
 from .gof import GOFValue, linear_fit
@@ -47,20 +50,18 @@ class _ModelMixin:
             cell: dict[str, float] = {}
             aniso: dict[int, np.ndarray] = {}
             system = ""
-            from dataclasses import replace as dc_replace
-
             for p in other:
                 kind = p.target[0]
                 if kind == "B":
                     i = p.target[1]
-                    sites[i] = dc_replace(sites[i], b_iso=p.value)
+                    sites[i] = replace(sites[i], b_iso=p.value)
                 elif kind == "occ":
                     i = p.target[1]
-                    sites[i] = dc_replace(sites[i], occupancy=p.value)
+                    sites[i] = replace(sites[i], occupancy=p.value)
                 elif kind == "xyz":  # value: the free coordinate, started at target[3]
                     i, vec = p.target[1], np.asarray(p.target[2])
                     move = (p.value - p.target[3]) * vec
-                    sites[i] = dc_replace(sites[i], xyz=tuple(np.asarray(sites[i].xyz) + move))
+                    sites[i] = replace(sites[i], xyz=tuple(np.asarray(sites[i].xyz) + move))
                 elif kind == "cell":
                     cell[p.target[1]] = p.value
                     system = p.target[2]
@@ -72,7 +73,7 @@ class _ModelMixin:
                 elif kind in ("kappa", "Pv"):
                     kappa_values.setdefault(p.target[1], {})[kind] = p.value
             for i, u in aniso.items():  # U = Σ_k c_k (allowed tensor)_k
-                sites[i] = dc_replace(sites[i], u_aniso=u)
+                sites[i] = replace(sites[i], u_aniso=u)
             crystal = crystal.replace(sites=sites)
             if cell:
                 crystal = apply_cell(crystal, cell, system)
@@ -160,18 +161,47 @@ class _ModelMixin:
             if ck[2] == key[2]:
                 return self._cache_eig
             if ck[2] == 1:  # a coarser model grid: a subset of the full solution
-                eig, names = self._cache_eig
-                return eig.take(self._model_grid().solve), names
+                eig, names, red = self._cache_eig
+                solve = self._model_grid().solve
+                if red is None:
+                    return eig.take(solve), names, None
+                return eig, names, replace(red, source=red.source[solve], op=red.op[solve])
         self._apply_structure()
         deriv = self._u_derivative_tables() if with_derivatives else None
-        eig = self.sim.solve_eigen(self.data.kt[self._model_grid().solve] + self._tilt(),
+        pts = self.data.kt[self._model_grid().solve] + self._tilt()
+        red = self._symmetry(pts, deriv)
+        eig = self.sim.solve_eigen(pts if red is None else pts[red.representatives],
                                    None if deriv is None else deriv[1:])
         self.n_solves += 1
         self.solver_counts = {"directions": eig.n_dir, "exact_fallback": eig.n_fallback,
                               "rejected": eig.n_rejected, "clustered": eig.n_clustered}
+        self.symmetry_counts = {"solved": eig.n_dir, "samples": len(pts),
+                                "operations": 1 if red is None else red.n_ops}
         self._cache_key = (self._struct_key(), deriv is not None, self._model_step)
-        self._cache_eig = (eig, None if deriv is None else deriv[0])
+        self._cache_eig = (eig, None if deriv is None else deriv[0], red)
         return self._cache_eig
+
+    def _symmetry(self, pts: np.ndarray, deriv) -> SymmetryReduction | None:
+        """Orbits of the solved directions ``pts`` under the pattern symmetry, or None.
+
+        Exact (:mod:`qcbed.bloch.symmetry`): an operation is used only when it maps
+        sample directions onto sample directions (checked on ``pts`` themselves, tilt
+        included) and leaves the potential and — with derivatives — every refined
+        structure factor's coefficient tables ∂U/∂p, ∂U′/∂p invariant; then
+        I_h(k_t S) = I_{hR⁻¹}(k_t) holds for all parameter values near the current
+        ones, and so does its derivative. A per-direction thickness
+        (``thickness_gradient``) breaks it: no reduction then.
+        """
+        if not self.use_symmetry or len(pts) < 2 or any(
+                p.target and p.target[0] == "thickness_gradient" for p in self.params):
+            return None
+        tables = () if deriv is None else (*deriv[1], *deriv[2])
+        ops = self.sim.pattern_symmetry(tables)
+        if len(ops) < 2:
+            return None
+        step = float(np.min(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
+        red = reduce_grid(pts, ops, self.sim.outputs, 1e-6 * max(step, 1e-12))
+        return red if len(red.representatives) < len(pts) else None
 
     def _probe_values(self) -> tuple[float, float] | None:
         if "probe.sigma" not in self.params:
@@ -188,18 +218,19 @@ class _ModelMixin:
         if "thickness" not in self.params:
             raise InputError("the refinement needs a 'thickness' parameter (add_thickness)")
         t = self.params["thickness"].value
-        eig, names = self._eigen(with_derivatives=gradients)
+        eig, names, red = self._eigen(with_derivatives=gradients)
+        full = (lambda v: v) if red is None else red.expand  # orbits → every direction
         grads: dict[str, np.ndarray] = {}
         if gradients:
             want_sf = need is None or bool(set(names or []) & need)
             inten, d_p, d_t = eig.gradients(t, structure=want_sf)
-            inten = inten[:, self.out_idx].T
-            grads["thickness"] = d_t[:, self.out_idx].T
+            inten = full(inten)[:, self.out_idx].T
+            grads["thickness"] = full(d_t)[:, self.out_idx].T
             if want_sf:
                 for k, name in enumerate(names or []):
-                    grads[name] = d_p[:, k, self.out_idx].T
+                    grads[name] = full(d_p[:, k])[:, self.out_idx].T
         else:
-            inten = eig.intensities([t])[0][:, self.out_idx].T
+            inten = full(eig.intensities([t])[0])[:, self.out_idx].T
         grid = self._model_grid()
         if not grid.trivial:  # interpolate to every sample (linear: the Jacobian too)
             inten = grid.expand(inten)

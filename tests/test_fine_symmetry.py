@@ -1,0 +1,151 @@
+"""Pattern symmetry in the fine step: a symmetric ROI grid, only irreducible directions
+solved, and the same χ², residuals, Jacobian and refined values as solving every one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qcbed.bloch.beams import BeamSelection
+from qcbed.bloch.symmetry import reduce_grid
+from qcbed.bloch.simulation import Simulation
+from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
+from qcbed.experiment import ROI, ExperimentGeometry, LACBEDStack, Region
+from qcbed.experiment.symmetric_grid import symmetric_region
+from qcbed.refine.fine import Refinement
+from qcbed.scattering.structure_factors import PotentialModel
+
+OUT = [[0, 0, 0], [0, 0, 2], [0, 0, -2], [1, 1, 1], [1, 1, -1], [-1, -1, 1], [-1, -1, -1],
+       [2, 2, 0], [-2, -2, 0]]
+N = 48  # image side (px)
+
+
+@pytest.fixture(scope="module")
+def sim():
+    cr = Crystal(Lattice(5.431, 5.431, 5.431), [Site("Si1", "Si", (0, 0, 0), b_iso=0.47)],
+                 space_group_from_number(227, 1))
+    return Simulation(cr, 200, [1, -1, 0], [0, 0, -1], outputs=OUT, gmax=1.6, smax=0.02,
+                      kt_radius=0.15, holz=False, mode="exact", accuracy=None,
+                      potential=PotentialModel("kirkland", "bird_king"),
+                      selection=BeamSelection(1.0, 40))
+
+
+@pytest.fixture(scope="module")
+def data(sim):
+    """Noisy LACBED images of the pattern, its geometry (Felix-like: rotation −90°)."""
+    geom = ExperimentGeometry(sim.frame, (N, N), rotation=-90.0, gl=200.0,
+                              tilt0=(0.00035, -0.0005))  # ≈ half a pixel off
+    inten = sim.solve(geom.tilt_grid().kt).intensities(1300.0)[0]
+    rng = np.random.default_rng(3)
+    stack = LACBEDStack(rng.poisson(np.moveaxis(inten, -1, 0) * 5e3).astype(float), OUT,
+                        geometry=geom)
+    return stack, geom
+
+
+def _ops(sim):
+    return [s for _, s in sim.pattern_symmetry()]
+
+
+def test_symmetric_region_closes_the_grid_under_2mm(sim, data):
+    _, geom = data
+    reg = Region.rectangle((12.0, 12.0), (24.0, 24.0), (13, 13))
+    pts = geom.display_to_kt(reg.points()).reshape(-1, 2)
+    ops = sim.pattern_symmetry()
+    assert len(ops) == 4
+    step = float(np.linalg.norm(pts[1] - pts[0]))
+    assert len(reduce_grid(pts, ops, sim.outputs, 1e-6 * step).representatives) == len(pts)
+    moved, shift = symmetric_region(reg, geom, _ops(sim))
+    assert np.all(np.abs(shift) <= 1.0 + 1e-9) and np.any(shift != 0)  # < one 2-px step
+    pts2 = geom.display_to_kt(moved.points()).reshape(-1, 2)
+    red = reduce_grid(pts2, ops, sim.outputs, 1e-6 * step)
+    # 13 x 13 about the zone axis (within a sample of the centre): ≈ a quarter solved
+    assert len(red.representatives) <= (13 * 13) // 3
+    # a grid rotated against the mirrors: only the two-fold axis (k_t -> -k_t) maps its
+    # lattice onto itself; about half the directions are solved
+    a = np.radians(23.4)
+    e1, e2 = 24.0 * np.array([np.cos(a), np.sin(a)]), 24.0 * np.array([-np.sin(a), np.cos(a)])
+    c0 = np.array([24.0, 24.0]) - (e1 + e2) / 2
+    tilted = Region(np.array([c0, c0 + e2, c0 + e1]), 13, 13)
+    moved, _ = symmetric_region(tilted, geom, _ops(sim))
+    pts3 = geom.display_to_kt(moved.points()).reshape(-1, 2)
+    red = reduce_grid(pts3, ops, sim.outputs, 1e-6 * step)
+    assert (13 * 13) // 2 <= len(red.representatives) <= (13 * 13) // 2 + 13
+    # mirrors only (no two-fold), rotated grid: nothing maps it, the region is left alone
+    mirrors = [s for s in _ops(sim) if abs(np.linalg.det(s) + 1) < 1e-9]
+    assert len(mirrors) == 2
+    same, s0 = symmetric_region(tilted, geom, mirrors)
+    assert same is tilted and not np.any(s0)
+
+
+def _refinement(sim, stack, geom, use_symmetry: bool, tilt: float = 0.0,
+                forbidden: bool = False) -> Refinement:
+    reg, _ = symmetric_region(Region.rectangle((12.0, 12.0), (24.0, 24.0), (9, 9)), geom,
+                              _ops(sim))
+    roi = ROI(stack, reg, geom, refine=("shift.row", "shift.col"))
+    ref = Refinement(sim.with_changes(), roi, use_symmetry=use_symmetry, model_step=1)
+    ref.add_thickness(1250.0)
+    ref.add_structure_factor((1, 1, 1))
+    for h in ((2, 2, 0), (2, 2, 2)):  # 222: zero in the IAM, allowed by the space group
+        ref.add_structure_factor(h, refine_uabs=False)
+    if forbidden:  # 002: forbidden by the d-glide; a non-zero U′(002) breaks two operations
+        ref.add_structure_factor((0, 0, 2), refine_u=False, refine_uabs=True)
+    if tilt:
+        ref.add_orientation(refine=False)
+        ref.params["tilt.x"].value = tilt
+        ref.params["tilt.y"].value = -0.7 * tilt
+    return ref
+
+
+def test_symmetric_fine_step_is_exact(sim, data):
+    stack, geom = data
+    full = _refinement(sim, stack, geom, False)
+    sym = _refinement(sim, stack, geom, True)
+    names = [p.name for p in full.params.free]
+    assert {"U(1,1,1)", "Uabs(1,1,1)", "U(2,2,2)", "thickness", "shift.row"} <= set(names)
+    r1, j1, _, m1 = full._residuals(names, None, True)
+    r2, j2, _, m2 = sym._residuals(names, None, True)
+    assert sym.symmetry_counts["operations"] == 4
+    assert sym.symmetry_counts["solved"] <= 81 // 3 < full.symmetry_counts["solved"] == 81
+    np.testing.assert_array_equal(m1, m2)
+    np.testing.assert_allclose(r2, r1, rtol=1e-10, atol=1e-10 * np.abs(r1).max())
+    np.testing.assert_allclose(j2, j1, rtol=1e-10, atol=1e-10 * np.abs(j1).max())
+    # a fit: the same path, χ² and refined values
+    a = full.fit(max_iter=4)
+    b = sym.fit(max_iter=4)
+    assert b.chi2 == pytest.approx(a.chi2, rel=1e-10)
+    for n in names:
+        assert b.value(n) == pytest.approx(a.value(n), rel=1e-9, abs=1e-12)
+        assert b.esd(n) == pytest.approx(a.esd(n), rel=1e-8)
+
+
+def test_symmetry_needs_the_directions_and_the_derivative_tables(sim, data):
+    stack, geom = data
+    # a tilt moves every direction off the symmetric grid: everything is solved (a tilt
+    # along x alone keeps the mirror y -> -y: half would be solved)
+    ref = _refinement(sim, stack, geom, True, tilt=0.3 * 0.0025)
+    ref.evaluate()
+    assert ref.symmetry_counts["solved"] == ref.symmetry_counts["samples"] == 81
+    # the derivative table of U′(002) is not invariant under the d-glide and the
+    # two-fold screw: only the two other operations are used, and the result is the same
+    full = _refinement(sim, stack, geom, False, forbidden=True)
+    sym = _refinement(sim, stack, geom, True, forbidden=True)
+    names = [p.name for p in full.params.free]
+    assert "Uabs(0,0,2)" in names
+    r1, j1, _, _ = full._residuals(names, None, True)
+    r2, j2, _, _ = sym._residuals(names, None, True)
+    assert sym.symmetry_counts["operations"] == 2 and sym.symmetry_counts["solved"] < 81
+    np.testing.assert_allclose(r2, r1, rtol=1e-10, atol=1e-10 * np.abs(r1).max())
+    np.testing.assert_allclose(j2, j1, rtol=1e-10, atol=1e-10 * np.abs(j1).max())
+    # a derivative table that is not invariant (one reflection without its
+    # equivalents) removes the operations that do not keep it
+    m = len(sim.table.hkl)
+    row = {tuple(h): i for i, h in enumerate(sim.table.hkl)}
+    du = np.zeros(m, complex)
+    du[row[(1, 1, 1)]] = 1.0
+    kept = sim.pattern_symmetry((du, np.zeros(m, complex)))
+    assert 1 <= len(kept) < 4
+    both = du.copy()
+    for h in sim.crystal.equivalent_reflections((1, 1, 1), friedel=False).hkl:
+        if tuple(h) in row:
+            both[row[tuple(h)]] = 1.0
+    assert len(sim.pattern_symmetry((both, np.zeros(m, complex)))) == 4
