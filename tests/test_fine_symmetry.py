@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from qcbed.bloch.beams import BeamSelection
-from qcbed.bloch.symmetry import reduce_grid
 from qcbed.bloch.simulation import Simulation
+from qcbed.bloch.symmetry import reduce_grid
 from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
 from qcbed.experiment import ROI, ExperimentGeometry, LACBEDStack, Region
 from qcbed.experiment.symmetric_grid import symmetric_region
@@ -144,8 +144,7 @@ def test_symmetry_needs_the_directions_and_the_derivative_tables(sim, data):
     du[row[(1, 1, 1)]] = 1.0
     kept = sim.pattern_symmetry((du, np.zeros(m, complex)))
     assert 1 <= len(kept) < 4
-    both = du.copy()
-    for h in sim.crystal.equivalent_reflections((1, 1, 1), friedel=False).hkl:
-        if tuple(h) in row:
-            both[row[tuple(h)]] = 1.0
-    assert len(sim.pattern_symmetry((both, np.zeros(m, complex)))) == 4
+    # the table of U(111) linked to its equivalents (with their phases) keeps all four
+    coef = sim.sf_coefficients((1, 1, 1), phase=sim.default_phase((1, 1, 1)))
+    assert np.count_nonzero(coef) == 4
+    assert len(sim.pattern_symmetry((coef, np.zeros(m, complex)))) == 4
