@@ -25,10 +25,14 @@ __all__ = ["command", "felix_project"]
               help="Set negative pixels to 0 or keep them (default: clip when there are any).")
 @click.option("--n-ug", type=int, default=3, show_default=True,
               help="Low-order U_g families refined in the fine step.")
+@click.option("--roi-step", default="auto", show_default=True,
+              help="Display pixels between ROI samples, or 'auto': the correlation length "
+                   "of the images' pixel noise, rounded up (the project comment says what "
+                   "was measured).")
 @click.option("--force", is_flag=True, help="Overwrite an existing project file.")
 @wrap
 def command(folder: str, out: str | None, output_dir: str | None, thickness: float | None,
-            clip_negative: bool | None, n_ug: int, force: bool) -> None:
+            clip_negative: bool | None, n_ug: int, roi_step: str, force: bool) -> None:
     """Write a project file for the Felix D-LACBED FOLDER, ready for 'qcbed refine':
     crystal from felix.cif, data = the DM3 images, geometry = the Felix grid, a central
     ROI and a plan (coarse thickness/orientation, then thickness and low-order U_g)."""
@@ -36,13 +40,20 @@ def command(folder: str, out: str | None, output_dir: str | None, thickness: flo
     from ..project import dumps_toml
 
     d = Path(folder).resolve()
+    step: int | str = roi_step
+    if roi_step != "auto":
+        try:
+            step = int(roi_step)
+        except ValueError:
+            raise InputError("--roi-step must be 'auto' or an integer ≥ 1", tag="--roi-step",
+                             found=roi_step) from None
     path = Path(out) if out else Path.cwd() / f"{d.name}.toml"
     if path.exists() and not force:
         raise InputError("project file exists (use --force to overwrite)", source=path,
                          found="existing file")
     proj, comments, facts = felix_project(
         d, output=output_dir or f"{d.name}-results", thickness=thickness,
-        clip_negative=clip_negative, n_ug=n_ug)
+        clip_negative=clip_negative, n_ug=n_ug, roi_step=step)
     text = dumps_toml(proj, comments, header="qcbed project file (TOML). Units: A, 1/A "
                                              "(no 2 pi), 1/A^2, kV, degrees, pixels.")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ __all__ = ["felix_project"]
 
 def felix_project(folder: str | Path, *, output: str = "results", thickness: float | None = None,
                   clip_negative: bool | None = None, n_ug: int = 3, roi_fraction: float = 0.8,
-                  roi_step: int = 2) -> tuple[dict, dict[str, str], dict]:
+                  roi_step: int | str = "auto") -> tuple[dict, dict[str, str], dict]:
     """The project (as a dict for :func:`qcbed.project.dumps_toml`), its comments and facts.
 
     Parameters
@@ -34,8 +34,12 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         Number of low-order U_g families refined in the second fine step.
     roi_fraction : float
         Side of the central square ROI as a fraction of the image.
-    roi_step : int
-        Display pixels between ROI samples.
+    roi_step : int or 'auto'
+        Display pixels between ROI samples. ``'auto'`` (default): the correlation
+        length of the images' pixel noise, rounded up
+        (:func:`qcbed.experiment.resolution.noise_correlation`; samples closer than
+        that share noise and add no independent information); the measurement and
+        the step are written into the ROI's comment.
     """
     d = Path(folder).resolve()
     with warnings.catch_warnings():
@@ -90,6 +94,20 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
             seen.update(tuple(int(v) for v in e) for e in eq)
             families.append(h)
     # ROI: a central square of the display, one sample every roi_step pixels
+    step_reason = ""
+    if roi_step == "auto":
+        from ..experiment.resolution import noise_correlation
+
+        nc = noise_correlation(stack.images)
+        roi_step = nc.step
+        step_reason = "\nroi_step = 'auto': " + nc.reason()
+    elif isinstance(roi_step, bool) or not isinstance(roi_step, (int, np.integer)) \
+            or roi_step < 1:
+        from ..errors import InputError
+
+        raise InputError("roi_step must be 'auto' or an integer ≥ 1", tag="roi_step",
+                         found=roi_step)
+    roi_step = int(roi_step)
     half = int(roi_fraction * r / roi_step) * roi_step
     c = (n - 1) / 2.0
     ns = 2 * half // roi_step + 1
@@ -147,7 +165,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                     "-incident_beam_direction,\nnormal = -normal: Felix's beam travels along "
                     "incident_beam_direction, qcbed's zone points to the source",
         "roi": f"a central square of {2 * half + 1} x {2 * half + 1} display pixels, one "
-               f"sample every {roi_step} px",
+               f"sample every {roi_step} px" + step_reason,
         "engine": f"Felix: scatter_factor_method = {fx.scatter_factor_method}, "
                   f"absorption_method = {fx.absorption_method}, holz_flag = {fx.holz_flag}; "
                   "HOLZ beams are included\n(real data need them)",

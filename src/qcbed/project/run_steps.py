@@ -11,7 +11,9 @@ import numpy as np
 
 from .._core.hkl import hkl_key
 from .._core.parameters import parse_parameter_name
+from ..bloch.symmetry import reduce_grid
 from ..errors import InputError
+from ..experiment.symmetric_grid import symmetric_region
 from ..refine.fine import Refinement
 from ..refine.parameters import STRUCTURAL_KINDS, check_structural_name
 from .schema import FineStep, Project
@@ -33,6 +35,7 @@ class FineStepBuilding:
 
     project: Project
     progress: Any
+    log: Any
 
     def _build_refinement(self, setup: Setup, base, state: dict, step: FineStep, i: int,
                           ckpt: Path | None, names: list[str], regions: list | None = None):
@@ -44,7 +47,12 @@ class FineStepBuilding:
         proj = self.project
         sim = self._sim(setup, base, state)
         geom = self._geometry(setup, state)
-        roi = setup.roi(geom, refine=(), regions=regions)
+        masks = setup.masks if regions is None else np.repeat(setup.masks[:1],
+                                                               len(regions), 0)
+        regions = setup.regions if regions is None else regions
+        if proj.roi["symmetric"]:
+            regions = self._symmetric_regions(regions, geom, sim, i)
+        roi = setup.roi(geom, refine=(), regions=regions, masks=masks)
         probe = None
         if proj.gof["probe"] is not None:
             probe = tuple(state["probe"]) if state.get("probe") else tuple(proj.gof["probe"])
@@ -116,6 +124,29 @@ class FineStepBuilding:
             raise _err(proj, "parameter is not available for this data", f"plan.fine[{i}].refine",
                        expected=[p.name for p in ref.params], found=missing[0])
         return ref, roi, iam, sf_done
+
+    def _symmetric_regions(self, regions: list, geom, sim, i: int) -> list:
+        """Each region moved by < 1 sample so that the pattern symmetry maps its k_t
+        grid onto itself (:func:`~qcbed.experiment.symmetric_grid.symmetric_region`),
+        where that lets the fine step solve fewer directions; the others as they are."""
+        ops = sim.pattern_symmetry()
+        if len(ops) < 2:
+            return list(regions)
+        out = []
+        for k, reg in enumerate(regions):
+            moved, shift = symmetric_region(reg, geom, [s for _, s in ops])
+            pts = geom.display_to_kt(moved.points()).reshape(-1, 2)
+            step = float(np.min(np.linalg.norm(np.diff(pts, axis=0), axis=1)))
+            n_rep = len(reduce_grid(pts, ops, sim.outputs, 1e-6 * step).representatives)
+            if moved is reg or n_rep == len(pts):
+                out.append(reg)
+                continue
+            out.append(moved)
+            self.log(f"fine {i + 1}: region {k + 1} moved by ({shift[0]:+.3f}, "
+                     f"{shift[1]:+.3f}) px so that the pattern symmetry ({len(ops)} "
+                     f"operations) maps its k_t grid onto itself: {n_rep} of {len(pts)} "
+                     "directions to solve")
+        return out
 
     def _carry(self, ref, ps, state: dict, sf_done) -> None:
         """Carry a fine step's values (``ps``, the dataset's own names) into ``state``."""

@@ -26,7 +26,7 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
     "geometry": ("voltage_kv", "zone", "x_axis", "normal", "mode", "rotation", "mirror", "gl",
                  "tilt0", "reference", "shift", "disc_shifts", "display_shape"),
     "geometry.disc_shifts": ("hkl", "shift"),
-    "roi": ("hkl", "pad", "disc_shifts", "regions"),
+    "roi": ("hkl", "pad", "disc_shifts", "regions", "symmetric"),
     "roi.regions": ("corners", "samples", "pad", "reflections"),
     "engine": ("mode", "coarse_mode", "accuracy", "gmax", "smax", "holz", "min_pool", "pool",
                "sgmin",
@@ -123,6 +123,7 @@ class RoiSection(_Section):
     hkl: list[tuple[int, int, int]] | None
     regions: list[dict[str, Any]]
     disc_shifts: list[tuple[int, int, int]] = field(default_factory=list)
+    symmetric: bool = True
 
 
 @dataclass(frozen=True, eq=False)

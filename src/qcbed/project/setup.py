@@ -132,13 +132,16 @@ class Setup:
         return Simulation(crystal or self.crystal, voltage_kv or self.voltage_kv, g["zone"],
                           g["x_axis"], **kw)
 
-    def roi(self, geometry=None, refine: Iterable[str] = (), regions: list | None = None):
+    def roi(self, geometry=None, refine: Iterable[str] = (), regions: list | None = None,
+            masks: np.ndarray | None = None):
         """The refinement dataset (:class:`~qcbed.experiment.ROI`) for a geometry.
 
         ``regions`` replaces the project's regions (tiles of the first one: its
-        reflection mask applies to all).
+        reflection mask applies to all, unless ``masks`` (n_regions, n_refl) is given).
         """
-        masks = self.masks if regions is None else np.repeat(self.masks[:1], len(regions), 0)
+        if masks is None:
+            masks = self.masks if regions is None else np.repeat(self.masks[:1], len(regions),
+                                                                 0)
         return ROI(self.data, self.regions if regions is None else regions,
                    geometry or self.geometry, hkl=self.hkl, masks=masks, refine=tuple(refine),
                    disc_shifts=self.project.roi["disc_shifts"])

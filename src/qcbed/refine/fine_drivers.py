@@ -91,6 +91,10 @@ class _DriversMixin:
         else:
             raise InputError("unknown refinement method", expected=["lm", "nested"],
                              found=method)
+        sc = self.symmetry_counts
+        if sc and sc["solved"] < sc["samples"]:
+            message += (f"; pattern symmetry: {sc['solved']} of {sc['samples']} directions "
+                        f"solved ({sc['operations']} operations)")
         step = self._model_step
         if step > 1:
             message += f"; model solved every {step} samples (full-grid check: shift " \
