@@ -148,3 +148,23 @@ def test_symmetry_needs_the_directions_and_the_derivative_tables(sim, data):
     coef = sim.sf_coefficients((1, 1, 1), phase=sim.default_phase((1, 1, 1)))
     assert np.count_nonzero(coef) == 4
     assert len(sim.pattern_symmetry((coef, np.zeros(m, complex)))) == 4
+
+
+def test_automatic_pool_is_closed_under_the_zone_symmetry():
+    """A tilt disc off the zone axis used to keep (11,11,3) without its mirror image
+    (11,11,-3) (the Si D-LACBED default): then no mirror was usable."""
+    from qcbed.bloch.beams import BeamPool
+    from qcbed.bloch.symmetry import zone_rotations
+
+    cr = Crystal(Lattice(5.431, 5.431, 5.431), [Site("Si1", "Si", (0, 0, 0))],
+                 space_group_from_number(227, 1))
+    sim = Simulation(cr, 200, [1, -1, 0], [0, 0, -1], outputs=OUT, gmax=1.6, smax=0.02,
+                     kt_radius=0.15, holz=False, accuracy=None)
+    rots = zone_rotations(sim.crystal, sim.frame)
+    assert len(rots) == 4
+    for smax, centre in ((0.05, (0.03, 0.0)), (0.08, (0.03, 0.0)), (0.05, (0.03, -0.02))):
+        pool = BeamPool.automatic(sim.crystal, sim.frame, sim.k_in, gmax=3.0, smax=smax,
+                                  kt_center=centre, kt_radius=0.0927, holz=True)
+        have = {tuple(h) for h in pool.hkl}
+        for r in rots:
+            assert {tuple(h) for h in pool.hkl @ r} == have

@@ -28,6 +28,7 @@ from .._core.guard import check_memory
 from ..crystal import Crystal
 from ..errors import InputError
 from .geometry import ZoneFrame, excitation_errors
+from .symmetry import close_under_rotations, zone_rotations
 
 #: Bytes per candidate reflection while an automatic pool is built (hkl, |g|, g in the
 #: zone frame, centring phases).
@@ -200,6 +201,10 @@ class BeamPool:
             if keep.sum() >= min_size or keep.all():
                 break
             s_cap *= 1.25
+        # closed under the zone's point-group rotations: a tilt disc off the zone axis
+        # otherwise keeps a beam without its mirror image, and the pattern symmetry
+        # (bloch.symmetry) could not be used; this only adds beams
+        keep = close_under_rotations(hkl, keep, zone_rotations(crystal, frame))
         n_pool = float(keep.sum())
         check_memory(n_pool * n_pool * _BYTES_PER_PAIR,
                      f"a beam pool of {int(n_pool)} beams (gmax = {gmax:g} Å⁻¹, smax = "

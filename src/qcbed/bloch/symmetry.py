@@ -118,6 +118,43 @@ def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray,
     return ops
 
 
+def zone_rotations(crystal: Crystal, frame: ZoneFrame) -> list[np.ndarray]:
+    """Point-group rotations R (3 × 3 int, g ↦ g R) that fix ẑ and the surface normal.
+
+    These are the candidates for pattern symmetry (:func:`pattern_operations`).
+    """
+    rot, _ = crystal.operations
+    a_star = crystal.lattice.reciprocal_basis
+    to_frame = frame.rotation.T
+    nrm = frame.normal_frame
+    out: list[np.ndarray] = []
+    for r in rot:
+        if any(np.array_equal(r, x) for x in out):
+            continue
+        s3 = np.linalg.inv(a_star @ to_frame) @ r @ a_star @ to_frame
+        if (np.allclose(s3[2], [0, 0, 1], atol=1e-9) and np.allclose(s3[:, 2], [0, 0, 1],
+                                                                      atol=1e-9)
+                and np.allclose(nrm @ s3, nrm, atol=1e-9)):
+            out.append(np.asarray(r))
+    return out
+
+
+def close_under_rotations(hkl: np.ndarray, keep: np.ndarray,
+                          rotations: list[np.ndarray]) -> np.ndarray:
+    """``keep`` (bool over the candidate rows ``hkl``) with every image g R of a kept
+    row that is itself a candidate added (a beam pool closed under the pattern
+    symmetry, so that :func:`pattern_operations` can use it)."""
+    index = {tuple(h): i for i, h in enumerate(np.asarray(hkl, int))}
+    out = np.asarray(keep, bool).copy()
+    kept = np.asarray(hkl, int)[out]
+    for r in rotations:
+        for h in kept @ r:
+            j = index.get(tuple(h))
+            if j is not None:
+                out[j] = True
+    return out
+
+
 def reduce_grid(points: np.ndarray, ops: list[tuple[np.ndarray, np.ndarray]],
                 out_hkl: np.ndarray, tol: float) -> SymmetryReduction:
     """Orbits of ``points`` (n, 2) under ``ops``; points whose images fall off the grid stay."""
