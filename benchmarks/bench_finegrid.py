@@ -5,7 +5,9 @@ The project is the ``import-felix`` default (``roi_step = 'auto'``), with the kn
 orientation and thickness (no coarse step, no error budget, no region tiles) and the
 second fine step only (thickness, U(111), U(220), U(113), U(222), shifts), on a
 central square of HALF*2+1 display px sampled every ``roi_step`` px. Arguments:
-``full|sym [HALF]`` (repeat for interleaved runs), e.g. ``full 10 sym 10 full 10``.
+``KIND HALF`` pairs (repeat for interleaved runs), KIND = ``full`` or ``sym``, with
+``+coarse`` to run the plan's coarse step first (the fine grid is then a fraction of a
+pixel off the zone axis, and ``sym`` moves it), e.g. ``full 10 sym 10 full 10``.
 One JSON line per run: wall time of the fine step, solves, directions per solve,
 refined values.
 
@@ -30,12 +32,13 @@ OUT = os.environ.get("QCBED_BENCH_OUT", "/tmp/bench_finegrid")
 def project(kind: str, half: int) -> tuple[dict, dict]:
     proj, comments, _ = felix_project(D, output=f"{OUT}/run_{kind}_{half}")
     proj["project"]["overwrite"] = True
-    proj["plan"]["thickness"] = 1491.4          # the coarse step's result (si_u111_explore)
-    proj["geometry"]["shift"] = [-0.163, -0.015]
     proj["plan"]["budget"] = False
-    proj["plan"].pop("coarse", None)
     proj["plan"]["fine"] = proj["plan"]["fine"][1:]
-    proj["roi"]["symmetric"] = kind == "sym"
+    proj["roi"]["symmetric"] = kind.startswith("sym")
+    if not kind.endswith("+coarse"):  # the coarse step's result (si_u111_explore)
+        proj["plan"]["thickness"] = 1491.4
+        proj["geometry"]["shift"] = [-0.163, -0.015]
+        proj["plan"].pop("coarse", None)
     reg = proj["roi"]["regions"][0]
     c0 = reg["corners"][0]
     full_half = (reg["corners"][2][0] - c0[0]) / 2
@@ -69,13 +72,17 @@ def run_one(kind: str, half: int) -> dict:
     run._fine = fine
     res = run.run().fine
     ps = {p.name: (p.value, p.esd) for p in res.parameters}
-    fine_s = [float(s.rsplit("(", 1)[1].split(" s)")[0]) for _, s in logs
-              if s.startswith("fine 1/")]
+    def secs(prefix: str) -> float | None:
+        v = [float(s.rsplit("(", 1)[1].split(" s)")[0]) for _, s in logs
+             if s.startswith(prefix)]
+        return v[0] if v else None
+
     return dict(kind=kind, half=half, samples=reg_samples(proj),
-                fine_s=fine_s[0] if fine_s else None, wall_s=time.time() - t0,
+                fine_s=secs("fine 1/"), coarse_s=secs("coarse 1/"),
+                wall_s=time.time() - t0,
                 counts=counts, u111=ps["U(1,1,1)"], thickness=ps["thickness"],
                 chi2_nu=res.chi2, n_iterations=res.n_iterations, message=res.message,
-                log=[s for _, s in logs if "moved" in s])
+                log=[s for _, s in logs if "pattern symmetry" in s])
 
 
 def main(args: list[str]) -> None:

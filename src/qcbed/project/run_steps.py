@@ -142,8 +142,9 @@ class FineStepBuilding:
                 out.append(reg)
                 continue
             out.append(moved)
-            self.log(f"fine {i + 1}: region {k + 1} moved by ({shift[0]:+.3f}, "
-                     f"{shift[1]:+.3f}) px so that the pattern symmetry ({len(ops)} "
+            how = (f"moved by ({shift[0]:+.3f}, {shift[1]:+.3f}) px so that"
+                   if np.any(shift) else "as it is:")
+            self.log(f"fine {i + 1}: region {k + 1} {how} the pattern symmetry ({len(ops)} "
                      f"operations) maps its k_t grid onto itself: {n_rep} of {len(pts)} "
                      "directions to solve")
         return out
