@@ -160,7 +160,7 @@ def test_automatic_pool_is_closed_under_the_zone_symmetry():
                  space_group_from_number(227, 1))
     sim = Simulation(cr, 200, [1, -1, 0], [0, 0, -1], outputs=OUT, gmax=1.6, smax=0.02,
                      kt_radius=0.15, holz=False, accuracy=None)
-    rots = zone_rotations(sim.crystal, sim.frame)
+    rots = [r for r, _ in zone_rotations(sim.crystal, sim.frame)]
     assert len(rots) == 4
     for smax, centre in ((0.05, (0.03, 0.0)), (0.08, (0.03, 0.0)), (0.05, (0.03, -0.02))):
         pool = BeamPool.automatic(sim.crystal, sim.frame, sim.k_in, gmax=3.0, smax=smax,
@@ -168,3 +168,7 @@ def test_automatic_pool_is_closed_under_the_zone_symmetry():
         have = {tuple(h) for h in pool.hkl}
         for r in rots:
             assert {tuple(h) for h in pool.hkl @ r} == have
+    # a disc far from the zone axis (no operation maps it onto itself): nothing added
+    far = dict(gmax=3.0, smax=0.05, kt_radius=0.0927, holz=True)
+    a = BeamPool.automatic(sim.crystal, sim.frame, sim.k_in, kt_center=(0.9, 0.4), **far)
+    assert len(a.hkl) < len({tuple(h) for r in rots for h in a.hkl @ r})

@@ -201,10 +201,14 @@ class BeamPool:
             if keep.sum() >= min_size or keep.all():
                 break
             s_cap *= 1.25
-        # closed under the zone's point-group rotations: a tilt disc off the zone axis
-        # otherwise keeps a beam without its mirror image, and the pattern symmetry
-        # (bloch.symmetry) could not be used; this only adds beams
-        keep = close_under_rotations(hkl, keep, zone_rotations(crystal, frame))
+        # closed under the zone's point-group rotations whose image of the tilt disc
+        # overlaps the disc (only those can map directions of the disc onto each
+        # other): a disc a little off the zone axis otherwise keeps a beam without its
+        # mirror image, and the pattern symmetry (bloch.symmetry) could not be used;
+        # this only adds beams
+        rots = [r for r, s in zone_rotations(crystal, frame)
+                if np.linalg.norm(kc @ s - kc) <= 2 * kt_radius + 1e-12]
+        keep = close_under_rotations(hkl, keep, rots)
         n_pool = float(keep.sum())
         check_memory(n_pool * n_pool * _BYTES_PER_PAIR,
                      f"a beam pool of {int(n_pool)} beams (gmax = {gmax:g} Å⁻¹, smax = "

@@ -118,8 +118,10 @@ def pattern_operations(crystal: Crystal, frame: ZoneFrame, pool_hkl: np.ndarray,
     return ops
 
 
-def zone_rotations(crystal: Crystal, frame: ZoneFrame) -> list[np.ndarray]:
-    """Point-group rotations R (3 × 3 int, g ↦ g R) that fix ẑ and the surface normal.
+def zone_rotations(crystal: Crystal, frame: ZoneFrame
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Point-group rotations that fix ẑ and the surface normal: [(R (3 × 3 int, g ↦ g R),
+    S (2 × 2, k_t ↦ k_t S))].
 
     These are the candidates for pattern symmetry (:func:`pattern_operations`).
     """
@@ -127,15 +129,15 @@ def zone_rotations(crystal: Crystal, frame: ZoneFrame) -> list[np.ndarray]:
     a_star = crystal.lattice.reciprocal_basis
     to_frame = frame.rotation.T
     nrm = frame.normal_frame
-    out: list[np.ndarray] = []
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     for r in rot:
-        if any(np.array_equal(r, x) for x in out):
+        if any(np.array_equal(r, x) for x, _ in out):
             continue
         s3 = np.linalg.inv(a_star @ to_frame) @ r @ a_star @ to_frame
         if (np.allclose(s3[2], [0, 0, 1], atol=1e-9) and np.allclose(s3[:, 2], [0, 0, 1],
                                                                       atol=1e-9)
                 and np.allclose(nrm @ s3, nrm, atol=1e-9)):
-            out.append(np.asarray(r))
+            out.append((np.asarray(r), s3[:2, :2]))
     return out
 
 
