@@ -172,3 +172,58 @@ def test_automatic_pool_is_closed_under_the_zone_symmetry():
     far = dict(gmax=3.0, smax=0.05, kt_radius=0.0927, holz=True)
     a = BeamPool.automatic(sim.crystal, sim.frame, sim.k_in, kt_center=(0.9, 0.4), **far)
     assert len(a.hkl) < len({tuple(h) for r in rots for h in a.hkl @ r})
+
+
+def _project(tmp_path, sim, stack, geom, symmetric: bool) -> dict:
+    from pathlib import Path
+
+    import qcbed.demo
+
+    files = []
+    for k in range(len(OUT)):
+        f = tmp_path / f"img{k}.npy"
+        np.save(f, stack.images[k])
+        files.append(str(f))
+    return {
+        "project": {"name": "symmetric fine grid", "output": str(tmp_path / f"res{symmetric}"),
+                    "overwrite": True},
+        "crystal": {"source": str(Path(qcbed.demo.__file__).parent / "si.cif")},
+        "data": {"kind": "lacbed", "files": files, "hkl": OUT, "variance": "poisson"},
+        "geometry": {"voltage_kv": 200.0, "zone": [1, -1, 0], "x_axis": [0, 0, -1],
+                     "normal": [1, -1, 0], "mode": "lacbed", "rotation": -90.0,
+                     "gl": 200.0, "tilt0": [float(v) for v in geom.tilt0]},
+        # a region whose grid the pattern symmetry does not map onto itself as drawn
+        "roi": {"regions": [{"corners": [[15.3, 15.3], [15.3, 31.3], [31.3, 15.3]],
+                             "samples": [9, 9]}], "symmetric": symmetric},
+        "engine": {"mode": "exact", "gmax": 1.6, "smax": 0.02, "holz": False,
+                   "sgmin": 1.0, "omega": 40.0, "elastic": "kirkland",
+                   "absorption": "bird_king", "executor": "serial"},
+        "plan": {"thickness": 1250.0, "budget": False,
+                 "fine": [{"name": "U", "refine": ["thickness", "U(1,1,1)", "U(2,2,0)",
+                                                   "shift.row", "shift.col"],
+                           "max_iter": 3}]},
+    }
+
+
+def test_project_run_moves_the_region_and_solves_the_orbits(sim, data, tmp_path):
+    from qcbed.project import ProjectRun, parse_project
+
+    stack, geom = data
+    out = {}
+    for symmetric in (True, False):
+        logs: list[str] = []
+        run = ProjectRun(parse_project(_project(tmp_path, sim, stack, geom, symmetric),
+                                       source=str(tmp_path / "p.toml"), base_dir=tmp_path),
+                         progress=False, log=logs.append)
+        res = run.run().fine
+        out[symmetric] = (res, run._last_refinement, logs)
+    res, ref, logs = out[True]
+    moved = [s for s in logs if "moved by" in s]
+    assert len(moved) == 1 and "4 operations" in moved[0] and "of 81 directions" in moved[0]
+    assert ref.symmetry_counts["solved"] <= 81 // 3 and "pattern symmetry" in res.message
+    res0, ref0, logs0 = out[False]
+    assert ref0.symmetry_counts["solved"] == 81 and not any("moved" in s for s in logs0)
+    # the moved grid compares other data positions (< 1 sample away): close, not equal
+    for n in ("U(1,1,1)", "thickness"):
+        assert abs(res.value(n) - res0.value(n)) < 2 * res0.esd(n)
+    assert res.value("U(1,1,1)") != res0.value("U(1,1,1)")
