@@ -5,7 +5,8 @@ The project is the ``import-felix`` default (``roi_step = 'auto'``), with the kn
 orientation and thickness (no coarse step, no error budget, no region tiles) and the
 second fine step only (thickness, U(111), U(220), U(113), U(222), shifts), on a
 central square of HALF*2+1 display px sampled every ``roi_step`` px. Arguments:
-``KIND HALF`` pairs (repeat for interleaved runs), KIND = ``full`` or ``sym``, with
+``KIND HALF`` pairs (repeat for interleaved runs), KIND = ``full`` (every direction
+solved, ``[roi] symmetric = false``) or ``sym`` (the ``import-felix`` default), with
 ``+coarse`` to run the plan's coarse step first (the fine grid is then a fraction of a
 pixel off the zone axis, and ``sym`` moves it), e.g. ``full 10 sym 10 full 10``.
 One JSON line per run: wall time of the fine step, solves, directions per solve,
@@ -62,6 +63,14 @@ def run_one(kind: str, half: int) -> dict:
                      log=lambda s: logs.append((time.time() - t0, s)))
     counts: list[dict] = []
     orig = run._fine
+    build = run._build_refinement
+
+    def build_refinement(*a, **k):
+        ref, *rest = build(*a, **k)
+        ref.use_symmetry = kind.startswith("sym")
+        return (ref, *rest)
+
+    run._build_refinement = build_refinement
 
     def fine(*a, **k):
         out = orig(*a, **k)

@@ -123,6 +123,23 @@ def test_extract_import_refine_recovers_thickness_and_ug(larbed_files) -> None:
     assert r.exit_code == 0, r.output + repr(r.exception)
     text = (d / "si.toml").read_text()
     assert 'format = "lacbed_h5"' in text and "U(2,2,0)" in text and "U(4,0,0)" in text
+    # --roi-step auto: the step from the noise correlation across the tilt grid, with its
+    # reason in the ROI comment
+    from qcbed.experiment.resolution import noise_correlation
+    from qcbed.larbed import load_stack
+
+    r = run.invoke(main, ["import-larbed", str(d / "stack.h5"), "--cif", str(d / "si.cif"),
+                          "--thickness", "960", "--roi-step", "auto", "-o",
+                          str(d / "auto.toml")])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    st = load_stack(d / "stack.h5")
+    step = noise_correlation(st.images, st.mask).step
+    auto = (d / "auto.toml").read_text()
+    assert "roi_step = 'auto'" in auto and f"every ceil(sqrt(A)) = {step} tilts" in auto
+    r = run.invoke(main, ["import-larbed", str(d / "stack.h5"), "--cif", str(d / "si.cif"),
+                          "--thickness", "960", "--roi-step", "two", "-o",
+                          str(d / "bad.toml")])
+    assert r.exit_code != 0 and "--roi-step" in r.output
     r = run.invoke(main, ["validate", str(d / "si.toml")])
     assert r.exit_code == 0, r.output
     from qcbed.project import build_setup, load_project

@@ -97,3 +97,16 @@ def wrap(f: Callable) -> Callable:
         with handle_errors():
             return f(*a, **kw)
     return inner
+
+
+def parse_roi_step(text: str) -> int | str:
+    """``--roi-step``: 'auto' or an integer."""
+    from ..errors import InputError
+
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise InputError("--roi-step must be 'auto' or an integer ≥ 1", tag="--roi-step",
+                         found=text) from None

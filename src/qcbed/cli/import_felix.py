@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..project.felix import felix_project
-from ._common import wrap
+from ._common import parse_roi_step, wrap
 
 __all__ = ["command", "felix_project"]
 
@@ -40,13 +40,7 @@ def command(folder: str, out: str | None, output_dir: str | None, thickness: flo
     from ..project import dumps_toml
 
     d = Path(folder).resolve()
-    step: int | str = roi_step
-    if roi_step != "auto":
-        try:
-            step = int(roi_step)
-        except ValueError:
-            raise InputError("--roi-step must be 'auto' or an integer ≥ 1", tag="--roi-step",
-                             found=roi_step) from None
+    step = parse_roi_step(roi_step)
     path = Path(out) if out else Path.cwd() / f"{d.name}.toml"
     if path.exists() and not force:
         raise InputError("project file exists (use --force to overwrite)", source=path,

@@ -15,12 +15,13 @@ from typing import Any
 import click
 import numpy as np
 
-from ._common import wrap
+from ._common import parse_roi_step, wrap
 
 
 def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                    voltage_kv: float | None = None, output: str = "results", n_ug: int = 2,
-                   roi_step: int = 1, elastic: str = "kirkland", absorption: str = "bird_king",
+                   roi_step: int | str = 1, elastic: str = "kirkland",
+                   absorption: str = "bird_king",
                    xi: float = 0.1, holz: bool = True, gmax: float = 2.5, smax: float = 0.03,
                    accuracy: float | None = None,
                    orientation: bool = True, coarse: bool = True,
@@ -43,8 +44,11 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
         Results folder written into the project.
     n_ug : int
         Low-order U_g families (largest IAM |U_g| first) refined in the second step.
-    roi_step : int
-        Tilts between ROI samples.
+    roi_step : int or 'auto'
+        Tilts between ROI samples; ``'auto'``: the correlation length of the noise of
+        the disc intensities across the tilt grid, rounded up
+        (:func:`qcbed.experiment.resolution.noise_correlation`; the reason goes into the
+        ROI comment).
     elastic, absorption, xi : str, str, float
         Engine scattering-factor and absorption models.
     holz, gmax, smax : bool, float, float
@@ -124,6 +128,9 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
     # the ROI samples sit on the tilts themselves; the orientation is refined as tilt.x,
     # tilt.y (the simulated k_t move) rather than shift.row/.col (the data would be
     # interpolated between tilts, which smooths rocking curves sampled this coarsely)
+    from ..experiment.resolution import roi_step as resolve_roi_step
+
+    roi_step, step_reason = resolve_roi_step(roi_step, stack.images, stack.mask, "tilts")
     samples = [(ny - 1) // roi_step + 1, (nx - 1) // roi_step + 1]
     last = [(samples[0] - 1) * roi_step, (samples[1] - 1) * roi_step]
     frame = geo.frame
@@ -171,7 +178,7 @@ def larbed_project(stack_path: str | Path, cif: str | Path, *, thickness: float,
                     f"{stack.metadata.get('geometry_mismatch_steps', float('nan')):.3g} tilt "
                     "steps); tilt0 = k_t (1/A) at the reference tilt (extract --kt-reference)",
         "roi": f"every {roi_step}. tilt of the {ny} x {nx} grid; reflections valid at "
-               f"≥ {min_valid:.0%} of the tilts",
+               f"≥ {min_valid:.0%} of the tilts" + ("\n" + step_reason if step_reason else ""),
         "plan.thickness": "start thickness (A)",
     }
     facts = {"n_images": len(stack.hkl), "n_compared": len(hkl), "families": families,
@@ -209,8 +216,9 @@ def write_project(path: Path, proj: dict, comments: dict[str, str], *, force: bo
               help="Results folder written into the project (default: <stack name>-results).")
 @click.option("--n-ug", type=int, default=2, show_default=True,
               help="Low-order U_g families refined in the second fine step.")
-@click.option("--roi-step", type=int, default=1, show_default=True,
-              help="Tilts between ROI samples.")
+@click.option("--roi-step", default="1", show_default=True,
+              help="Tilts between ROI samples, or 'auto': the correlation length of the "
+                   "noise across the tilt grid, rounded up.")
 @click.option("--elastic", default="kirkland", show_default=True,
               help="Elastic scattering factors of the engine.")
 @click.option("--absorption", default="bird_king", show_default=True,
@@ -233,7 +241,7 @@ def write_project(path: Path, proj: dict, comments: dict[str, str], *, force: bo
 @click.option("--force", is_flag=True, help="Overwrite an existing project file.")
 @wrap
 def command(stack: str, cif: str, thickness: float, voltage: float | None, out: str | None,
-            output_dir: str | None, n_ug: int, roi_step: int, elastic: str, absorption: str,
+            output_dir: str | None, n_ug: int, roi_step: str, elastic: str, absorption: str,
             xi: float, holz: bool, gmax: float, smax: float, accuracy: float | None,
             coarse: bool,
             coarse_margin: int, force: bool) -> None:
@@ -245,7 +253,7 @@ def command(stack: str, cif: str, thickness: float, voltage: float | None, out: 
     path = Path(out) if out else Path.cwd() / f"{sp.stem}.toml"
     proj, comments, facts = larbed_project(
         sp, cif, thickness=thickness, voltage_kv=voltage,
-        output=output_dir or f"{sp.stem}-results", n_ug=n_ug, roi_step=roi_step,
+        output=output_dir or f"{sp.stem}-results", n_ug=n_ug, roi_step=parse_roi_step(roi_step),
         elastic=elastic, absorption=absorption, xi=xi, holz=holz, gmax=gmax, smax=smax,
         accuracy=accuracy, coarse=coarse,
         coarse_margin=coarse_margin)

@@ -46,7 +46,7 @@ from scipy import ndimage
 
 from ..errors import InputError
 
-__all__ = ["NoiseCorrelation", "noise_correlation"]
+__all__ = ["NoiseCorrelation", "noise_correlation", "roi_step"]
 
 #: Lags (pixels) of the fit.
 LAGS = (1, 2, 3, 4)
@@ -198,3 +198,17 @@ def noise_correlation(images: ArrayLike, valid: ArrayLike | None = None
     return NoiseCorrelation(sigma=(sig[0], sig[1]), measured=measured, model=model,
                             area=area, step=max(1, int(np.ceil(round(np.sqrt(area), 1)))),
                             n_used=n_used)
+
+
+def roi_step(step: int | str, images: ArrayLike, valid: ArrayLike | None = None,
+             unit: str = "px") -> tuple[int, str]:
+    """An ROI sample step: ``step`` itself (an integer ≥ 1) or, for ``'auto'``, the one
+    :func:`noise_correlation` gives for ``images``; with the reason (one line, empty for a
+    given step) for a project comment. ``unit`` names the step in that line."""
+    if isinstance(step, str) and step == "auto":
+        nc = noise_correlation(images, valid)
+        return nc.step, "roi_step = 'auto': " + nc.reason().replace(" px", f" {unit}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise InputError("roi_step must be 'auto' or an integer ≥ 1", tag="roi_step",
+                         found=step)
+    return int(step), ""

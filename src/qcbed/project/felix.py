@@ -9,6 +9,7 @@ import numpy as np
 
 from ..bloch.geometry import ZoneFrame
 from ..experiment import ExperimentGeometry, read_felix_images
+from ..experiment.resolution import roi_step as resolve_roi_step
 from ..io import read_felix
 from ..scattering.structure_factors import PotentialModel, structure_factors
 
@@ -94,20 +95,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
             seen.update(tuple(int(v) for v in e) for e in eq)
             families.append(h)
     # ROI: a central square of the display, one sample every roi_step pixels
-    step_reason = ""
-    if roi_step == "auto":
-        from ..experiment.resolution import noise_correlation
-
-        nc = noise_correlation(stack.images)
-        roi_step = nc.step
-        step_reason = "\nroi_step = 'auto': " + nc.reason()
-    elif isinstance(roi_step, bool) or not isinstance(roi_step, (int, np.integer)) \
-            or roi_step < 1:
-        from ..errors import InputError
-
-        raise InputError("roi_step must be 'auto' or an integer ≥ 1", tag="roi_step",
-                         found=roi_step)
-    roi_step = int(roi_step)
+    roi_step, step_reason = resolve_roi_step(roi_step, stack.images)
     half = int(roi_fraction * r / roi_step) * roi_step
     c = (n - 1) / 2.0
     ns = 2 * half // roi_step + 1
@@ -130,7 +118,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                      "gl": float(geom.gl), "tilt0": [float(v) for v in geom.tilt0],
                      "shift": [0.0, 0.0]},
         "roi": {"hkl": [list(h) for h in hkl],
-                "regions": [{"corners": corners, "samples": [ns, ns]}]},
+                "regions": [{"corners": corners, "samples": [ns, ns]}], "symmetric": True},
         "engine": {"mode": "exact", "coarse_mode": "fast",
                    "gmax": float(fx.g_limit) if fx.g_limit else 3.0,
                    "holz": True, "min_pool": int(fx.min_reflection_pool or 0),
@@ -165,7 +153,11 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                     "-incident_beam_direction,\nnormal = -normal: Felix's beam travels along "
                     "incident_beam_direction, qcbed's zone points to the source",
         "roi": f"a central square of {2 * half + 1} x {2 * half + 1} display pixels, one "
-               f"sample every {roi_step} px" + step_reason,
+               f"sample every {roi_step} px" + ("\n" + step_reason if step_reason else ""),
+        "roi.symmetric": "fine steps move the region by < 1 sample so that the pattern "
+                         "symmetry maps its k_t grid onto itself\n(the finely sampled "
+                         "images are interpolated there); the engine then solves one "
+                         "direction per symmetry orbit",
         "engine": f"Felix: scatter_factor_method = {fx.scatter_factor_method}, "
                   f"absorption_method = {fx.absorption_method}, holz_flag = {fx.holz_flag}; "
                   "HOLZ beams are included\n(real data need them)",

@@ -340,7 +340,7 @@ def _parse_roi(r: TableReader, ro: Mapping, pfx: str) -> dict[str, Any]:
     roi: dict[str, Any] = {
         "hkl": r.vectors(ro, "hkl", f"{pfx}.hkl", 3, None, integer=True, min_len=1),
         "disc_shifts": r.vectors(ro, "disc_shifts", f"{pfx}.disc_shifts", 3, [], integer=True),
-        "symmetric": r.get(ro, "symmetric", f"{pfx}.symmetric", "bool", True),
+        "symmetric": r.get(ro, "symmetric", f"{pfx}.symmetric", "bool", False),
     }
     regs = ro.get("regions", _MISSING)
     if regs is _MISSING or not isinstance(regs, list) or not regs:

@@ -58,7 +58,7 @@ class FineStepBuilding:
             probe = tuple(state["probe"]) if state.get("probe") else tuple(proj.gof["probe"])
         ref = Refinement(sim, roi, gof=proj.gof["metric"], background=proj.gof["background"],
                          probe=probe, jacobian=step.jacobian, checkpoint=ckpt,
-                         progress=self.progress, use_symmetry=proj.roi["symmetric"])
+                         progress=self.progress)
         refine = set(step.refine)
         iam: dict[str, tuple[complex, complex]] = {}
         sf_done: set[tuple[int, int, int]] = set()

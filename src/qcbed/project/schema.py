@@ -124,7 +124,7 @@ class RoiSection(_Section):
     hkl: list[tuple[int, int, int]] | None
     regions: list[dict[str, Any]]
     disc_shifts: list[tuple[int, int, int]] = field(default_factory=list)
-    symmetric: bool = True
+    symmetric: bool = False
 
 
 @dataclass(frozen=True, eq=False)
