@@ -71,6 +71,7 @@ def test_import_felix_auto_step_is_written_with_its_reason(si_dlacbed_dir):
     span = c[2, 0] - c[0, 0]
     assert span / (reg["samples"][1] - 1) == nc.step
     assert "roi_step = 'auto'" in comments["roi"] and f"every {nc.step} px" in comments["roi"]
+    assert proj["roi"]["symmetric"] is True and "symmetry" in comments["roi.symmetric"]
     fixed, comments3, _ = felix_project(si_dlacbed_dir, output="unused", roi_step=3)
     c3 = np.asarray(fixed["roi"]["regions"][0]["corners"])
     assert (c3[2, 0] - c3[0, 0]) / (fixed["roi"]["regions"][0]["samples"][1] - 1) == 3
