@@ -36,7 +36,7 @@ from numpy.typing import ArrayLike
 
 from .geometry import excitation_errors, normal_components
 
-__all__ = ["TailCorrection", "build_tail", "fit_points", "tile_centers"]
+__all__ = ["TailCorrection", "TailSource", "build_tail", "fit_points", "tile_centers"]
 
 #: Exponents (i, j) of the fit polynomial x^i y^j in the reduced tilt (k_t − c)/r.
 _POWERS = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2), (3, 0), (2, 1), (1, 2), (0, 3))
@@ -190,7 +190,8 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
     beams (:func:`qcbed.bloch.lowdin.corrections`)."""
     x = excitation_errors(g_tail, kt[None, :], k_in)[0]
     k_n, g_n = normal_components(g_tail, kt[None, :], k_in, normal)
-    m2 = 1.0 + g_n / k_n[0]
+    m2 = (1.0 + g_n / k_n[0]).astype(np.float32)
+    x = x.astype(np.float32)
     left = z_sw / x[None, :]                       # Z_sw X⁻¹
     right = z_ws / x[:, None]                      # X⁻¹ Z_ws
     lo = left @ o_ww
@@ -225,17 +226,19 @@ def _z_block(compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
     return z[inv.reshape(-1)].reshape(len(rows), len(cols))
 
 
-def build_tail(pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
-               compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
-               k_in: float, normal: np.ndarray, center: ArrayLike, radius: float,
-               n_terms: int = 10, tiles: int = 1) -> TailCorrection:
-    """Compute and fit the tail terms of the beams ``tail_hkl`` for the pool ``pool_hkl``.
+class TailSource:
+    """The coupling of a pool to its tail beams, from which the tail terms follow.
+
+    Holds Z = U + iU′ of the pool–tail and tail–tail blocks in single precision
+    (the tail terms are second order, ≲ 10⁻² of the matrix; single precision
+    halves the cost of the M × M products that dominate).
 
     Parameters
     ----------
     pool_hkl : ndarray (N, 3) int
     tail_hkl : ndarray (M, 3) int
-        Beams outside the pool (none of them in it).
+        Beams outside the pool (none of them in it), each far from the Bragg
+        condition over the tilt range.
     g_tail : ndarray (M, 3)
         Their frame components (Å⁻¹).
     compute : callable
@@ -244,46 +247,91 @@ def build_tail(pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
         K (Å⁻¹).
     normal : ndarray (3,)
         Unit surface normal (frame components).
-    center, radius
-        The tilt disc (Å⁻¹); radius 0 is treated as 10⁻³ Å⁻¹.
-    n_terms : int
-        Polynomial terms: 1 (constant), 3 (linear), 6 (quadratic) or 10 (cubic).
-    tiles : int
-        Tiles per disc radius (:func:`tile_centers`): 1 fits one polynomial over
-        the disc; 2 fits 7 tiles of half the radius (19 exact directions each).
     """
-    c = np.asarray(center, float).reshape(2)
-    r = max(float(radius), 1e-3)
-    ph = np.asarray(pool_hkl, np.int64)
-    th = np.asarray(tail_hkl, np.int64)
-    z_sw = _z_block(compute, ph, th)
-    z_ws = _z_block(compute, th, ph)
-    o_ww = _z_block(compute, th, th)
-    np.fill_diagonal(o_ww, 0.0)
-    centers, rho = tile_centers(c, r, tiles)
-    w_coef, s_coef, misfit, size = [], [], 0.0, 0.0
-    for ct in centers:
-        pts = fit_points(ct, rho)
-        ws, ss = zip(*(_exact_terms(z_sw, z_ws, o_ww, g_tail, p, k_in, normal) for p in pts))
-        ws, ss = np.asarray(ws), np.asarray(ss)
-        pinv = np.linalg.pinv(_basis(pts, ct, rho, n_terms))
-        w_coef.append(np.einsum("kp,pij->kij", pinv, ws))
-        s_coef.append(np.einsum("kp,pij->kij", pinv, ss))
-        size = max(size, float(np.abs(ws).max()))
-        # misfit at directions between the fit points (W only: S is ≲ 10 % of it)
-        chk = fit_points(ct, 0.75 * rho)[1:7:2]
-        for p, bp in zip(chk, _basis(chk, ct, rho, n_terms)):
-            w_ex, _ = _exact_terms(z_sw, z_ws, o_ww, g_tail, p, k_in, normal)
-            fit = np.einsum("k,kij->ij", bp, w_coef[-1])
-            misfit = max(misfit, float(np.abs(fit - w_ex).max()))
-    coef = np.stack([*split(-np.asarray(w_coef), False, False),
-                     *split(np.asarray(s_coef), False, False)], axis=1)
+
+    def __init__(self, pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
+                 compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
+                 k_in: float, normal: np.ndarray) -> None:
+        ph = np.asarray(pool_hkl, np.int64)
+        th = np.asarray(tail_hkl, np.int64).reshape(-1, 3)
+        self.n_beams = len(th)
+        self.g_tail = np.asarray(g_tail, float).reshape(-1, 3)
+        self.k_in, self.normal = float(k_in), np.asarray(normal, float)
+        self.z_sw = _z_block(compute, ph, th).astype(np.complex64)
+        self.z_ws = _z_block(compute, th, ph).astype(np.complex64)
+        o_ww = _z_block(compute, th, th).astype(np.complex64)
+        np.fill_diagonal(o_ww, 0.0)
+        self.o_ww = o_ww
+
+    def exact(self, kt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """W (Å⁻²) and S (N, N) at one direction ``kt`` (Å⁻¹)."""
+        w, s = _exact_terms(self.z_sw, self.z_ws, self.o_ww, self.g_tail,
+                            np.asarray(kt, float).reshape(2), self.k_in, self.normal)
+        return w.astype(complex), s.astype(complex)
+
+    def at(self, kt: ArrayLike) -> TailCorrection:
+        """The tail terms computed exactly at one direction (a constant, one tile)."""
+        w, s = self.exact(kt)
+        c = np.asarray(kt, float).reshape(1, 2)
+        return _pack(c, 1e-3, w[None, None], s[None, None], self.n_beams, 0.0,
+                     float(np.abs(w).max()))
+
+    def fit(self, center: ArrayLike, radius: float, *, n_terms: int = 10,
+            tiles: int = 1) -> TailCorrection:
+        """The tail terms fitted over the tilt disc.
+
+        Parameters
+        ----------
+        center, radius
+            The tilt disc (Å⁻¹); radius 0 is treated as 10⁻³ Å⁻¹.
+        n_terms : int
+            Polynomial terms: 1 (constant), 3 (linear), 6 (quadratic) or 10 (cubic).
+        tiles : int
+            Tiles per disc radius (:func:`tile_centers`): 1 fits one polynomial
+            over the disc; 2 fits 7 tiles of half the radius, 3 fits 19 (19 exact
+            directions and 3 checks each).
+        """
+        c = np.asarray(center, float).reshape(2)
+        r = max(float(radius), 1e-3)
+        centers, rho = tile_centers(c, r, tiles)
+        w_coef, s_coef, misfit, size = [], [], 0.0, 0.0
+        for ct in centers:
+            pts = fit_points(ct, rho)
+            ws, ss = map(np.asarray, zip(*(self.exact(p) for p in pts)))
+            pinv = np.linalg.pinv(_basis(pts, ct, rho, n_terms))
+            w_coef.append(np.einsum("kp,pij->kij", pinv, ws))
+            s_coef.append(np.einsum("kp,pij->kij", pinv, ss))
+            size = max(size, float(np.abs(ws).max()))
+            # misfit at directions between the fit points (W only: S is ≲ 10 % of it)
+            chk = fit_points(ct, 0.75 * rho)[1:7:2]
+            for p, bp in zip(chk, _basis(chk, ct, rho, n_terms)):
+                fit = np.einsum("k,kij->ij", bp, w_coef[-1])
+                misfit = max(misfit, float(np.abs(fit - self.exact(p)[0]).max()))
+        return _pack(centers, rho, np.asarray(w_coef), np.asarray(s_coef), self.n_beams,
+                     misfit / max(size, 1e-30), size)
+
+
+def _pack(centers: np.ndarray, radius: float, w: np.ndarray, s: np.ndarray, n_beams: int,
+          misfit: float, size: float) -> TailCorrection:
+    """TailCorrection from W and S coefficients (n_tiles, n_terms, N, N)."""
+    coef = np.stack([*split(-w, False, False), *split(s, False, False)], axis=1)
     if np.abs(coef.imag).max() <= 1e-12 * max(np.abs(coef.real).max(), 1e-300):
         coef = coef.real.astype(np.float32)
     else:
         coef = coef.astype(np.complex64)
-    return TailCorrection(centers, rho, np.ascontiguousarray(coef), len(th),
-                          misfit / max(size, 1e-30), size)
+    return TailCorrection(np.asarray(centers, float), float(radius),
+                          np.ascontiguousarray(coef), n_beams, misfit, size)
+
+
+def build_tail(pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
+               compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
+               k_in: float, normal: np.ndarray, center: ArrayLike, radius: float,
+               n_terms: int = 10, tiles: int = 1) -> TailCorrection:
+    """The tail terms of ``tail_hkl`` for the pool ``pool_hkl`` fitted over the tilt
+    disc: ``TailSource(...).fit(center, radius, n_terms=..., tiles=...)``
+    (:class:`TailSource`)."""
+    return TailSource(pool_hkl, tail_hkl, g_tail, compute, k_in=k_in,
+                      normal=normal).fit(center, radius, n_terms=n_terms, tiles=tiles)
 
 
 def split(delta: np.ndarray, exact: bool, real: bool) -> tuple[np.ndarray, np.ndarray | None]:
