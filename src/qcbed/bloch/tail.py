@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -187,7 +188,12 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
                  ) -> tuple[np.ndarray, np.ndarray]:
     """W and S at one direction, with the tail's own coupling O to first order:
     (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4), as for the pool's weak
-    beams (:func:`qcbed.bloch.lowdin.corrections`)."""
+    beams (:func:`qcbed.bloch.lowdin.corrections`). With L = Z_sw X⁻¹ and
+    R = X⁻¹ Z_ws: W = L Z_ws − L O R, S = (L − L O X⁻¹) M² (R − X⁻¹ O R).
+
+    O is needed among *all* tail beams: keeping it only among those with
+    min |2K S_w| < 64 Å⁻² changed a Si pattern by 5 × 10⁻³ (docs/validation.md).
+    """
     x = excitation_errors(g_tail, kt[None, :], k_in)[0]
     k_n, g_n = normal_components(g_tail, kt[None, :], k_in, normal)
     m2 = (1.0 + g_n / k_n[0]).astype(np.float32)
@@ -229,7 +235,8 @@ def _z_block(compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
 class TailSource:
     """The coupling of a pool to its tail beams, from which the tail terms follow.
 
-    Holds Z = U + iU′ of the pool–tail and tail–tail blocks in single precision
+    Holds Z = U + iU′ of the pool–tail and tail–tail blocks (computed on first
+    use, so that ``n_beams`` is known without the M × M block) in single precision
     (the tail terms are second order, ≲ 10⁻² of the matrix; single precision
     halves the cost of the M × M products that dominate).
 
@@ -252,21 +259,26 @@ class TailSource:
     def __init__(self, pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
                  compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
                  k_in: float, normal: np.ndarray) -> None:
-        ph = np.asarray(pool_hkl, np.int64)
-        th = np.asarray(tail_hkl, np.int64).reshape(-1, 3)
-        self.n_beams = len(th)
+        self._pool_hkl = np.asarray(pool_hkl, np.int64)
+        self._tail_hkl = np.asarray(tail_hkl, np.int64).reshape(-1, 3)
+        self._compute = compute
+        self.n_beams = len(self._tail_hkl)
         self.g_tail = np.asarray(g_tail, float).reshape(-1, 3)
         self.k_in, self.normal = float(k_in), np.asarray(normal, float)
-        self.z_sw = _z_block(compute, ph, th).astype(np.complex64)
-        self.z_ws = _z_block(compute, th, ph).astype(np.complex64)
-        o_ww = _z_block(compute, th, th).astype(np.complex64)
+
+    @cached_property
+    def _blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Z_sw, Z_ws and O (tail–tail, zero diagonal), computed on first use."""
+        ph, th, f = self._pool_hkl, self._tail_hkl, self._compute
+        o_ww = _z_block(f, th, th).astype(np.complex64)
         np.fill_diagonal(o_ww, 0.0)
-        self.o_ww = o_ww
+        return (_z_block(f, ph, th).astype(np.complex64),
+                _z_block(f, th, ph).astype(np.complex64), o_ww)
 
     def exact(self, kt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """W (Å⁻²) and S (N, N) at one direction ``kt`` (Å⁻¹)."""
-        w, s = _exact_terms(self.z_sw, self.z_ws, self.o_ww, self.g_tail,
-                            np.asarray(kt, float).reshape(2), self.k_in, self.normal)
+        w, s = _exact_terms(*self._blocks, self.g_tail, np.asarray(kt, float).reshape(2),
+                            self.k_in, self.normal)
         return w.astype(complex), s.astype(complex)
 
     def at(self, kt: ArrayLike) -> TailCorrection:
@@ -291,24 +303,35 @@ class TailSource:
             over the disc; 2 fits 7 tiles of half the radius, 3 fits 19 (19 exact
             directions and 3 checks each).
         """
+        return self.fits(center, radius, terms=(n_terms,), tiles=tiles)[0]
+
+    def fits(self, center: ArrayLike, radius: float, *, terms: tuple[int, ...],
+             tiles: int = 1) -> list[TailCorrection]:
+        """Fits with each number of polynomial ``terms`` from the same exact
+        directions (:meth:`fit`; the exact terms cost N·M² each, the fits nothing)."""
         c = np.asarray(center, float).reshape(2)
         r = max(float(radius), 1e-3)
         centers, rho = tile_centers(c, r, tiles)
-        w_coef, s_coef, misfit, size = [], [], 0.0, 0.0
+        coef = {n: ([], []) for n in terms}
+        misfit = dict.fromkeys(terms, 0.0)
+        size = 0.0
         for ct in centers:
             pts = fit_points(ct, rho)
             ws, ss = map(np.asarray, zip(*(self.exact(p) for p in pts)))
-            pinv = np.linalg.pinv(_basis(pts, ct, rho, n_terms))
-            w_coef.append(np.einsum("kp,pij->kij", pinv, ws))
-            s_coef.append(np.einsum("kp,pij->kij", pinv, ss))
             size = max(size, float(np.abs(ws).max()))
             # misfit at directions between the fit points (W only: S is ≲ 10 % of it)
             chk = fit_points(ct, 0.75 * rho)[1:7:2]
-            for p, bp in zip(chk, _basis(chk, ct, rho, n_terms)):
-                fit = np.einsum("k,kij->ij", bp, w_coef[-1])
-                misfit = max(misfit, float(np.abs(fit - self.exact(p)[0]).max()))
-        return _pack(centers, rho, np.asarray(w_coef), np.asarray(s_coef), self.n_beams,
-                     misfit / max(size, 1e-30), size)
+            w_chk = [self.exact(p)[0] for p in chk]
+            for n in terms:
+                pinv = np.linalg.pinv(_basis(pts, ct, rho, n))
+                w_c = np.einsum("kp,pij->kij", pinv, ws)
+                coef[n][0].append(w_c)
+                coef[n][1].append(np.einsum("kp,pij->kij", pinv, ss))
+                for bp, w_ex in zip(_basis(chk, ct, rho, n), w_chk):
+                    fit = np.einsum("k,kij->ij", bp, w_c)
+                    misfit[n] = max(misfit[n], float(np.abs(fit - w_ex).max()))
+        return [_pack(centers, rho, np.asarray(coef[n][0]), np.asarray(coef[n][1]),
+                      self.n_beams, misfit[n] / max(size, 1e-30), size) for n in terms]
 
 
 def _pack(centers: np.ndarray, radius: float, w: np.ndarray, s: np.ndarray, n_beams: int,
