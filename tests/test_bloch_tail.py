@@ -179,6 +179,8 @@ def test_engine_pool_error_with_the_tail_is_true():
                      tail=True)
     conv = sim.convergence
     assert conv.tail is not None and conv.tail["beams"] > 0 and conv.pool_error is not None
+    # the --all-strong reference (with_changes) keeps the same pool and tail
+    assert sim.with_changes(selection=BeamSelection.all_strong()).arrays.tail is sim.tail
     kt, t = sim._check_kt, np.asarray(sim.check_thickness)
     frame = (sim.k_in, sim.frame.normal_frame)
     got = solve_chunk(sim.arrays, kt).intensities(t)
