@@ -362,7 +362,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                            gmax=None if prev is None else prev.gmax)
             if prev is not None:
                 est = replace(est, pool_error=prev.pool_error, chosen=prev.chosen,
-                              accuracy=prev.accuracy, steps=prev.steps)
+                              accuracy=prev.accuracy, steps=prev.steps, tail=prev.tail)
             self._convergence = (self._version, est)
         return self._convergence[1]
 
