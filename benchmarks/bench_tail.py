@@ -9,9 +9,11 @@ Issue 12 item 1 (pool half). Prints, in one run on the same machine:
 * the tail's fit over the 0.935 Å⁻¹ disc: one polynomial against 7 tiles, as
   max |ΔI|/I_max against the tail computed exactly at the sample directions;
 * the full 152 × 152 image at 1480 Å with and without the tail (2 worker
-  processes; ``--serial N``: N directions of the image, one process).
+  processes; ``--serial N``: N directions of the image, one process);
+* with ``--gmax`` only: pool and tail g_max raised together (3, 4, 4.5 Å⁻¹).
 
-Run: ``QCBED_SHARED=../shared python benchmarks/bench_tail.py [--serial 512] [--no-image]``.
+Run: ``QCBED_SHARED=../shared python benchmarks/bench_tail.py [--serial 512] [--no-image]
+[--gmax]``.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ import numpy as np
 
 from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.convergence import _arrays, _error, _exact_tail_intensities, _intensities
-from qcbed.bloch.setup import tail_source
+from qcbed.bloch.potential import PotentialTable
+from qcbed.bloch.setup import automatic_pool, tail_source
 from qcbed.bloch.simulation import Simulation
 from qcbed.parallel import ProcessExecutor
 
@@ -72,6 +75,28 @@ def tiles(sim: Simulation) -> None:
               flush=True)
 
 
+def gmax_series(sim: Simulation) -> None:
+    """Pool and tail g_max raised together (the pool takes the near-Bragg beams up to
+    the tail's g_max): every pool beam strong, the tail exact at the sample directions."""
+    st = dict(sim.pool_settings, smax=0.05)
+    frame = (sim.k_in, sim.frame.normal_frame)
+    strong = BeamSelection.all_strong()
+    t = np.array([1480.0])
+    res = {}
+    for gp, gt in ((3.0, 3.0), (3.0, 4.0), (4.0, 4.0), (4.5, 4.5)):
+        pool = automatic_pool(sim._internal, sim.frame, sim.k_in, st, sim.pool.outputs,
+                              gmax=gp, smax=0.05)
+        table = PotentialTable.build(pool.hkl, sim._compute_u)
+        src = tail_source(sim._internal, sim.frame, sim.k_in, st, pool, sim._compute_u,
+                          smax=0.8, gmax=gt)
+        res[(gp, gt)] = _exact_tail_intensities(frame, pool, table, strong, src,
+                                                sim._check_kt, t)
+        print(f"  pool (0.05, {gp}): {len(pool)} beams + tail (0.8, {gt}): {src.n_beams}",
+              flush=True)
+    for a, b in (((3.0, 3.0), (4.0, 4.0)), ((3.0, 4.0), (4.0, 4.0)), ((4.0, 4.0), (4.5, 4.5))):
+        print(f"  {a} vs {b}: {_error(res[a], res[b]):.1e}")
+
+
 def image(sim: Simulation, serial: int) -> float:
     grid = sim.defaults.grid
     if serial:
@@ -92,8 +117,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--serial", type=int, default=0)
     ap.add_argument("--no-image", action="store_true")
     ap.add_argument("--no-tiles", action="store_true")
+    ap.add_argument("--gmax", action="store_true", help="only the g_max series")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.gmax:
+        gmax_series(Simulation.from_felix(FELIX, executor="serial", accuracy=None))
+        return 0
     with_tail, _ = setup(True)
     without, _ = setup(False)
     if not args.no_tiles:
