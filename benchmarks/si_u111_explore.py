@@ -71,6 +71,8 @@ def variant(name: str) -> tuple[dict, dict]:
         elif tok.startswith("tfix"):
             proj["plan"]["thickness"] = float(tok[4:])
             fine["refine"].remove("thickness")
+        elif tok == "tgrad":   # thickness gradient across the tilt field (Å per Å⁻¹)
+            fine["refine"] += ["thickness.dkx", "thickness.dky"]
         elif tok == "uabs":
             fine["refine"].append("Uabs(1,1,1)")
         elif tok.startswith("probe") and tok[5:].replace(".", "").isdigit():
@@ -102,8 +104,9 @@ def variant(name: str) -> tuple[dict, dict]:
     proj["plan"]["fine"] = [fine]
     return proj, comments
 
-for name in sys.argv[1:]:
-    proj, comments = variant(name)
+
+def run_project(name: str, proj: dict, comments: dict, log: str = LOG) -> dict:
+    """Run one project dict; the result record (also appended as a JSON line to ``log``)."""
     src = f"{OUT}/run_{name}.toml"
     open(src, "w").write(dumps_toml(proj, comments))
     P = parse_project(proj, source=src, base_dir=OUT)
@@ -120,4 +123,14 @@ for name in sys.argv[1:]:
     except Exception as exc:  # keep going, record the failure
         rec = dict(name=name, error=repr(exc), wall_s=time.time() - t0)
     print(json.dumps(rec), flush=True)
-    open(LOG, "a").write(json.dumps(rec) + "\n")
+    open(log, "a").write(json.dumps(rec) + "\n")
+    return rec
+
+
+def main(names: list[str]) -> None:
+    for name in names:
+        run_project(name, *variant(name))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
