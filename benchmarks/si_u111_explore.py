@@ -119,6 +119,8 @@ def run_project(name: str, proj: dict, comments: dict, log: str = LOG) -> dict:
         rec = dict(name=name, u111=ps["U(1,1,1)"][0], esd=ps["U(1,1,1)"][1],
                    t=ps["thickness"][0], chi2=res.chi2, r=res.r_factor,
                    params={k: v for k, v in ps.items()}, n_used=res.n_used,
+                   corr_u111={n: round(float(c), 3) for n, c in zip(
+                       res.free_names, res.correlation[res.free_names.index("U(1,1,1)")])},
                    wall_s=time.time() - t0, step=STEP)
     except Exception as exc:  # keep going, record the failure
         rec = dict(name=name, error=repr(exc), wall_s=time.time() - t0)

@@ -220,7 +220,7 @@ class _ModelMixin:
             if want_sf:
                 for k, name in enumerate(names or []):
                     grads[name] = d_p[:, k, self.out_idx].T
-        elif kt_grad:
+        elif np.ndim(t):
             inten = eig.intensities_per_direction(t)[:, self.out_idx].T
         else:
             inten = eig.intensities([t])[0][:, self.out_idx].T
