@@ -16,6 +16,12 @@ Processing steps (each optional, by token in the run name):
 ``bg``     a smooth inelastic background per image: a 2-D Gaussian of σ = 60 px about
            the zone axis, scaled so that its mean over the ROI is the image's constant
            background fitted to the real data;
+``plasmon`` not energy-filtered: I ⊗ (P₀δ + P₁K + P₂K⊗K + P₃K⊗K⊗K), Poisson P_n for
+           t/λ_p = 1 (Si, 200 kV, λ_p ≈ 150 nm; Egerton 2011 §3.3, §4.1), K the
+           single-plasmon angular distribution 1/(θ² + θ_E²) cut at θ_c (Egerton 2011
+           eq. 3.23, θ_E = E_p/(γm₀v²) = 16.7 eV/344 keV = 0.049 mrad = 0.22 px, θ_c = 46 px ≈
+           10 mrad), 5 × 5 sub-pixel sampled, applied before the copies;
+``offX``   the mirror-line offset OFF (row) set to X px instead of 0.45;
 ``noise``  Gaussian noise of the variance σ² = g·I + σ₀² estimated from the real images,
            negatives clipped to 0 (as import-felix does with the real ones).
 
@@ -80,6 +86,35 @@ def flip(a: np.ndarray, how: str) -> np.ndarray:
     return {"ud": a[::-1], "lr": a[:, ::-1], "udlr": a[::-1, ::-1]}[how]
 
 
+def plasmon_kernel(theta_e: float = 0.22, theta_c: float = 46.0, half: int = 50
+                   ) -> np.ndarray:
+    """Single-plasmon angular distribution 1/(θ² + θ_E²), θ ≤ θ_c, per pixel (sum 1)."""
+    sub = (np.arange(5) - 2) / 5.0
+    x = np.arange(-half, half + 1, dtype=float)
+    xx = (x[:, None] + sub[None, :]).ravel()
+    r2 = xx[:, None] ** 2 + xx[None, :] ** 2
+    k = np.where(r2 <= theta_c**2, 1.0 / (r2 + theta_e**2), 0.0)
+    n = len(x)
+    k = k.reshape(n, 5, n, 5).sum(axis=(1, 3))
+    return k / k.sum()
+
+
+def plasmon(img: np.ndarray, t_over_lambda: float = 1.0) -> np.ndarray:
+    """The image with its plasmon-loss copies (Poisson multiple scattering, up to 3)."""
+    from math import factorial
+
+    from scipy.signal import fftconvolve
+
+    k = plasmon_kernel()
+    pad = k.shape[0] // 2
+    out = np.exp(-t_over_lambda) * img
+    cur = img
+    for n in range(1, 4):
+        cur = fftconvolve(np.pad(cur, pad, mode="reflect"), k, mode="same")[pad:-pad, pad:-pad]
+        out = out + np.exp(-t_over_lambda) * t_over_lambda**n / factorial(n) * cur
+    return out
+
+
 def synthetic_stack(real, setup, truth: str, steps: set[str], seed: int = 1):
     """The real stack with the ROI reflections' images replaced by processed simulations."""
     u111, t = TRUTHS[truth]
@@ -87,7 +122,8 @@ def synthetic_stack(real, setup, truth: str, steps: set[str], seed: int = 1):
     # place the pattern: kt = 0 at (centre row + OFF_ROW, centre col + OFF_COL)
     centre = geom.image_centre
     here = geom.kt_to_pixel([0.0, 0.0])
-    geom = geom.replace(shift=tuple(centre + [OFF_ROW, OFF_COL] - here))
+    off = next((float(x[3:]) for x in steps if x.startswith("off")), OFF_ROW)
+    geom = geom.replace(shift=tuple(centre + [off, OFF_COL] - here))
     sim = setup.simulation()
     vals = {}
     for h, u in (((1, 1, 1), u111), ((2, 2, 0), U220), ((1, 1, 3), U113)):
@@ -111,6 +147,8 @@ def synthetic_stack(real, setup, truth: str, steps: set[str], seed: int = 1):
         a = np.stack([s.ravel(), np.ones(s.size)], 1)
         (c, b), *_ = np.linalg.lstsq(a, d.ravel(), rcond=None)
         sims[i] = (c * s, b)
+    if "plasmon" in steps:
+        sims = {i: (plasmon(s), b) for i, (s, b) in sims.items()}
     kc = geom.kt_to_pixel([0.0, 0.0])
     bgshape = np.exp(-((rr - kc[0])**2 + (cc - kc[1])**2) / (2 * 60.0**2))
     for i, (s, b) in sims.items():
