@@ -16,8 +16,9 @@ Processing steps (each optional, by token in the run name):
 ``bg``     a smooth inelastic background per image: a 2-D Gaussian of σ = 60 px about
            the zone axis, scaled so that its mean over the ROI is the image's constant
            background fitted to the real data;
-``plasmon`` not energy-filtered: I ⊗ (P₀δ + P₁K + P₂K⊗K + P₃K⊗K⊗K), Poisson P_n for
-           t/λ_p = 1 (Si, 200 kV, λ_p ≈ 150 nm; Egerton 2011 §3.3, §4.1), K the
+``plasmon[X]`` not energy-filtered: I ⊗ (P₀δ + P₁K + P₂K⊗K + P₃K⊗K⊗K), Poisson P_n
+           for t/λ_p = X (default 1: Si, 200 kV, λ_p ≈ 150 nm; Egerton 2011 §3.3,
+           §4.1), K the
            single-plasmon angular distribution 1/(θ² + θ_E²) cut at θ_c (Egerton 2011
            eq. 3.23, θ_E = E_p/(γm₀v²) = 16.7 eV/344 keV = 0.049 mrad = 0.22 px, θ_c = 46 px ≈
            10 mrad), 5 × 5 sub-pixel sampled, applied before the copies;
@@ -147,8 +148,9 @@ def synthetic_stack(real, setup, truth: str, steps: set[str], seed: int = 1):
         a = np.stack([s.ravel(), np.ones(s.size)], 1)
         (c, b), *_ = np.linalg.lstsq(a, d.ravel(), rcond=None)
         sims[i] = (c * s, b)
-    if "plasmon" in steps:
-        sims = {i: (plasmon(s), b) for i, (s, b) in sims.items()}
+    tl = next((float(x[7:] or 1.0) for x in steps if x.startswith("plasmon")), None)
+    if tl is not None:
+        sims = {i: (plasmon(s, tl), b) for i, (s, b) in sims.items()}
     kc = geom.kt_to_pixel([0.0, 0.0])
     bgshape = np.exp(-((rr - kc[0])**2 + (cc - kc[1])**2) / (2 * 60.0**2))
     for i, (s, b) in sims.items():
