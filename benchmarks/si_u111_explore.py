@@ -73,6 +73,8 @@ def variant(name: str) -> tuple[dict, dict]:
             fine["refine"].remove("thickness")
         elif tok == "tgrad":   # thickness gradient across the tilt field (Å per Å⁻¹)
             fine["refine"] += ["thickness.dkx", "thickness.dky"]
+        elif tok == "budget":   # the error budget of the fine step (linearised)
+            proj["plan"]["budget"] = True
         elif tok == "uabs":
             fine["refine"].append("Uabs(1,1,1)")
         elif tok.startswith("probe") and tok[5:].replace(".", "").isdigit():
@@ -111,8 +113,9 @@ def run_project(name: str, proj: dict, comments: dict, log: str = LOG) -> dict:
     open(src, "w").write(dumps_toml(proj, comments))
     P = parse_project(proj, source=src, base_dir=OUT)
     t0 = time.time()
+    logs: list[str] = []
     try:
-        run = ProjectRun(P, progress=False, log=lambda s: None).run()
+        run = ProjectRun(P, progress=False, log=logs.append).run()
         res = run.fine
         ps = {p.name: (p.value, p.esd) for p in res.parameters
               if p.refine or p.name == "thickness"}
@@ -121,6 +124,7 @@ def run_project(name: str, proj: dict, comments: dict, log: str = LOG) -> dict:
                    params={k: v for k, v in ps.items()}, n_used=res.n_used,
                    corr_u111={n: round(float(c), 3) for n, c in zip(
                        res.free_names, res.correlation[res.free_names.index("U(1,1,1)")])},
+                   budget=[m for m in logs if m.startswith("error budget")],
                    wall_s=time.time() - t0, step=STEP)
     except Exception as exc:  # keep going, record the failure
         rec = dict(name=name, error=repr(exc), wall_s=time.time() - t0)
