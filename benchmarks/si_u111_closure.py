@@ -1,4 +1,4 @@
-"""Processing closure test for the Si U(111) bias (issue 12 item 6; docs/si-u111-bias.md §7).
+"""Processing closure test for the Si U(111) bias (issue 12 item 6; docs/si-u111-bias.md §6).
 
 Simulates the shared Si [1-10] D-LACBED experiment with qcbed at a known truth, applies
 the processing the shared images went through, and refines the result exactly as the

@@ -1,7 +1,7 @@
 """A thickness that changes linearly across the tilt field (``thickness.dkx/dky``).
 
 Model: t(k_t) = t + dkx·(k_x − k_cx) + dky·(k_y − k_cy) — a wedge under a rocked beam
-whose pivot point is off the specimen (issue 12 item 6; docs/si-u111-bias.md §6).
+whose pivot point is off the specimen (issue 12 item 6; docs/si-u111-bias.md §5).
 Geometry: the Si 111 systematic row of tests/test_refine_synthetic.py, on a 2-D
 patch of directions so that both gradients are measured.
 """
