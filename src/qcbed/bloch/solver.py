@@ -86,8 +86,8 @@ from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
     physically_invalid,
 )
 from .lowdin import batch_terms as lowdin_batch_terms
-from .lowdin import derivatives as lowdin_derivatives
 from .lowdin import transform as lowdin_transform
+from .lowdin_jacobian import derivatives as lowdin_derivatives
 from .perturbation import (  # noqa: F401  (re-exported for the torch port and tests)
     CLUSTER_CONDITION_LIMIT,
     CLUSTER_LIMIT,
