@@ -13,8 +13,12 @@ from test_bloch_fast_derivatives import _gaas, _setup, _si
 
 
 @pytest.mark.parametrize("crystal", [_si, _gaas], ids=["Si", "GaAs"])
-@pytest.mark.parametrize("mode", ["exact", "fast"])
-def test_analytic_lowdin_derivatives_match_central_differences(crystal, mode, monkeypatch):
+@pytest.mark.parametrize("mode,density", [("exact", None), ("fast", None), ("fast", -1.0)],
+                         ids=["exact", "fast", "fast-dense"])
+def test_analytic_lowdin_derivatives_match_central_differences(crystal, mode, density,
+                                                                monkeypatch):
+    if density is not None:  # every product dense (the path for dense derivative tables)
+        monkeypatch.setattr(lowdin_jacobian, "SPARSE_DENSITY", density)
     sim, der = _setup(crystal)
     arrays = sim.with_changes(mode=mode).arrays
     assert arrays.lowdin

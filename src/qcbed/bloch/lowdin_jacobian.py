@@ -34,6 +34,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from .lowdin import lowdin_factor
+from .xp import NUMPY
 
 __all__ = ["derivatives"]
 
@@ -53,28 +54,47 @@ def _off_diagonal(o: np.ndarray) -> np.ndarray:
 
 
 class _Blocks:
-    """A batch of (n_dir, a, b) blocks that is mostly zero, for products with it on the left."""
+    """∂Y = ∂A_Sw X⁻¹ of one parameter (n_dir, n, n_w): mostly zero, kept sparse for
+    the products with it on the left.
 
-    def __init__(self, x: np.ndarray) -> None:
-        self.x = x
-        self.shape = x.shape
-        k, i, j = np.nonzero(x)
-        n_dir, a, b = x.shape
-        self.sparse = len(k) <= SPARSE_DENSITY * x.size
+    Parameters
+    ----------
+    table : (M,)
+        ∂U/∂p (or ∂U′/∂p) over the table rows.
+    sw : (n_dir, n, n_w) int
+        Table rows of the strong-to-weak blocks.
+    dw : (n_dir, 1, n_w)
+        1/(2K S_w).
+    """
+
+    def __init__(self, table: np.ndarray, sw: np.ndarray, dw: np.ndarray) -> None:
+        hit = np.zeros(len(table), bool)
+        hit[np.flatnonzero(table)] = True
+        self.where = k, i, j = np.nonzero(hit[sw])   # a boolean gather: no values yet
+        self.values = table[sw[k, i, j]] * dw[k, 0, j]
+        self.shape = n_dir, a, b = sw.shape
+        self.sparse = len(k) <= SPARSE_DENSITY * sw.size
         if self.sparse:
-            v = x[k, i, j]
+            v = self.values
             self.flat = csr_matrix((v, (k * a + i, j)), shape=(n_dir * a, b))
             self.diag = csr_matrix((v, (k * a + i, k * b + j)), shape=(n_dir * a, n_dir * b))
+        else:
+            self.x = self.plus(np.zeros(self.shape, self.values.dtype))
+
+    def plus(self, x: np.ndarray) -> np.ndarray:
+        """x + ∂Y, in place."""
+        x[self.where] += self.values
+        return x
 
     def shared(self, r: np.ndarray) -> np.ndarray:
-        """x @ r for one matrix r (b, c) shared by the directions."""
+        """∂Y @ r for one matrix r (b, c) shared by the directions."""
         if not self.sparse:
             return self.x @ r
         n_dir, a, _ = self.shape
         return np.asarray(self.flat @ r).reshape(n_dir, a, -1)
 
     def batched(self, r: np.ndarray) -> np.ndarray:
-        """x @ r for one matrix r (b, c) per direction (r: (n_dir, b, c))."""
+        """∂Y @ r for one matrix r (b, c) per direction (r: (n_dir, b, c))."""
         if not self.sparse:
             return self.x @ r
         n_dir, a, b = self.shape
@@ -86,8 +106,19 @@ def _times_shared_sparse(y: np.ndarray, o: np.ndarray) -> np.ndarray:
     if np.count_nonzero(o) > SPARSE_DENSITY * o.size:
         return y @ o
     n_dir, a, b = y.shape
-    os_t = csr_matrix(o.T)
-    return np.asarray(os_t @ y.reshape(-1, b).T).T.reshape(n_dir, a, -1)
+    # (y o)ᵀ = oᵀ yᵀ: the sparse factor on the left
+    yt = np.ascontiguousarray(y.reshape(-1, b).T)
+    return np.ascontiguousarray(np.asarray(csr_matrix(o.T) @ yt).T).reshape(n_dir, a, -1)
+
+
+def _mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b, a real factor times a complex one as real products (half the flops)."""
+    ca, cb = np.iscomplexobj(a), np.iscomplexobj(b)
+    if ca == cb:
+        return a @ b
+    if cb:
+        return NUMPY.real_times_complex(a, b)
+    return _adj(NUMPY.real_times_complex(_adj(b), _adj(a)))
 
 
 def _lower_half(y: np.ndarray) -> np.ndarray:
@@ -141,6 +172,10 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     dua = np.atleast_2d(np.asarray(dua, complex))
     u = np.asarray(u, complex)
     u_abs = np.asarray(u_abs, complex)
+    if all(np.abs(x.imag).max(initial=0.0) <= 1e-12 * np.abs(x).max(initial=0.0)
+           for x in (u, u_abs, du, dua)):
+        # centrosymmetric, origin at the centre: the weak-beam products are real
+        u, u_abs, du, dua = u.real, u_abs.real, du.real, dua.real
     sw = index[idx[:, :, None], wcols[None, None, :]]
     ww = index[np.ix_(wcols, wcols)]
     dw = d[:, None, :]
@@ -151,6 +186,7 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     oa = _off_diagonal(u_abs.take(ww))
     yo, yoa = y @ o, y @ oa
     yh, yah = _adj(y), _adj(ya)
+    yoh, yoah, ymh = _adj(yo), _adj(yoa), _adj(y * mw)
     z = y - yo * dw
     t_abs = yo @ yah
     s = (z * mw) @ _adj(z)
@@ -161,34 +197,47 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     a_full = (a_core + yo @ yh + 1j * (yoa @ yh + t_abs + _adj(t_abs))) / mm
     f = lowdin_factor(s / mm)
     fh = _adj(f)
-    a1 = fh @ a_full @ f
+    a1 = _mul(_mul(fh, a_full), f)
     sa = fh @ (s_abs / mm) @ f
     hel = 0.5 * (a1 + _adj(a1))
     f_out = f[:, :n_out, :n_out]
     inv_out = np.linalg.inv(f_out)
     out = np.empty_like(da)
-    lmat = np.empty((len(a_core), len(du), n_out, n_out), complex)
+    lmat = np.zeros((len(a_core), len(du), n_out, n_out), complex)
     eye = np.eye(n_out)
     for p in range(len(du)):
-        dy = _Blocks(du[p].take(sw) * dw)
-        dya = _Blocks(dua[p].take(sw) * dw)
-        do = _off_diagonal(du[p].take(ww))
-        doa = _off_diagonal(dua[p].take(ww))
-        dyo = dy.shared(o) + _times_shared_sparse(y, do)
-        dyoa = dy.shared(oa) + _times_shared_sparse(y, doa)
-        dz = dy.x - dyo * dw
-        dt = dyo @ yah + _adj(dya.batched(_adj(yo)))
-        dd_el = dyo @ yh + _adj(dy.batched(_adj(yo)))
-        dd_abs = dyoa @ yh + _adj(dy.batched(_adj(yoa))) + dt + _adj(dt)
-        ds = (dz * mw) @ _adj(z)
-        dx = dy.batched(_adj(ya * mw)) + _adj(dya.batched(_adj(y * mw)))
-        yf = fh @ ((ds + _adj(ds)) / mm) @ f
-        lam = _lower_half(yf)
-        lamh = _adj(lam)
-        da1 = fh @ ((da[:, p] + dd_el + 1j * dd_abs) / mm) @ f - lamh @ a1 - a1 @ lam
-        dsa = fh @ ((dx + _adj(dx)) / mm) @ f - lamh @ sa - sa @ lam
-        dxx = 0.5 * (da1 + _adj(da1)) @ sa + hel @ dsa
+        # ∂ of ΔA_el + iΔA_abs (``dd``), of S (``ds``) and of S_abs (``dx`` + h.c.); U
+        # and U′ enter different factors, and a parameter often moves only one
+        dd = da[:, p].copy()
+        ds = dx = None
+        if np.any(du[p]):
+            dy = _Blocks(du[p], sw, dw)
+            do = _off_diagonal(du[p].take(ww))
+            dyo = dy.shared(o) + _times_shared_sparse(y, do)
+            dt = dyo @ yah
+            dd += dyo @ yh + _adj(dy.batched(yoh))
+            dd += 1j * (dy.shared(oa) @ yh + _adj(dy.batched(yoah)) + dt + _adj(dt))
+            ds = (dy.plus(-dyo * dw) * mw) @ _adj(z)
+            ds += _adj(ds)
+            dx = dy.batched(_adj(ya * mw))
+        if np.any(dua[p]):
+            dya = _Blocks(dua[p], sw, dw)
+            doa = _off_diagonal(dua[p].take(ww))
+            dt = _adj(dya.batched(yoh))
+            dd += 1j * (_times_shared_sparse(y, doa) @ yh + dt + _adj(dt))
+            dxa = _adj(dya.batched(ymh))
+            dx = dxa if dx is None else dx + dxa
+        da1 = _mul(_mul(fh, dd / mm), f)
+        dsa = 0.0 if dx is None else fh @ ((dx + _adj(dx)) / mm) @ f
+        if ds is not None:
+            lam = _lower_half(fh @ (ds / mm) @ f)
+            lamh = _adj(lam)
+            da1 -= _mul(lamh, a1) + _mul(a1, lam)
+            dsa = dsa - lamh @ sa - sa @ lam
+            lmat[:, p] = -(f_out @ lam[:, :n_out, :n_out] @ inv_out)
+            lmat[:, p] -= lam[:, 0, 0][:, None, None] * eye
+        dxx = _mul(0.5 * (da1 + _adj(da1)), sa)
+        if dx is not None or ds is not None:
+            dxx += _mul(hel, dsa)
         out[:, p] = (da1 - 0.5j * (dxx + _adj(dxx))) * mm
-        lmat[:, p] = -(f_out @ lam[:, :n_out, :n_out] @ inv_out)
-        lmat[:, p] -= lam[:, 0, 0][:, None, None] * eye
     return out, lmat
