@@ -29,6 +29,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from qcbed.bloch import lowdin, lowdin_jacobian, solver
 from qcbed.bloch.simulation import Simulation
 from qcbed.bloch.solver import solve_chunk
 
@@ -85,16 +86,25 @@ def run_case(name: str, n: int, repeat: int, thickness: float) -> None:
           f"{len(params)} parameters, Löwdin {arrays['fast'].lowdin}")
     times: dict[str, list[float]] = {}
     result = {}
+    keys = ["exact+d", "fast+d", "exact", "fast"]
+    if arrays["fast"].lowdin:
+        # the engine before this benchmark's work: exact only, the Löwdin terms
+        # differentiated by central differences of the whole transformation
+        keys.insert(0, "exact+d (Löwdin by central differences)")
     for _ in range(repeat):
-        for key in ("exact+d", "fast+d", "exact", "fast"):
-            mode, with_d = key.split("+")[0], key.endswith("+d")
+        for key in keys:
+            mode, with_d = key.split("+")[0], "+d" in key
+            central = "central" in key
+            if central:
+                solver.lowdin_derivatives = lowdin.derivatives
             t0 = time.perf_counter()
             eig = solve_chunk(arrays[mode], kt, der if with_d else None)
             times.setdefault(key, []).append(time.perf_counter() - t0)
-            if with_d:
+            solver.lowdin_derivatives = lowdin_jacobian.derivatives
+            if with_d and not central:
                 result[mode] = eig
     for key, v in times.items():
-        print(f"  {key:8s} {1e3 * np.median(v) / len(kt):8.2f} ms/direction "
+        print(f"  {key:9s} {1e3 * np.median(v) / len(kt):8.2f} ms/direction "
               f"(median of {repeat})")
     ex, fa = result["exact"], result["fast"]
     print(f"  strong {ex.n_strong.mean():.0f}, weak {ex.n_weak.mean():.0f} per direction; "

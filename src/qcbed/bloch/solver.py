@@ -236,7 +236,7 @@ class KernelTables:
             dtab = np.atleast_2d(np.asarray(derivatives[0], complex) + 1j * dua)
             dua0 = xp.asarray(dua.reshape(len(dtab), -1)[:, arrays.index[0, 0]])
             dtab = xp.asarray(dtab)
-            zd = u if exact else xp.asarray(arrays.u + 1j * arrays.u_abs)
+            zd = None if exact else xp.asarray(arrays.u + 1j * arrays.u_abs)
         absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
         z = zc = None
         if absorbing and not real:
@@ -244,8 +244,10 @@ class KernelTables:
         if index is None:
             # 64-bit: np.take converts narrower indices on every gather (~1.6× slower)
             index = xp.asarray(np.asarray(arrays.index, dtype=np.int64))
-        return cls(xp, index,
-                   xp.asarray(u), xp.asarray(ua), z, zc, dtab, dua0, zd, exact, real,
+        u = xp.asarray(u)
+        if exact and dtab is not None:
+            zd = u  # the exact mode's table is U + iU′
+        return cls(xp, index, u, xp.asarray(ua), z, zc, dtab, dua0, zd, exact, real,
                    absorbing, derivatives)
 
 
