@@ -289,7 +289,8 @@ class ProjectRun(FineStepBuilding):
                                    "n_iterations": result.n_iterations})
                 self.log(f"fine {i + 1}/{len(self.project.fine)} '{step.name}': "
                          f"chi2 = {result.chi2:.4g}, R = {result.r_factor:.4f}, "
-                         f"{result.n_iterations} iterations ({time.perf_counter() - ts:.1f} s)")
+                         f"{result.n_iterations} iterations ({time.perf_counter() - ts:.1f} s)"
+                         + _copies_note(roi))
             if key not in rs["done"]:
                 rs["done"].append(key)
             self._save(rs)
@@ -539,3 +540,12 @@ def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> Ru
     kw.setdefault("truth", rs.get("truth"))
     return ProjectRun(proj, out_dir=rs_path.parent, **kw).run(resume=True)
 
+
+def _copies_note(roi: Any) -> str:
+    """``; the n compared images hold k independent ones …`` for symmetrised data."""
+    m = getattr(roi, "multiplicity", None)
+    if m is None or np.all(np.asarray(m) == 1):
+        return ""
+    return (f"; the {len(m)} compared images hold {float(np.sum(1.0 / np.asarray(m))):.0f} "
+            "independent "
+            "ones (exact copies: symmetrised data), each group counted once in chi2")

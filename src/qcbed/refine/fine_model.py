@@ -9,7 +9,7 @@ import numpy as np
 from .._core.hkl import hkl_name
 from ..errors import InputError, QcbedError
 from .fine_sampling import ModelGrid
-from .gof import GOFValue, linear_fit
+from .gof import GOFValue, count_copies_once, linear_fit
 from .parameters import (
     Parameter,
     apply_cell,
@@ -251,6 +251,21 @@ class _ModelMixin:
                 m[:, sl] &= reg.interior().ravel()[None, :]
         return m
 
+    def _copies(self) -> np.ndarray | None:
+        """Images per copy group of every compared reflection (None: all independent).
+
+        Data objects say so with a ``multiplicity`` attribute (the ROI of a
+        symmetrised stack: :func:`qcbed.experiment.copy_groups`)."""
+        m = getattr(self.data, "multiplicity", None)
+        if m is None:
+            return None
+        m = np.asarray(m, float)
+        return None if np.all(m == 1) else m
+
+    def _n_samples(self, mask: np.ndarray) -> int:
+        """Samples in ``mask`` with copied images counted once (the χ² degrees of freedom)."""
+        return count_copies_once(np.ones(np.shape(mask)), mask, self._copies())[1]
+
     def _sampling_values(self) -> dict[str, float]:
         return {p.name: p.value for p in self.params if p.kind == "sampling"}
 
@@ -259,7 +274,8 @@ class _ModelMixin:
         sim = self.simulate()
         exp, var, valid = self.data.sample(self._sampling_values())
         mask = self._compare_mask(valid, sim)
-        return self.gof(sim, exp, var, mask, self.disc, n_params=len(self.params.free))
+        return self.gof(sim, exp, var, mask, self.disc, n_params=len(self.params.free),
+                        copies=self._copies())
 
     # ------------------------------------------------------------ residuals
     def _residuals(self, names: list[str], mask_fixed: np.ndarray | None, with_jac: bool):
@@ -273,6 +289,7 @@ class _ModelMixin:
         mask = self._compare_mask(valid, sim)
         if mask_fixed is not None:
             mask = mask & mask_fixed
+        var, _n = count_copies_once(var, mask, self._copies())
         fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
         if not with_jac:
             return fit.residuals, None, fit, mask
