@@ -216,7 +216,9 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
             dyo = dy.shared(o) + _times_shared_sparse(y, do)
             dt = dyo @ yah
             dd += dyo @ yh + _adj(dy.batched(yoh))
-            dd += 1j * (dy.shared(oa) @ yh + _adj(dy.batched(yoah)) + dt + _adj(dt))
+            # ∂Y O′ Y† + Y O′ ∂Y†: O′ is Hermitian, so ∂Y O′ Y† = ∂Y (Y O′)† (sparse)
+            dyoay = dy.batched(yoah)
+            dd += 1j * (dyoay + _adj(dyoay) + dt + _adj(dt))
             ds = (dy.plus(-dyo * dw) * mw) @ _adj(z)
             ds += _adj(ds)
             dx = dy.batched(_adj(ya * mw))
