@@ -44,7 +44,9 @@ SPARSE_DENSITY = 0.15
 
 
 def _adj(x: np.ndarray) -> np.ndarray:
-    return np.conj(np.swapaxes(x, -1, -2))
+    """Batched conjugate transpose (a view for real arrays)."""
+    xt = np.swapaxes(x, -1, -2)
+    return np.conj(xt) if np.iscomplexobj(xt) else xt
 
 
 def _off_diagonal(o: np.ndarray) -> np.ndarray:
