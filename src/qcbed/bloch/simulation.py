@@ -522,7 +522,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         """Eigen-solutions for k_t (n, 2) in Å⁻¹, through the executor.
 
         ``derivatives`` = (∂U/∂p, ∂U′/∂p) over the U-table rows (see
-        :meth:`sf_coefficients`) stores what analytic gradients need (``exact`` mode).
+        :meth:`sf_coefficients`) stores what analytic gradients need (either mode).
         """
         pts = check_numbers(kt, "kt", unit="Å⁻¹").reshape(-1, 2)
         incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
