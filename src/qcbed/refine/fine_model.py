@@ -106,8 +106,8 @@ class _ModelMixin:
             self.sim.set_structure_factors(values)
 
     def _u_derivative_names(self) -> list[str]:
-        """Free structure factors whose derivatives the engine stores (analytic, exact)."""
-        if self.jacobian != "analytic" or self.sim0.mode != "exact":
+        """Free structure factors whose derivatives the engine stores (analytic)."""
+        if self.jacobian != "analytic":
             return []
         return [p.name for p in self.params.free
                 if p.kind == "structure" and p.target[0] in ("U", "Uabs")]
@@ -129,7 +129,7 @@ class _ModelMixin:
     def _u_derivative_tables(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
         ps = [p for p in self.params.free if p.kind == "structure" and p.target[0] in ("U",
                                                                                       "Uabs")]
-        if not ps or self.jacobian != "analytic" or self.sim.mode != "exact":
+        if not ps or self.jacobian != "analytic":
             return None
         m = len(self.sim.table.hkl)
         du = np.zeros((len(ps), m), complex)
@@ -203,6 +203,26 @@ class _ModelMixin:
         red = reduce_grid(pts, ops, self.sim.outputs, 1e-6 * max(step, 1e-12))
         return red if len(red.representatives) < len(pts) else None
 
+    def _thickness(self) -> tuple[float | np.ndarray, dict[str, np.ndarray]]:
+        """The thickness of the solved directions and the k_t that multiply its gradients.
+
+        Without ``thickness.dkx``/``dky`` one value (Å); with them t + dkx·Δk_x + dky·Δk_y
+        per solved direction (Å) and {name: Δk_x or Δk_y}, Δk_t = k_t − k_c (Å⁻¹) the
+        data's k_t from the centre k_c of the set-up's tilt range (``kt_center``).
+        """
+        t = self.params["thickness"].value
+        gps = [p for p in self.params if p.target and p.target[0] == "thickness_gradient"]
+        if not gps:
+            return t, {}
+        kc = np.asarray(self.sim0.pool_settings["kt_center"], dtype=float)
+        kt = self.data.kt[self._model_grid().solve] - kc
+        ks = {p.name: kt[:, "xy".index(p.target[1])] for p in gps}
+        tt = t + sum(p.value * ks[p.name] for p in gps)
+        if np.any(tt <= 0):
+            raise QcbedError(f"the thickness gradient makes the thickness ≤ 0 "
+                             f"(min {float(np.min(tt)):.1f} Å)")
+        return tt, {p.name: ks[p.name] for p in gps if p.refine}
+
     def _probe_values(self) -> tuple[float, float] | None:
         if "probe.sigma" not in self.params:
             return None
@@ -217,7 +237,7 @@ class _ModelMixin:
         """
         if "thickness" not in self.params:
             raise InputError("the refinement needs a 'thickness' parameter (add_thickness)")
-        t = self.params["thickness"].value
+        t, kt_grad = self._thickness()
         eig, names, red = self._eigen(with_derivatives=gradients)
         full = (lambda v: v) if red is None else red.expand  # orbits → every direction
         grads: dict[str, np.ndarray] = {}
@@ -226,9 +246,13 @@ class _ModelMixin:
             inten, d_p, d_t = eig.gradients(t, structure=want_sf)
             inten = full(inten)[:, self.out_idx].T
             grads["thickness"] = full(d_t)[:, self.out_idx].T
+            for name, k in kt_grad.items():   # ∂I/∂(dk) = k ∂I/∂t
+                grads[name] = grads["thickness"] * k[None, :]
             if want_sf:
                 for k, name in enumerate(names or []):
                     grads[name] = full(d_p[:, k])[:, self.out_idx].T
+        elif np.ndim(t):  # a thickness per direction: no symmetry reduction (_symmetry)
+            inten = full(eig.intensities_per_direction(t))[:, self.out_idx].T
         else:
             inten = full(eig.intensities([t])[0])[:, self.out_idx].T
         grid = self._model_grid()
