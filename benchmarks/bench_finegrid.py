@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 import warnings
@@ -82,8 +83,8 @@ def run_one(kind: str, half: int) -> dict:
     res = run.run().fine
     ps = {p.name: (p.value, p.esd) for p in res.parameters}
     def secs(prefix: str) -> float | None:
-        v = [float(s.rsplit("(", 1)[1].split(" s)")[0]) for _, s in logs
-             if s.startswith(prefix)]
+        v = [re.search(r"\(([0-9.]+) s\)$", s) for _, s in logs if s.startswith(prefix)]
+        v = [float(m.group(1)) for m in v if m]
         return v[0] if v else None
 
     return dict(kind=kind, half=half, samples=reg_samples(proj),
