@@ -83,7 +83,7 @@ def run_one(kind: str, half: int) -> dict:
     res = run.run().fine
     ps = {p.name: (p.value, p.esd) for p in res.parameters}
     def secs(prefix: str) -> float | None:
-        v = [re.search(r"\(([0-9.]+) s\)$", s) for _, s in logs if s.startswith(prefix)]
+        v = [re.search(r"\(([0-9.]+) s\)", s) for _, s in logs if s.startswith(prefix)]
         v = [float(m.group(1)) for m in v if m]
         return v[0] if v else None
 
