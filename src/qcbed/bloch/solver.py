@@ -292,6 +292,8 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     if len(wcols_h):
         wm = weak[:, wcols_h]
         d_h = np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0)
+    if len(wcols_h) and not arrays.lowdin:
+        # classic Bethe potentials (with the Löwdin terms they come from _lowdin)
         d = xp.asarray(d_h)[:, None, :]
         wcols = xp.asarray(wcols_h)
         sw = tb.index[idx[:, :, None], wcols[None, None, :]]
@@ -406,19 +408,22 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
 def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
             idx: np.ndarray, wcols: np.ndarray, d: np.ndarray, mm: np.ndarray,
             k_n: np.ndarray, g_n: np.ndarray, tail_s: list | None = None) -> tuple:
-    """Add the Löwdin terms to a batch and transform it (:mod:`qcbed.bloch.lowdin`).
+    """Add the Bethe terms (classic and Löwdin) to a batch and transform it
+    (:mod:`qcbed.bloch.lowdin`).
 
-    ``a`` and ``aabs`` come unscaled and leave as Ã = F† A′ F and Ã_abs × M (the
-    caller scales the absorptive block by M⁻¹ later). Returns (a, aabs, da, F, L)
-    with da and L (``exact`` derivatives) or None. ``tail_s``: the overlap (S, S_abs)
-    of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to the weak beams'.
+    ``a`` and ``aabs`` come without Bethe terms, unscaled, and leave as Ã = F† A′ F
+    and Ã_abs × M (the caller scales the absorptive block by M⁻¹ later). Returns
+    (a, aabs, da, F, L) with da and L (``exact`` derivatives) or None. ``tail_s``: the
+    overlap (S, S_abs) of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to
+    the weak beams'.
     """
     xp = tb.xp
     m_w2 = 1.0 + g_n[wcols][None, :] / k_n[:, None]
     with_abs = tb.exact or aabs is not None
-    d_el, d_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
+    single = not tb.exact        # single-precision products (lowdin.bethe_terms)
+    e_el, e_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
                                                wcols, d, m_w2, real=tb.real,
-                                               with_abs=with_abs)
+                                               with_abs=with_abs, single=single)
     if tail_s:
         s = s + tail_s[0]
         if s_abs is not None:
@@ -431,10 +436,10 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
                                         wcols, d, m_w2, a_h, xp.to_numpy(da), mm,
                                         arrays.n_out, tail_s)
         da = xp.asarray(da_h)
-    a_h = a_h + (d_el + 1j * d_abs if tb.exact else d_el)
-    aabs_h = None if aabs is None else (xp.to_numpy(aabs) + d_abs) / mm
+    a_h = a_h + (e_el + 1j * e_abs if tb.exact else e_el)
+    aabs_h = None if aabs is None else (xp.to_numpy(aabs) + e_abs) / mm
     a_h, aabs_h, fac = lowdin_transform(a_h / mm, aabs_h, s / mm,
-                                        None if s_abs is None else s_abs / mm)
+                                        None if s_abs is None else s_abs / mm, single=single)
     a = xp.asarray(a_h)
     if aabs is not None:
         aabs = xp.asarray(aabs_h * mm)

@@ -119,7 +119,7 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
                  ) -> tuple[np.ndarray, np.ndarray]:
     """W and S at one direction, with the tail's own coupling O to first order:
     (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4), as for the pool's weak
-    beams (:func:`qcbed.bloch.lowdin.corrections`)."""
+    beams (:func:`qcbed.bloch.lowdin.bethe_terms`)."""
     x = excitation_errors(g_tail, kt[None, :], k_in)[0]
     k_n, g_n = normal_components(g_tail, kt[None, :], k_in, normal)
     m2 = 1.0 + g_n / k_n[0]
