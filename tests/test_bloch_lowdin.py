@@ -80,6 +80,11 @@ def test_bethe_terms_match_the_schur_complement():
     # S_abs is the first-order change of S with U′: d/dε of Z(U + εU′) Z(U + εU′)†
     y, ya = u_sw[0] / x, ua_sw[0] / x
     assert np.allclose(s_abs[0], y @ ya.T + ya @ y.T, rtol=1e-12, atol=0)
+    # without the classic terms (the derivatives' path adds those itself)
+    lo = bethe_terms(u_sw, ua_sw, o, oa, 1.0 / x[None], np.ones((1, 9)), classic=False)
+    assert np.allclose(lo[0] + classic.real, e_el, rtol=0, atol=1e-14)
+    assert np.allclose(lo[1] + classic.imag, e_abs, rtol=0, atol=1e-14)
+    assert np.allclose(lo[2], s) and np.allclose(lo[3], s_abs)
     # single-precision products: the same terms to float32 rounding
     single = bethe_terms(u_sw, ua_sw, o, oa, 1.0 / x[None], np.ones((1, 9)), single=True)
     for lo, hi in zip(single, (e_el, e_abs, s, s_abs)):

@@ -108,7 +108,7 @@ def _gram(z: np.ndarray) -> np.ndarray:
 
 def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
                 ua_ww: np.ndarray | None, d: np.ndarray, m_w2: np.ndarray, *,
-                single: bool = False
+                single: bool = False, classic: bool = True
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Every Bethe term of the weak beams at once: classic, weak–weak and overlap, batched.
 
@@ -141,6 +141,10 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
         at sgmin 3 for Si, |S| ≲ 10⁻²), so their rounding error is ~10⁻¹⁰ Å⁻², far below
         what the intensities resolve; the ``fast`` solver uses it (not the ``exact``
         one, whose derivatives are taken by finite differences).
+    classic : bool
+        Include the classic terms in ΔA and ΔA′; False: only the second-order ones
+        (Y O Y† and Y O′ Y† + Y O Y′† + Y′ O Y†), for a caller that adds the classic
+        terms itself (the derivatives' path).
 
     Returns
     -------
@@ -156,21 +160,24 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     dd = cast(d)[:, None, :]
     y = u_sw * dd
     o = cast(_off_diagonal(u_ww))
-    if ua_sw is None or ua_ww is None:
-        t = u_sw - y @ o
-        s = _gram(t * (dd * cast(np.sqrt(m_w2))[:, None, :]))
-        return -(t @ _adj(y)).astype(np.result_type(u_ww, float)), None, s.astype(
-            np.result_type(u_ww, float)), None
-    out = np.result_type(u_ww, ua_ww, float)
+    absorbing = ua_sw is not None and ua_ww is not None
+    p = y @ (np.concatenate([o, cast(_off_diagonal(ua_ww))], axis=1) if absorbing else o)
+    t = u_sw - p[..., :nw]
+    s = _gram(t * (dd * cast(np.sqrt(m_w2))[:, None, :]))      # Z = T X⁻¹
+    out = np.result_type(u_ww, float) if not absorbing else np.result_type(u_ww, ua_ww, float)
+    # −T Y† (classic and weak–weak), or Y O Y† alone (the weak–weak part)
+    tt = t if classic else -p[..., :nw]
+    if not absorbing:
+        return -(tt @ _adj(y)).astype(out), None, s.astype(out), None
     ua_sw = cast(ua_sw)
     ya = ua_sw * dd
-    p = y @ np.concatenate([o, cast(_off_diagonal(ua_ww))], axis=1)
-    t = u_sw - p[..., :nw]
-    e_el = np.concatenate([ya, -t], axis=2) @ _adj(np.concatenate([ua_sw, y], axis=2))
-    two = np.concatenate([t, y * cast(m_w2)[:, None, :]], axis=1) @ _adj(ya)
+    if classic:
+        e_el = np.concatenate([ya, -t], axis=2) @ _adj(np.concatenate([ua_sw, y], axis=2))
+    else:
+        e_el = -(tt @ _adj(y))
+    two = np.concatenate([tt, y * cast(m_w2)[:, None, :]], axis=1) @ _adj(ya)
     x = two[:, :n]
     e_abs = p[..., nw:] @ _adj(y) - x - _adj(x)
-    s = _gram(t * (dd * cast(np.sqrt(m_w2))[:, None, :]))
     x = two[:, n:]
     return e_el.astype(out), e_abs.astype(out), s.astype(out), (x + _adj(x)).astype(out)
 
@@ -235,7 +242,7 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
 
 def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.ndarray,
                 wcols: np.ndarray, d: np.ndarray, m_w2: np.ndarray, *, real: bool,
-                with_abs: bool, single: bool = False
+                with_abs: bool, single: bool = False, classic: bool = True
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """:func:`bethe_terms` for one solver batch, gathered from the U tables (host numpy).
 
@@ -255,8 +262,8 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
         Centrosymmetric: real tables and products.
     with_abs : bool
         Absorptive parts too.
-    single : bool
-        Single-precision products (:func:`bethe_terms`).
+    single, classic : bool
+        As in :func:`bethe_terms`.
     """
     ue = u.real if real else u
     ua = u_abs.real if real else u_abs
@@ -265,7 +272,8 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
     sw = index[idx[:, :, None], wcols[None, None, :]]
     ww = index[np.ix_(wcols, wcols)]
     return bethe_terms(ue.take(sw), ua.take(sw) if with_abs else None, ue.take(ww),
-                       ua.take(ww) if with_abs else None, d, m_w2, single=single)
+                       ua.take(ww) if with_abs else None, d, m_w2, single=single,
+                       classic=classic)
 
 
 def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
@@ -274,11 +282,11 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
                 n_out: int, s_extra: list | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Structure-factor derivatives of the transformed matrix and of F (``exact`` mode).
 
-    Ã(p) = F† (A + ΔA) F / M depends on the structure factors through the strong-beam
-    block A (``da``, analytic) and through the Bethe terms ΔA (:func:`bethe_terms`,
-    classic and second-order) and F, differentiated by central differences (step
-    10⁻⁴ of max |U|; the terms are polynomials of degree ≤ 3 in U, so the relative
-    error is ~10⁻⁸).
+    Ã(p) = F† (A + ΔA) F / M depends on the structure factors through A (``da``,
+    analytic, with the classic Bethe terms) and through the second-order terms ΔA
+    (:func:`bethe_terms` with ``classic=False``) and F, differentiated by central
+    differences (step 10⁻⁴ of max |U|; the terms are polynomials of degree ≤ 3 in U,
+    so the relative error is ~10⁻⁸).
 
     Parameters
     ----------
@@ -289,7 +297,7 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     index, idx, wcols, d, m_w2
         As in :func:`batch_terms`.
     a_core : ndarray (n_dir, n, n)
-        A (U + iU′ of the strong beams, no Bethe terms), not scaled by M.
+        A (U + iU′ with the classic Bethe terms), not scaled by M.
     da : ndarray (n_dir, n_par, n, n)
         ∂A/∂p.
     mm : ndarray (n_dir, n, n)
@@ -324,7 +332,8 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
         for sgn in (1.0, -1.0):
             e_el, e_abs, s, s_abs = batch_terms(u + sgn * step * du[p],
                                                 u_abs + sgn * step * dua[p], index, idx,
-                                                wcols, d, m_w2, real=False, with_abs=True)
+                                                wcols, d, m_w2, real=False, with_abs=True,
+                                                classic=False)
             if s_extra:
                 s, s_abs = s + s_extra[0], s_abs + s_extra[1]
             ap = (a_core + sgn * step * da[:, p] + e_el + 1j * e_abs) / mm

@@ -292,8 +292,9 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     if len(wcols_h):
         wm = weak[:, wcols_h]
         d_h = np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0)
-    if len(wcols_h) and not arrays.lowdin:
-        # classic Bethe potentials (with the Löwdin terms they come from _lowdin)
+    if len(wcols_h) and (n_par or not arrays.lowdin):
+        # classic Bethe potentials (with the Löwdin terms and no derivatives, _lowdin
+        # computes them with the second-order ones: lowdin.bethe_terms)
         d = xp.asarray(d_h)[:, None, :]
         wcols = xp.asarray(wcols_h)
         sw = tb.index[idx[:, :, None], wcols[None, None, :]]
@@ -411,8 +412,9 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     """Add the Bethe terms (classic and Löwdin) to a batch and transform it
     (:mod:`qcbed.bloch.lowdin`).
 
-    ``a`` and ``aabs`` come without Bethe terms, unscaled, and leave as Ã = F† A′ F
-    and Ã_abs × M (the caller scales the absorptive block by M⁻¹ later). Returns
+    ``a`` and ``aabs`` come unscaled, with the classic Bethe terms only when ``da`` is
+    given (derivatives), and leave as Ã = F† A′ F and Ã_abs × M (the caller scales the
+    absorptive block by M⁻¹ later). Returns
     (a, aabs, da, F, L) with da and L (``exact`` derivatives) or None. ``tail_s``: the
     overlap (S, S_abs) of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to
     the weak beams'.
@@ -423,7 +425,8 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     single = not tb.exact        # single-precision products (lowdin.bethe_terms)
     e_el, e_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
                                                wcols, d, m_w2, real=tb.real,
-                                               with_abs=with_abs, single=single)
+                                               with_abs=with_abs, single=single,
+                                               classic=da is None)
     if tail_s:
         s = s + tail_s[0]
         if s_abs is not None:
