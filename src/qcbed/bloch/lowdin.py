@@ -98,7 +98,7 @@ def _flush(u: np.ndarray) -> np.ndarray:
 
 
 def _single(x: np.ndarray) -> np.ndarray:
-    return x.astype(np.complex64 if np.iscomplexobj(x) else np.float32)
+    return x.astype(np.complex64 if np.iscomplexobj(x) else np.float32, copy=False)
 
 
 def _gram(z: np.ndarray) -> np.ndarray:
@@ -125,8 +125,8 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     (the module docstring) S = Z M_w² Z†, Z = U_Sw (X + O)⁻¹ ≈ T X⁻¹, with its
     absorptive part Y M_w² Y′† + Y′ M_w² Y†. U and U′ are Hermitian tables
     (U_{−g} = U_g*), so U_wS = U_Sw†. Written this way the classic and second-order
-    terms share their products: two with the (n_w × n_w) blocks, (n × n_w)·[O | O′],
-    and four of (n × n_w)·(n_w × n) size, stacked.
+    terms share their products: (n × n_w)·[O | O′] with the weak–weak blocks and five
+    of (n × n_w)·(n_w × n) size (S a Gram matrix, half of one).
 
     Parameters
     ----------
@@ -164,21 +164,20 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     p = y @ (np.concatenate([o, cast(_off_diagonal(ua_ww))], axis=1) if absorbing else o)
     t = u_sw - p[..., :nw]
     s = _gram(t * (dd * cast(np.sqrt(m_w2))[:, None, :]))      # Z = T X⁻¹
-    out = np.result_type(u_ww, float) if not absorbing else np.result_type(u_ww, ua_ww, float)
+    out = np.complex128 if np.iscomplexobj(u_sw) else np.float64
     # −T Y† (classic and weak–weak), or Y O Y† alone (the weak–weak part)
     tt = t if classic else -p[..., :nw]
+    e_el = -(tt @ _adj(y))
     if not absorbing:
-        return -(tt @ _adj(y)).astype(out), None, s.astype(out), None
+        return e_el.astype(out), None, s.astype(out), None
     ua_sw = cast(ua_sw)
     ya = ua_sw * dd
+    yah = _adj(ya)
     if classic:
-        e_el = np.concatenate([ya, -t], axis=2) @ _adj(np.concatenate([ua_sw, y], axis=2))
-    else:
-        e_el = -(tt @ _adj(y))
-    two = np.concatenate([tt, y * cast(m_w2)[:, None, :]], axis=1) @ _adj(ya)
-    x = two[:, :n]
+        e_el += ya @ _adj(ua_sw)
+    x = tt @ yah
     e_abs = p[..., nw:] @ _adj(y) - x - _adj(x)
-    x = two[:, n:]
+    x = (y * cast(m_w2)[:, None, :]) @ yah
     return e_el.astype(out), e_abs.astype(out), s.astype(out), (x + _adj(x)).astype(out)
 
 
@@ -268,7 +267,8 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
     ue = u.real if real else u
     ua = u_abs.real if real else u_abs
     if single:
-        ue, ua = _flush(ue), _flush(ua)
+        # cast the tables, not the gathered blocks
+        ue, ua = _single(_flush(ue)), _single(_flush(ua))
     sw = index[idx[:, :, None], wcols[None, None, :]]
     ww = index[np.ix_(wcols, wcols)]
     return bethe_terms(ue.take(sw), ua.take(sw) if with_abs else None, ue.take(ww),
