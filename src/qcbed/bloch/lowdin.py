@@ -154,7 +154,7 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
         S and its absorptive part (dimensionless, not yet scaled by M; ``s_abs`` None
         without absorption).
     """
-    nw, n = u_ww.shape[0], u_sw.shape[1]
+    nw = u_ww.shape[0]
     cast = _single if single else (lambda x: x)
     u_sw = cast(u_sw)
     dd = cast(d)[:, None, :]
