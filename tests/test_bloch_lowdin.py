@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qcbed.bloch import Simulation
+from qcbed.bloch import Simulation, lowdin
 from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.geometry import excitation_errors
 from qcbed.bloch.lowdin import bethe_terms, lowdin_factor
@@ -161,6 +161,25 @@ def test_far_beams_against_all_strong(crystal):
     assert err[True] <= 1e-3, err
     assert err[False] > 2 * err[True]
     assert np.max(np.abs(fast - exact)) <= 1e-4 * np.max(exact)
+
+
+@pytest.mark.parametrize("crystal", [_si, _gaas], ids=["Si", "GaAs"])
+def test_single_precision_products_match_double(crystal, monkeypatch):
+    # the fast solver's single-precision Bethe products (lowdin.SINGLE_PRECISION) against
+    # double precision: issue 13 asks every speed path to stay within 1e-4 of I_max
+    sim = Simulation(crystal(), 200.0, [1, -1, 0], [0, 0, -1],
+                     potential=PotentialModel("kirkland", "bird_king"),
+                     selection=BeamSelection(sgmin=3.0, omega=30.0),
+                     gmax=2.5, smax=0.35, kt_radius=0.3, executor="serial")
+    assert sim.arrays.lowdin and sim.arrays.real == (crystal is _si)
+    kt = np.random.default_rng(7).uniform(-0.2, 0.2, (8, 2))
+    t = [500.0, 1500.0, 3000.0]
+    single = sim.solve(kt).intensities(t)
+    monkeypatch.setattr(lowdin, "SINGLE_PRECISION", False)
+    double = sim.solve(kt).intensities(t)
+    err = float(np.max(np.abs(single - double)) / np.max(double))
+    print(crystal.__name__, f"single vs double {err:.1e}")
+    assert 0 < err <= 1e-5
 
 
 @pytest.mark.shared_data

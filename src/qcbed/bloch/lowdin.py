@@ -86,6 +86,12 @@ def _off_diagonal(o: np.ndarray) -> np.ndarray:
     return o
 
 
+#: The ``fast`` solver takes the Bethe products and the transformation's correction in
+#: single precision (:func:`bethe_terms`, :func:`transform`): on the Si D-LACBED at
+#: converged defaults they change the intensities by ~10⁻⁷ of the maximum to 3000 Å
+#: (benchmarks/bench_lowdin.py, tests/test_bloch_lowdin.py). False: double precision.
+SINGLE_PRECISION = True
+
 #: Structure factors below this (Å⁻²) are set to zero before single-precision products:
 #: their products would be subnormal floats (< 1.2 × 10⁻³⁸), which x86 processors
 #: multiply some hundred times slower (the gathered blocks of Si held U ~ 10⁻²² Å⁻²

@@ -73,6 +73,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from . import lowdin as lowdin_module
 from .beams import select_strong
 from .chunks import EigenChunk, EngineArrays, PatternChunk  # also re-exported here
 from .geometry import excitation_errors, normal_components
@@ -422,7 +423,7 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     xp = tb.xp
     m_w2 = 1.0 + g_n[wcols][None, :] / k_n[:, None]
     with_abs = tb.exact or aabs is not None
-    single = not tb.exact        # single-precision products (lowdin.bethe_terms)
+    single = lowdin_module.SINGLE_PRECISION and not tb.exact   # (lowdin.bethe_terms)
     e_el, e_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
                                                wcols, d, m_w2, real=tb.real,
                                                with_abs=with_abs, single=single,
