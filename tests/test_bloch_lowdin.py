@@ -175,7 +175,7 @@ def test_single_precision_products_match_double(crystal, monkeypatch):
     kt = np.random.default_rng(7).uniform(-0.2, 0.2, (8, 2))
     t = [500.0, 1500.0, 3000.0]
     single = sim.solve(kt).intensities(t)
-    monkeypatch.setattr(lowdin, "SINGLE_PRECISION", False)
+    monkeypatch.setattr(lowdin_module, "SINGLE_PRECISION", False)
     double = sim.solve(kt).intensities(t)
     err = float(np.max(np.abs(single - double)) / np.max(double))
     print(crystal.__name__, f"single vs double {err:.1e}")
