@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from qcbed.bloch import Simulation, lowdin
+from qcbed.bloch import Simulation
+from qcbed.bloch import lowdin as lowdin_module
 from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.geometry import excitation_errors
 from qcbed.bloch.lowdin import bethe_terms, lowdin_factor
