@@ -71,6 +71,10 @@ def variant(name: str) -> tuple[dict, dict]:
         elif tok.startswith("tfix"):
             proj["plan"]["thickness"] = float(tok[4:])
             fine["refine"].remove("thickness")
+        elif tok == "tgrad":   # thickness gradient across the tilt field (Å per Å⁻¹)
+            fine["refine"] += ["thickness.dkx", "thickness.dky"]
+        elif tok == "budget":   # the error budget of the fine step (linearised)
+            proj["plan"]["budget"] = True
         elif tok == "uabs":
             fine["refine"].append("Uabs(1,1,1)")
         elif tok.startswith("probe") and tok[5:].replace(".", "").isdigit():
@@ -102,22 +106,37 @@ def variant(name: str) -> tuple[dict, dict]:
     proj["plan"]["fine"] = [fine]
     return proj, comments
 
-for name in sys.argv[1:]:
-    proj, comments = variant(name)
+
+def run_project(name: str, proj: dict, comments: dict, log: str = LOG) -> dict:
+    """Run one project dict; the result record (also appended as a JSON line to ``log``)."""
     src = f"{OUT}/run_{name}.toml"
     open(src, "w").write(dumps_toml(proj, comments))
     P = parse_project(proj, source=src, base_dir=OUT)
     t0 = time.time()
+    logs: list[str] = []
     try:
-        run = ProjectRun(P, progress=False, log=lambda s: None).run()
+        run = ProjectRun(P, progress=False, log=logs.append).run()
         res = run.fine
         ps = {p.name: (p.value, p.esd) for p in res.parameters
               if p.refine or p.name == "thickness"}
         rec = dict(name=name, u111=ps["U(1,1,1)"][0], esd=ps["U(1,1,1)"][1],
                    t=ps["thickness"][0], chi2=res.chi2, r=res.r_factor,
                    params={k: v for k, v in ps.items()}, n_used=res.n_used,
+                   corr_u111={n: round(float(c), 3) for n, c in zip(
+                       res.free_names, res.correlation[res.free_names.index("U(1,1,1)")])},
+                   budget=[m for m in logs if m.startswith("error budget")],
                    wall_s=time.time() - t0, step=STEP)
     except Exception as exc:  # keep going, record the failure
         rec = dict(name=name, error=repr(exc), wall_s=time.time() - t0)
     print(json.dumps(rec), flush=True)
-    open(LOG, "a").write(json.dumps(rec) + "\n")
+    open(log, "a").write(json.dumps(rec) + "\n")
+    return rec
+
+
+def main(names: list[str]) -> None:
+    for name in names:
+        run_project(name, *variant(name))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -8,6 +8,7 @@ never saw.
 from __future__ import annotations
 
 import json
+import warnings
 
 import h5py
 import numpy as np
@@ -156,3 +157,45 @@ def test_cli_simulate_convergence_error_and_all_strong_reference(tmp_path):
     print(f"convergence_error {err:.1e}; full grid vs --all-strong {full:.1e}")
     assert conv["chosen_by_engine"] and err <= 1e-3
     assert full <= 1e-3
+
+
+def test_refined_structure_factors_are_checked_and_the_selection_tightened(auto_sim):
+    """The selection chosen for the start structure can miss the target at refined U_g
+    (Simulation.converged_variant; the project run repeats its last fine step then)."""
+    refined = auto_sim.with_changes()
+    # a refined U'(111) 7x Bird-King's makes the absorptive matrix unphysical: the classic
+    # Bethe potentials replace the Loewdin terms and the chosen sgmin no longer suffices
+    u111 = auto_sim.structure_factor((1, 1, 1))[0]
+    with pytest.warns(UserWarning):
+        refined.set_structure_factors({(1, 1, 1): (u111, 0.004)})
+        c0 = refined.convergence
+    assert c0.chosen and c0.pool_error == auto_sim.convergence.pool_error  # record kept
+    assert c0.error > 2e-3   # the set-up's choice no longer meets 1e-3 (the test can fail)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        tight = refined.converged_variant()
+    c1 = tight.convergence
+    assert tight is not refined and c1.chosen and c1.error <= 1e-3
+    assert c1.sgmin > c0.sgmin and "refined structure" in c1.steps[-1]
+    kt = sample_directions((0.0, 0.0), 0.25)
+    assert c1.error == pytest.approx(error_vs_all_strong(tight, kt, [1200.0]), rel=1e-6)
+    # the tightened selection carried to the un-refined set-up keeps the record
+    base = auto_sim.with_selection_of(tight)
+    assert base.selection.sgmin == c1.sgmin and base.convergence.chosen
+    assert base.structure_factor((1, 1, 1))[0] == auto_sim.structure_factor((1, 1, 1))[0]
+    # a converged set-up, and one whose selection a user fixed, are returned unchanged
+    assert auto_sim.converged_variant() is auto_sim
+    fixed = refined.with_changes(selection=BeamSelection(0.3, 30.0))
+    with pytest.warns(UserWarning, match="not converged"):
+        assert not fixed.convergence.chosen
+    assert fixed.converged_variant() is fixed
+
+
+def test_variants_check_the_accuracy_on_the_set_up_directions():
+    """with_changes keeps the accuracy check's directions (kt_center, kt_radius) and the
+    set-up's record: a variant with nothing changed reports the same error."""
+    sim = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], smax=0.05, kt_center=(0.3, 0.1),
+                     **KW)
+    c, v = sim.convergence, sim.with_changes().convergence
+    assert v.error == pytest.approx(c.error, rel=1e-9)
+    assert v.chosen and v.pool_error == c.pool_error and v.steps == c.steps

@@ -188,6 +188,13 @@ def test_import_felix_produces_a_valid_project(si_dlacbed_dir, tmp_path):
     assert list(p.geometry["zone"]) == [-1.0, 1.0, 0.0]
     assert list(p.geometry["normal"]) == [-1.0, 1.0, 0.0]
     assert p.coarse[0].step == "orientation_thickness"
+    # the images are symmetrised: the 39 compared ones hold 13 independent ones, and the
+    # refinement counts each group of copies once (docs/refinement.md, "Copied images")
+    from qcbed.project import build_setup
+
+    assert p.data["count_copies_once"]
+    m = build_setup(p, executor="serial").roi().multiplicity
+    assert len(m) == 39 and np.sum(1.0 / m) == pytest.approx(13.0)
     # 222 is zero in the IAM only for spherical atoms: refined too (docs/si-u111-bias.md)
     assert p.fine[-1].refine[:5] == ["thickness", "U(1,1,1)", "U(2,2,0)", "U(1,1,3)",
                                      "U(2,2,2)"]

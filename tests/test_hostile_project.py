@@ -247,7 +247,7 @@ class _Free:
 
 
 class _Stub:
-    """The two things Refinement.covariance needs: free parameters and residuals."""
+    """What Refinement.covariance needs: free parameters, residuals, sample count."""
 
     def __init__(self, jac: np.ndarray, r: np.ndarray) -> None:
         self.params = _Free([f"p{i}" for i in range(jac.shape[1])])
@@ -256,6 +256,9 @@ class _Stub:
     def _residuals(self, names, mask, jac):
         fit = type("Fit", (), {"n_linear": 0})()
         return self._r, self._jac, fit, None
+
+    def _n_samples(self, mask) -> int:
+        return len(self._r)
 
 
 def test_singular_covariance_is_flagged_not_nan_esd_silently() -> None:

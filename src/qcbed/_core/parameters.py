@@ -28,7 +28,8 @@ import numpy as np
 from ..errors import InputError
 from .hkl import HKL_PATTERN
 
-__all__ = ["KINDS", "PER_DATASET_KINDS", "SAMPLING_NAMES", "UIJ_NAMES", "Parameter",
+__all__ = ["KINDS", "PER_DATASET_KINDS", "SAMPLING_NAMES", "THICKNESS_GRADIENT_NAMES",
+           "UIJ_NAMES", "Parameter",
            "ParameterSet", "dataset_name", "parse_parameter_name", "split_dataset_name"]
 
 KINDS = ("structure", "thickness", "sampling", "probe", "linear")
@@ -172,6 +173,8 @@ class ParameterSet:
 
 
 SAMPLING_NAMES = ("rotation", "gl", "shift.row", "shift.col")
+#: t(k_t) = t₀ + a·k_x + b·k_y: the thickness gradients across the tilt field (Å per Å⁻¹)
+THICKNESS_GRADIENT_NAMES = ("thickness.dkx", "thickness.dky")
 
 _HKL_RE = HKL_PATTERN
 _SF_RE = re.compile(r"^(U|Uabs|phase|phase_abs)" + _HKL_RE + r"$")
@@ -191,7 +194,9 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     Parameters
     ----------
     name : str
-        ``thickness`` (Å), ``U(h,k,l)``, ``Uabs(h,k,l)`` (Å⁻²), ``phase(h,k,l)``,
+        ``thickness`` (Å), ``thickness.dkx``, ``thickness.dky`` (Å per Å⁻¹: the
+        thickness of a direction is t + dkx·Δk_x + dky·Δk_y), ``U(h,k,l)``,
+        ``Uabs(h,k,l)`` (Å⁻²), ``phase(h,k,l)``,
         ``phase_abs(h,k,l)`` (deg, phases of U_g and U′_g), ``B(label)`` (Å²),
         ``x(label)``, ``y(label)``, ``z(label)`` (fractional coordinates),
         ``occ(label)``, ``U11(label)`` … ``U23(label)`` (Å², CIF U^{ij}),
@@ -203,7 +208,8 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     Returns
     -------
     (kind, detail, canonical)
-        kind is one of ``thickness``, ``U``, ``Uabs``, ``phase``, ``phase_abs``, ``B``,
+        kind is one of ``thickness``, ``thickness_gradient``, ``U``, ``Uabs``,
+        ``phase``, ``phase_abs``, ``B``,
         ``xyz``, ``occ``, ``Uij``, ``kappa``, ``voltage``, ``cell``, ``tilt``,
         ``sampling``, ``probe``; detail the hkl tuple, site label, ``(label, axis)``
         (axis 0–2) for ``xyz``, ``(label, component)`` (``'U11'`` …) for ``Uij``, cell
@@ -219,6 +225,8 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     s = str(name).strip()
     if s == "thickness":
         return "thickness", None, s
+    if s in THICKNESS_GRADIENT_NAMES:
+        return "thickness_gradient", s[-1], s
     if s == "voltage":
         return "voltage", None, s
     m = _SF_RE.match(s)
@@ -253,9 +261,10 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     if s in ("tilt.x", "tilt.y"):
         return "tilt", s[-1], s
     raise InputError("unknown parameter name", source=source, tag=tag,
-                     expected="thickness, U(h,k,l), Uabs(h,k,l), phase(h,k,l), "
-                              "phase_abs(h,k,l), B(label), x(label), y(label), z(label), "
-                              "occ(label), U11(label)…U23(label), kappa(label), Pv(label), "
+                     expected="thickness, thickness.dkx, thickness.dky, U(h,k,l), "
+                              "Uabs(h,k,l), phase(h,k,l), phase_abs(h,k,l), B(label), "
+                              "x(label), y(label), z(label), occ(label), U11(label)…U23(label), "
+                              "kappa(label), Pv(label), "
                               "voltage, cell.a…cell.gamma, tilt.x, tilt.y, rotation, gl, "
                               "shift.row, shift.col, disc_shift(h,k,l).row/.col, probe.sigma, "
                               "probe.gamma", found=name)
@@ -265,7 +274,8 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
 # ---------------------------------------------------------------------- several datasets
 #: Kinds of :func:`parse_parameter_name` that belong to one dataset of a joint
 #: refinement (``thickness[1]``); every other kind is shared by all datasets.
-PER_DATASET_KINDS = ("thickness", "voltage", "tilt", "sampling", "probe")
+PER_DATASET_KINDS = ("thickness", "thickness_gradient", "voltage", "tilt", "sampling",
+                     "probe")
 
 _INDEX_RE = re.compile(r"^(.+)\[(\d+)\]$")
 

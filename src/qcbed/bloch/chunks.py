@@ -192,9 +192,9 @@ class EigenChunk:
         """Number of structure-factor parameters with stored derivatives."""
         return 0 if self.gmat is None else self.gmat.shape[1]
 
-    def gradients(self, thickness: float, structure: bool = True
+    def gradients(self, thickness: float | np.ndarray, structure: bool = True
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Intensities and their derivatives at one thickness (``exact`` mode).
+        """Intensities and their derivatives at one thickness per direction (``exact`` mode).
 
         With H = V diag(γ) V⁻¹ and G_p = V⁻¹ (∂H/∂p) V (stored), the derivative of
         the propagator is V [G_p ∘ Φ] V⁻¹ with Φ_jk = (e_j − e_k)/(γ_j − γ_k) and
@@ -205,8 +205,10 @@ class EigenChunk:
 
         Parameters
         ----------
-        thickness : float
-            Å.
+        thickness : float or ndarray (n_dir,)
+            Å; one value for every direction, or each direction's own (a specimen
+            whose illuminated thickness changes with the tilt: the formulas hold
+            direction by direction).
         structure : bool
             Compute the structure-factor derivatives (False: thickness only).
 
@@ -216,9 +218,13 @@ class EigenChunk:
         dI_dp : (n_dir, n_params, n_out)
             Derivatives with respect to the structure-factor parameters.
         dI_dt : (n_dir, n_out)
-            Derivative with respect to thickness (Å⁻¹).
+            Derivative with respect to the direction's thickness (Å⁻¹).
         """
-        t = float(thickness)
+        tt = np.asarray(thickness, dtype=float)
+        if tt.ndim and tt.shape != (self.n_dir,):
+            raise InputError("one thickness per direction", tag="thickness",
+                             expected=f"a float or shape ({self.n_dir},)", found=tt.shape)
+        t = tt[:, None] if tt.ndim else float(tt)
         e = np.exp(2j * np.pi * self.gamma * t)
         ec = e * self.c
         psi = np.einsum("dgj,dj->dg", self.bout, ec)
@@ -229,9 +235,10 @@ class EigenChunk:
             return inten, np.zeros((self.n_dir, 0, psi.shape[1])), dI_dt
         dh = self.gamma[:, :, None] - self.gamma[:, None, :]
         de = e[:, :, None] - e[:, None, :]
-        small = np.abs(dh) * (2 * np.pi * max(abs(t), 1.0)) < 1e-7
+        t3 = tt[:, None, None] if tt.ndim else float(tt)
+        small = np.abs(dh) * (2 * np.pi * np.maximum(np.abs(t3), 1.0)) < 1e-7
         with np.errstate(divide="ignore", invalid="ignore"):
-            phi = np.where(small, 1j * np.pi * t * (e[:, :, None] + e[:, None, :]),
+            phi = np.where(small, 1j * np.pi * t3 * (e[:, :, None] + e[:, None, :]),
                            de / np.where(small, 1.0, dh))
         v = np.einsum("dpjk,djk,dk->dpj", self.gmat, phi, self.c)
         dpsi = np.einsum("dgj,dpj->dpg", self.bout, v)
@@ -239,6 +246,17 @@ class EigenChunk:
             dpsi += np.einsum("dpgh,dh->dpg", self.lmat, psi)
         dI_dp = 2.0 * np.real(np.conj(psi)[:, None, :] * dpsi)
         return inten, dI_dp, dI_dt
+
+    def intensities_per_direction(self, thickness: np.ndarray) -> np.ndarray:
+        """I_g at each direction's own thickness (n_dir,) in Å → (n_dir, n_out).
+
+        Directions whose output intensities sum to more than 1 are NaN
+        (:func:`flux_guard`, bounded at the largest thickness).
+        """
+        t = np.asarray(thickness, dtype=float).reshape(self.n_dir, 1)
+        psi = np.einsum("dgj,dj->dg", self.bout, np.exp(2j * np.pi * self.gamma * t) * self.c)
+        inten = (psi.real**2 + psi.imag**2)[None]
+        return flux_guard(inten, [float(np.max(t, initial=0.0))], self.max_growth)[0]
 
     def amplitudes(self, thickness: np.ndarray) -> np.ndarray:
         """ψ_g(t) for thicknesses (n_t,) in Å → (n_t, n_dir, n_out) complex."""

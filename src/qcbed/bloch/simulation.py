@@ -254,8 +254,11 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         self._ops_cache: tuple[int, list] = (-1, [])
         if structure_factors:
             self.set_structure_factors(structure_factors)
+        # what with_changes hands on; kt_center/kt_radius place the accuracy check's
+        # directions (without them a variant checked the default disc, not the data's)
         self._rebuild = dict(normal=normal, v0=v0, u_abs0=u_abs0, chunk_size=chunk_size,
-                             accuracy=self.accuracy, check_thickness=check_thickness)
+                             accuracy=self.accuracy, check_thickness=check_thickness,
+                             kt_center=kt_center, kt_radius=kt_radius)
         #: What the input file said about the pattern (grid, thicknesses, kind), or None.
         self.defaults: SetupDefaults | None = None
         #: The parsed ``felix.inp`` of :meth:`from_felix`, or None.
@@ -291,8 +294,65 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             # voltage do not move beams between strong and Bethe-weak
             new._coupling = (new.pool, self.selection_coupling)
             new._arrays = None
+            if self._convergence is not None:
+                # the set-up's record (pool check, whether the engine chose) holds for
+                # the same pool; the selection error is re-estimated on first access
+                prev = self._convergence[1]
+                new._convergence = (-1, replace(prev, chosen=prev.chosen and selection is None))
         new.defaults = self.defaults
         new.felix = self.felix
+        return new
+
+    def with_selection_of(self, other: Simulation) -> Simulation:
+        """This set-up with ``other``'s strong-beam selection and its convergence record.
+
+        For a selection the engine chose on a variant of this set-up (e.g.
+        :meth:`converged_variant` at refined structure factors): the record keeps
+        whether the engine chose it and how; the selection error is re-estimated
+        for this set-up's structure factors on first access.
+        """
+        new = self.with_changes(selection=other.selection)
+        if other._convergence is not None and np.array_equal(new.pool.hkl, other.pool.hkl):
+            new._convergence = (-1, other._convergence[1])
+        return new
+
+    def converged_variant(self, factors: tuple[float, ...] = (1.25, 1.5, 2.0, 3.0, 4.0)
+                          ) -> Simulation:
+        """This set-up, or one with a tighter strong-beam threshold that meets ``accuracy``
+        at the current structure factors.
+
+        The engine chooses its selection at set-up for the start structure (e.g. the
+        IAM); refined structure factors can raise the selection error (on the Si
+        D-LACBED ``import-felix`` plan from 6.7 × 10⁻⁴ at set-up to 1.8 × 10⁻³ at the
+        refined U_g, sgmin 2.5). Only selections the engine chose are tightened
+        (``sgmin`` × ``factors`` in turn, same pool); a selection fixed by a user or a
+        file is returned unchanged (its error is reported, not changed).
+
+        Returns
+        -------
+        Simulation
+            ``self`` when converged or not engine-chosen; otherwise a new set-up
+            whose convergence record lists the extra steps (a warning when even
+            the last factor does not reach the target).
+        """
+        conv = self.convergence
+        if not conv.chosen or conv.accuracy is None or conv.error <= conv.accuracy:
+            return self
+        steps = list(conv.steps) + [f"refined structure: sgmin {conv.sgmin:g} -> "
+                                    f"{conv.error:.1e}"]
+        new = self
+        for f in factors:
+            new = self.with_changes(selection=replace(self.selection,
+                                                      sgmin=float(conv.sgmin) * f))
+            c = new.convergence
+            steps.append(f"refined structure: sgmin {c.sgmin:g} -> {c.error:.1e} "
+                         f"({c.strong_mean:.0f} strong)")
+            new._convergence = (new._version, replace(c, chosen=True, steps=tuple(steps)))
+            if c.error <= conv.accuracy:
+                return new
+        warnings.warn(f"the engine could not reach the accuracy {conv.accuracy:g} at the "
+                      f"current structure factors: {new.convergence.error:.1e} at sgmin "
+                      f"{new.convergence.sgmin:g}", UserWarning, stacklevel=2)
         return new
 
     # ------------------------------------------------------------ convergence

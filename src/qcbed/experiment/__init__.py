@@ -14,6 +14,7 @@
 Conventions: ``docs/conventions.md``, section "Experimental geometry".
 """
 
+from .copies import copy_groups, copy_multiplicity
 from .detector import (
     DetectorModel,
     LucyRichardsonResult,
@@ -45,6 +46,8 @@ __all__ = [
     "Region",
     "Samples",
     "check_pixels",
+    "copy_groups",
+    "copy_multiplicity",
     "larbed_variance",
     "lucy_richardson",
     "poisson_variance",

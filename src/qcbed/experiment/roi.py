@@ -43,6 +43,7 @@ from scipy import ndimage, optimize
 from .._core.checks import check_integer
 from .._core.parameters import Parameter
 from ..errors import InputError
+from .copies import copy_groups, copy_multiplicity
 from .geometry import ExperimentGeometry
 from .grids import RegionGrid, interior_mask
 from .patterns import CBEDPattern, LACBEDStack
@@ -251,6 +252,11 @@ class ROI:
         Sampling parameters refined by default (rotation, gl, shift.row, shift.col).
     disc_shifts : iterable of hkl
         Reflections with their own refined disc shift.
+    count_copies_once : bool
+        Find images of a stack that are exact copies of each other (mirrored or
+        rotated: symmetrised data, :func:`qcbed.experiment.copy_groups`) and let a
+        refinement count each group of compared copies once (``multiplicity``).
+        Default True; False treats every image as an independent measurement.
 
     Attributes
     ----------
@@ -260,6 +266,8 @@ class ROI:
     regions : list of RegionGrid
         Where each region's points lie in ``kt`` and their image shape.
     hkl : ndarray (n_refl, 3)
+    multiplicity : ndarray (n_refl,) int
+        Compared images in each reflection's copy group (1: independent).
     last : Samples or None
         The last sampling (counts of excluded points: ``last.n_outside``).
     """
@@ -268,7 +276,7 @@ class ROI:
                  geometry: ExperimentGeometry | None = None, hkl: ArrayLike | None = None,
                  masks: ArrayLike | None = None, *,
                  refine: Iterable[str] = ("rotation", "gl", "shift.row", "shift.col"),
-                 disc_shifts: Iterable[ArrayLike] = ()) -> None:
+                 disc_shifts: Iterable[ArrayLike] = (), count_copies_once: bool = True) -> None:
         src = "ROI"
         if not isinstance(data, (LACBEDStack, CBEDPattern)):
             raise InputError("ROI data must be a LACBEDStack or a CBEDPattern", source=src,
@@ -298,6 +306,10 @@ class ROI:
             self._image_index = np.array([data.index(x) for x in h])
         else:
             self._image_index = np.zeros(len(h), int)
+        self.multiplicity = np.ones(len(h), int)
+        if count_copies_once and isinstance(data, LACBEDStack) and len(h) > 1:
+            self.multiplicity = copy_multiplicity(
+                copy_groups(data.images[self._image_index]))
         regs = [regions] if isinstance(regions, Region) else list(regions)
         if not regs or not all(isinstance(r, Region) for r in regs):
             raise InputError("regions must be Region objects (at least one)", source=src,

@@ -288,6 +288,8 @@ def _parse_data(r: TableReader, dt: Mapping, pfx: str) -> dict[str, Any]:
     data["mask"] = r.get(dt, "mask", f"{pfx}.mask", "str", None)
     data["background"] = r.get(dt, "background", f"{pfx}.background", "float", None, lo=0.0)
     data["require_hkl"] = r.get(dt, "require_hkl", f"{pfx}.require_hkl", "bool", True)
+    data["count_copies_once"] = r.get(dt, "count_copies_once", f"{pfx}.count_copies_once",
+                                      "bool", True)
     det = r.table(dt, "detector", f"{pfx}.detector")
     r.unknown(det, "data.detector", f"{pfx}.detector")
     data["detector"] = {k: r.get(det, k, f"{pfx}.detector.{k}", "float") for k in det}

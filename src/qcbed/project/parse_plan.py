@@ -41,7 +41,8 @@ def check_dataset_indices(r: TableReader, fine: list[FineStep], coarse: list[Coa
                 if kind not in PER_DATASET_KINDS:
                     raise r.err("this parameter is shared by all datasets", tag,
                                 expected=f"{base_name} without an index (per-dataset ones: "
-                                         "thickness, voltage, tilt, sampling, probe)",
+                                         "thickness, thickness.dkx/dky, voltage, tilt, "
+                                         "sampling, probe)",
                                 found=nm)
     if n > 1:
         for i, st in enumerate(fine):

@@ -289,12 +289,15 @@ class ProjectRun(FineStepBuilding):
                                    "n_iterations": result.n_iterations})
                 self.log(f"fine {i + 1}/{len(self.project.fine)} '{step.name}': "
                          f"chi2 = {result.chi2:.4g}, R = {result.r_factor:.4f}, "
-                         f"{result.n_iterations} iterations ({time.perf_counter() - ts:.1f} s)")
+                         f"{result.n_iterations} iterations ({time.perf_counter() - ts:.1f} s)"
+                         + _copies_note(roi))
             if key not in rs["done"]:
                 rs["done"].append(key)
             self._save(rs)
         accuracy = {}
         if result is not None and not self.project.joint:
+            base, result, roi, sim = self._converged_at_result(setup, base, rs, result, roi,
+                                                               sim)
             accuracy = self._accuracy(setup, base, rs, result)
         elif result is not None:
             self.log("error budget and spread over regions: not computed for a joint "
@@ -355,6 +358,31 @@ class ProjectRun(FineStepBuilding):
         return out
 
     # ------------------------------------------------------------ accuracy
+    def _converged_at_result(self, setup: Setup, base, rs: dict, result, roi, sim):
+        """The engine's accuracy at the refined structure: when the selection the engine
+        chose at set-up (for the start structure) misses ``[engine] accuracy`` at the
+        refined structure factors, tighten it (:meth:`Simulation.converged_variant`)
+        and repeat the last fine step from its optimum with it."""
+        if sim is None:
+            return base, result, roi, sim
+        tight = sim.converged_variant()
+        if tight is sim:
+            return base, result, roi, sim
+        c0, c1 = sim.convergence, tight.convergence
+        self.log(f"engine accuracy at the refined structure: {c0.error:.2g} > {c0.accuracy:g} "
+                 f"(sgmin {c0.sgmin:g}); sgmin {c1.sgmin:g} gives {c1.error:.2g}: the last "
+                 "fine step is repeated with it")
+        base = base.with_selection_of(tight)
+        i = len(self.project.fine) - 1
+        ts = time.perf_counter()
+        result, roi, sim, _iam = self._fine(setup, base, rs["state"], self.project.fine[i], i,
+                                            self.out_dir / f"checkpoint_fine{i}.h5", False, rs)
+        self.log(f"fine {i + 1}/{len(self.project.fine)} repeated: chi2 = {result.chi2:.4g}, "
+                 f"R = {result.r_factor:.4f}, {result.n_iterations} iterations "
+                 f"({time.perf_counter() - ts:.1f} s)")
+        self._save(rs)
+        return base, result, roi, sim
+
     def _accuracy(self, setup: Setup, base, rs: dict, result) -> dict:
         """Noise model, error budget and the spread over regions (issue 12 items 2–4)."""
         import copy
@@ -539,3 +567,12 @@ def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> Ru
     kw.setdefault("truth", rs.get("truth"))
     return ProjectRun(proj, out_dir=rs_path.parent, **kw).run(resume=True)
 
+
+def _copies_note(roi: Any) -> str:
+    """``; the n compared images hold k independent ones …`` for symmetrised data."""
+    m = getattr(roi, "multiplicity", None)
+    if m is None or np.all(np.asarray(m) == 1):
+        return ""
+    return (f"; the {len(m)} compared images hold {float(np.sum(1.0 / np.asarray(m))):.0f} "
+            "independent "
+            "ones (exact copies: symmetrised data), each group counted once in chi2")

@@ -58,6 +58,10 @@ class FineStepBuilding:
             kind, detail, canon = parse_parameter_name(n)
             if kind == "thickness":
                 ref.add_thickness(state["thickness"], refine=canon in refine)
+            elif kind == "thickness_gradient" and "thickness.dkx" not in ref.params:
+                for p in ref.add_thickness_gradient(
+                        refine=False, value=tuple(state.get("thickness_gradient", (0.0, 0.0)))):
+                    p.refine = p.name in refine
             elif kind in ("U", "Uabs", "phase", "phase_abs") and detail not in sf_done:
                 sf_done.add(detail)
                 hk = hkl_key(detail)
@@ -121,6 +125,9 @@ class FineStepBuilding:
         """Carry a fine step's values (``ps``, the dataset's own names) into ``state``."""
         probe = "probe.sigma" in ps
         state["thickness"] = float(ps["thickness"].value)
+        if "thickness.dkx" in ps:
+            state["thickness_gradient"] = [float(ps["thickness.dkx"].value),
+                                           float(ps["thickness.dky"].value)]
         for p in ps:
             if p.kind == "sampling":
                 gs = state["geometry"]

@@ -94,6 +94,7 @@ class DataSection(_Section):
     mask: str | None = None
     background: float | None = None
     require_hkl: bool = True
+    count_copies_once: bool = True
     detector: dict[str, float] = field(default_factory=dict)
 
 

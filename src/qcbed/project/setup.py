@@ -141,7 +141,8 @@ class Setup:
         masks = self.masks if regions is None else np.repeat(self.masks[:1], len(regions), 0)
         return ROI(self.data, self.regions if regions is None else regions,
                    geometry or self.geometry, hkl=self.hkl, masks=masks, refine=tuple(refine),
-                   disc_shifts=self.project.roi["disc_shifts"])
+                   disc_shifts=self.project.roi["disc_shifts"],
+                   count_copies_once=self.project.data.get("count_copies_once", True))
 
 
 def _err(project: Project, msg: str, tag: str, expected: Any = None, found: Any = None

@@ -215,7 +215,7 @@ def _start_value(setup: Setup, sim, name: str) -> float | None:
         return float(g.shift[0 if canon.endswith("row") else 1])
     if canon in ("rotation", "gl"):
         return float(getattr(g, canon))
-    if kind == "tilt":
+    if kind in ("tilt", "thickness_gradient"):
         return 0.0
     return None
 

@@ -42,6 +42,9 @@ class DirectData:
         Samples to compare (default: finite intensity and positive variance).
     regions : list of RegionGrid, optional
         Image structure of the points (needed with a probe).
+    multiplicity : (n_refl,) int, optional
+        Number of rows that are copies of the same measurement (1: independent;
+        :func:`qcbed.experiment.copy_groups`): a refinement counts each group once.
     """
 
     hkl: np.ndarray
@@ -50,6 +53,7 @@ class DirectData:
     variance: np.ndarray
     valid: np.ndarray | None = None
     regions: list[RegionGrid] = field(default_factory=list)
+    multiplicity: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.hkl = np.asarray(self.hkl, int).reshape(-1, 3)
@@ -67,6 +71,12 @@ class DirectData:
         bad = self.valid & ~(self.variance > 0)
         if bad.any():
             raise InputError("valid samples need a positive variance", found=int(bad.sum()))
+        if self.multiplicity is not None:
+            m = np.asarray(self.multiplicity)
+            if m.shape != (len(self.hkl),) or np.any(m < 1) or np.any(m != np.round(m)):
+                raise InputError("multiplicity must be one integer >= 1 per reflection",
+                                 tag="multiplicity", expected=len(self.hkl), found=m.tolist())
+            self.multiplicity = m.astype(int)
         for reg in self.regions:
             if reg.start + reg.size > len(self.kt):
                 raise InputError("region extends beyond the points", found=reg)

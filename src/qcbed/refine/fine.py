@@ -156,6 +156,30 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
                                          scale or max(1.0, 0.005 * value), lower, upper, "Å",
                                          refine=refine, target=("thickness",)))
 
+    def add_thickness_gradient(self, *, refine: bool = True, value: tuple[float, float] =
+                               (0.0, 0.0), scale: float = 10.0) -> list[Parameter]:
+        """``thickness.dkx``, ``thickness.dky``: the thickness across the tilt field (Å per Å⁻¹).
+
+        The thickness a direction sees is t(k_t) = t + dkx·(k_x − k_cx) + dky·(k_y − k_cy),
+        with k_t the incident tangential wave vector of the sample (Å⁻¹, zone frame, as
+        in the data's ``kt``; not shifted by ``tilt.x/y``) and k_c the centre of the
+        set-up's tilt range (``kt_center``, the pivot tilt), so ``thickness`` stays the
+        thickness at the centre of the field. This is the first-order model of
+        a wedge-shaped specimen under a rocked beam whose pivot point is not on the
+        specimen: the illuminated spot moves by ∝ the tilt, so the thickness changes
+        linearly with k_t (a displacement d per Å⁻¹ of tilt on a wedge of slope s
+        gives d·s). Each direction's Bloch waves are the same as at uniform
+        thickness; only the propagation length changes (Spence & Zuo 1992, eq. 2.29),
+        so ∂I/∂dkx = k_x ∂I/∂t is analytic and no re-diagonalisation is needed.
+        Needs the ``thickness`` parameter.
+        """
+        out = []
+        for ax, v in zip("xy", value):
+            out.append(self.params.add(Parameter(f"thickness.dk{ax}", float(v), "thickness",
+                                                 scale, -1e5, 1e5, "Å²", refine=refine,
+                                                 target=("thickness_gradient", ax))))
+        return out
+
     def add_structure_factor(self, hkl: Iterable[int], *, refine_u: bool = True,
                              refine_uabs: bool = True, refine_phase: bool = False,
                              refine_phase_abs: bool = False,

@@ -18,14 +18,15 @@ from .lm import LMState
 _SINGULAR_COND = 1e14
 
 
-def covariance_from_jacobian(r: np.ndarray, j: np.ndarray, n_linear: int
-                             ) -> tuple[np.ndarray, float, int]:
+def covariance_from_jacobian(r: np.ndarray, j: np.ndarray, n_linear: int,
+                             n_samples: int | None = None) -> tuple[np.ndarray, float, int]:
     """(cov, χ²_ν, dof) of weighted residuals ``r`` with Jacobian ``j`` (m, p).
 
-    cov = χ²_ν (JᵀJ)⁻¹ with dof = m − p − ``n_linear`` (Press et al. 2007, §15.5); NaN
+    cov = χ²_ν (JᵀJ)⁻¹ with dof = n − p − ``n_linear`` (Press et al. 2007, §15.5), n =
+    ``n_samples`` (default m; fewer when copied images are counted once); NaN
     when JᵀJ is singular (condition number of the scaled matrix above 1e14).
     """
-    dof = len(r) - j.shape[1] - n_linear
+    dof = (len(r) if n_samples is None else int(n_samples)) - j.shape[1] - n_linear
     chi2nu = float(r @ r) / max(dof, 1)
     jtj = j.T @ j
     scale = np.sqrt(np.clip(np.diag(jtj), 1e-300, None))
@@ -49,8 +50,8 @@ class _CovarianceMixin:
         projected out) and χ²_ν the reduced χ² (Press et al. 2007, §15.5).
         """
         names = [p.name for p in self.params.free]
-        r, j, fit, _mask = self._residuals(names, None, True)
-        cov, chi2nu, dof = covariance_from_jacobian(r, j, fit.n_linear)
+        r, j, fit, mask = self._residuals(names, None, True)
+        cov, chi2nu, dof = covariance_from_jacobian(r, j, fit.n_linear, self._n_samples(mask))
         return names, cov, chi2nu, dof
 
     def _finish(self, message: str, n_iter: int) -> RefinementResult:

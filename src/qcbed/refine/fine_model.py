@@ -9,7 +9,7 @@ import numpy as np
 from .._core.hkl import hkl_name
 from ..errors import InputError, QcbedError
 from .fine_sampling import ModelGrid
-from .gof import GOFValue, linear_fit
+from .gof import GOFValue, count_copies_once, linear_fit
 from .parameters import (
     Parameter,
     apply_cell,
@@ -173,6 +173,26 @@ class _ModelMixin:
         self._cache_eig = (eig, None if deriv is None else deriv[0])
         return self._cache_eig
 
+    def _thickness(self) -> tuple[float | np.ndarray, dict[str, np.ndarray]]:
+        """The thickness of the solved directions and the k_t that multiply its gradients.
+
+        Without ``thickness.dkx``/``dky`` one value (Å); with them t + dkx·Δk_x + dky·Δk_y
+        per solved direction (Å) and {name: Δk_x or Δk_y}, Δk_t = k_t − k_c (Å⁻¹) the
+        data's k_t from the centre k_c of the set-up's tilt range (``kt_center``).
+        """
+        t = self.params["thickness"].value
+        gps = [p for p in self.params if p.target and p.target[0] == "thickness_gradient"]
+        if not gps:
+            return t, {}
+        kc = np.asarray(self.sim0.pool_settings["kt_center"], dtype=float)
+        kt = self.data.kt[self._model_grid().solve] - kc
+        ks = {p.name: kt[:, "xy".index(p.target[1])] for p in gps}
+        tt = t + sum(p.value * ks[p.name] for p in gps)
+        if np.any(tt <= 0):
+            raise QcbedError(f"the thickness gradient makes the thickness ≤ 0 "
+                             f"(min {float(np.min(tt)):.1f} Å)")
+        return tt, {p.name: ks[p.name] for p in gps if p.refine}
+
     def _probe_values(self) -> tuple[float, float] | None:
         if "probe.sigma" not in self.params:
             return None
@@ -187,7 +207,7 @@ class _ModelMixin:
         """
         if "thickness" not in self.params:
             raise InputError("the refinement needs a 'thickness' parameter (add_thickness)")
-        t = self.params["thickness"].value
+        t, kt_grad = self._thickness()
         eig, names = self._eigen(with_derivatives=gradients)
         grads: dict[str, np.ndarray] = {}
         if gradients:
@@ -195,9 +215,13 @@ class _ModelMixin:
             inten, d_p, d_t = eig.gradients(t, structure=want_sf)
             inten = inten[:, self.out_idx].T
             grads["thickness"] = d_t[:, self.out_idx].T
+            for name, k in kt_grad.items():   # ∂I/∂(dk) = k ∂I/∂t
+                grads[name] = grads["thickness"] * k[None, :]
             if want_sf:
                 for k, name in enumerate(names or []):
                     grads[name] = d_p[:, k, self.out_idx].T
+        elif np.ndim(t):
+            inten = eig.intensities_per_direction(t)[:, self.out_idx].T
         else:
             inten = eig.intensities([t])[0][:, self.out_idx].T
         grid = self._model_grid()
@@ -251,6 +275,21 @@ class _ModelMixin:
                 m[:, sl] &= reg.interior().ravel()[None, :]
         return m
 
+    def _copies(self) -> np.ndarray | None:
+        """Images per copy group of every compared reflection (None: all independent).
+
+        Data objects say so with a ``multiplicity`` attribute (the ROI of a
+        symmetrised stack: :func:`qcbed.experiment.copy_groups`)."""
+        m = getattr(self.data, "multiplicity", None)
+        if m is None:
+            return None
+        m = np.asarray(m, float)
+        return None if np.all(m == 1) else m
+
+    def _n_samples(self, mask: np.ndarray) -> int:
+        """Samples in ``mask`` with copied images counted once (the χ² degrees of freedom)."""
+        return count_copies_once(np.ones(np.shape(mask)), mask, self._copies())[1]
+
     def _sampling_values(self) -> dict[str, float]:
         return {p.name: p.value for p in self.params if p.kind == "sampling"}
 
@@ -259,7 +298,8 @@ class _ModelMixin:
         sim = self.simulate()
         exp, var, valid = self.data.sample(self._sampling_values())
         mask = self._compare_mask(valid, sim)
-        return self.gof(sim, exp, var, mask, self.disc, n_params=len(self.params.free))
+        return self.gof(sim, exp, var, mask, self.disc, n_params=len(self.params.free),
+                        copies=self._copies())
 
     # ------------------------------------------------------------ residuals
     def _residuals(self, names: list[str], mask_fixed: np.ndarray | None, with_jac: bool):
@@ -273,6 +313,7 @@ class _ModelMixin:
         mask = self._compare_mask(valid, sim)
         if mask_fixed is not None:
             mask = mask & mask_fixed
+        var, _n = count_copies_once(var, mask, self._copies())
         fit = linear_fit(sim, exp, var, mask, self.disc, self.background)
         if not with_jac:
             return fit.residuals, None, fit, mask

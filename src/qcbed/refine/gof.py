@@ -110,6 +110,47 @@ def linear_fit(sim: np.ndarray, exp: np.ndarray, var: np.ndarray, mask: np.ndarr
                      n_linear=x.shape[1])
 
 
+def count_copies_once(var: np.ndarray, mask: np.ndarray, copies: np.ndarray | None
+                      ) -> tuple[np.ndarray, int]:
+    """Variances and sample count with copied images counted once.
+
+    A reflection whose image is one of m copies of the same measurement
+    (:func:`qcbed.experiment.copy_groups`) gets its variances multiplied by m, so
+    the m copies weigh in χ² as one image does, and contributes 1/m per used
+    sample to the number of samples (Press et al. 2007, §15.1: χ² sums over
+    independent measurements).
+
+    Parameters
+    ----------
+    var : ndarray (n_refl, n_pts)
+        Variances of the samples (data units squared).
+    mask : ndarray (n_refl, n_pts) of bool
+        Samples compared.
+    copies : ndarray (n_refl,) or None
+        Images in each reflection's copy group (1: independent); None: all 1.
+
+    Returns
+    -------
+    (var, n)
+        The weighted variances and the effective number of samples (rounded).
+
+    Examples
+    --------
+    >>> v, n = count_copies_once(np.ones((3, 4)), np.ones((3, 4), bool), np.array([2, 2, 1]))
+    >>> v[:, 0].tolist(), n
+    ([2.0, 2.0, 1.0], 8)
+    """
+    m = np.asarray(mask, bool)
+    if copies is None:
+        return var, int(m.sum())
+    c = np.asarray(copies, float).reshape(-1, 1)
+    if c.shape[0] != m.shape[0] or np.any(c < 1):
+        raise InputError("copies must give a multiplicity >= 1 per reflection",
+                         expected=m.shape[0], found=c.ravel().tolist())
+    n = int(round(float(np.sum(m / c))))
+    return np.asarray(var, float) * c, n
+
+
 @dataclass
 class GOFValue:
     """A goodness-of-fit evaluation."""
@@ -142,11 +183,14 @@ class GOF:
                              found=background)
         self.background = background
 
-    def evaluate(self, sim, exp, var, mask, disc, n_params: int) -> GOFValue:
+    def evaluate(self, sim, exp, var, mask, disc, n_params: int,
+                 copies: np.ndarray | None = None) -> GOFValue:
         raise NotImplementedError
 
-    def __call__(self, sim, exp, var, mask, disc=None, n_params: int = 0) -> GOFValue:
-        return self.evaluate(sim, exp, var, mask, disc, n_params)
+    def __call__(self, sim, exp, var, mask, disc=None, n_params: int = 0,
+                 copies: np.ndarray | None = None) -> GOFValue:
+        """Evaluate; ``copies`` (n_refl,): images per copy group (:func:`count_copies_once`)."""
+        return self.evaluate(sim, exp, var, mask, disc, n_params, copies)
 
 
 class Chi2(GOF):
@@ -159,9 +203,9 @@ class Chi2(GOF):
     name = "chi2"
     least_squares = True
 
-    def evaluate(self, sim, exp, var, mask, disc, n_params):
+    def evaluate(self, sim, exp, var, mask, disc, n_params, copies=None):
+        var, n = count_copies_once(var, mask, copies)
         fit = linear_fit(sim, exp, var, mask, disc, self.background)
-        n = int(np.sum(mask))
         dof = n - n_params - fit.n_linear
         if dof <= 0:
             raise InputError("not enough samples for the fitted parameters",
@@ -174,9 +218,9 @@ class Chi2Poisson(Chi2):
 
     name = "chi2_poisson"
 
-    def evaluate(self, sim, exp, var, mask, disc, n_params):
+    def evaluate(self, sim, exp, var, mask, disc, n_params, copies=None):
         return super().evaluate(sim, exp, np.maximum(np.asarray(exp, float), 1.0), mask, disc,
-                                n_params)
+                                n_params, copies)
 
 
 class RFactor(GOF):
@@ -184,13 +228,13 @@ class RFactor(GOF):
 
     name = "r_factor"
 
-    def evaluate(self, sim, exp, var, mask, disc, n_params):
+    def evaluate(self, sim, exp, var, mask, disc, n_params, copies=None):
+        var, n = count_copies_once(var, mask, copies)
         fit = linear_fit(sim, exp, var, mask, disc, self.background)
         m = np.asarray(mask, bool)
         w = 1.0 / np.sqrt(np.asarray(var, float)[m])
         diff = np.abs(fit.residuals / w)
         r = float(np.sum(diff) / np.sum(np.abs(np.asarray(exp, float)[m])))
-        n = int(m.sum())
         return GOFValue(r, fit, n, n - n_params - fit.n_linear)
 
 
@@ -202,7 +246,7 @@ class Correlation(GOF):
     def __init__(self) -> None:
         super().__init__("single")
 
-    def evaluate(self, sim, exp, var, mask, disc, n_params):
+    def evaluate(self, sim, exp, var, mask, disc, n_params, copies=None):
         m = np.asarray(mask, bool)
         a = np.asarray(sim, float)[m]
         b = np.asarray(exp, float)[m]
@@ -211,7 +255,7 @@ class Correlation(GOF):
         den = np.sqrt(np.sum(a * a) * np.sum(b * b))
         r = float(np.sum(a * b) / den) if den > 0 else 0.0
         fit = linear_fit(sim, exp, var, mask, disc, "single")
-        n = int(m.sum())
+        _var, n = count_copies_once(var, mask, copies)
         return GOFValue(1.0 - r, fit, n, n - n_params - 2)
 
 

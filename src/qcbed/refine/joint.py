@@ -173,6 +173,8 @@ class JointRefinement:
                 self.links.setdefault(jn, []).append((k, p.name, f))
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.progress = progress
+        #: samples of the last :meth:`residuals` call, copied images counted once
+        self.n_samples = 0
         self.history: list[dict] = []
         self._t0 = 0.0
         self._push()
@@ -207,6 +209,7 @@ class JointRefinement:
         (or None) and the number of linear parameters (scales and backgrounds)."""
         self._push()
         rs, js, n_lin = [], [], 0
+        n_samples = 0
         for k, ref in enumerate(self.parts):
             cols, local, fac = [], [], []
             for c, jn in enumerate(names):
@@ -219,19 +222,21 @@ class JointRefinement:
                                               with_jac)
             rs.append(r)
             n_lin += fit.n_linear
+            n_samples += ref._n_samples(_mask)
             if with_jac:
                 jk = np.zeros((len(r), len(names)))
                 if cols:
                     jk[:, cols] = j * np.asarray(fac)[None, :]
                 js.append(jk)
         r = np.concatenate(rs)
+        self.n_samples = n_samples
         return r, (np.vstack(js) if with_jac else None), n_lin
 
     def covariance(self) -> tuple[list[str], np.ndarray, float, int]:
         """Covariance of all free joint parameters from the stacked Jacobian: χ²_ν (JᵀJ)⁻¹."""
         names = [p.name for p in self.params.free]
         r, j, n_lin = self.residuals(names, None, True)
-        cov, chi2nu, dof = covariance_from_jacobian(r, j, n_lin)
+        cov, chi2nu, dof = covariance_from_jacobian(r, j, n_lin, self.n_samples)
         return names, cov, chi2nu, dof
 
     # ------------------------------------------------------------ fitting

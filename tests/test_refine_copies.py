@@ -1,0 +1,90 @@
+"""Copied images (symmetrised data) count once in χ² and the esds (docs/refinement.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qcbed.errors import InputError
+from qcbed.experiment import copy_groups, copy_multiplicity
+from qcbed.refine import DirectData, Refinement
+from qcbed.refine.gof import count_copies_once
+from test_refine_synthetic import TRUE, line_directions, set_truth, systematic_sim
+
+
+def test_copy_groups_finds_every_operation_of_the_square_and_nothing_else():
+    rng = np.random.default_rng(3)
+    a = rng.random((9, 9))
+    b = rng.random((9, 9))
+    stack = [a, a[:, ::-1], a[::-1], a[::-1, ::-1], a.T, np.rot90(a), b,
+             a + 1e-3 * rng.standard_normal(a.shape), b[::-1].T]
+    g = copy_groups(stack)
+    assert g.tolist() == [0, 0, 0, 0, 0, 0, 1, 2, 1]
+    assert copy_multiplicity(g).tolist() == [6, 6, 6, 6, 6, 6, 2, 1, 2]
+    # a non-square image only has the four operations of the rectangle
+    r = rng.random((4, 6))
+    assert copy_groups([r, r[:, ::-1], r[::-1, ::-1]]).tolist() == [0, 0, 0]
+    with pytest.raises(InputError):
+        copy_groups(a)
+    with pytest.raises(InputError):
+        count_copies_once(np.ones((2, 3)), np.ones((2, 3), bool), np.array([1, 0]))
+
+
+def test_si_dlacbed_images_hold_17_independent_images(si_dlacbed_dir):
+    from qcbed.experiment import read_felix_images
+
+    st = read_felix_images(si_dlacbed_dir, allow_negative=True)
+    g = copy_groups(st.images)
+    assert len(st.hkl) == 45 and g.max() + 1 == 17
+    key = {tuple(int(v) for v in h): int(k) for h, k in zip(st.hkl, g)}
+    assert key[(1, 1, 1)] == key[(-1, -1, 1)] == key[(1, 1, -1)] == key[(-1, -1, -1)]
+    assert key[(0, 0, 2)] != key[(0, 0, -2)]
+
+
+@pytest.fixture(scope="module")
+def copies_case():
+    sim, kt0 = systematic_sim()
+    kt = line_directions(kt0, n=16)
+    truth = sim.with_changes()
+    set_truth(truth)
+    inten = truth.solve(kt).intensities([TRUE["thickness"]])[0].T
+    rng = np.random.default_rng(11)
+    obs = rng.poisson(2.0e4 * inten + 40.0).astype(float)
+    return sim, kt, obs
+
+
+def _fit(sim, data):
+    ref = Refinement(sim, data, background="single", model_step=1)
+    ref.add_thickness(TRUE["thickness"] * 1.02)
+    ref.add_structure_factor((1, -1, -1), value=TRUE["U111"] * 1.02,
+                             value_abs=TRUE["Uabs111"])
+    return ref.fit(max_iter=30)
+
+
+def test_copies_counted_once_equal_the_fit_without_them(copies_case):
+    sim, kt, obs = copies_case
+    out = np.asarray(sim.outputs)
+    unique = DirectData(out, kt, obs, np.maximum(obs, 1.0))
+    # reflections 0 and 2 appear three times (identical copies), the others once
+    assert len(out) == 4
+    rows = [0, 1, 2, 3, 0, 2, 0, 2]
+    mult = [3, 1, 3, 1, 3, 3, 3, 3]
+    dup = DirectData(out[rows], kt, obs[rows], np.maximum(obs[rows], 1.0),
+                     multiplicity=np.array(mult))
+    naive = DirectData(out[rows], kt, obs[rows], np.maximum(obs[rows], 1.0))
+    r_u, r_d, r_n = _fit(sim, unique), _fit(sim, dup), _fit(sim, naive)
+    assert r_d.dof == r_u.dof and r_n.dof > r_u.dof
+    assert r_d.chi2 == pytest.approx(r_u.chi2, rel=1e-8)
+    for name in r_u.free_names:
+        pu, pd, pn = r_u.parameters[name], r_d.parameters[name], r_n.parameters[name]
+        assert pd.value == pytest.approx(pu.value, rel=1e-8, abs=1e-12)
+        assert pd.esd == pytest.approx(pu.esd, rel=1e-6)
+        # counted as independent, the copies make the esds too small
+        assert pn.esd < 0.8 * pu.esd
+
+
+def test_multiplicity_is_checked(copies_case):
+    sim, kt, obs = copies_case
+    out = np.asarray(sim.outputs)
+    with pytest.raises(InputError, match="multiplicity"):
+        DirectData(out, kt, obs, np.maximum(obs, 1.0), multiplicity=np.array([1, 0, 1, 1]))
