@@ -95,9 +95,9 @@ def test_tail_enters_the_state_fingerprint():
     arrays = sim.arrays
     arrays.tail = tail
     first = fingerprint(arrays)
-    w = tail.w.copy()
-    w[0, 5, 7] += 1e-9                       # a value numpy's repr would not show
-    arrays.tail = type(tail)(tail.center, tail.radius, w, tail.s, tail.n_beams,
+    coef = tail.coef.copy()
+    coef[0, 0, 0, 5, 7] += 1e-6              # a value numpy's repr would not show
+    arrays.tail = type(tail)(tail.center, tail.radius, coef, tail.n_beams,
                              tail.fit_error, tail.size)
     assert fingerprint(arrays) != first
 
@@ -120,3 +120,83 @@ def test_exact_derivatives_with_the_tail_match_finite_differences():
         arrays.u[rows] -= sgn * step
     fd = (fd[0] - fd[1]) / (2 * step)
     assert np.max(np.abs(grad[:, 0] - fd)) <= 1e-5 * np.max(np.abs(fd))
+
+
+def test_tiles_beat_one_fit_on_a_wide_range():
+    # a 0.6 Å⁻¹ disc: 7 tiles of half the radius fit the tail better than one cubic,
+    # both measured against the tail computed exactly at each sample direction
+    from qcbed.bloch.convergence import _arrays, _error, _exact_tail_intensities, _intensities
+    from qcbed.bloch.setup import tail_source
+
+    radius = 0.6
+    sim = Simulation(_si(), 200.0, [1, -1, 0], [0, 0, -1], smax=0.05, gmax=2.0,
+                     potential=PotentialModel("kirkland", "bird_king"), kt_radius=radius,
+                     executor="serial", accuracy=None)
+    frame, strong = (sim.k_in, sim.frame.normal_frame), BeamSelection.all_strong()
+    kt, t = sample_directions((0.0, 0.0), radius), np.array([1200.0])
+    src = tail_source(sim._internal, sim.frame, sim.k_in, sim.pool_settings, sim.pool,
+                      sim._compute_u, smax=0.4, gmax=2.0)
+    exact = _exact_tail_intensities(frame, sim.pool, sim.table, strong, src, kt, t)
+    bare = _intensities(_arrays(frame, sim.pool, sim.table, strong), kt, t)[0]
+    err, misfit = [], []
+    for tiles in (1, 2):
+        fit = src.fit((0.0, 0.0), radius, tiles=tiles)
+        assert fit.n_tiles == (1 if tiles == 1 else 7)
+        err.append(_error(_intensities(_arrays(frame, sim.pool, sim.table, strong, fit), kt,
+                                       t)[0], exact))
+        misfit.append(fit.fit_error)
+    print(f"tail changes {_error(bare, exact):.1e}; fit error one {err[0]:.1e}, "
+          f"7 tiles {err[1]:.1e}; W misfit {misfit[0]:.1e} / {misfit[1]:.1e}")
+    assert _error(bare, exact) > 1e-3            # the tail matters here
+    assert err[1] < err[0] / 3 and misfit[1] < misfit[0] / 3
+    assert err[1] <= 1e-5
+
+
+def test_tile_centers_cover_the_disc():
+    from qcbed.bloch.tail import tile_centers
+
+    rng = np.random.default_rng(1)
+    p = rng.uniform(-1, 1, (4000, 2))
+    p = p[np.hypot(*p.T) <= 1] * 0.7 + [0.1, -0.2]
+    for tiles, n in ((1, 1), (2, 7), (3, 19)):
+        c, rho = tile_centers((0.1, -0.2), 0.7, tiles)
+        assert len(c) == n and rho == pytest.approx(0.7 / tiles)
+        nearest = np.sqrt(((p[:, None] - c[None]) ** 2).sum(-1)).min(1)
+        assert nearest.max() <= rho * (1 + 1e-9)
+
+
+def test_engine_pool_error_with_the_tail_is_true():
+    # the engine with its tail (tail=True): pool + tail, the pool error measured with it. The
+    # pattern must be (a) within the reported errors of a much larger pool (s_max 1.6,
+    # every beam strong) and (b) within 10⁻³ of the pool of the tail's extent with
+    # every beam strong, which the same pool without the tail is not
+    from qcbed.bloch.convergence import _arrays, _error, _intensities
+    from qcbed.bloch.potential import PotentialTable
+
+    gmax, radius = 1.6, 0.1
+    sim = Simulation(_si(), 200.0, [1, -1, 0], [0, 0, -1], gmax=gmax, kt_radius=radius,
+                     potential=PotentialModel("kirkland", "bird_king"), executor="serial",
+                     tail=True)
+    conv = sim.convergence
+    assert conv.tail is not None and conv.tail["beams"] > 0 and conv.pool_error is not None
+    # the --all-strong reference (with_changes) keeps the same pool and tail
+    assert sim.with_changes(selection=BeamSelection.all_strong()).arrays.tail is sim.tail
+    kt, t = sim._check_kt, np.asarray(sim.check_thickness)
+    frame = (sim.k_in, sim.frame.normal_frame)
+    got = solve_chunk(sim.arrays, kt).intensities(t)
+    bare = sim.arrays
+    bare.tail = None
+    no_tail = solve_chunk(bare, kt).intensities(t)
+    err = {}
+    for smax in (conv.tail["smax"], 1.6):
+        big = BeamPool.automatic(sim._internal, sim.frame, sim.k_in, gmax=gmax, smax=smax,
+                                 kt_radius=radius, outputs=sim.pool.outputs, holz=True)
+        ref = _intensities(_arrays(frame, big, PotentialTable.build(big.hkl, sim._compute_u),
+                                   BeamSelection.all_strong()), kt, t)[0]
+        err[smax] = (_error(got, ref), _error(no_tail, ref), len(big))
+        print(f"pool {len(sim.pool)} + tail {conv.tail['beams']} vs {len(big)} all strong: "
+              f"{err[smax][0]:.1e}, without the tail {err[smax][1]:.1e}")
+    print(f"reported: selection {conv.error:.1e}, pool {conv.pool_error:.1e}")
+    near, far = err[conv.tail["smax"]], err[1.6]
+    assert near[0] <= 1e-3 and near[1] > 3 * near[0]
+    assert far[0] <= conv.error + conv.pool_error + 3e-4

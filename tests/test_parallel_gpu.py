@@ -116,8 +116,9 @@ def test_one_kernel_runs_on_tensors_including_the_host_cluster_steps():
         np.testing.assert_allclose(g.numpy(), r, rtol=0, atol=1e-12 * np.abs(r).max())
 
 
-def test_torch_exact_derivatives_match():
-    sim = sim_for(si(), mode="exact")
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_torch_derivatives_match(mode):
+    sim = sim_for(si(), mode=mode)
     m = len(sim.table.hkl)
     coef = sim.sf_coefficients((1, 1, 1))
     deriv = (np.stack([coef, np.zeros(m, complex)]), np.stack([np.zeros(m, complex), coef]))

@@ -189,11 +189,7 @@ class BeamPool:
         if not holz:
             hkl = hkl[np.abs(hkl @ np.asarray(frame.zone)) < 1e-9]
         g = frame.g_frame(hkl)
-        kc = np.asarray(kt_center, dtype=float).reshape(1, 2)
-        two_k_sg = np.abs(excitation_errors(g, kc, k_in)[0])
-        two_k_sg_min = np.maximum(two_k_sg - 2 * kt_radius * np.linalg.norm(g[:, :2], axis=1),
-                                  0.0)
-        s_min = two_k_sg_min / (2 * k_in)
+        s_min = min_excitation(g, k_in, kt_center, kt_radius) / (2 * k_in)
         s_cap = smax
         while True:
             keep = s_min <= s_cap
@@ -209,6 +205,16 @@ class BeamPool:
         pool = cls.from_hkl(frame, hkl[keep][order], outputs)
         pool.meta.update(gmax=gmax, smax=s_cap, kt_radius=kt_radius, holz=holz)
         return pool
+
+
+def min_excitation(g: np.ndarray, k_in: float, kt_center: ArrayLike, kt_radius: float
+                   ) -> np.ndarray:
+    """Lower bound of |2K S_g| (Å⁻²) over the tilt disc, for beams ``g`` (M, 3) in the
+    frame: |2K S_g(k_c)| − 2 r |g_t| (2K S_g changes by −2 g_t·δk_t across the
+    disc; Zuo & Weickenmeier 1995), floored at 0."""
+    kc = np.asarray(kt_center, dtype=float).reshape(1, 2)
+    two_k_sg = np.abs(excitation_errors(g, kc, k_in)[0])
+    return np.maximum(two_k_sg - 2 * kt_radius * np.linalg.norm(g[:, :2], axis=1), 0.0)
 
 
 def selection_scores(two_k_sg: np.ndarray, coupling: np.ndarray, rules: BeamSelection

@@ -155,7 +155,8 @@ class EigenChunk:
     m_out : (n_dir, n_out)
         √(1 + g_n/K_n) of the output beams (φ_g = ψ_g / m_g).
     gmat : (n_dir, n_params, n_max, n_max) complex or None
-        G_p = B⁻¹ ∂H/∂p B for analytic structure-factor derivatives (``exact`` mode).
+        G_p = C⁻¹ ∂H/∂p C for analytic structure-factor derivatives (either solver
+        mode, :mod:`qcbed.bloch.eigen_derivatives`).
     lmat : (n_dir, n_params, n_out, n_out) complex or None
         L_p, the change of the output amplitudes through the Löwdin factor of
         :mod:`qcbed.bloch.lowdin` (∂ψ += L_p ψ; zero without weak beams).
@@ -194,7 +195,7 @@ class EigenChunk:
 
     def gradients(self, thickness: float | np.ndarray, structure: bool = True
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Intensities and their derivatives at one thickness per direction (``exact`` mode).
+        """Intensities and their derivatives at one thickness per direction.
 
         With H = V diag(γ) V⁻¹ and G_p = V⁻¹ (∂H/∂p) V (stored), the derivative of
         the propagator is V [G_p ∘ Φ] V⁻¹ with Φ_jk = (e_j − e_k)/(γ_j − γ_k) and

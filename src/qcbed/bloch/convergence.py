@@ -51,9 +51,10 @@ from numpy.typing import ArrayLike
 from .beams import BeamPool, BeamSelection
 from .potential import PotentialTable
 from .solver import EngineArrays, solve_chunk
+from .tail import TailCorrection, TailSource
 
 __all__ = ["DEFAULT_ACCURACY", "DEFAULT_CHECK_THICKNESS", "SGMIN_LADDER", "Convergence",
-           "choose", "estimate", "sample_directions"]
+           "TailPlan", "choose", "estimate", "sample_directions"]
 
 #: Default accuracy target: max |ΔI| / I_max against the converged reference.
 DEFAULT_ACCURACY = 1e-3
@@ -81,6 +82,33 @@ MAX_POOL_SIZE = 800
 #: g_max + POOL_GMAX_STEP (Å⁻¹).
 POOL_SMAX_FACTOR = 2.0
 POOL_GMAX_STEP = 0.5
+
+#: Default extent of the pool's tail (:mod:`qcbed.bloch.tail`): the beams with
+#: |S_g| ≤ TAIL_SMAX (Å⁻¹) somewhere in the tilt disc and |g| ≤ the pool's g_max
+#: that are not in the pool are eliminated to second order.
+TAIL_SMAX = 0.8
+
+#: Growth of the tail per check: s_max × TAIL_SMAX_FACTOR, g_max + TAIL_GMAX_STEP (Å⁻¹).
+TAIL_SMAX_FACTOR = 2.0
+TAIL_GMAX_STEP = 1.0
+
+#: Share of the accuracy target allowed to the tail's polynomial fit (measured
+#: against the tail computed exactly at the sample directions); above it the
+#: disc is cut into more tiles, up to TAIL_MAX_TILES per radius.
+TAIL_FIT_SHARE = 0.25
+TAIL_MAX_TILES = 3
+
+#: Polynomial terms tried for one fit over the disc, cheapest first (linear,
+#: quadratic, cubic in k_t): the per-direction gather is ∝ the terms.
+TAIL_TERMS = (3, 6, 10)
+
+#: Growth checks of the pool with its tail: one (measured and reported, not
+#: adopted: a grown tail costs N·M² per direction at set-up, M its beams; on the
+#: Si D-LACBED the checks of a second round took minutes).
+TAIL_ROUNDS = 1
+
+#: Grown tails above this many beams are not checked (the M × M tail–tail block).
+MAX_TAIL_SIZE = 4000
 
 
 @dataclass(frozen=True)
@@ -112,6 +140,12 @@ class Convergence:
         Thicknesses (Å) of the check.
     n_directions : int
         Sample directions of the check.
+    steps : tuple of str
+        What the engine tried, in order.
+    tail : dict or None
+        The pool's tail (:mod:`qcbed.bloch.tail`): ``beams``, ``smax``, ``gmax``,
+        ``tiles`` and ``fit_error`` (max |ΔI|/I_max of the fitted against the
+        exactly computed tail at the sample directions); None without a tail.
     """
 
     accuracy: float | None
@@ -127,6 +161,7 @@ class Convergence:
     thickness: tuple[float, ...]
     n_directions: int
     steps: tuple[str, ...] = field(default_factory=tuple)
+    tail: dict | None = None
 
     @property
     def converged(self) -> bool:
@@ -142,11 +177,14 @@ class Convergence:
                 "sgmin": float(self.sgmin), "omega": self.omega, "pool_size": self.pool_size,
                 "smax": self.smax, "gmax": self.gmax, "strong_mean": float(self.strong_mean),
                 "thickness": [float(t) for t in self.thickness],
-                "n_directions": self.n_directions, "steps": list(self.steps)}
+                "n_directions": self.n_directions, "steps": list(self.steps),
+                "tail": None if self.tail is None else dict(self.tail)}
 
     def summary(self) -> str:
         """One line for the CLI and validate."""
         pool = "" if self.pool_error is None else f", pool growth {self.pool_error:.1e}"
+        if self.tail is not None:
+            pool += f" with a tail of {self.tail['beams']} beams"
         how = "chosen for" if self.chosen else "fixed; target"
         target = self.accuracy if self.accuracy is not None else DEFAULT_ACCURACY
         return (f"convergence error {self.error:.1e} of the maximum intensity vs all pool beams "
@@ -183,11 +221,76 @@ def _error(inten: np.ndarray, ref: np.ndarray) -> float:
 
 
 def _arrays(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,
-            rules: BeamSelection) -> EngineArrays:
+            rules: BeamSelection, tail: TailCorrection | None = None) -> EngineArrays:
     k_in, normal = frame
     return EngineArrays(g=pool.g, index=table.index, u=table.u.copy(),
                         u_abs=table.u_abs.copy(), n_out=pool.n_out, k_in=k_in,
-                        normal=normal, rules=rules, mode="fast")
+                        normal=normal, rules=rules, mode="fast", tail=tail)
+
+
+@dataclass(frozen=True)
+class TailPlan:
+    """How a set-up builds the pool's tail (:mod:`qcbed.bloch.tail`).
+
+    Attributes
+    ----------
+    make : callable (pool, smax, gmax) -> TailSource
+        The coupling of ``pool`` to the beams with |S_g| ≤ smax (Å⁻¹) somewhere in
+        the tilt disc and |g| ≤ gmax (Å⁻¹) that are not in the pool and are far
+        from the Bragg condition (min |2K S_g| over the disc above the pool's own
+        bound 2K s_max).
+    center, radius
+        The tilt disc (Å⁻¹) over which the tail is fitted.
+    smax : float
+        Starting extent s_max of the tail (Å⁻¹); its g_max starts at the pool's.
+    """
+
+    make: Callable[[BeamPool, float, float], TailSource]
+    center: tuple[float, float]
+    radius: float
+    smax: float = TAIL_SMAX
+
+
+def _exact_tail_intensities(frame: tuple[float, np.ndarray], pool: BeamPool,
+                            table: PotentialTable, rules: BeamSelection, src: TailSource,
+                            kt: np.ndarray, thickness: np.ndarray) -> np.ndarray:
+    """Intensities at ``kt`` with the tail computed exactly at each direction."""
+    arrays = _arrays(frame, pool, table, rules)
+    out = []
+    for k in kt:
+        arrays.tail = src.at(k)
+        out.append(_intensities(arrays, k[None, :], thickness)[0])
+    return np.concatenate(out, axis=1)
+
+
+def _fit_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,
+              src: TailSource, plan: TailPlan, exact: np.ndarray, kt: np.ndarray,
+              thickness: np.ndarray, accuracy: float, steps: list[str]
+              ) -> tuple[TailCorrection, float, int]:
+    """The cheapest fit of the tail over the disc whose error (every pool beam
+    strong, against the exact tail ``exact`` at ``kt``) is within TAIL_FIT_SHARE ×
+    ``accuracy``: one polynomial of TAIL_TERMS terms in turn (the per-direction
+    cost grows with the terms), then cubic fits on more tiles."""
+    rules = BeamSelection.all_strong()
+
+    def error(fitted: TailCorrection) -> float:
+        err = _error(_intensities(_arrays(frame, pool, table, rules, fitted), kt,
+                                  thickness)[0], exact)
+        steps.append(f"tail {src.n_beams} beams, {fitted.coef.shape[2]} terms, "
+                     f"{fitted.n_tiles} tile(s): fit error {err:.1e} "
+                     f"(W misfit {fitted.fit_error:.1e})")
+        return err
+
+    for fitted in src.fits(plan.center, plan.radius, terms=TAIL_TERMS):
+        err = error(fitted)
+        if err <= TAIL_FIT_SHARE * accuracy:
+            return fitted, err, 1
+    for tiles in range(2, TAIL_MAX_TILES + 1):
+        fitted = src.fit(plan.center, plan.radius, tiles=tiles)
+        err = error(fitted)
+        if err <= TAIL_FIT_SHARE * accuracy:
+            break
+    return fitted, err, tiles
 
 
 def _ladder_selection(sgmin: float, omega: float | None, min_strong: int,
@@ -218,12 +321,12 @@ def estimate(arrays: EngineArrays, pool_size: int, kt: np.ndarray, thickness: Ar
     fast = EngineArrays(g=arrays.g, index=arrays.index, u=arrays.u.copy(),
                         u_abs=arrays.u_abs.copy(), n_out=arrays.n_out, k_in=arrays.k_in,
                         normal=arrays.normal, rules=arrays.rules, mode="fast",
-                        selection_coupling=arrays.selection_coupling)
+                        selection_coupling=arrays.selection_coupling, tail=arrays.tail)
     inten, strong = _intensities(fast, kt, t)
     ref_arrays = EngineArrays(g=arrays.g, index=arrays.index, u=arrays.u.copy(),
                               u_abs=arrays.u_abs.copy(), n_out=arrays.n_out,
                               k_in=arrays.k_in, normal=arrays.normal,
-                              rules=BeamSelection.all_strong(), mode="fast")
+                              rules=BeamSelection.all_strong(), mode="fast", tail=arrays.tail)
     ref, _ = _intensities(ref_arrays, kt, t)
     err = _error(inten, ref)
     conv = Convergence(accuracy, err, None, False, arrays.rules.sgmin, arrays.rules.omega,
@@ -240,8 +343,9 @@ def estimate(arrays: EngineArrays, pool_size: int, kt: np.ndarray, thickness: Ar
 def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialTable,
            make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]] | None,
            smax: float | None, gmax: float | None, selection: BeamSelection | None,
-           accuracy: float, min_strong: int, kt: np.ndarray, thickness: ArrayLike
-           ) -> tuple[BeamPool, PotentialTable, BeamSelection, Convergence]:
+           accuracy: float, min_strong: int, kt: np.ndarray, thickness: ArrayLike,
+           tail: TailPlan | None = None
+           ) -> tuple[BeamPool, PotentialTable, BeamSelection, Convergence, TailCorrection | None]:
     """Choose the pool (when ``make_pool`` is given) and the selection for ``accuracy``.
 
     Parameters
@@ -266,22 +370,29 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
         Sample directions (Å⁻¹).
     thickness : array_like
         Thicknesses (Å).
+    tail : TailPlan, optional
+        With an automatic pool: eliminate the beams beyond it to second order
+        (:func:`_converge_tail`) instead of growing the pool.
 
     Returns
     -------
-    pool, table, selection, Convergence
+    pool, table, selection, Convergence, TailCorrection or None
     """
     t = np.atleast_1d(np.asarray(thickness, float))
     template = (float(k_in), np.asarray(normal, float))
     omega = 30.0
     steps: list[str] = []
     level = 0
+    fitted: TailCorrection | None = None
+    tail_info: dict | None = None
 
     def pick(pool: BeamPool, table: PotentialTable, level: int
              ) -> tuple[BeamSelection, float, float, int]:
-        ref, _ = _intensities(_arrays(template, pool, table, BeamSelection.all_strong()), kt, t)
+        ref, _ = _intensities(_arrays(template, pool, table, BeamSelection.all_strong(),
+                                      fitted), kt, t)
         if selection is not None:
-            inten, strong = _intensities(_arrays(template, pool, table, selection), kt, t)
+            inten, strong = _intensities(_arrays(template, pool, table, selection, fitted),
+                                         kt, t)
             return selection, _error(inten, ref), strong, level
         # the error falls as sgmin grows (up to noise)
         cache: dict[int, tuple[BeamSelection, float, float]] = {}
@@ -289,7 +400,7 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
         def trial(k: int) -> tuple[BeamSelection, float, float]:
             if k not in cache:
                 sel = _ladder_selection(SGMIN_LADDER[k], omega, min_strong, selection)
-                inten, strong = _intensities(_arrays(template, pool, table, sel), kt, t)
+                inten, strong = _intensities(_arrays(template, pool, table, sel, fitted), kt, t)
                 cache[k] = (sel, _error(inten, ref), strong)
                 steps.append(f"pool {len(pool)}: sgmin {SGMIN_LADDER[k]:g} -> "
                              f"{cache[k][1]:.1e} ({strong:.0f} strong)")
@@ -314,9 +425,14 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
         steps.append(f"pool {len(pool)}: all strong")
         return sel, 0.0, float(len(pool)), len(SGMIN_LADDER)
 
-    sel, err, strong, level = pick(pool, table, level)
     pool_err: float | None = None
-    if make_pool is not None and smax is not None and gmax is not None:
+    if tail is not None and make_pool is not None and smax is not None and gmax is not None:
+        pool, table, smax, gmax, fitted, pool_err, tail_info = _converge_tail(
+            template, pool, table, make_pool, smax, gmax, tail, accuracy, kt, t, steps)
+        sel, err, strong, level = pick(pool, table, level)
+    else:
+        sel, err, strong, level = pick(pool, table, level)
+    if tail is None and make_pool is not None and smax is not None and gmax is not None:
         for rnd in range(MAX_POOL_ROUNDS):
             # grow along each limit in turn; adopt the growth that changes most
             worst: tuple[float, BeamPool, PotentialTable, float, float] | None = None
@@ -343,8 +459,77 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
             _, pool, table, smax, gmax = worst
             sel, err, strong, level = pick(pool, table, level)
     conv = Convergence(accuracy, err, pool_err, True, sel.sgmin, sel.omega, len(pool), smax,
-                       gmax, strong, tuple(map(float, t)), len(kt), tuple(steps))
+                       gmax, strong, tuple(map(float, t)), len(kt), tuple(steps), tail_info)
     if not conv.converged:
         warnings.warn(f"the engine could not reach the accuracy {accuracy:g}: {conv.summary()}",
                       UserWarning, stacklevel=3)
-    return pool, table, sel, conv
+    return pool, table, sel, conv, fitted
+
+
+def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,
+                   make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]],
+                   smax: float, gmax: float, plan: TailPlan, accuracy: float,
+                   kt: np.ndarray, t: np.ndarray, steps: list[str]) -> tuple:
+    """The pool with its tail, converged: the pool error *with* the tail.
+
+    Every pool beam strong (the selection is chosen afterwards, with the tail), the
+    tail computed exactly at the sample directions. The pool error is the largest
+    change when the tail grows (s_max × TAIL_SMAX_FACTOR, g_max + TAIL_GMAX_STEP) or
+    the pool grows under the same tail (s_max × POOL_SMAX_FACTOR: the second-order
+    elimination of the nearest tail beams checked against diagonalising them; g_max +
+    POOL_GMAX_STEP: the beams beyond g_max near the Bragg condition, which the tail
+    leaves out),
+    plus the error of the tail's fit over the disc. While it is above half the
+    target the growth that changes most is adopted (TAIL_ROUNDS checks).
+
+    Returns
+    -------
+    pool, table, smax, gmax, fitted tail, pool error, tail summary (dict)
+    """
+    strong = BeamSelection.all_strong()
+    ts, tg = max(plan.smax, 2 * smax), gmax
+    src = plan.make(pool, ts, tg)
+    exact = _exact_tail_intensities(frame, pool, table, strong, src, kt, t)
+    bare = _intensities(_arrays(frame, pool, table, strong), kt, t)[0]
+    steps.append(f"pool {len(pool)} + tail {src.n_beams} (smax {ts:.3g}, gmax {tg:.3g}): "
+                 f"changes the pattern by {_error(bare, exact):.1e}")
+    pool_err = 0.0
+    for rnd in range(TAIL_ROUNDS):
+        trials = []
+        for kind, (s_new, g_new) in (("tail", (TAIL_SMAX_FACTOR * ts, tg)),
+                                     ("tail", (ts, tg + TAIL_GMAX_STEP)),
+                                     ("pool", (POOL_SMAX_FACTOR * smax, gmax)),
+                                     ("pool", (smax, gmax + POOL_GMAX_STEP))):
+            if kind == "tail":
+                p2, tb2, src2 = pool, table, plan.make(pool, s_new, g_new)
+                label = f"tail {src.n_beams} -> {src2.n_beams} (smax {s_new:.3g}, gmax {g_new:.3g})"
+                if src2.n_beams > MAX_TAIL_SIZE:
+                    steps.append(f"{label}: above {MAX_TAIL_SIZE} beams, not checked")
+                    continue
+            else:
+                p2, tb2 = make_pool(s_new, g_new)
+                if len(p2) > MAX_POOL_SIZE:
+                    steps.append(f"pool {len(pool)} -> {len(p2)}: above {MAX_POOL_SIZE} beams, "
+                                 "not checked")
+                    continue
+                src2 = plan.make(p2, ts, max(tg, g_new))
+                label = (f"pool {len(pool)} -> {len(p2)} (smax {s_new:.3g}, gmax {g_new:.3g}) "
+                         "under the tail")
+            new = _exact_tail_intensities(frame, p2, tb2, strong, src2, kt, t)
+            e = _error(exact, new)
+            steps.append(f"{label}: {e:.1e}")
+            trials.append((e, kind, s_new, g_new, p2, tb2, src2, new))
+        pool_err = max((tr[0] for tr in trials), default=0.0)
+        if not trials or pool_err <= 0.5 * accuracy or rnd == TAIL_ROUNDS - 1:
+            break
+        _, kind, s_new, g_new, pool, table, src, exact = max(trials, key=lambda tr: tr[0])
+        if kind == "tail":
+            ts, tg = s_new, g_new
+        else:
+            smax, gmax, tg = s_new, g_new, max(tg, g_new)
+    fitted, fit_err, tiles = _fit_tail(frame, pool, table, src, plan, exact, kt, t, accuracy,
+                                       steps)
+    info = {"beams": src.n_beams, "smax": float(ts), "gmax": float(tg), "tiles": tiles,
+            "n_tiles": fitted.n_tiles, "fit_error": float(fit_err),
+            "growth_error": float(pool_err)}
+    return pool, table, smax, gmax, fitted, pool_err + fit_err, info

@@ -17,9 +17,10 @@ import numpy as np
 from ..constants import potential_to_u
 from ..crystal import Crystal
 from ..scattering.structure_factors import PotentialModel, TabulatedPotential, structure_factors
-from .beams import BeamPool
+from .beams import BeamPool, min_excitation
 from .geometry import ZoneFrame
 from .solver import EngineArrays
+from .tail import TailSource
 
 
 # ------------------------------------------------------------------ potential
@@ -87,8 +88,32 @@ def initial_pool(crystal: Crystal, internal: Crystal, frame: ZoneFrame, k_in: fl
         h = made.hkl
         keep = (crystal.lattice.g_length(h) <= aperture + 1e-12) & (
             np.abs(h @ np.asarray(frame.zone)) < 1e-9)
+        meta = made.meta
         made = BeamPool.from_hkl(frame, h, h[keep])
+        made.meta.update(meta)
     return made
+
+
+def tail_source(internal: Crystal, frame: ZoneFrame, k_in: float, settings: dict,
+                pool: BeamPool, compute, *, smax: float, gmax: float) -> TailSource:
+    """The pool's tail (:mod:`qcbed.bloch.tail`) up to (``smax``, ``gmax``) (Å⁻¹).
+
+    The beams of the automatic pool of that extent over the tilt range of
+    ``settings`` that are not in ``pool`` and stay far from the Bragg condition:
+    min |2K S_g| over the disc above the pool's own bound 2K s_max (beams beyond
+    the pool's g_max that come near the Bragg condition are left out; the
+    convergence walk measures them by growing g_max).
+    """
+    ext = BeamPool.automatic(internal, frame, k_in, gmax=gmax, smax=smax,
+                             kt_center=settings["kt_center"], kt_radius=settings["kt_radius"],
+                             holz=settings["holz"])
+    have = {tuple(h) for h in pool.hkl.tolist()}
+    outside = np.array([tuple(h) not in have for h in ext.hkl.tolist()], bool)
+    bound = 2 * k_in * float(pool.meta.get("smax", settings["smax"]))
+    far = min_excitation(ext.g, k_in, settings["kt_center"], settings["kt_radius"]) > bound
+    keep = outside & far
+    return TailSource(pool.hkl, ext.hkl[keep], ext.g[keep], compute, k_in=k_in,
+                      normal=frame.normal_frame)
 
 
 def warn_outside_pool(crystal: Crystal, outputs: np.ndarray, pool: np.ndarray | None,

@@ -48,6 +48,7 @@ from .convergence import (
     DEFAULT_ACCURACY,
     DEFAULT_CHECK_THICKNESS,
     Convergence,
+    TailPlan,
     choose,
     estimate,
     sample_directions,
@@ -60,12 +61,14 @@ from .setup import (
     compute_u,
     initial_pool,
     mean_inner_u,
+    tail_source,
     warn_outside_pool,
     warn_unphysical_absorption,
 )
 from .sf_updates import StructureFactorUpdates
 from .solution import Solution, check_thickness
 from .solver import EigenChunk, EngineArrays, PatternChunk, pattern_chunk, solve_chunk
+from .tail import TailCorrection, TailSource
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -140,6 +143,15 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         None: legacy defaults, no checks.
     check_thickness : array_like, optional
         Thicknesses (Å) of the accuracy check (default 500, 1500, 3000 Å).
+    tail : bool
+        With an automatic pool chosen by the engine (``accuracy`` set, no ``pool``
+        or ``smax``): eliminate the beams beyond the pool to second order
+        (:mod:`qcbed.bloch.tail`) and check the pool's convergence with them.
+        Off by default: on the Si D-LACBED it cuts the pool error from 2.9 × 10⁻²
+        to 2.2 × 10⁻³ but costs about two minutes of set-up and 25–45 % per
+        direction (docs/validation.md). The tail is computed from the set-up
+        potential and geometry and held fixed by :meth:`set_structure_factors`
+        and :meth:`with_changes`.
     min_strong : int
         Floor on the number of strong beams when the engine chooses the
         selection (Felix's ``min_strong_beams``).
@@ -180,6 +192,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         accuracy: float | None = DEFAULT_ACCURACY,
         check_thickness: ArrayLike | None = None,
         min_strong: int = 0,
+        tail: bool = False,
     ) -> None:
         voltage_kv = check_number(voltage_kv, "voltage_kv", low=0.0, low_open=True,
                                   high=MAX_VOLTAGE_KV, unit="kV")
@@ -267,6 +280,9 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             DEFAULT_CHECK_THICKNESS if check_thickness is None else check_thickness))
         self._check_kt = sample_directions(kt_center, kt_radius)
         self._convergence: tuple[int, Convergence] | None = None
+        self._use_tail = bool(tail)
+        #: The pool's tail (:mod:`qcbed.bloch.tail`), or None.
+        self.tail: TailCorrection | None = None
         if auto_selection or auto_pool:
             self._choose_settings(auto_pool, None if auto_selection else self.selection,
                                   int(min_strong))
@@ -293,6 +309,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             # the same strong/weak selection rule: refinements of the crystal or the
             # voltage do not move beams between strong and Bethe-weak
             new._coupling = (new.pool, self.selection_coupling)
+            new.tail = self.tail
             new._arrays = None
             if self._convergence is not None:
                 # the set-up's record (pool check, whether the engine chose) holds for
@@ -369,14 +386,20 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                 table.set_values(self._overrides, self.crystal, self.origin_shift)
             return pool, table
 
-        pool, table, sel, conv = choose(
+        def make_tail(pool: BeamPool, smax: float, gmax: float) -> TailSource:
+            return tail_source(self._internal, self.frame, self.k_in, settings, pool,
+                               self._compute_u, smax=smax, gmax=gmax)
+
+        plan = (TailPlan(make_tail, settings["kt_center"], settings["kt_radius"])
+                if auto_pool and self._use_tail else None)
+        pool, table, sel, conv, tail = choose(
             k_in=self.k_in, normal=self.frame.normal_frame, pool=self.pool, table=self.table,
             make_pool=make_pool if auto_pool else None,
             smax=float(self.pool.meta.get("smax", settings["smax"])) if auto_pool else None,
             gmax=float(settings["gmax"]) if auto_pool else None, selection=selection,
             accuracy=float(self.accuracy), min_strong=min_strong, kt=self._check_kt,
-            thickness=self.check_thickness)
-        self.pool, self.table, self.selection = pool, table, sel
+            thickness=self.check_thickness, tail=plan)
+        self.pool, self.table, self.selection, self.tail = pool, table, sel, tail
         if auto_pool:
             self.pool_settings = dict(settings, smax=conv.smax, gmax=conv.gmax)
         self._arrays = None
@@ -399,7 +422,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                            gmax=None if prev is None else prev.gmax)
             if prev is not None:
                 est = replace(est, pool_error=prev.pool_error, chosen=prev.chosen,
-                              accuracy=prev.accuracy, steps=prev.steps)
+                              accuracy=prev.accuracy, steps=prev.steps, tail=prev.tail)
             self._convergence = (self._version, est)
         return self._convergence[1]
 
@@ -469,7 +492,8 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                 g=self.pool.g, index=self.table.index, u=self.table.u.copy(),
                 u_abs=self.table.u_abs.copy(), n_out=self.pool.n_out, k_in=self.k_in,
                 normal=self.frame.normal_frame, rules=self.selection, mode=self.mode,
-                version=self._version, selection_coupling=self.selection_coupling)
+                version=self._version, selection_coupling=self.selection_coupling,
+                tail=self.tail)
             warn_unphysical_absorption(self._arrays)
         return self._arrays
 
@@ -498,7 +522,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         """Eigen-solutions for k_t (n, 2) in Å⁻¹, through the executor.
 
         ``derivatives`` = (∂U/∂p, ∂U′/∂p) over the U-table rows (see
-        :meth:`sf_coefficients`) stores what analytic gradients need (``exact`` mode).
+        :meth:`sf_coefficients`) stores what analytic gradients need (either mode).
         """
         pts = check_numbers(kt, "kt", unit="Å⁻¹").reshape(-1, 2)
         incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers

@@ -76,6 +76,7 @@ from ..errors import InputError
 from . import lowdin as lowdin_module
 from .beams import select_strong
 from .chunks import EigenChunk, EngineArrays, PatternChunk  # also re-exported here
+from .eigen_derivatives import bethe_derivative_terms, eigenbasis_derivatives
 from .geometry import excitation_errors, normal_components
 from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
     AMPLITUDE_LIMIT,
@@ -86,8 +87,8 @@ from .guard import (  # noqa: F401  (re-exported: the solver's public constants)
     physically_invalid,
 )
 from .lowdin import batch_terms as lowdin_batch_terms
-from .lowdin import derivatives as lowdin_derivatives
 from .lowdin import transform as lowdin_transform
+from .lowdin_jacobian import derivatives as lowdin_derivatives
 from .perturbation import (  # noqa: F401  (re-exported for the torch port and tests)
     CLUSTER_CONDITION_LIMIT,
     CLUSTER_LIMIT,
@@ -196,6 +197,9 @@ class KernelTables:
         absorbing ``fast`` problem.
     dtab, dua0 : optional
         ∂(U + iU′)/∂p over the table rows (n_params, M), and ∂U′₀/∂p (n_params,).
+    zd : optional
+        U + iU′ (M,) for the Bethe terms of the derivatives (``fast`` mode; the
+        ``exact`` mode's ``u`` is that table).
     exact, real, absorbing : bool
         Solver mode, elastic matrix real, perturbative absorption needed.
     """
@@ -208,6 +212,7 @@ class KernelTables:
     zc: Any = None
     dtab: Any = None
     dua0: Any = None
+    zd: Any = None
     exact: bool = False
     real: bool = False
     absorbing: bool = False
@@ -226,15 +231,13 @@ class KernelTables:
             u, ua = arrays.u.real, arrays.u_abs.real
         else:
             u, ua = arrays.u, arrays.u_abs
-        dtab = dua0 = None
+        dtab = dua0 = zd = None
         if derivatives is not None:
-            if not exact:
-                raise InputError("analytic derivatives need the 'exact' solver mode",
-                                 found="fast")
             dua = np.asarray(derivatives[1], complex)
             dtab = np.atleast_2d(np.asarray(derivatives[0], complex) + 1j * dua)
             dua0 = xp.asarray(dua.reshape(len(dtab), -1)[:, arrays.index[0, 0]])
             dtab = xp.asarray(dtab)
+            zd = None if exact else xp.asarray(arrays.u + 1j * arrays.u_abs)
         absorbing = bool(np.any(arrays.u_abs != 0)) and not exact
         z = zc = None
         if absorbing and not real:
@@ -242,9 +245,11 @@ class KernelTables:
         if index is None:
             # 64-bit: np.take converts narrower indices on every gather (~1.6× slower)
             index = xp.asarray(np.asarray(arrays.index, dtype=np.int64))
-        return cls(xp, index,
-                   xp.asarray(u), xp.asarray(ua), z, zc, dtab, dua0, exact, real, absorbing,
-                   derivatives)
+        u = xp.asarray(u)
+        if exact and dtab is not None:
+            zd = u  # the exact mode's table is U + iU′
+        return cls(xp, index, u, xp.asarray(ua), z, zc, dtab, dua0, zd, exact, real,
+                   absorbing, derivatives)
 
 
 def solve_groups(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray):
@@ -293,24 +298,24 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     if len(wcols_h):
         wm = weak[:, wcols_h]
         d_h = np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0)
-    if len(wcols_h) and (n_par or not arrays.lowdin):
-        # classic Bethe potentials (with the Löwdin terms and no derivatives, _lowdin
-        # computes them with the second-order ones: lowdin.bethe_terms)
+    # classic Bethe potentials here; with the Löwdin terms _lowdin computes them with
+    # the second-order ones (lowdin.bethe_terms), derivatives or not
+    classic = bool(len(wcols_h)) and not arrays.lowdin
+    if len(wcols_h) and (n_par or classic):
         d = xp.asarray(d_h)[:, None, :]
         wcols = xp.asarray(wcols_h)
         sw = tb.index[idx[:, :, None], wcols[None, None, :]]
-        u_sw = xp.take(tb.u, sw) if tb.z is None else None
-        if exact:
+        u_sw = xp.take(tb.u, sw) if tb.z is None and classic else None
+        if exact or n_par:
             # U + iU′ is not Hermitian: the weak-to-strong block is gathered
             ws = tb.index[wcols[None, :, None], idx[:, None, :]]
+        if n_par:
+            bethe_derivative_terms(tb.zd, tb.dtab, sw, ws, d, da)
+        if classic and exact:
             u_ws = xp.take(tb.u, ws)
             u_sw *= d
-            for p in range(n_par):
-                du_sw = xp.take(tb.dtab[p], sw) * d
-                du_ws = xp.take(tb.dtab[p], ws)
-                da[:, p] -= du_sw @ u_ws + u_sw @ du_ws
             a -= u_sw @ u_ws
-        elif aabs is not None and not tb.real:
+        elif classic and aabs is not None and not tb.real:
             # complex U, U′: with Z = U + iU′ one complex product
             # W = Z_sw D Z_ws = (U D U − U′ D U′) + i (U D U′ + U′ D U), both brackets
             # Hermitian, holds every Bethe term: the elastic block takes −(W + W†)/2
@@ -324,7 +329,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
             w -= _adjoint(w)
             w *= 0.5j
             aabs += w
-        else:
+        elif classic:
             # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
             # adjoints of the strong-to-weak ones, no second gather
             u_ws = _adjoint(u_sw)          # a view: scale a copy
@@ -367,10 +372,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
         rejected = physically_invalid(gam, vec[:, :n_out, :], c, check_amplitude=False,
                                       max_growth=growth)
         if n_par:
-            dh = da / (mm[:, None] * kn2[:, :, None, None])
-            ok = ~rejected
-            gmat = xp.zeros((len(rows), n_par, n, n), complex)
-            gmat[ok] = xp.solve(vec[ok][:, None], dh[ok] @ vec[ok][:, None])
+            gmat = eigenbasis_derivatives(vec, da / (mm[:, None] * kn2[:, :, None, None]))
         if bool(rejected.any()):
             gam[rejected], vec[rejected], c[rejected] = np.nan, np.nan, np.nan
             n_rejected += int(rejected.sum())
@@ -380,24 +382,29 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
             a = 0.5 * (a + _adjoint(a))
         lam, vec = xp.eigh(a)
         c = vec[:, 0, :].conj()
+        # derivatives need every row of the eigenvectors (G_p = C⁻¹ ∂H C)
+        n_rows = n if n_par else n_out
         if absorbing:
             aabs /= mm
-            gam, vec, c, unsafe, n_cl = _absorb_perturbatively(lam, vec, c, aabs, kn2, n_out)
+            gam, vec, c, unsafe, n_cl = _absorb_perturbatively(lam, vec, c, aabs, kn2, n_rows)
             n_clustered += n_cl
         else:
             gam = xp.to_complex(lam / kn2)
-            vec = vec[:, :n_out, :]
+            vec = vec[:, :n_rows, :]
             unsafe = xp.zeros(len(rows), bool)
         # the physical guard, always on: re-solve failing directions exactly
-        unsafe |= physically_invalid(gam, vec, c, max_growth=growth)
+        unsafe |= physically_invalid(gam, vec[:, :n_out], c, max_growth=growth)
         if bool(unsafe.any()):
             k = xp.nonzero(unsafe)
             a_k = a[k] + 1j * aabs[k] if absorbing else xp.to_complex(a[k])
-            g_x, v_x, c_x, rej = _exact_with_guard(a_k, kn2[k], n_out, growth)
+            g_x, v_x, c_x, rej = _exact_with_guard(a_k, kn2[k], n_rows, growth)
             vec, c = xp.to_complex(vec), xp.to_complex(c)
             gam[k], vec[k], c[k] = g_x, v_x, c_x
             n_exact += len(k)
             n_rejected += int(rej.sum())
+        if n_par:
+            gmat = eigenbasis_derivatives(xp.to_complex(vec),
+                                          da / (mm[:, None] * kn2[:, :, None, None]))
     vec = vec[:, :n_out, :]
     if fac is not None:
         # φ = F v (F lower-triangular) and c_j = φ_j(000)* = F₀₀ v_j(000)*
@@ -413,9 +420,9 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     """Add the Bethe terms (classic and Löwdin) to a batch and transform it
     (:mod:`qcbed.bloch.lowdin`).
 
-    ``a`` and ``aabs`` come unscaled, with the classic Bethe terms only when ``da`` is
-    given (derivatives), and leave as Ã = F† A′ F and Ã_abs × M (the caller scales the
-    absorptive block by M⁻¹ later). Returns
+    ``a`` and ``aabs`` come unscaled and without Bethe terms, and leave as
+    Ã = F† A′ F and Ã_abs × M (the caller scales the absorptive block by M⁻¹ later);
+    the values do not depend on whether derivatives are asked for. Returns
     (a, aabs, da, F, L) with da and L (``exact`` derivatives) or None. ``tail_s``: the
     overlap (S, S_abs) of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to
     the weak beams'.
@@ -424,10 +431,9 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     m_w2 = 1.0 + g_n[wcols][None, :] / k_n[:, None]
     with_abs = tb.exact or aabs is not None
     single = lowdin_module.SINGLE_PRECISION and not tb.exact   # (lowdin.bethe_terms)
-    e_el, e_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
-                                               wcols, d, m_w2, real=tb.real,
-                                               with_abs=with_abs, single=single,
-                                               classic=da is None)
+    args = (arrays.u, arrays.u_abs, arrays.index, idx, wcols, d, m_w2)
+    e_el, e_abs, s, s_abs = lowdin_batch_terms(*args, real=tb.real, with_abs=with_abs,
+                                               single=single)
     if tail_s:
         s = s + tail_s[0]
         if s_abs is not None:
@@ -436,8 +442,17 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     lmat = None
     if da is not None:
         du, dua = tb.derivatives
+        # the derivatives' core matrix is U + iU′ with the classic Bethe terms in every
+        # mode: the fused terms less the second-order ones
+        lo_el, lo_abs = lowdin_batch_terms(*args, real=tb.real, with_abs=with_abs,
+                                           single=single, classic=False)[:2]
+        a_core = a_h + (e_el - lo_el)
+        if e_abs is not None:
+            a_core = a_core + 1j * (e_abs - lo_abs)
+        if aabs is not None:
+            a_core = a_core + 1j * xp.to_numpy(aabs)
         da_h, lmat = lowdin_derivatives(arrays.u, arrays.u_abs, du, dua, arrays.index, idx,
-                                        wcols, d, m_w2, a_h, xp.to_numpy(da), mm,
+                                        wcols, d, m_w2, a_core, xp.to_numpy(da), mm,
                                         arrays.n_out, tail_s)
         da = xp.asarray(da_h)
     a_h = a_h + (e_el + 1j * e_abs if tb.exact else e_el)
@@ -460,9 +475,10 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
     kt : ndarray (n_dir, 2)
     derivatives : (du, dua), optional
         ∂U/∂p and ∂U′/∂p over the rows of the U table, each (n_params, M)
-        complex. When given (``exact`` mode only), G_p = V⁻¹ ∂H/∂p V is stored
-        for :meth:`EigenChunk.gradients`; Bethe corrections are differentiated
-        too.
+        complex. When given, G_p = C⁻¹ ∂H/∂p C is stored for
+        :meth:`EigenChunk.gradients` (C: the eigenvectors of either solver mode,
+        :mod:`qcbed.bloch.eigen_derivatives`); Bethe and Löwdin corrections are
+        differentiated too.
     """
     return eigen_chunk(KernelTables.build(NUMPY, arrays, derivatives), arrays, kt)
 

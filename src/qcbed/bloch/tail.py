@@ -17,9 +17,12 @@ Vleck's symmetric form with λ_g ≈ 2K S_g fails here: the pool's edge beams ha
 2K S_g as large as the nearest tail beams' 2K S_w, and the Bloch waves that carry
 the intensity have λ near 0; measured in docs/validation.md.) W and S vary
 slowly and smoothly over the small tilt range of a pattern (2K S_w of a far beam
-changes by 2 g_t·δk_t), so they are computed exactly at a few directions of the
-disc and fitted by a cubic polynomial in k_t; per direction only the fitted
-N × N matrices are evaluated.
+changes by 2 g_t·δk_t), so they are computed exactly at a few directions and
+fitted by a cubic polynomial in k_t; per direction only the fitted N × N
+matrices are evaluated. On a wide tilt range (the Si D-LACBED's 0.94 Å⁻¹) 1/(2K S_w)
+of the near tail beams changes by a large factor across the disc and one
+polynomial does not follow it: the disc is then cut into hexagonal *tiles*, each
+with its own fit (a direction uses the tile whose centre is nearest).
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .geometry import excitation_errors, normal_components
 
-__all__ = ["TailCorrection", "build_tail", "fit_points"]
+__all__ = ["TailCorrection", "TailSource", "build_tail", "fit_points", "tile_centers"]
 
 #: Exponents (i, j) of the fit polynomial x^i y^j in the reduced tilt (k_t − c)/r.
 _POWERS = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2), (3, 0), (2, 1), (1, 2), (0, 3))
@@ -55,32 +59,58 @@ def fit_points(center: ArrayLike, radius: float) -> np.ndarray:
     return np.asarray(pts)
 
 
+def tile_centers(center: ArrayLike, radius: float, tiles: int) -> tuple[np.ndarray, float]:
+    """Centres (n, 2) and radius ρ (Å⁻¹) of hexagonal tiles that cover the tilt disc.
+
+    ``tiles`` tiles per disc radius: ρ = radius / tiles, centres on the hexagonal
+    lattice of spacing √3 ρ (whose covering radius is ρ), those closer than
+    radius + ρ to the centre. Every direction of the disc is then within ρ of
+    its nearest centre. 1 tile: the disc itself; 2: 7 tiles; 3: 19 tiles.
+    """
+    c = np.asarray(center, float).reshape(2)
+    if tiles <= 1:
+        return c[None, :], float(radius)
+    rho = float(radius) / tiles
+    a = np.sqrt(3.0) * rho
+    n = tiles + 2
+    i, j = np.meshgrid(np.arange(-n, n + 1), np.arange(-n, n + 1), indexing="ij")
+    pts = a * np.stack([i + 0.5 * j, (np.sqrt(3.0) / 2) * j], -1).reshape(-1, 2)
+    d = np.linalg.norm(pts, axis=1)
+    keep = d < (radius + rho) * (1 - 1e-9)
+    order = np.lexsort((np.arctan2(pts[keep, 1], pts[keep, 0]), np.round(d[keep], 9)))
+    return c[None, :] + pts[keep][order], rho
+
+
 @dataclass(frozen=True, repr=False)
 class TailCorrection:
     """Fitted second-order terms of the beams outside the pool.
 
     Attributes
     ----------
-    center : ndarray (2,)
-        Centre of the tilt disc (Å⁻¹).
+    center : ndarray (n_tiles, 2)
+        Centres of the tiles of the tilt disc (Å⁻¹).
     radius : float
-        Radius of the disc (Å⁻¹) used to reduce k_t.
-    w, s : ndarray (n_terms, N, N) complex
-        Polynomial coefficients of W = Σ_w Z_{g−w} Z_{w−h}/(2K S_w) (Å⁻²) and
-        S = Σ_w Z_{g−w} m_w² Z_{w−h}/(2K S_w)² (dimensionless).
+        Radius of a tile (Å⁻¹) used to reduce k_t.
+    coef : ndarray (n_tiles, 4, n_terms, N, N), float32 or complex64
+        Polynomial coefficients, per tile, of the solver's four blocks: the
+        Hermitian and anti-Hermitian/i parts of ΔA = −W (Å⁻²),
+        W = Σ_w Z_{g−w} Z_{w−h}/(2K S_w), and of the Löwdin overlap
+        S = Σ_w Z_{g−w} m_w² Z_{w−h}/(2K S_w)² (dimensionless). Real when the
+        potential is (centrosymmetric crystal, internal origin). Single precision:
+        the tail terms are ≲ 10⁻² of the matrix, and the per-direction gather is
+        bound by memory traffic.
     n_beams : int
         Number of tail beams eliminated.
     fit_error : float
-        Largest |ΔA| misfit of the polynomial at check directions between the
-        fit points (Å⁻²), against max |ΔA|.
+        Largest |W| misfit of the polynomials at check directions between the
+        fit points of every tile, relative to max |W|.
     size : float
-        max |ΔA| over the fit points (Å⁻²).
+        max |W| over the fit points (Å⁻²).
     """
 
     center: np.ndarray
     radius: float
-    w: np.ndarray
-    s: np.ndarray
+    coef: np.ndarray
     n_beams: int
     fit_error: float
     size: float
@@ -88,30 +118,69 @@ class TailCorrection:
     def __repr__(self) -> str:
         # the executors fingerprint the engine state by repr: it must cover every value
         h = hashlib.blake2b(digest_size=16)
-        for a in (self.center, np.float64(self.radius), self.w, self.s):
+        for a in (self.center, np.float64(self.radius), self.coef):
             h.update(np.ascontiguousarray(a).view(np.uint8).reshape(-1).data)
         return f"TailCorrection(n_beams={self.n_beams}, digest={h.hexdigest()})"
 
-    def terms(self, kt: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """W and S (n_dir, n, n) at directions ``kt`` on the pool rows ``idx`` (n_dir, n)."""
-        b = _basis(kt, self.center, self.radius, len(self.w))
-        rows, cols = idx[:, :, None], idx[:, None, :]
-        w = np.einsum("dk,kdij->dij", b, self.w[:, rows, cols])
-        s = np.einsum("dk,kdij->dij", b, self.s[:, rows, cols])
-        return w, s
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles of the tilt disc."""
+        return len(self.center)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the coefficients (bytes)."""
+        return int(self.coef.nbytes)
+
+    def tile_of(self, kt: np.ndarray) -> np.ndarray:
+        """Index of the tile (nearest centre) of each direction ``kt`` (n_dir, 2)."""
+        kt = np.atleast_2d(kt)
+        if self.n_tiles == 1:
+            return np.zeros(len(kt), int)
+        d = ((kt[:, None, :] - self.center[None, :, :]) ** 2).sum(-1)
+        return np.argmin(d, axis=1)
+
+    def terms(self, kt: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """The four blocks (4, n_dir, n, n) at directions ``kt`` on the pool rows
+        ``idx`` (n_dir, n): ΔA's Hermitian and anti-Hermitian/i parts, S's."""
+        kt = np.atleast_2d(kt)
+        tile = self.tile_of(kt)
+        n_dir, n = idx.shape
+        n_pool, n_terms = self.coef.shape[-1], self.coef.shape[2]
+        flat = idx[:, :, None] * n_pool + idx[:, None, :]
+        out = np.zeros((4, n_dir, n, n), self.coef.dtype)
+        for k in np.unique(tile):
+            d = np.nonzero(tile == k)[0]
+            b = _basis(kt[d], self.center[k], self.radius, n_terms).astype(np.float32)
+            cf = self.coef[k].reshape(4, n_terms, -1)
+            fd = flat[d].reshape(len(d), -1)
+            acc = np.zeros((4, len(d), n * n), self.coef.dtype)
+            for j in range(n_terms):
+                acc += b[None, :, j, None] * np.take(cf[:, j], fd, axis=1)
+            out[:, d] = acc.reshape(4, len(d), n, n)
+        return out
 
     def blocks(self, kt: np.ndarray, idx: np.ndarray, *, exact: bool, real: bool
                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
         """The solver's additions on the strong rows ``idx`` (n_dir, n) at ``kt``.
 
-        Returns (ΔA, ΔA_abs, S, S_abs): ΔA = −W as elastic and absorptive blocks
-        (:func:`split`; in ``exact`` mode the full −W and None), and the Löwdin
-        overlap S, S_abs (Hermitian and anti-Hermitian/i parts, not scaled by M).
+        Returns (ΔA, ΔA_abs, S, S_abs) in double precision: ΔA = −W as elastic and
+        absorptive blocks (:func:`split`; in ``exact`` mode the full −W and None),
+        and the Löwdin overlap S, S_abs (Hermitian and anti-Hermitian/i parts, not
+        scaled by M). ``real``: the solver's matrices are real (their imaginary
+        parts are dropped).
         """
-        w, s = self.terms(kt, idx)
-        d_el, d_abs = split(-w, exact, real)
-        s_el, s_abs = split(s, False, real)
-        return d_el, d_abs, s_el, s_abs
+        a_el, a_abs, s_el, s_abs = self.terms(kt, idx)
+        if exact:
+            return a_el + 1j * a_abs.astype(complex), None, *_parts(s_el, s_abs, real)
+        return (*_parts(a_el, a_abs, real), *_parts(s_el, s_abs, real))
+
+
+def _parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
+    dt = float if real else complex
+    if real and np.iscomplexobj(el):
+        el, ab = el.real, ab.real
+    return el.astype(dt), ab.astype(dt)
 
 
 def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: np.ndarray,
@@ -119,10 +188,16 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
                  ) -> tuple[np.ndarray, np.ndarray]:
     """W and S at one direction, with the tail's own coupling O to first order:
     (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4), as for the pool's weak
-    beams (:func:`qcbed.bloch.lowdin.bethe_terms`)."""
+    beams (:func:`qcbed.bloch.lowdin.bethe_terms`). With L = Z_sw X⁻¹ and
+    R = X⁻¹ Z_ws: W = L Z_ws − L O R, S = (L − L O X⁻¹) M² (R − X⁻¹ O R).
+
+    O is needed among *all* tail beams: keeping it only among those with
+    min |2K S_w| < 64 Å⁻² changed a Si pattern by 5 × 10⁻³ (docs/validation.md).
+    """
     x = excitation_errors(g_tail, kt[None, :], k_in)[0]
     k_n, g_n = normal_components(g_tail, kt[None, :], k_in, normal)
-    m2 = 1.0 + g_n / k_n[0]
+    m2 = (1.0 + g_n / k_n[0]).astype(np.float32)
+    x = x.astype(np.float32)
     left = z_sw / x[None, :]                       # Z_sw X⁻¹
     right = z_ws / x[:, None]                      # X⁻¹ Z_ws
     lo = left @ o_ww
@@ -133,25 +208,44 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
 
 def _z_block(compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
              rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Z = U + iU′ of g_i − g_j for hkl ``rows`` × ``cols`` (one call on the unique list)."""
-    diff = (rows[:, None, :] - cols[None, :, :]).reshape(-1, 3)
-    uniq, inv = np.unique(diff, axis=0, return_inverse=True)
-    u, ua = compute(uniq)
+    """Z = U + iU′ of g_i − g_j for hkl ``rows`` × ``cols`` (one call on the unique list).
+
+    The differences are encoded as one integer each, so that the unique list of
+    an M × M block (10⁷ pairs) is a 1-D sort.
+    """
+    span = int(max(np.abs(rows).max(initial=0), np.abs(cols).max(initial=0))) * 2 + 1
+    base = 2 * span + 1
+
+    def key(h: np.ndarray) -> np.ndarray:
+        return ((h[..., 0] * base) + h[..., 1]) * base + h[..., 2]
+
+    diff = key(rows)[:, None] - key(cols)[None, :]
+    uniq, inv = np.unique(diff.reshape(-1), return_inverse=True)
+    # decode: each component lies in [-span, span], so a balanced base-`base` digit split
+    rest = uniq + span * (base * base + base + 1)
+    l_ = rest % base - span
+    rest //= base
+    k_ = rest % base - span
+    h_ = rest // base - span
+    u, ua = compute(np.stack([h_, k_, l_], axis=1))
     z = np.asarray(u, complex) + 1j * np.asarray(ua, complex)
     return z[inv.reshape(-1)].reshape(len(rows), len(cols))
 
 
-def build_tail(pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
-               compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
-               k_in: float, normal: np.ndarray, center: ArrayLike, radius: float,
-               n_terms: int = 10) -> TailCorrection:
-    """Compute and fit the tail terms of the beams ``tail_hkl`` for the pool ``pool_hkl``.
+class TailSource:
+    """The coupling of a pool to its tail beams, from which the tail terms follow.
+
+    Holds Z = U + iU′ of the pool–tail and tail–tail blocks (computed on first
+    use, so that ``n_beams`` is known without the M × M block) in single precision
+    (the tail terms are second order, ≲ 10⁻² of the matrix; single precision
+    halves the cost of the M × M products that dominate).
 
     Parameters
     ----------
     pool_hkl : ndarray (N, 3) int
     tail_hkl : ndarray (M, 3) int
-        Beams outside the pool (none of them in it).
+        Beams outside the pool (none of them in it), each far from the Bragg
+        condition over the tilt range.
     g_tail : ndarray (M, 3)
         Their frame components (Å⁻¹).
     compute : callable
@@ -160,35 +254,107 @@ def build_tail(pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
         K (Å⁻¹).
     normal : ndarray (3,)
         Unit surface normal (frame components).
-    center, radius
-        The tilt disc (Å⁻¹); radius 0 is treated as 10⁻³ Å⁻¹.
-    n_terms : int
-        Polynomial terms: 1 (constant), 3 (linear), 6 (quadratic) or 10 (cubic).
     """
-    c = np.asarray(center, float).reshape(2)
-    r = max(float(radius), 1e-3)
-    ph = np.asarray(pool_hkl, np.int64)
-    th = np.asarray(tail_hkl, np.int64)
-    z_sw = _z_block(compute, ph, th)
-    z_ws = _z_block(compute, th, ph)
-    o_ww = _z_block(compute, th, th)
-    np.fill_diagonal(o_ww, 0.0)
-    pts = fit_points(c, r)
-    ws, ss = zip(*(_exact_terms(z_sw, z_ws, o_ww, g_tail, p, k_in, normal) for p in pts))
-    ws, ss = np.asarray(ws), np.asarray(ss)
-    b = _basis(pts, c, r, n_terms)
-    pinv = np.linalg.pinv(b)
-    w_coef = np.einsum("kp,pij->kij", pinv, ws)
-    s_coef = np.einsum("kp,pij->kij", pinv, ss)
-    # misfit at directions between the fit points (W only: S is ≲ 10 % of it)
-    chk = fit_points(c, 0.75 * r)[1:7:2]
-    bc = _basis(chk, c, r, n_terms)
-    misfit = 0.0
-    for p, bp in zip(chk, bc):
-        w_ex, _ = _exact_terms(z_sw, z_ws, o_ww, g_tail, p, k_in, normal)
-        misfit = max(misfit, float(np.abs(np.einsum("k,kij->ij", bp, w_coef) - w_ex).max()))
-    size = float(np.abs(ws).max())
-    return TailCorrection(c, r, w_coef, s_coef, len(th), misfit / max(size, 1e-30), size)
+
+    def __init__(self, pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
+                 compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
+                 k_in: float, normal: np.ndarray) -> None:
+        self._pool_hkl = np.asarray(pool_hkl, np.int64)
+        self._tail_hkl = np.asarray(tail_hkl, np.int64).reshape(-1, 3)
+        self._compute = compute
+        self.n_beams = len(self._tail_hkl)
+        self.g_tail = np.asarray(g_tail, float).reshape(-1, 3)
+        self.k_in, self.normal = float(k_in), np.asarray(normal, float)
+
+    @cached_property
+    def _blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Z_sw, Z_ws and O (tail–tail, zero diagonal), computed on first use."""
+        ph, th, f = self._pool_hkl, self._tail_hkl, self._compute
+        o_ww = _z_block(f, th, th).astype(np.complex64)
+        np.fill_diagonal(o_ww, 0.0)
+        return (_z_block(f, ph, th).astype(np.complex64),
+                _z_block(f, th, ph).astype(np.complex64), o_ww)
+
+    def exact(self, kt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        """W (Å⁻²) and S (N, N) at one direction ``kt`` (Å⁻¹)."""
+        w, s = _exact_terms(*self._blocks, self.g_tail, np.asarray(kt, float).reshape(2),
+                            self.k_in, self.normal)
+        return w.astype(complex), s.astype(complex)
+
+    def at(self, kt: ArrayLike) -> TailCorrection:
+        """The tail terms computed exactly at one direction (a constant, one tile)."""
+        w, s = self.exact(kt)
+        c = np.asarray(kt, float).reshape(1, 2)
+        return _pack(c, 1e-3, w[None, None], s[None, None], self.n_beams, 0.0,
+                     float(np.abs(w).max()))
+
+    def fit(self, center: ArrayLike, radius: float, *, n_terms: int = 10,
+            tiles: int = 1) -> TailCorrection:
+        """The tail terms fitted over the tilt disc.
+
+        Parameters
+        ----------
+        center, radius
+            The tilt disc (Å⁻¹); radius 0 is treated as 10⁻³ Å⁻¹.
+        n_terms : int
+            Polynomial terms: 1 (constant), 3 (linear), 6 (quadratic) or 10 (cubic).
+        tiles : int
+            Tiles per disc radius (:func:`tile_centers`): 1 fits one polynomial
+            over the disc; 2 fits 7 tiles of half the radius, 3 fits 19 (19 exact
+            directions and 3 checks each).
+        """
+        return self.fits(center, radius, terms=(n_terms,), tiles=tiles)[0]
+
+    def fits(self, center: ArrayLike, radius: float, *, terms: tuple[int, ...],
+             tiles: int = 1) -> list[TailCorrection]:
+        """Fits with each number of polynomial ``terms`` from the same exact
+        directions (:meth:`fit`; the exact terms cost N·M² each, the fits nothing)."""
+        c = np.asarray(center, float).reshape(2)
+        r = max(float(radius), 1e-3)
+        centers, rho = tile_centers(c, r, tiles)
+        coef = {n: ([], []) for n in terms}
+        misfit = dict.fromkeys(terms, 0.0)
+        size = 0.0
+        for ct in centers:
+            pts = fit_points(ct, rho)
+            ws, ss = map(np.asarray, zip(*(self.exact(p) for p in pts)))
+            size = max(size, float(np.abs(ws).max()))
+            # misfit at directions between the fit points (W only: S is ≲ 10 % of it)
+            chk = fit_points(ct, 0.75 * rho)[1:7:2]
+            w_chk = [self.exact(p)[0] for p in chk]
+            for n in terms:
+                pinv = np.linalg.pinv(_basis(pts, ct, rho, n))
+                w_c = np.einsum("kp,pij->kij", pinv, ws)
+                coef[n][0].append(w_c)
+                coef[n][1].append(np.einsum("kp,pij->kij", pinv, ss))
+                for bp, w_ex in zip(_basis(chk, ct, rho, n), w_chk):
+                    fit = np.einsum("k,kij->ij", bp, w_c)
+                    misfit[n] = max(misfit[n], float(np.abs(fit - w_ex).max()))
+        return [_pack(centers, rho, np.asarray(coef[n][0]), np.asarray(coef[n][1]),
+                      self.n_beams, misfit[n] / max(size, 1e-30), size) for n in terms]
+
+
+def _pack(centers: np.ndarray, radius: float, w: np.ndarray, s: np.ndarray, n_beams: int,
+          misfit: float, size: float) -> TailCorrection:
+    """TailCorrection from W and S coefficients (n_tiles, n_terms, N, N)."""
+    coef = np.stack([*split(-w, False, False), *split(s, False, False)], axis=1)
+    if np.abs(coef.imag).max() <= 1e-12 * max(np.abs(coef.real).max(), 1e-300):
+        coef = coef.real.astype(np.float32)
+    else:
+        coef = coef.astype(np.complex64)
+    return TailCorrection(np.asarray(centers, float), float(radius),
+                          np.ascontiguousarray(coef), n_beams, misfit, size)
+
+
+def build_tail(pool_hkl: np.ndarray, tail_hkl: np.ndarray, g_tail: np.ndarray,
+               compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], *,
+               k_in: float, normal: np.ndarray, center: ArrayLike, radius: float,
+               n_terms: int = 10, tiles: int = 1) -> TailCorrection:
+    """The tail terms of ``tail_hkl`` for the pool ``pool_hkl`` fitted over the tilt
+    disc: ``TailSource(...).fit(center, radius, n_terms=..., tiles=...)``
+    (:class:`TailSource`)."""
+    return TailSource(pool_hkl, tail_hkl, g_tail, compute, k_in=k_in,
+                      normal=normal).fit(center, radius, n_terms=n_terms, tiles=tiles)
 
 
 def split(delta: np.ndarray, exact: bool, real: bool) -> tuple[np.ndarray, np.ndarray | None]:

@@ -30,7 +30,7 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
     "roi.regions": ("corners", "samples", "pad", "reflections"),
     "engine": ("mode", "coarse_mode", "accuracy", "gmax", "smax", "holz", "min_pool", "pool",
                "sgmin",
-               "omega", "sgmax", "bethe", "min_strong", "elastic", "absorption", "xi",
+               "omega", "sgmax", "bethe", "min_strong", "tail", "elastic", "absorption", "xi",
                "executor", "chunk_size", "memory_limit"),
     "gof": ("metric", "background", "probe"),
     "plan": ("thickness", "coarse", "fine", "regions", "budget"),
@@ -143,6 +143,8 @@ class EngineSection(_Section):
     sgmax: float | None = None
     bethe: bool = True
     min_strong: int = 0
+    tail: bool = False
+    """The pool's tail (``qcbed.bloch.tail``) with an engine-chosen pool."""
     elastic: str = "kirkland"
     absorption: str = "bird_king"
     xi: float = 0.1

@@ -125,7 +125,7 @@ class Setup:
             selection=sel, mode=mode or e["mode"], gmax=e["gmax"], smax=e["smax"],
             holz=e["holz"], kt_center=centre, kt_radius=radius, min_pool=e["min_pool"],
             chunk_size=e["chunk_size"], executor=self.executor, accuracy=e["accuracy"],
-            min_strong=e["min_strong"],
+            min_strong=e["min_strong"], tail=e["tail"],
             check_thickness=None if t0 is None else [float(t0)])
         if e["pool"] is not None:
             kw["pool"] = e["pool"]

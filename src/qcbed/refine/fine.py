@@ -72,8 +72,8 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
     ----------
     simulation : Simulation
         Engine set-up; every reflection of ``data.hkl`` must be an output beam.
-        Structure-factor refinement with analytic Jacobians needs
-        ``mode='exact'``.
+        Analytic structure-factor Jacobians come from either solver mode
+        (:mod:`qcbed.bloch.eigen_derivatives`).
     data : DirectData or an ROI dataset
         See :mod:`qcbed.refine.data`.
     parameters : ParameterSet, optional
@@ -85,7 +85,7 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
     probe : (σ, γ) in pixels, optional
         LARBED probe; needs ``data.regions``.
     jacobian : {'analytic', 'numeric'}
-        Structure-factor derivatives: analytic (exact mode) or central differences.
+        Structure-factor derivatives: analytic or central differences.
     checkpoint : path, optional
         File updated after every iteration (state + history); see :meth:`fit`.
     progress : bool

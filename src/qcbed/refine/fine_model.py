@@ -105,8 +105,8 @@ class _ModelMixin:
             self.sim.set_structure_factors(values)
 
     def _u_derivative_names(self) -> list[str]:
-        """Free structure factors whose derivatives the engine stores (analytic, exact)."""
-        if self.jacobian != "analytic" or self.sim0.mode != "exact":
+        """Free structure factors whose derivatives the engine stores (analytic)."""
+        if self.jacobian != "analytic":
             return []
         return [p.name for p in self.params.free
                 if p.kind == "structure" and p.target[0] in ("U", "Uabs")]
@@ -128,7 +128,7 @@ class _ModelMixin:
     def _u_derivative_tables(self) -> tuple[list[str], np.ndarray, np.ndarray] | None:
         ps = [p for p in self.params.free if p.kind == "structure" and p.target[0] in ("U",
                                                                                       "Uabs")]
-        if not ps or self.jacobian != "analytic" or self.sim.mode != "exact":
+        if not ps or self.jacobian != "analytic":
             return None
         m = len(self.sim.table.hkl)
         du = np.zeros((len(ps), m), complex)

@@ -1,0 +1,142 @@
+"""The pool's tail on by default: set-up, accuracy and cost on the Si [1-10] D-LACBED.
+
+Issue 12 item 1 (pool half). Prints, in one run on the same machine:
+
+* the engine's set-up (``Simulation.from_felix`` with the defaults) with the tail
+  (``tail=True``, the default) and without it: time, pool, tail, the convergence
+  walk's steps (the pool error *with* the tail: tail and pool growths checked with
+  the tail computed exactly at the 13 sample directions), selection error;
+* the tail's fit over the 0.935 Å⁻¹ disc: one polynomial against 7 tiles, as
+  max |ΔI|/I_max against the tail computed exactly at the sample directions;
+* the full 152 × 152 image at 1480 Å with and without the tail (2 worker
+  processes; ``--serial N``: N directions of the image, one process);
+* with ``--gmax`` only: pool and tail g_max raised together (3, 4, 4.5 Å⁻¹).
+
+Run: ``QCBED_SHARED=../shared python benchmarks/bench_tail.py [--serial 512] [--no-image]
+[--gmax]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np
+
+from qcbed.bloch.beams import BeamSelection
+from qcbed.bloch.convergence import _arrays, _error, _exact_tail_intensities, _intensities
+from qcbed.bloch.potential import PotentialTable
+from qcbed.bloch.setup import automatic_pool, tail_source
+from qcbed.bloch.simulation import Simulation
+from qcbed.parallel import ProcessExecutor
+
+SHARED = Path(os.environ.get("QCBED_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+FELIX = SHARED / "data" / "si-110-dlacbed"
+
+
+def setup(tail: bool) -> tuple[Simulation, float]:
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sim = Simulation.from_felix(FELIX, executor="serial", tail=tail)
+    dt = time.perf_counter() - t0
+    print(f"tail={tail}: set-up {dt:.1f} s; {sim.convergence.summary()}", flush=True)
+    for step in sim.convergence.steps:
+        print(f"    {step}")
+    for w in caught:
+        print(f"    warning: {str(w.message)[:160]}")
+    return sim, dt
+
+
+def tiles(sim: Simulation) -> None:
+    """One polynomial vs 7 tiles over the disc (every pool beam strong)."""
+    st = sim.pool_settings
+    frame = (sim.k_in, sim.frame.normal_frame)
+    info = sim.convergence.tail
+    src = tail_source(sim._internal, sim.frame, sim.k_in, st, sim.pool, sim._compute_u,
+                      smax=info["smax"], gmax=info["gmax"])
+    strong = BeamSelection.all_strong()
+    t = np.array([500.0, 1500.0, 3000.0])
+    kt = sim._check_kt
+    exact = _exact_tail_intensities(frame, sim.pool, sim.table, strong, src, kt, t)
+    for n in (1, 2):
+        t0 = time.perf_counter()
+        fit = src.fit(st["kt_center"], st["kt_radius"], tiles=n)
+        dt = time.perf_counter() - t0
+        err = _error(_intensities(_arrays(frame, sim.pool, sim.table, strong, fit), kt, t)[0],
+                     exact)
+        print(f"  tail {src.n_beams} beams, {fit.n_tiles} tile(s): fit error {err:.1e} "
+              f"(W misfit {fit.fit_error:.1e}), fit {dt:.1f} s, {fit.nbytes / 2**20:.0f} MiB",
+              flush=True)
+
+
+def gmax_series(sim: Simulation) -> None:
+    """Pool and tail g_max raised together (the pool takes the near-Bragg beams up to
+    the tail's g_max): every pool beam strong, the tail exact at the sample directions."""
+    st = dict(sim.pool_settings, smax=0.05)
+    frame = (sim.k_in, sim.frame.normal_frame)
+    strong = BeamSelection.all_strong()
+    t = np.array([1480.0])
+    res = {}
+    for gp, gt in ((3.0, 3.0), (3.0, 4.0), (4.0, 4.0), (4.5, 4.5)):
+        pool = automatic_pool(sim._internal, sim.frame, sim.k_in, st, sim.pool.outputs,
+                              gmax=gp, smax=0.05)
+        table = PotentialTable.build(pool.hkl, sim._compute_u)
+        src = tail_source(sim._internal, sim.frame, sim.k_in, st, pool, sim._compute_u,
+                          smax=0.8, gmax=gt)
+        res[(gp, gt)] = _exact_tail_intensities(frame, pool, table, strong, src,
+                                                sim._check_kt, t)
+        print(f"  pool (0.05, {gp}): {len(pool)} beams + tail (0.8, {gt}): {src.n_beams}",
+              flush=True)
+    for a, b in (((3.0, 3.0), (4.0, 4.0)), ((3.0, 4.0), (4.0, 4.0)), ((4.0, 4.0), (4.5, 4.5))):
+        print(f"  {a} vs {b}: {_error(res[a], res[b]):.1e}")
+
+
+def image(sim: Simulation, serial: int) -> float:
+    grid = sim.defaults.grid
+    if serial:
+        kt = grid.kt[grid.mask]
+        kt = kt[:: max(1, len(kt) // serial)][:serial]
+        sim.solve(kt[:8])
+        t0 = time.perf_counter()
+        sim.solve(kt)
+        return (time.perf_counter() - t0) / len(kt) * 1e3
+    sim.pattern(grid, [1480.0])                      # warm-up (workers, symmetry)
+    t0 = time.perf_counter()
+    sim.pattern(grid, [1480.0])
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--serial", type=int, default=0)
+    ap.add_argument("--no-image", action="store_true")
+    ap.add_argument("--no-tiles", action="store_true")
+    ap.add_argument("--gmax", action="store_true", help="only the g_max series")
+    args = ap.parse_args(argv)
+    warnings.simplefilter("ignore")
+    if args.gmax:
+        gmax_series(Simulation.from_felix(FELIX, executor="serial", accuracy=None))
+        return 0
+    with_tail, _ = setup(True)
+    without, _ = setup(False)
+    if not args.no_tiles:
+        tiles(with_tail)
+    if not args.no_image:
+        ex = None if args.serial else ProcessExecutor(2)
+        unit = "ms/direction (serial)" if args.serial else "s (2 workers)"
+        for _ in range(2):                           # interleaved: the machine is shared
+            for name, sim in (("tail", with_tail), ("no tail", without)):
+                if ex is not None:
+                    sim.executor = ex
+                print(f"  image, {name}: {image(sim, args.serial):.2f} {unit}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
