@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batch_terms", "bethe_terms", "derivatives", "lowdin_factor", "transform"]
+__all__ = ["batch_terms", "bethe_terms", "derivatives_central", "lowdin_factor", "transform"]
 
 
 def _trtri(low: np.ndarray) -> np.ndarray:
@@ -282,44 +282,20 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
                        classic=classic)
 
 
-def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
-                index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
-                m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
-                n_out: int, s_extra: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Structure-factor derivatives of the transformed matrix and of F (``exact`` mode).
+def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
+                        index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
+                        m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
+                        n_out: int, s_extra: list | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The derivatives of :func:`qcbed.bloch.lowdin_jacobian.derivatives` by central
+    differences — the independent reference its tests and ``bench_fastjac`` check it
+    against (the engine uses the analytic form).
 
     Ã(p) = F† (A + ΔA) F / M depends on the structure factors through A (``da``,
     analytic, with the classic Bethe terms) and through the second-order terms ΔA
     (:func:`bethe_terms` with ``classic=False``) and F, differentiated by central
     differences (step 10⁻⁴ of max |U|; the terms are polynomials of degree ≤ 3 in U,
-    so the relative error is ~10⁻⁸).
-
-    Parameters
-    ----------
-    u, u_abs : ndarray (M,)
-        U and U′ tables (Å⁻²).
-    du, dua : ndarray (n_par, M)
-        ∂U/∂p and ∂U′/∂p.
-    index, idx, wcols, d, m_w2
-        As in :func:`batch_terms`.
-    a_core : ndarray (n_dir, n, n)
-        A (U + iU′ with the classic Bethe terms), not scaled by M.
-    da : ndarray (n_dir, n_par, n, n)
-        ∂A/∂p.
-    mm : ndarray (n_dir, n, n)
-        m_g m_h.
-    n_out : int
-        Output beams.
-    s_extra : (S, S_abs), optional
-        A fixed overlap added to the weak beams' (the pool's tail,
-        :mod:`qcbed.bloch.tail`; held constant under the structure factors).
-
-    Returns
-    -------
-    dA : ndarray (n_dir, n_par, n, n)
-        dÃ/dp × M (the form the caller divides by M).
-    L : ndarray (n_dir, n_par, n_out, n_out)
-        L_p = (dF/dp)_out F_out⁻¹ + (dF₀₀/dp)/F₀₀: ∂ψ += L_p ψ.
+    so the relative error is ~10⁻⁸). Parameters and returns: as there.
     """
     du = np.atleast_2d(np.asarray(du, complex))
     dua = np.atleast_2d(np.asarray(dua, complex))

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from .lowdin import lowdin_factor
+from .lowdin import _adj, _off_diagonal, lowdin_factor
 from .xp import NUMPY
 
 __all__ = ["derivatives"]
@@ -41,18 +41,6 @@ __all__ = ["derivatives"]
 #: Fraction of non-zero elements of a derivative block above which its products
 #: are taken dense.
 SPARSE_DENSITY = 0.15
-
-
-def _adj(x: np.ndarray) -> np.ndarray:
-    """Batched conjugate transpose (a view for real arrays)."""
-    xt = np.swapaxes(x, -1, -2)
-    return np.conj(xt) if np.iscomplexobj(xt) else xt
-
-
-def _off_diagonal(o: np.ndarray) -> np.ndarray:
-    o = o.copy()
-    np.fill_diagonal(o, 0.0)
-    return o
 
 
 class _Blocks:
