@@ -13,10 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from crystals import gaas as _gaas
+from crystals import si as _si
 from qcbed.bloch import Simulation
 from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.solver import solve_chunk
-from qcbed.crystal import Crystal, Lattice, Site
 from qcbed.refine import DirectData
 from qcbed.scattering.structure_factors import PotentialModel
 from test_refine_synthetic import line_directions, make_refinement, set_truth, systematic_sim
@@ -24,16 +25,6 @@ from test_refine_synthetic import line_directions, make_refinement, set_truth, s
 T = 1500.0
 
 
-def _si() -> Crystal:
-    a = 5.4307
-    return Crystal(Lattice(a, a, a), [Site("Si1", "Si", (0.125, 0.125, 0.125), b_iso=0.47)],
-                   "F d -3 m :2")
-
-
-def _gaas() -> Crystal:
-    a = 5.6533
-    return Crystal(Lattice(a, a, a), [Site("Ga", "Ga", (0, 0, 0), b_iso=0.6),
-                                      Site("As", "As", (0.25, 0.25, 0.25), b_iso=0.5)], 216)
 
 
 def _setup(crystal):

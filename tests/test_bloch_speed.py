@@ -12,23 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from crystals import gaas as _gaas
+from crystals import si as _si
 from qcbed.bloch import Simulation
 from qcbed.bloch import solver as S
 from qcbed.bloch.beams import BeamSelection
 from qcbed.crystal import Crystal, Lattice, Site
 from qcbed.scattering.structure_factors import PotentialModel
-
-
-def _si() -> Crystal:
-    a = 5.4307
-    return Crystal(Lattice(a, a, a), [Site("Si1", "Si", (0.125, 0.125, 0.125), b_iso=0.47)],
-                   "F d -3 m :2")
-
-
-def _gaas() -> Crystal:
-    a = 5.6533
-    return Crystal(Lattice(a, a, a), [Site("Ga", "Ga", (0, 0, 0), b_iso=0.6),
-                                      Site("As", "As", (0.25, 0.25, 0.25), b_iso=0.5)], 216)
 
 
 def _arrays(crystal: Crystal, mode: str) -> S.EngineArrays:
@@ -212,3 +202,23 @@ def test_redone_second_step_agrees_on_numpy_and_torch(linbo3_pair, monkeypatch):
     want = S.solve_chunk(fast, kt[:6]).intensities(THICK_3000)
     got = S.eigen_chunk(S.KernelTables.build(xp, fast), fast, kt[:6]).intensities(THICK_3000)
     assert np.abs(got - want).max() < 1e-10
+
+
+def test_one_plus_solve_iterates_and_falls_back_to_lu():
+    # (1 + S) x = b: the fixed-point iteration for small S, LU where it cannot converge
+    from qcbed.bloch.perturbation import _solve_one_plus
+
+    rng = np.random.default_rng(4)
+    n = 30
+    s = (rng.normal(size=(3, n, n)) + 1j * rng.normal(size=(3, n, n))) / np.sqrt(n)
+    s[0] *= 0.02                       # converges in a few iterations
+    s[1] *= 0.3                        # ~35 iterations needed: left to LU
+    s[2] *= 3.0                        # diverges: LU
+    ar = np.arange(n)
+    s[:, ar, ar] = 0.0
+    b = rng.normal(size=(3, n)) + 1j * rng.normal(size=(3, n))
+    x = _solve_one_plus(s, b)
+    one = s.copy()
+    one[:, ar, ar] += 1.0
+    ref = np.linalg.solve(one, b[..., None])[..., 0]
+    assert np.abs(x - ref).max() <= 1e-12 * np.abs(ref).max()

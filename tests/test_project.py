@@ -92,7 +92,7 @@ def test_parse_parameter_names():
 def test_project_defaults_and_paths(demo_project):
     p = load_project(demo_project)
     assert p.output == demo_project.parent / "results"
-    assert p.engine["mode"] == "exact" and p.gof["background"] == "per_disc"
+    assert p.engine["mode"] == "fast" and p.gof["background"] == "per_disc"
     assert p.refined_names[:3] == ["thickness", "shift.row", "shift.col"]
     assert p.coarse[0].step == "orientation_thickness"
     assert p.fine[1].refine[1] == "U(1,1,1)"
@@ -231,7 +231,7 @@ def test_sections_are_typed_frozen_and_mappings(demo_project):
 
     p = load_project(demo_project)
     assert isinstance(p.engine, EngineSection) and isinstance(p.gof, GofSection)
-    assert p.engine.mode == p.engine["mode"] == "exact"
+    assert p.engine.mode == p.engine["mode"] == "fast"
     assert dict(p.gof) == {"metric": p.gof.metric, "background": "per_disc",
                            "probe": p.gof.probe}
     with pytest.raises(dataclasses.FrozenInstanceError):

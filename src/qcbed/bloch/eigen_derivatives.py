@@ -18,7 +18,7 @@ the perturbative error of C, of the same relative size as the intensities' (see
 ∂H/∂p is the same in both modes: the structure-factor derivatives of U + iU′
 gathered into the strong-beam block, the classic Bethe terms differentiated
 analytically (:func:`bethe_derivative_terms`), and the Löwdin terms and factor
-(:func:`qcbed.bloch.lowdin.derivatives`).
+(:func:`qcbed.bloch.lowdin_jacobian.derivatives`).
 """
 
 from __future__ import annotations

@@ -36,9 +36,21 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["batch_terms", "corrections", "derivatives", "lowdin_factor", "overlap",
-           "overlap_abs", "transform",
-           "weak_coupling"]
+__all__ = ["batch_terms", "bethe_terms", "derivatives_central", "lowdin_factor", "transform"]
+
+
+def _trtri(low: np.ndarray) -> np.ndarray:
+    """Inverses of a batch of lower-triangular matrices (LAPACK ``?trtri``, n³/3 each:
+    an eighth of a general solve against the identity)."""
+    from scipy.linalg import get_lapack_funcs
+
+    (trtri,) = get_lapack_funcs(("trtri",), (low[:1],))
+    out = np.empty_like(low)
+    for i, m in enumerate(low):
+        out[i], info = trtri(m, lower=1)
+        if info:
+            raise np.linalg.LinAlgError("singular Löwdin factor")
+    return out
 
 
 def lowdin_factor(s: np.ndarray) -> np.ndarray:
@@ -58,16 +70,14 @@ def lowdin_factor(s: np.ndarray) -> np.ndarray:
     ov = s[:, ::-1, ::-1].copy()
     ar = np.arange(n)
     ov[:, ar, ar] += 1.0
-    low = np.linalg.cholesky(ov)
-    eye = np.broadcast_to(np.eye(n, dtype=low.dtype), low.shape)
-    inv = np.linalg.solve(low, eye)               # L⁻¹ (lower)
-    f = np.conj(np.swapaxes(inv, 1, 2))           # L⁻† (upper)
-    return np.ascontiguousarray(f[:, ::-1, ::-1])  # P L⁻† P (lower)
-
+    inv = _trtri(np.linalg.cholesky(ov))          # L⁻¹ (lower)
+    return np.ascontiguousarray(_adj(inv)[:, ::-1, ::-1])   # P L⁻† P (lower)
 
 
 def _adj(x: np.ndarray) -> np.ndarray:
-    return np.conj(np.swapaxes(x, -1, -2))
+    """Batched conjugate transpose (a transposed view for real arrays)."""
+    xt = np.swapaxes(x, -1, -2)
+    return np.conj(xt) if np.iscomplexobj(xt) else xt
 
 
 def _off_diagonal(o: np.ndarray) -> np.ndarray:
@@ -76,122 +86,109 @@ def _off_diagonal(o: np.ndarray) -> np.ndarray:
     return o
 
 
-def weak_coupling(y_sw: np.ndarray, u_ww: np.ndarray, y_ws: np.ndarray) -> np.ndarray:
-    """Second-order Bethe term Y O Y_ws of the weak–weak coupling, batched.
+#: The ``fast`` solver takes the Bethe products and the transformation's correction in
+#: single precision (:func:`bethe_terms`, :func:`transform`): on the Si D-LACBED at
+#: converged defaults they change the intensities by ~10⁻⁷ of the maximum to 3000 Å
+#: (benchmarks/bench_lowdin.py, tests/test_bloch_lowdin.py). False: double precision.
+SINGLE_PRECISION = True
 
-    With X = diag(2K S_w) and O the off-diagonal weak–weak block (U_{w−w′}),
-    (X + O)⁻¹ = X⁻¹ − X⁻¹ O X⁻¹ + … (Spence & Zuo 1992, §3.4), so the Bethe
-    potentials −A_Sw (X + O)⁻¹ A_wS gain + Y O Y_ws, Y = A_Sw X⁻¹,
-    Y_ws = X⁻¹ A_wS.
-
-    Parameters
-    ----------
-    y_sw : ndarray (n_dir, n, n_w)
-        U_{g−w}/(2K S_w) (Å⁻² · Å²; 0 where w is not weak in that direction).
-    u_ww : ndarray (n_w, n_w)
-        U_{w−w′} among the weak beams (Å⁻²; the diagonal is ignored).
-    y_ws : ndarray (n_dir, n_w, n)
-        U_{w−h}/(2K S_w).
-
-    Returns
-    -------
-    ndarray (n_dir, n, n)
-        The term to add to the strong-beam matrix (Å⁻²).
-    """
-    return (y_sw @ _off_diagonal(u_ww)) @ y_ws
+#: Structure factors below this (Å⁻²) are set to zero before single-precision products:
+#: their products would be subnormal floats (< 1.2 × 10⁻³⁸), which x86 processors
+#: multiply some hundred times slower (the gathered blocks of Si held U ~ 10⁻²² Å⁻²
+#: and made the weak–weak product 1.6× slower). 10⁻¹⁵ Å⁻² is 10⁻¹³ of U₁₁₁.
+FLUSH_BELOW = 1e-15
 
 
-def overlap(u_sw: np.ndarray, u_ww: np.ndarray, d: np.ndarray, m_w2: np.ndarray
-            ) -> np.ndarray:
-    """S = Z M_w² Z†, Z = A_Sw (X + O)⁻¹ ≈ Y − Y O X⁻¹ (elastic U), batched.
-
-    Parameters
-    ----------
-    u_sw : ndarray (n_dir, n, n_w)
-        Elastic U_{g−w} (Å⁻²).
-    u_ww : ndarray (n_w, n_w)
-        Elastic U_{w−w′} (Å⁻²; the diagonal is ignored).
-    d : ndarray (n_dir, n_w)
-        1/(2K S_w) for the weak beams of each direction, 0 elsewhere (Å²).
-    m_w2 : ndarray (n_dir, n_w)
-        1 + g_n,w/K_n.
-
-    Returns
-    -------
-    ndarray (n_dir, n, n)
-        S (dimensionless, Hermitian, positive semi-definite), not yet scaled by M.
-    """
-    y = u_sw * d[:, None, :]
-    z = y - (y @ _off_diagonal(u_ww)) * d[:, None, :]
-    return (z * m_w2[:, None, :]) @ _adj(z)
+def _flush(u: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(u) < FLUSH_BELOW, 0.0, u)
 
 
-def overlap_abs(u_sw: np.ndarray, y_abs: np.ndarray, d: np.ndarray, m_w2: np.ndarray
-                ) -> np.ndarray:
-    """Absorptive part S′ of the overlap, first order in U′: Y M_w² Y′† + Y′ M_w² Y†.
-
-    With A_eff(λ) = A₀ + iA₀′ − λ (S + iS′), the transformed problem
-    (Ã + iÃ′ − iλ S̃′) v = λ v is, to first order in U′, the Hermitian pair
-    Ã and Ã′ − ½(Ã S̃′ + S̃′ Ã) (λ replaced by Ã on either side).
-
-    Parameters
-    ----------
-    u_sw : ndarray (n_dir, n, n_w)
-        Elastic U_{g−w} (Å⁻²).
-    y_abs : ndarray (n_dir, n, n_w)
-        U′_{g−w}/(2K S_w).
-    d, m_w2 : ndarray (n_dir, n_w)
-        As in :func:`overlap`.
-    """
-    y = u_sw * (d * m_w2)[:, None, :]
-    x = y @ _adj(y_abs)
-    return x + _adj(x)
+def _single(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.complex64 if np.iscomplexobj(x) else np.float32, copy=False)
 
 
-def corrections(u_sw: np.ndarray, u_ww: np.ndarray, ua_sw: np.ndarray | None,
-                ua_ww: np.ndarray | None, d: np.ndarray, m_w2: np.ndarray
+def _gram(z: np.ndarray) -> np.ndarray:
+    """Z Z† (a real Z times its own transposed view: BLAS ``syrk``, half the work)."""
+    return z @ _adj(z)
+
+
+def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
+                ua_ww: np.ndarray | None, d: np.ndarray, m_w2: np.ndarray, *,
+                single: bool = False, classic: bool = True
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """Everything the solver adds to the classic Bethe potentials, batched.
+    """Every Bethe term of the weak beams at once: classic, weak–weak and overlap, batched.
 
-    The same approximation in every solver mode: the weak–weak term
-    (:func:`weak_coupling`) and the overlap (:func:`overlap`, :func:`overlap_abs`)
-    to first order in U′, as Hermitian elastic and absorptive parts. Two products
-    with the (n_w × n_w) weak–weak blocks per call, shared by all terms.
+    With X = diag(2K S_w), O and O′ the off-diagonal weak–weak blocks (U_{w−w′},
+    U′_{w−w′}), Y = U_Sw X⁻¹ and Y′ = U′_Sw X⁻¹, eliminating the weak beams with
+    (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4; Bethe 1928) to first order
+    in U′ gives the elastic and absorptive additions
+
+        ΔA = −Y (X − O) Y† + Y′ X Y′†,
+        ΔA′ = −(T Y′† + Y′ T†) + Y O′ Y†,     T = U_Sw − Y O = Y (X − O),
+
+    (the first terms −U_Sw X⁻¹ U_wS and −(U X⁻¹ U′† + U′ X⁻¹ U†) are the classic
+    Bethe potentials, Spence & Zuo 1992, eqs. 3.31–3.32), and the Löwdin overlap
+    (the module docstring) S = Z M_w² Z†, Z = U_Sw (X + O)⁻¹ ≈ T X⁻¹, with its
+    absorptive part Y M_w² Y′† + Y′ M_w² Y†. U and U′ are Hermitian tables
+    (U_{−g} = U_g*), so U_wS = U_Sw†. Written this way the classic and second-order
+    terms share their products: (n × n_w)·[O | O′] with the weak–weak blocks and five
+    of (n × n_w)·(n_w × n) size (S a Gram matrix, half of one).
 
     Parameters
     ----------
     u_sw, ua_sw : ndarray (n_dir, n, n_w)
         Elastic U_{g−w} and absorptive U′_{g−w} (Å⁻²); ``ua_sw`` None without absorption.
     u_ww, ua_ww : ndarray (n_w, n_w)
-        U_{w−w′} and U′_{w−w′} among the weak beams (Å⁻²).
+        U_{w−w′} and U′_{w−w′} among the weak beams (Å⁻²; the diagonals are ignored).
     d, m_w2 : ndarray (n_dir, n_w)
         1/(2K S_w) (0 where w is not weak in that direction, Å²) and 1 + g_n,w/K_n.
+    single : bool
+        Products in single precision. The terms are small corrections (|ΔA| ≲ 10⁻³ Å⁻²
+        at sgmin 3 for Si, |S| ≲ 10⁻²), so their rounding error is ~10⁻¹⁰ Å⁻², far below
+        what the intensities resolve; the ``fast`` solver uses it (not the ``exact``
+        one, whose derivatives are taken by finite differences).
+    classic : bool
+        Include the classic terms in ΔA and ΔA′; False: only the second-order ones
+        (Y O Y† and Y O′ Y† + Y O Y′† + Y′ O Y†), for a caller that adds the classic
+        terms itself (the derivatives' path).
 
     Returns
     -------
-    d_el, d_abs : ndarray (n_dir, n, n)
-        Additions to the elastic and absorptive strong-beam matrices (Å⁻²;
-        ``d_abs`` None without absorption): Y O Y† and Y O′ Y† + Y O Y′† + Y′ O Y†.
+    e_el, e_abs : ndarray (n_dir, n, n)
+        ΔA and ΔA′ (Å⁻², double precision; ``e_abs`` None without absorption).
     s, s_abs : ndarray (n_dir, n, n)
-        The overlap S = Z M_w² Z† (Z = Y − Y O X⁻¹) and its absorptive part
-        Y M_w² Y′† + Y′ M_w² Y† (not yet scaled by M).
+        S and its absorptive part (dimensionless, not yet scaled by M; ``s_abs`` None
+        without absorption).
     """
-    y = u_sw * d[:, None, :]
-    yo = y @ _off_diagonal(u_ww)
-    yh = _adj(y)
-    d_el = yo @ yh
-    z = y - yo * d[:, None, :]
-    s = (z * m_w2[:, None, :]) @ _adj(z)
-    if ua_sw is None or ua_ww is None:
-        return d_el, None, s, None
-    y_abs = ua_sw * d[:, None, :]
-    t_abs = yo @ _adj(y_abs)
-    d_abs = (y @ _off_diagonal(ua_ww)) @ yh + t_abs + _adj(t_abs)
-    x = (y * m_w2[:, None, :]) @ _adj(y_abs)
-    return d_el, d_abs, s, x + _adj(x)
+    nw = u_ww.shape[0]
+    cast = _single if single else (lambda x: x)
+    u_sw = cast(u_sw)
+    dd = cast(d)[:, None, :]
+    y = u_sw * dd
+    o = cast(_off_diagonal(u_ww))
+    absorbing = ua_sw is not None and ua_ww is not None
+    p = y @ (np.concatenate([o, cast(_off_diagonal(ua_ww))], axis=1) if absorbing else o)
+    t = u_sw - p[..., :nw]
+    s = _gram(t * (dd * cast(np.sqrt(m_w2))[:, None, :]))      # Z = T X⁻¹
+    out = np.complex128 if np.iscomplexobj(u_sw) else np.float64
+    # −T Y† (classic and weak–weak), or Y O Y† alone (the weak–weak part)
+    tt = t if classic else -p[..., :nw]
+    e_el = -(tt @ _adj(y))
+    if not absorbing:
+        return e_el.astype(out), None, s.astype(out), None
+    ua_sw = cast(ua_sw)
+    ya = ua_sw * dd
+    yah = _adj(ya)
+    if classic:
+        e_el += ya @ _adj(ua_sw)
+    x = tt @ yah
+    e_abs = p[..., nw:] @ _adj(y) - x - _adj(x)
+    x = (y * cast(m_w2)[:, None, :]) @ yah
+    return e_el.astype(out), e_abs.astype(out), s.astype(out), (x + _adj(x)).astype(out)
 
 
-def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.ndarray | None
+def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.ndarray | None,
+              *, single: bool = False
               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The ordinary eigen-problem Ã = F† A′ F of A′ φ = λ (1 + S′ + iS′_abs) φ, batched.
 
@@ -203,6 +200,11 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
         The absorptive matrix A′_abs of the ``fast`` solver.
     s, s_abs : ndarray (n_dir, n, n)
         S′ and S′_abs in the symmetric form (M⁻¹ S M⁻¹).
+    single : bool
+        For a Hermitian ``a`` and ``aabs`` with ``s_abs`` or neither (the ``fast``
+        solver): with F = 1 + E (|E| ~ |S′|/2), Ã = A′ + G + G† + E†G, G = A′E, the
+        small correction G + G† + E†G and the absorptive products (≲ 10⁻² Å⁻²) in
+        single precision, A′ itself exact.
 
     Returns
     -------
@@ -213,6 +215,21 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
         The lower-triangular factor (:func:`lowdin_factor`).
     """
     f = lowdin_factor(s)
+    if single:
+        ar = np.arange(f.shape[-1])
+        e = f.copy()
+        e[:, ar, ar] -= 1.0
+        e = _single(e)
+        g = _single(a) @ e
+        a = a + (g + _adj(g) + _adj(e) @ g)
+        if aabs is not None and s_abs is not None:
+            f32 = e
+            f32[:, ar, ar] += 1.0
+            fh = _adj(f32)
+            sa = fh @ (_single(s_abs) @ f32)
+            x = _single(a) @ sa
+            aabs = (fh @ (_single(aabs) @ f32) - 0.5 * (x + _adj(x))).astype(aabs.dtype)
+        return a, aabs, f
     fh = _adj(f)
     a = fh @ a @ f
     if aabs is not None:
@@ -230,9 +247,9 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
 
 def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.ndarray,
                 wcols: np.ndarray, d: np.ndarray, m_w2: np.ndarray, *, real: bool,
-                with_abs: bool
+                with_abs: bool, single: bool = False, classic: bool = True
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """:func:`corrections` for one solver batch, gathered from the U tables (host numpy).
+    """:func:`bethe_terms` for one solver batch, gathered from the U tables (host numpy).
 
     Parameters
     ----------
@@ -250,52 +267,35 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
         Centrosymmetric: real tables and products.
     with_abs : bool
         Absorptive parts too.
+    single, classic : bool
+        As in :func:`bethe_terms`.
     """
     ue = u.real if real else u
     ua = u_abs.real if real else u_abs
+    if single:
+        # cast the tables, not the gathered blocks
+        ue, ua = _single(_flush(ue)), _single(_flush(ua))
     sw = index[idx[:, :, None], wcols[None, None, :]]
     ww = index[np.ix_(wcols, wcols)]
-    return corrections(ue.take(sw), ue.take(ww), ua.take(sw) if with_abs else None,
-                       ua.take(ww) if with_abs else None, d, m_w2)
+    return bethe_terms(ue.take(sw), ua.take(sw) if with_abs else None, ue.take(ww),
+                       ua.take(ww) if with_abs else None, d, m_w2, single=single,
+                       classic=classic)
 
 
-def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
-                index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
-                m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
-                n_out: int, s_extra: list | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Structure-factor derivatives of the transformed matrix and of F (``exact`` mode).
+def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
+                        index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
+                        m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
+                        n_out: int, s_extra: list | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The derivatives of :func:`qcbed.bloch.lowdin_jacobian.derivatives` by central
+    differences — the independent reference its tests and ``bench_fastjac`` check it
+    against (the engine uses the analytic form).
 
-    Ã(p) = F† (A + ΔA_Löwdin) F / M depends on the structure factors through A
-    (``da``, analytic) and through the Löwdin terms and F, differentiated by
-    central differences (step 10⁻⁴ of max |U|; they are polynomials of degree ≤ 4
-    in U, so the error is ~10⁻⁸ of these small terms).
-
-    Parameters
-    ----------
-    u, u_abs : ndarray (M,)
-        U and U′ tables (Å⁻²).
-    du, dua : ndarray (n_par, M)
-        ∂U/∂p and ∂U′/∂p.
-    index, idx, wcols, d, m_w2
-        As in :func:`batch_terms`.
-    a_core : ndarray (n_dir, n, n)
-        A (U + iU′ with the classic Bethe terms), not scaled by M.
-    da : ndarray (n_dir, n_par, n, n)
-        ∂A/∂p.
-    mm : ndarray (n_dir, n, n)
-        m_g m_h.
-    n_out : int
-        Output beams.
-    s_extra : (S, S_abs), optional
-        A fixed overlap added to the weak beams' (the pool's tail,
-        :mod:`qcbed.bloch.tail`; held constant under the structure factors).
-
-    Returns
-    -------
-    dA : ndarray (n_dir, n_par, n, n)
-        dÃ/dp × M (the form the caller divides by M).
-    L : ndarray (n_dir, n_par, n_out, n_out)
-        L_p = (dF/dp)_out F_out⁻¹ + (dF₀₀/dp)/F₀₀: ∂ψ += L_p ψ.
+    Ã(p) = F† (A + ΔA) F / M depends on the structure factors through A (``da``,
+    analytic, with the classic Bethe terms) and through the second-order terms ΔA
+    (:func:`bethe_terms` with ``classic=False``) and F, differentiated by central
+    differences (step 10⁻⁴ of max |U|; the terms are polynomials of degree ≤ 3 in U,
+    so the relative error is ~10⁻⁸). Parameters and returns: as there.
     """
     du = np.atleast_2d(np.asarray(du, complex))
     dua = np.atleast_2d(np.asarray(dua, complex))
@@ -312,12 +312,13 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
         step = 1e-4 * scale / big
         res = []
         for sgn in (1.0, -1.0):
-            d_el, d_abs, s, s_abs = batch_terms(u + sgn * step * du[p],
+            e_el, e_abs, s, s_abs = batch_terms(u + sgn * step * du[p],
                                                 u_abs + sgn * step * dua[p], index, idx,
-                                                wcols, d, m_w2, real=False, with_abs=True)
+                                                wcols, d, m_w2, real=False, with_abs=True,
+                                                classic=False)
             if s_extra:
                 s, s_abs = s + s_extra[0], s_abs + s_extra[1]
-            ap = (a_core + sgn * step * da[:, p] + d_el + 1j * d_abs) / mm
+            ap = (a_core + sgn * step * da[:, p] + e_el + 1j * e_abs) / mm
             at, _, f = transform(ap, None, s / mm, s_abs / mm)
             res.append((at, f))
         out[:, p] = (res[0][0] - res[1][0]) / (2 * step) * mm

@@ -5,7 +5,7 @@ The transformed strong-beam matrix of a direction is (symmetric form, M = diag(m
     Ã = a₁ − ½ i (H_el S_a + S_a H_el),   a₁ = F† A′ F,   S_a = F† S′_abs F,
     H_el = ½ (a₁ + a₁†),   A′ = (A + ΔA_el + iΔA_abs)/M,   F† (1 + S′) F = 1,
 
-with the Löwdin additions of :func:`qcbed.bloch.lowdin.corrections` (Y = A_Sw X⁻¹,
+with the Löwdin additions of :func:`qcbed.bloch.lowdin.bethe_terms` (Y = A_Sw X⁻¹,
 O the off-diagonal weak–weak block, Z = Y − Y O X⁻¹)
 
     ΔA_el = Y O Y†,   ΔA_abs = Y O′ Y† + Y O Y′† + Y′ O Y†,
@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from .lowdin import lowdin_factor
+from .lowdin import _adj, _off_diagonal, lowdin_factor
 from .xp import NUMPY
 
 __all__ = ["derivatives"]
@@ -41,18 +41,6 @@ __all__ = ["derivatives"]
 #: Fraction of non-zero elements of a derivative block above which its products
 #: are taken dense.
 SPARSE_DENSITY = 0.15
-
-
-def _adj(x: np.ndarray) -> np.ndarray:
-    """Batched conjugate transpose (a view for real arrays)."""
-    xt = np.swapaxes(x, -1, -2)
-    return np.conj(xt) if np.iscomplexobj(xt) else xt
-
-
-def _off_diagonal(o: np.ndarray) -> np.ndarray:
-    o = o.copy()
-    np.fill_diagonal(o, 0.0)
-    return o
 
 
 class _Blocks:

@@ -73,6 +73,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from . import lowdin as lowdin_module
 from .beams import select_strong
 from .chunks import EigenChunk, EngineArrays, PatternChunk  # also re-exported here
 from .eigen_derivatives import bethe_derivative_terms, eigenbasis_derivatives
@@ -297,20 +298,24 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     if len(wcols_h):
         wm = weak[:, wcols_h]
         d_h = np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0)
+    # classic Bethe potentials here; with the Löwdin terms _lowdin computes them with
+    # the second-order ones (lowdin.bethe_terms), derivatives or not
+    classic = bool(len(wcols_h)) and not arrays.lowdin
+    if len(wcols_h) and (n_par or classic):
         d = xp.asarray(d_h)[:, None, :]
         wcols = xp.asarray(wcols_h)
         sw = tb.index[idx[:, :, None], wcols[None, None, :]]
-        u_sw = xp.take(tb.u, sw) if tb.z is None else None
+        u_sw = xp.take(tb.u, sw) if tb.z is None and classic else None
         if exact or n_par:
             # U + iU′ is not Hermitian: the weak-to-strong block is gathered
             ws = tb.index[wcols[None, :, None], idx[:, None, :]]
         if n_par:
             bethe_derivative_terms(tb.zd, tb.dtab, sw, ws, d, da)
-        if exact:
+        if classic and exact:
             u_ws = xp.take(tb.u, ws)
             u_sw *= d
             a -= u_sw @ u_ws
-        elif aabs is not None and not tb.real:
+        elif classic and aabs is not None and not tb.real:
             # complex U, U′: with Z = U + iU′ one complex product
             # W = Z_sw D Z_ws = (U D U − U′ D U′) + i (U D U′ + U′ D U), both brackets
             # Hermitian, holds every Bethe term: the elastic block takes −(W + W†)/2
@@ -324,7 +329,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
             w -= _adjoint(w)
             w *= 0.5j
             aabs += w
-        else:
+        elif classic:
             # U and U′ are Hermitian (U_{-g} = U_g*): the weak-to-strong blocks are
             # adjoints of the strong-to-weak ones, no second gather
             u_ws = _adjoint(u_sw)          # a view: scale a copy
@@ -412,19 +417,23 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
 def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
             idx: np.ndarray, wcols: np.ndarray, d: np.ndarray, mm: np.ndarray,
             k_n: np.ndarray, g_n: np.ndarray, tail_s: list | None = None) -> tuple:
-    """Add the Löwdin terms to a batch and transform it (:mod:`qcbed.bloch.lowdin`).
+    """Add the Bethe terms (classic and Löwdin) to a batch and transform it
+    (:mod:`qcbed.bloch.lowdin`).
 
-    ``a`` and ``aabs`` come unscaled and leave as Ã = F† A′ F and Ã_abs × M (the
-    caller scales the absorptive block by M⁻¹ later). Returns (a, aabs, da, F, L)
-    with da and L (``exact`` derivatives) or None. ``tail_s``: the overlap (S, S_abs)
-    of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to the weak beams'.
+    ``a`` and ``aabs`` come unscaled and without Bethe terms, and leave as
+    Ã = F† A′ F and Ã_abs × M (the caller scales the absorptive block by M⁻¹ later);
+    the values do not depend on whether derivatives are asked for. Returns
+    (a, aabs, da, F, L) with da and L (``exact`` derivatives) or None. ``tail_s``: the
+    overlap (S, S_abs) of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to
+    the weak beams'.
     """
     xp = tb.xp
     m_w2 = 1.0 + g_n[wcols][None, :] / k_n[:, None]
     with_abs = tb.exact or aabs is not None
-    d_el, d_abs, s, s_abs = lowdin_batch_terms(arrays.u, arrays.u_abs, arrays.index, idx,
-                                               wcols, d, m_w2, real=tb.real,
-                                               with_abs=with_abs)
+    single = lowdin_module.SINGLE_PRECISION and not tb.exact   # (lowdin.bethe_terms)
+    args = (arrays.u, arrays.u_abs, arrays.index, idx, wcols, d, m_w2)
+    e_el, e_abs, s, s_abs = lowdin_batch_terms(*args, real=tb.real, with_abs=with_abs,
+                                               single=single)
     if tail_s:
         s = s + tail_s[0]
         if s_abs is not None:
@@ -433,16 +442,23 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     lmat = None
     if da is not None:
         du, dua = tb.derivatives
-        # the derivatives' core matrix is U + iU′ with its Bethe terms in every mode
-        a_core = a_h if aabs is None else a_h + 1j * xp.to_numpy(aabs)
+        # the derivatives' core matrix is U + iU′ with the classic Bethe terms in every
+        # mode: the fused terms less the second-order ones
+        lo_el, lo_abs = lowdin_batch_terms(*args, real=tb.real, with_abs=with_abs,
+                                           single=single, classic=False)[:2]
+        a_core = a_h + (e_el - lo_el)
+        if e_abs is not None:
+            a_core = a_core + 1j * (e_abs - lo_abs)
+        if aabs is not None:
+            a_core = a_core + 1j * xp.to_numpy(aabs)
         da_h, lmat = lowdin_derivatives(arrays.u, arrays.u_abs, du, dua, arrays.index, idx,
                                         wcols, d, m_w2, a_core, xp.to_numpy(da), mm,
                                         arrays.n_out, tail_s)
         da = xp.asarray(da_h)
-    a_h = a_h + (d_el + 1j * d_abs if tb.exact else d_el)
-    aabs_h = None if aabs is None else (xp.to_numpy(aabs) + d_abs) / mm
+    a_h = a_h + (e_el + 1j * e_abs if tb.exact else e_el)
+    aabs_h = None if aabs is None else (xp.to_numpy(aabs) + e_abs) / mm
     a_h, aabs_h, fac = lowdin_transform(a_h / mm, aabs_h, s / mm,
-                                        None if s_abs is None else s_abs / mm)
+                                        None if s_abs is None else s_abs / mm, single=single)
     a = xp.asarray(a_h)
     if aabs is not None:
         aabs = xp.asarray(aabs_h * mm)

@@ -188,7 +188,7 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
                  ) -> tuple[np.ndarray, np.ndarray]:
     """W and S at one direction, with the tail's own coupling O to first order:
     (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4), as for the pool's weak
-    beams (:func:`qcbed.bloch.lowdin.corrections`). With L = Z_sw X⁻¹ and
+    beams (:func:`qcbed.bloch.lowdin.bethe_terms`). With L = Z_sw X⁻¹ and
     R = X⁻¹ Z_ws: W = L Z_ws − L O R, S = (L − L O X⁻¹) M² (R − X⁻¹ O R).
 
     O is needed among *all* tail beams: keeping it only among those with

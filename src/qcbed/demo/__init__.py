@@ -160,7 +160,7 @@ def make_demo(out_dir: str | os.PathLike, *, seed: int = 1, fast: bool = False,
         "roi": {"regions": [{"corners": [[r0 - hs, c0 - hs], [r0 - hs, c0 + hs],
                                          [r0 + hs, c0 - hs]],
                              "samples": [n_roi, n_roi]}]},
-        "engine": {"mode": "exact", "coarse_mode": "fast", "gmax": st.gmax, "smax": st.smax,
+        "engine": {"mode": "fast", "coarse_mode": "fast", "gmax": st.gmax, "smax": st.smax,
                    "elastic": "kirkland", "absorption": "bird_king"},
         "gof": {"metric": "chi2", "background": "per_disc"},
         "plan": {

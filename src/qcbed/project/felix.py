@@ -119,7 +119,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                      "shift": [0.0, 0.0]},
         "roi": {"hkl": [list(h) for h in hkl],
                 "regions": [{"corners": corners, "samples": [ns, ns]}], "symmetric": True},
-        "engine": {"mode": "exact", "coarse_mode": "fast",
+        "engine": {"mode": "fast", "coarse_mode": "fast",
                    "gmax": float(fx.g_limit) if fx.g_limit else 3.0,
                    "holz": True, "min_pool": int(fx.min_reflection_pool or 0),
                    "min_strong": int(fx.min_strong_beams or 0),

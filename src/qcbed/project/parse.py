@@ -378,7 +378,7 @@ def _parse_roi(r: TableReader, ro: Mapping, pfx: str) -> dict[str, Any]:
 def _parse_engine(r: TableReader, en: Mapping, pfx: str) -> dict[str, Any]:
     """``[engine]`` or a ``[[data]]`` block's ``engine`` table (merged over ``[engine]``)."""
     engine: dict[str, Any] = {
-        "mode": r.get(en, "mode", f"{pfx}.mode", "str", "exact", choices=("fast", "exact")),
+        "mode": r.get(en, "mode", f"{pfx}.mode", "str", "fast", choices=("fast", "exact")),
         "coarse_mode": r.get(en, "coarse_mode", f"{pfx}.coarse_mode", "str", "fast",
                              choices=("fast", "exact")),
         "gmax": r.get(en, "gmax", f"{pfx}.gmax", "float", 3.0, positive=True),

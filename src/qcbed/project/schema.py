@@ -131,7 +131,7 @@ class RoiSection(_Section):
 class EngineSection(_Section):
     """``[engine]``: beam pool (Å⁻¹), beam selection, scattering model, executor."""
 
-    mode: str = "exact"
+    mode: str = "fast"
     coarse_mode: str = "fast"
     accuracy: float = 1e-3
     gmax: float = 3.0
