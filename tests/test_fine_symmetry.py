@@ -78,11 +78,12 @@ def test_symmetric_region_closes_the_grid_under_2mm(sim, data):
 
 
 def _refinement(sim, stack, geom, use_symmetry: bool, tilt: float = 0.0,
-                forbidden: bool = False) -> Refinement:
+                forbidden: bool = False, mode: str = "exact") -> Refinement:
     reg, _ = symmetric_region(Region.rectangle((12.0, 12.0), (24.0, 24.0), (9, 9)), geom,
                               _ops(sim))
     roi = ROI(stack, reg, geom, refine=("shift.row", "shift.col"))
-    ref = Refinement(sim.with_changes(), roi, use_symmetry=use_symmetry, model_step=1)
+    ref = Refinement(sim.with_changes(mode=mode), roi, use_symmetry=use_symmetry,
+                     model_step=1)
     ref.add_thickness(1250.0)
     ref.add_structure_factor((1, 1, 1))
     for h in ((2, 2, 0), (2, 2, 2)):  # 222: zero in the IAM, allowed by the space group
@@ -96,10 +97,11 @@ def _refinement(sim, stack, geom, use_symmetry: bool, tilt: float = 0.0,
     return ref
 
 
-def test_symmetric_fine_step_is_exact(sim, data):
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_symmetric_fine_step_is_exact(sim, data, mode):
     stack, geom = data
-    full = _refinement(sim, stack, geom, False)
-    sym = _refinement(sim, stack, geom, True)
+    full = _refinement(sim, stack, geom, False, mode=mode)
+    sym = _refinement(sim, stack, geom, True, mode=mode)
     names = [p.name for p in full.params.free]
     assert {"U(1,1,1)", "Uabs(1,1,1)", "U(2,2,2)", "thickness", "shift.row"} <= set(names)
     r1, j1, _, m1 = full._residuals(names, None, True)
