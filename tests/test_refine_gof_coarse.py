@@ -81,6 +81,10 @@ def test_custom_gof_subclass():
 
     sim, exp, var, mask, disc = _toy()
     assert MaxAbs()(sim, exp, var, mask, disc).value > 0
+    # written before copied images were counted once: it gets the weights in var
+    copies = np.full(len(sim), 2)
+    assert MaxAbs()(sim, exp, var, mask, disc, copies=copies).value == pytest.approx(
+        MaxAbs()(sim, exp, 2 * var, mask, disc).value)
 
 
 def test_gof_rejects_bad_variances():

@@ -18,6 +18,7 @@ the refined ones plus the scale and the backgrounds. Custom metrics subclass
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,7 +190,16 @@ class GOF:
 
     def __call__(self, sim, exp, var, mask, disc=None, n_params: int = 0,
                  copies: np.ndarray | None = None) -> GOFValue:
-        """Evaluate; ``copies`` (n_refl,): images per copy group (:func:`count_copies_once`)."""
+        """Evaluate; ``copies`` (n_refl,): images per copy group (:func:`count_copies_once`).
+
+        A subclass whose ``evaluate`` has no ``copies`` argument (written before it
+        existed) gets the copies' weights in ``var`` and counts its own samples.
+        """
+        if copies is None:
+            return self.evaluate(sim, exp, var, mask, disc, n_params)
+        if "copies" not in inspect.signature(self.evaluate).parameters:
+            return self.evaluate(sim, exp, count_copies_once(var, mask, copies)[0], mask, disc,
+                                 n_params)
         return self.evaluate(sim, exp, var, mask, disc, n_params, copies)
 
 
