@@ -176,6 +176,7 @@ def test_import_felix_produces_a_valid_project(si_dlacbed_dir, tmp_path):
     r = CliRunner().invoke(main, ["validate", str(out)])
     assert r.exit_code == 0, r.output
     assert "LACBEDStack (152, 152), 39 reflections compared" in r.output
+    assert "the 39 compared images hold 13 independent ones" in r.output
     from qcbed.project import load_project
 
     p = load_project(out)

@@ -14,7 +14,7 @@
 Conventions: ``docs/conventions.md``, section "Experimental geometry".
 """
 
-from .copies import copy_groups, copy_multiplicity
+from .copies import copies_summary, copy_groups, copy_multiplicity
 from .detector import (
     DetectorModel,
     LucyRichardsonResult,
@@ -46,6 +46,7 @@ __all__ = [
     "Region",
     "Samples",
     "check_pixels",
+    "copies_summary",
     "copy_groups",
     "copy_multiplicity",
     "larbed_variance",

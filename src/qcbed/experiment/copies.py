@@ -110,3 +110,20 @@ def copy_multiplicity(groups: ArrayLike) -> np.ndarray:
     g = np.asarray(groups, dtype=int)
     _, inv, counts = np.unique(g, return_inverse=True, return_counts=True)
     return counts[inv]
+
+
+def copies_summary(multiplicity: ArrayLike | None) -> str:
+    """``"the n compared images hold k independent ones …"``, or ``""`` without copies.
+
+    Examples
+    --------
+    >>> copies_summary([2, 2, 1])
+    'the 3 compared images hold 2 independent ones (exact mirrored/rotated copies: counted once)'
+    """
+    if multiplicity is None:
+        return ""
+    m = np.asarray(multiplicity, float)
+    if not np.any(m > 1):
+        return ""
+    return (f"the {len(m)} compared images hold {float(np.sum(1.0 / m)):.0f} independent "
+            "ones (exact mirrored/rotated copies: counted once)")

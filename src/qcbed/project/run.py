@@ -22,7 +22,7 @@ from .._core.hkl import hkl_key, key_hkl
 from .._core.jsonio import dumps
 from .._core.tomlcompat import tomllib
 from ..errors import InputError, QcbedError
-from ..experiment import ROI, Region
+from ..experiment import ROI, Region, copies_summary
 from ..output.results import write_results
 from ..refine.coarse import CoarseRefinement
 from ..refine.parameters import apply_cell
@@ -569,10 +569,6 @@ def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> Ru
 
 
 def _copies_note(roi: Any) -> str:
-    """``; the n compared images hold k independent ones …`` for symmetrised data."""
-    m = getattr(roi, "multiplicity", None)
-    if m is None or np.all(np.asarray(m) == 1):
-        return ""
-    return (f"; the {len(m)} compared images hold {float(np.sum(1.0 / np.asarray(m))):.0f} "
-            "independent "
-            "ones (exact copies: symmetrised data), each group counted once in chi2")
+    """``"; the n compared images hold k independent ones …"`` for symmetrised data."""
+    text = copies_summary(getattr(roi, "multiplicity", None))
+    return f"; {text}" if text else ""

@@ -12,6 +12,7 @@ import numpy as np
 from .._core.guard import limit_scope
 from .._core.parameters import parse_parameter_name
 from ..errors import InputError
+from ..experiment import copies_summary
 from ..refine.parameters import STRUCTURAL_KINDS, check_structural_name, u_aniso_parameters
 from .parse import load_project
 from .safety import (
@@ -139,8 +140,10 @@ def _check_roi(setup: Setup, rep: ValidationReport) -> None:
         rep.warnings.append(f"roi.regions: {int(s.n_outside.sum())} of {int(n_used.sum())} "
                             f"samples ({100 * frac:.1f} %) fall outside the image and are "
                             "excluded")
+    copies = copies_summary(roi.multiplicity)
     rep.checks.append(("roi", f"{len(setup.regions)} region(s), {roi.n_points} points, "
-                              f"{int(s.valid.sum())} valid samples"))
+                              f"{int(s.valid.sum())} valid samples"
+                       + (f"; {copies}" if copies else "")))
 
 
 def _check_beams(setup: Setup, rep: ValidationReport):
