@@ -88,3 +88,34 @@ def test_multiplicity_is_checked(copies_case):
     out = np.asarray(sim.outputs)
     with pytest.raises(InputError, match="multiplicity"):
         DirectData(out, kt, obs, np.maximum(obs, 1.0), multiplicity=np.array([1, 0, 1, 1]))
+
+
+def test_serial_correlation_of_residual_fields():
+    """Bérar & Lelann's factor: ~1 for white residuals, (1+ρ)/(1−ρ) per axis for a
+    first-order autoregressive field, never below 1."""
+    from qcbed.refine import RegionGrid
+    from qcbed.refine.fine_covariance import serial_correlation
+
+    rng = np.random.default_rng(2)
+    n, rho = 80, 0.6
+    reg = [RegionGrid(0, (n, n))]
+    white = rng.standard_normal((3, n * n))
+    s = serial_correlation(white, reg)
+    assert abs(s["rho_rows"]) < 0.03 and abs(s["rho_cols"]) < 0.03
+    assert 1.0 <= s["factor"] < 1.15
+    # AR(1) along both axes: x[i, j] = rho x[i-1, j] + e, then the same along j
+    f = rng.standard_normal((3, n, n))
+    for i in range(1, n):
+        f[:, i] += rho * f[:, i - 1]
+    for j in range(1, n):
+        f[:, :, j] += rho * f[:, :, j - 1]
+    s = serial_correlation(f.reshape(3, -1), reg)
+    assert s["rho_rows"] == pytest.approx(rho, abs=0.06)
+    assert s["rho_cols"] == pytest.approx(rho, abs=0.06)
+    assert s["factor"] == pytest.approx(((1 + rho) / (1 - rho)) ** 2, rel=0.35)
+    # anti-correlated residuals do not shrink the esds; NaN samples are skipped
+    ii, jj = np.indices((n, n))
+    alt = ((-1.0) ** (ii + jj)).reshape(1, -1)           # a checkerboard
+    alt[0, :5] = np.nan
+    assert serial_correlation(alt, reg)["factor"] == 1.0
+    assert serial_correlation(white, [])["factor"] == 1.0

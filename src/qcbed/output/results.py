@@ -223,6 +223,8 @@ def result_dict(run: Any, rows: Sequence[Mapping[str, Any]], files: Mapping[str,
             {"a": a, "b": b, "rho": float(r)} for a, b, r in res.strong_correlations],
         "steps": list(run.steps), "coarse": [{k: v for k, v in c.items() if k != "history"}
                                              for c in run.coarse],
+        "esd_serial_correlation": (None if res is None else
+                                   res.extra.get("serial_correlation")),
         "message": res.message if res is not None else "no fine refinement",
         "elapsed_s": float(run.elapsed_s),
         "files": dict(files),
