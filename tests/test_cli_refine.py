@@ -109,38 +109,52 @@ def test_results_h5_has_history_final_patterns_and_provenance(refined, tiny):
     assert len(rows[0]) == 17
 
 
-def test_kill_and_resume_gives_the_same_result(tiny, refined):
+def run_until_killed(path, out, step: str = "structure factors", n: int = 2) -> None:
+    """Run the project at ``path`` into ``out`` and kill it at the n-th iteration of
+    the fine step named ``step`` (an exception from the progress callback)."""
     from qcbed.project import ProjectRun, load_project
 
-    path, _ = tiny
-    out = path.parent / "out_resume"
     calls = []
 
     class Killed(Exception):
         pass
 
     def kill(rec):
-        if rec["step"] == "structure factors":
+        if rec["step"] == step:
             calls.append(rec)
-            if len(calls) == 2:
+            if len(calls) == n:
                 raise Killed("simulated kill")
 
     with pytest.raises(Killed):
         ProjectRun(load_project(path), out_dir=out, executor="serial", progress=False,
                    log=lambda s: None, callback=kill).run()
+
+
+def assert_same_parameters(a_dir, b_dir) -> dict:
+    """The refined parameters of two results folders agree (rel 1e-7); returns both
+    result.json documents."""
+    a = json.loads((a_dir / "result.json").read_text())
+    b = json.loads((b_dir / "result.json").read_text())
+    pa = {p["name"]: p["value"] for p in a["parameters"]}
+    pb = {p["name"]: p["value"] for p in b["parameters"]}
+    assert pa.keys() == pb.keys()
+    for k in pa:
+        assert pb[k] == pytest.approx(pa[k], rel=1e-7, abs=1e-12), k
+    return {"a": a, "b": b}
+
+
+def test_kill_and_resume_gives_the_same_result(tiny, refined):
+
+    path, _ = tiny
+    out = path.parent / "out_resume"
+    run_until_killed(path, out)
     assert (out / "checkpoint_fine1.h5").is_file() and not (out / "result.json").exists()
     state = json.loads((out / "run_state.json").read_text())
     assert state["done"] == ["coarse:0", "fine:0"]
     r = CliRunner().invoke(main, ["resume", str(out / "checkpoint_fine1.h5"), "--quiet",
                                   "--workers", "1"])
     assert r.exit_code == 0, r.output + repr(r.exception)
-    a = json.loads((refined / "result.json").read_text())
-    b = json.loads((out / "result.json").read_text())
-    pa = {p["name"]: p["value"] for p in a["parameters"]}
-    pb = {p["name"]: p["value"] for p in b["parameters"]}
-    assert pa.keys() == pb.keys()
-    for k in pa:
-        assert pb[k] == pytest.approx(pa[k], rel=1e-7, abs=1e-12), k
+    assert_same_parameters(refined, out)
     with h5py.File(refined / "results.h5") as fa, h5py.File(out / "results.h5") as fb:
         assert len(fa["history/gof"]) == len(fb["history/gof"])
 

@@ -299,3 +299,38 @@ def test_degenerate_fit_writes_strict_json_with_null_esd(demo, tmp_path, monkeyp
     j = json.loads((tmp_path / "out" / "result.json").read_text(), parse_constant=no_constants)
     esd = {p["name"]: p.get("esd") for p in j["parameters"]}
     assert esd["thickness"] is None and "DEGENERATE" in j["message"]
+
+
+def test_run_repeats_the_last_fine_step_when_the_refined_structure_misses_the_accuracy(
+        demo, tmp_path, monkeypatch) -> None:
+    """The run's wiring of Simulation.converged_variant (tested on its own in
+    test_bloch_convergence): a tightened selection is carried to the base set-up, the
+    last fine step is repeated with it, logged, and the results record it."""
+    from dataclasses import replace
+
+    from qcbed.bloch import Simulation
+
+    calls = []
+
+    def tightened(self):
+        if calls:
+            return self
+        calls.append(self.selection.sgmin)
+        return self.with_changes(selection=replace(self.selection,
+                                                   sgmin=2.0 * self.selection.sgmin))
+
+    monkeypatch.setattr(Simulation, "converged_variant", tightened)
+
+    def edit(r):
+        r["plan"].pop("coarse")
+        r["plan"]["fine"] = [{"name": "one", "refine": ["thickness"], "max_iter": 2}]
+
+    logs = []
+    run = ProjectRun(load_project(_variant(demo, tmp_path, edit)), executor="serial",
+                     progress=False, log=logs.append).run()
+    assert len(calls) == 1
+    assert any("the last fine step is repeated" in s for s in logs)
+    assert any("repeated: chi2" in s for s in logs)
+    assert run.simulation.selection.sgmin == pytest.approx(2.0 * calls[0])
+    j = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert j["convergence"]["sgmin"] == pytest.approx(2.0 * calls[0])

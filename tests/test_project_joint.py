@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from qcbed.cli import main
 from qcbed.errors import InputError
 from qcbed.project import dumps_toml, load_project, parse_project
+from test_cli_refine import assert_same_parameters, run_until_killed
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -120,36 +121,17 @@ def test_joint_validate_and_refine_from_the_cli(joint_project, joint_refined):
 
 
 def test_joint_kill_and_resume_gives_the_same_result(joint_project, joint_refined):
-    from qcbed.project import ProjectRun
 
     path = joint_project[0]
     out = path.parent / "out_joint_resume"
-    calls = []
-
-    class Killed(Exception):
-        pass
-
-    def kill(rec):
-        if rec["step"] == "structure factors":
-            calls.append(rec)
-            if len(calls) == 2:
-                raise Killed("simulated kill")
-
-    with pytest.raises(Killed):
-        ProjectRun(load_project(path), out_dir=out, executor="serial", progress=False,
-                   log=lambda s: None, callback=kill).run()
+    run_until_killed(path, out)
     state = json.loads((out / "run_state.json").read_text())
     assert state["done"] == ["coarse:0", "fine:0"] and len(state["states"]) == 2
     assert [c["dataset"] for c in state["coarse"]] == [0, 1]
     r = CliRunner().invoke(main, ["resume", str(out), "--quiet", "--workers", "1"])
     assert r.exit_code == 0, r.output + repr(r.exception)
-    a = json.loads((joint_refined / "result.json").read_text())
-    b = json.loads((out / "result.json").read_text())
-    pa = {p["name"]: p["value"] for p in a["parameters"]}
-    pb = {p["name"]: p["value"] for p in b["parameters"]}
-    assert pa.keys() == pb.keys()
-    for k in pa:
-        assert pb[k] == pytest.approx(pa[k], rel=1e-7, abs=1e-12), k
+    docs = assert_same_parameters(joint_refined, out)
+    a, b = docs["a"], docs["b"]
     assert [d["thickness"]["value"] for d in a["datasets"]] == pytest.approx(
         [d["thickness"]["value"] for d in b["datasets"]], rel=1e-9)
 

@@ -377,6 +377,10 @@ class ProjectRun(FineStepBuilding):
         ts = time.perf_counter()
         result, roi, sim, _iam = self._fine(setup, base, rs["state"], self.project.fine[i], i,
                                             self.out_dir / f"checkpoint_fine{i}.h5", False, rs)
+        for f in rs["fine"]:
+            if f["index"] == i:
+                f.update(gof=result.gof, chi2=result.chi2, message=result.message,
+                         n_iterations=result.n_iterations, repeated_for_accuracy=True)
         self.log(f"fine {i + 1}/{len(self.project.fine)} repeated: chi2 = {result.chi2:.4g}, "
                  f"R = {result.r_factor:.4f}, {result.n_iterations} iterations "
                  f"({time.perf_counter() - ts:.1f} s)")

@@ -8,12 +8,11 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import InputError
 from .fine_result import RefinementResult
 from .fine_sampling import AUTO_STEPS, MODEL_STEP_TOL, ModelGrid, interpolation_shift
-from .lm import LMState, levenberg_marquardt
+from .lm import LMState, levenberg_marquardt, levenberg_marquardt_progress
 
 CHEAP_KINDS = ("thickness", "sampling", "probe")
 
@@ -183,24 +182,20 @@ class _DriversMixin:
                 self._prefetch = False
             return r
 
-        bar = tqdm(total=max_iter, desc=f"refine ({stage})", disable=not self.progress,
-                   leave=False)
-
-        def cb(st: LMState) -> None:
+        def on_step(st: LMState) -> tuple[str, float]:
             self._set_x(names, np.asarray(st.x), x0, scales)
             gv = self.evaluate().value
             self._record(gv, stage)
-            bar.update(1)
-            bar.set_postfix(gof=f"{gv:.5g}")
             if save:
                 self._save_checkpoint(names, x0, st)
             if callback:
                 callback(self.history[-1])
+            return "gof", gv
 
-        st = levenberg_marquardt(fun_jac, fun, np.zeros(len(names)), lower=lo, upper=hi,
-                                 max_iter=max_iter, ftol=ftol, xtol=xtol, esd_tol=esd_tol,
-                                 state=state, callback=cb)
-        bar.close()
+        st = levenberg_marquardt_progress(
+            fun_jac, fun, len(names), on_step=on_step, desc=f"refine ({stage})",
+            progress=self.progress, lower=lo, upper=hi, max_iter=max_iter, ftol=ftol,
+            xtol=xtol, esd_tol=esd_tol, state=state)
         self._set_x(names, np.asarray(st.x), x0, scales)
         return st
 

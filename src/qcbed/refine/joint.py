@@ -35,7 +35,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .._core.parameters import dataset_name, split_dataset_name
 from ..constants import relativistic_gamma
@@ -44,7 +43,7 @@ from .checkpoint import restore_checkpoint, save_lm_checkpoint
 from .fine import Refinement
 from .fine_covariance import covariance_from_jacobian
 from .fine_result import RefinementResult
-from .lm import LMState, levenberg_marquardt
+from .lm import LMState, levenberg_marquardt_progress
 from .parameters import Parameter, ParameterSet
 
 __all__ = ["SHARED_TARGETS", "JointRefinement", "JointRefinementResult", "dataset_name",
@@ -287,24 +286,20 @@ class JointRefinement:
             self._set_x(names, x, x0, scales)
             return self.residuals([], masks, False)[0]
 
-        bar = tqdm(total=max_iter, desc="joint refine", disable=not self.progress,
-                   leave=False)
-
-        def cb(st: LMState) -> None:
+        def on_step(st: LMState) -> tuple[str, float]:
             self._set_x(names, np.asarray(st.x), x0, scales)
             gv = 2.0 * st.cost
             self.history.append({"time_s": time.perf_counter() - self._t0, "stage": "joint",
                                  "gof": float(gv), **self.params.as_dict()})
-            bar.update(1)
-            bar.set_postfix(chi2=f"{gv:.5g}")
             self._save_checkpoint(names, x0, st)
             if callback:
                 callback(self.history[-1])
+            return "chi2", gv
 
-        st = levenberg_marquardt(fun_jac, fun, np.zeros(len(names)), lower=lo, upper=hi,
-                                 max_iter=max_iter, ftol=ftol, xtol=xtol, esd_tol=esd_tol,
-                                 state=state, callback=cb)
-        bar.close()
+        st = levenberg_marquardt_progress(
+            fun_jac, fun, len(names), on_step=on_step, desc="joint refine",
+            progress=self.progress, lower=lo, upper=hi, max_iter=max_iter, ftol=ftol,
+            xtol=xtol, esd_tol=esd_tol, state=state)
         self._set_x(names, np.asarray(st.x), x0, scales)
         res = self._finish(st.message, st.iteration)
         self._save_checkpoint(names, x0, st, final=res)

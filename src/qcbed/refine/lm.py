@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
 
 @dataclass
@@ -151,3 +152,32 @@ def levenberg_marquardt(
     if not st.converged and not st.message:
         st.message = f"stopped after max_iter={max_iter} iterations"
     return st
+
+
+def levenberg_marquardt_progress(
+    fun_jac: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    fun: Callable[[np.ndarray], np.ndarray],
+    n: int,
+    *,
+    on_step: Callable[[LMState], tuple[str, float]],
+    desc: str,
+    progress: bool,
+    max_iter: int = 50,
+    **kwargs,
+) -> LMState:
+    """:func:`levenberg_marquardt` from x = 0 (n parameters, scaled offsets) with a
+    progress bar: ``on_step(state)`` runs after every iteration (record, checkpoint)
+    and returns the (name, value) the bar shows. ``kwargs``: the other arguments of
+    :func:`levenberg_marquardt` (bounds, tolerances, ``state``)."""
+    bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False)
+
+    def cb(st: LMState) -> None:
+        name, value = on_step(st)
+        bar.update(1)
+        bar.set_postfix({name: f"{value:.5g}"})
+
+    try:
+        return levenberg_marquardt(fun_jac, fun, np.zeros(n), max_iter=max_iter,
+                                   callback=cb, **kwargs)
+    finally:
+        bar.close()
