@@ -145,7 +145,7 @@ class Setup:
         return ROI(self.data, self.regions if regions is None else regions,
                    geometry or self.geometry, hkl=self.hkl, masks=masks, refine=tuple(refine),
                    disc_shifts=self.project.roi["disc_shifts"],
-                   count_copies_once=self.project.data.get("count_copies_once", True))
+                   count_copies_once=self.project.data["count_copies_once"])
 
 
 def _err(project: Project, msg: str, tag: str, expected: Any = None, found: Any = None
