@@ -31,6 +31,10 @@ BOHR_RADIUS = 0.529177210903
 MOTT_BETHE_PREFACTOR = 1.0 / (8.0 * np.pi**2 * BOHR_RADIUS)
 #: h² / (2 m0 e) in V Å²: V_g [V] = U_g [Å⁻²] · H2_OVER_2M0E / γ.
 H2_OVER_2M0E = PLANCK_H**2 / (2 * ELECTRON_MASS * ELEMENTARY_CHARGE) * 1e20
+#: Vacuum electric permittivity ε0, F/m (CODATA 2018).
+VACUUM_PERMITTIVITY = 8.8541878128e-12
+#: Reduced Planck constant ħ in eV s.
+HBAR_EV_S = PLANCK_H / (2 * np.pi) / ELEMENTARY_CHARGE
 
 
 def relativistic_gamma(voltage_kv: ArrayLike) -> np.ndarray | float:

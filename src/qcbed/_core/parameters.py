@@ -12,7 +12,8 @@ Every parameter has a *kind*, which says what a change costs:
 ``thickness``  re-uses the stored eigen-systems (Spence & Zuo 1992, eq. 2.29);
 ``sampling``   moves the experimental sampling points (rotation, ``gl``, shifts): no
                simulation at all;
-``probe``      changes the LARBED probe convolution (σ, γ of the 2-D Voigt);
+``probe``      changes a transfer function of the measured pattern: the LARBED probe
+               (σ, γ of the 2-D Voigt) or the plasmon losses (``plasmon.lambda_scale``);
 ``linear``     scale and backgrounds, solved in closed form or as linear parameters.
 """
 
@@ -203,7 +204,9 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
         ``kappa(T)``, ``Pv(T)``, ``voltage`` (kV), ``cell.a`` … ``cell.gamma``,
         ``tilt.x``, ``tilt.y`` (Å⁻¹, shift of every simulated k_t), ``rotation`` (deg),
         ``gl``, ``shift.row``, ``shift.col`` (px),
-        ``disc_shift(h,k,l).row``/``.col`` (px), ``probe.sigma``, ``probe.gamma`` (px).
+        ``disc_shift(h,k,l).row``/``.col`` (px), ``probe.sigma``, ``probe.gamma`` (px),
+        ``plasmon.lambda_scale`` (λ_p over the plasmon model's λ_p; data that are not
+        energy-filtered).
 
     Returns
     -------
@@ -256,7 +259,7 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
     if m:
         h = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
         return "sampling", h, f"disc_shift({h[0]},{h[1]},{h[2]}).{m.group(4)}"
-    if s in ("probe.sigma", "probe.gamma"):
+    if s in ("probe.sigma", "probe.gamma", "plasmon.lambda_scale"):
         return "probe", None, s
     if s in ("tilt.x", "tilt.y"):
         return "tilt", s[-1], s
@@ -267,7 +270,7 @@ def parse_parameter_name(name: str, *, source: Any = None, tag: str | None = Non
                               "kappa(label), Pv(label), "
                               "voltage, cell.a…cell.gamma, tilt.x, tilt.y, rotation, gl, "
                               "shift.row, shift.col, disc_shift(h,k,l).row/.col, probe.sigma, "
-                              "probe.gamma", found=name)
+                              "probe.gamma, plasmon.lambda_scale", found=name)
 
 
 

@@ -105,6 +105,7 @@ RESULT_SCHEMA: dict[str, Any] = {
         "truth": {"type": "object"},
         "noise_model": {"type": "object", "required": ["gain", "floor", "method"]},
         "error_budget": {"type": "object", "required": ["inputs", "parameters"]},
+        "inelastic": {"type": "object", "required": ["model"]},
         "regions": {"type": "object", "required": ["n_regions", "stats"]},
         "datasets": {"type": "array", "minItems": 2,
                      "items": {"type": "object",

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .._core.guard import parse_memory
+from .._core.parameters import split_dataset_name
 from .._core.tomlcompat import tomllib
 from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 from ..errors import InputError
@@ -151,6 +152,13 @@ def parse_project(raw: Mapping[str, Any], *, source: str = "project",
                 if n.startswith("probe."):
                     raise r.err("probe parameters need gof.probe", f"plan.fine[{i}].refine",
                                 expected="gof.probe = [sigma, gamma]", found=n)
+    if all(sp["data"]["energy_filtered"] for sp in specs):
+        for i, st in enumerate(fine):
+            for n in st.refine:
+                if split_dataset_name(n)[0] == "plasmon.lambda_scale":
+                    raise r.err("the plasmon mean free path is a parameter of data that are "
+                                "not energy-filtered", f"plan.fine[{i}].refine",
+                                expected="data.energy_filtered = false", found=n)
     n_regions = r.get(pl, "regions", "plan.regions", "int", 0, lo=0)
     if n_regions == 1:
         raise r.err("a spread needs at least two regions", "plan.regions",
@@ -290,6 +298,14 @@ def _parse_data(r: TableReader, dt: Mapping, pfx: str) -> dict[str, Any]:
     data["require_hkl"] = r.get(dt, "require_hkl", f"{pfx}.require_hkl", "bool", True)
     data["count_copies_once"] = r.get(dt, "count_copies_once", f"{pfx}.count_copies_once",
                                       "bool", True)
+    data["energy_filtered"] = r.get(dt, "energy_filtered", f"{pfx}.energy_filtered", "bool",
+                                    True)
+    for key in ("plasmon_energy_ev", "plasmon_mean_free_path", "plasmon_cutoff_mrad"):
+        data[key] = r.get(dt, key, f"{pfx}.{key}", "float", None, positive=True)
+        if data[key] is not None and data["energy_filtered"]:
+            raise r.err("plasmon settings apply to data that are not energy-filtered",
+                        f"{pfx}.{key}", expected=f"{pfx}.energy_filtered = false",
+                        found=f"energy_filtered = true and {key} = {data[key]:g}")
     det = r.table(dt, "detector", f"{pfx}.detector")
     r.unknown(det, "data.detector", f"{pfx}.detector")
     data["detector"] = {k: r.get(det, k, f"{pfx}.detector.{k}", "float") for k in det}

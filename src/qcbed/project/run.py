@@ -407,6 +407,18 @@ class ProjectRun(FineStepBuilding):
                 except InputError as exc:
                     self.log(f"noise from the fit residuals: not estimated ({exc.reason})")
         ref = getattr(self, "_last_refinement", None)
+        if ref is not None:
+            from ..refine.plasmon import plasmon_record
+
+            out["inelastic"] = plasmon_record(ref) or {"model": "none",
+                                                       "energy_filtered": True}
+            if out["inelastic"]["model"] == "plasmon":
+                pr = out["inelastic"]
+                self.log(f"plasmon losses (not energy-filtered): E_p {pr['energy_ev']:.2f} eV "
+                         f"({pr['energy_source']}), theta_E {pr['theta_e_mrad']:.4f} mrad, "
+                         f"theta_c {pr['theta_c_mrad']:.2f} mrad, lambda_p "
+                         f"{pr['mean_free_path_used_A']:.0f} A, t/lambda_p "
+                         f"{pr['t_over_lambda']:.3f}")
         if self.project.budget and ref is not None:
             from ..refine.budget import compute_budget
 

@@ -58,7 +58,11 @@ class FineStepBuilding:
             probe = tuple(state["probe"]) if state.get("probe") else tuple(proj.gof["probe"])
         ref = Refinement(sim, roi, gof=proj.gof["metric"], background=proj.gof["background"],
                          probe=probe, jacobian=step.jacobian, checkpoint=ckpt,
-                         progress=self.progress)
+                         progress=self.progress,
+                         plasmon=setup.plasmon_losses(state["voltage_kv"]))
+        if "plasmon.lambda_scale" in ref.params:
+            ref.params["plasmon.lambda_scale"].value = float(
+                state.get("plasmon_lambda_scale", 1.0))
         refine = set(step.refine)
         iam: dict[str, tuple[complex, complex]] = {}
         sf_done: set[tuple[int, int, int]] = set()
@@ -193,6 +197,8 @@ class FineStepBuilding:
                 state["geometry"]["tilt0"][0 if p.name == "tilt.x" else 1] += float(p.value)
         if probe:
             state["probe"] = [float(ps["probe.sigma"].value), float(ps["probe.gamma"].value)]
+        if "plasmon.lambda_scale" in ps:
+            state["plasmon_lambda_scale"] = float(ps["plasmon.lambda_scale"].value)
         for hk in sf_done:
             u, ua = ref.sim.structure_factor(hk)
             state["structure_factors"][hkl_key(hk)] = [u.real, u.imag, ua.real, ua.imag]

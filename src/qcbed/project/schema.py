@@ -21,7 +21,8 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
     "crystal": ("source", "b_iso"),
     "data": ("kind", "format", "files", "folder", "hkl", "g_vectors", "variance",
              "variance_floor", "clip_negative", "allow_negative", "mask", "background",
-             "require_hkl", "detector"),
+             "require_hkl", "detector", "energy_filtered", "plasmon_energy_ev",
+             "plasmon_mean_free_path", "plasmon_cutoff_mrad"),
     "data.detector": ("gain", "mixing", "read_variance", "gain_ref_error", "excess_noise"),
     "geometry": ("voltage_kv", "zone", "x_axis", "normal", "mode", "rotation", "mirror", "gl",
                  "tilt0", "reference", "shift", "disc_shifts", "display_shape"),
@@ -96,6 +97,11 @@ class DataSection(_Section):
     require_hkl: bool = True
     count_copies_once: bool = True
     detector: dict[str, float] = field(default_factory=dict)
+    #: False: the images hold plasmon-loss electrons too (:mod:`qcbed.experiment.plasmon`)
+    energy_filtered: bool = True
+    plasmon_energy_ev: float | None = None
+    plasmon_mean_free_path: float | None = None
+    plasmon_cutoff_mrad: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -104,6 +104,27 @@ class Setup:
             size = (max(int(ext[0]) | 1, 3), max(int(ext[1]) | 1, 3))
         return centre, (int(size[0]), int(size[1]))
 
+    def plasmon_losses(self, voltage_kv: float | None = None):
+        """The plasmon-loss model of data that are not energy-filtered
+        (:class:`~qcbed.experiment.plasmon.PlasmonLosses`), or None for energy-filtered
+        data. E_p: ``data.plasmon_energy_ev`` or the crystal's free-electron value."""
+        from ..experiment.plasmon import PlasmonLosses, free_electron_plasmon_energy
+
+        d = self.project.data
+        if d["energy_filtered"]:
+            return None
+        e, src = d["plasmon_energy_ev"], "data.plasmon_energy_ev"
+        if e is None:
+            try:
+                e = free_electron_plasmon_energy(self.crystal)
+            except InputError as exc:
+                raise _err(self.project, exc.reason, "data.plasmon_energy_ev",
+                           expected=exc.expected, found=exc.found) from None
+            src = "free-electron value of the crystal's valence electrons"
+        return PlasmonLosses(e, float(voltage_kv or self.voltage_kv),
+                             mean_free_path=d["plasmon_mean_free_path"],
+                             cutoff_mrad=d["plasmon_cutoff_mrad"], energy_source=src)
+
     def simulation(self, *, crystal=None, voltage_kv: float | None = None,
                    mode: str | None = None):
         """The engine set-up of the project (automatic or explicit pool, outputs = ``hkl``)."""

@@ -216,8 +216,8 @@ def _background(alt: str) -> Change:
 def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
                    probe_sigma: float = 0.2, b_delta: float = 0.05,
                    absorption_rel: float = 0.10, elastic_alt: str | None = None,
-                   selection_factor: float = 4.0, background: bool = True
-                   ) -> list[BudgetInput]:
+                   selection_factor: float = 4.0, background: bool = True,
+                   plasmon_rel: float = 0.2) -> list[BudgetInput]:
     """The standard inputs of a refinement that are fixed in it.
 
     Parameters
@@ -240,6 +240,12 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
         0 to skip.
     background : bool
         Include the alternative background model.
+    plasmon_rel : float
+        Relative uncertainty of the plasmon mean free path λ_p (default 20 %: the
+        Drude λ_p against measured inelastic mean free paths, e.g. Iakoubovskii et al.
+        2008) when the model has plasmon losses and λ_p is not refined. E_p enters
+        through θ_E and λ_p; its uncertainty (≈ 1 % for the free-electron value of
+        s–p materials) is far below that of λ_p.
 
     Inputs that are refined (free) are left out: their uncertainty is in the
     esds and correlations.
@@ -257,6 +263,10 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
     if "probe.sigma" in ref.params and "probe.sigma" not in free:
         out.append(BudgetInput("probe.sigma", f"±{probe_sigma:g} px",
                                _value("probe.sigma", probe_sigma, False)))
+    if "plasmon.lambda_scale" in ref.params and "plasmon.lambda_scale" not in free \
+            and plasmon_rel > 0:
+        out.append(BudgetInput("plasmon lambda_p", f"±{100 * plasmon_rel:g} %",
+                               _value("plasmon.lambda_scale", plasmon_rel, True)))
     if "thickness" in ref.params and "thickness" not in free:
         t = ref.params["thickness"].value
         out.append(BudgetInput("thickness", f"±1 % ({0.01 * t:.3g} A)",

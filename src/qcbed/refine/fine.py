@@ -45,6 +45,7 @@ import numpy as np
 
 from ..bloch.simulation import Simulation, outputs_index
 from ..errors import InputError
+from ..experiment.plasmon import PlasmonLosses
 from .fine_covariance import _CovarianceMixin
 from .fine_drivers import CHEAP_KINDS, _DriversMixin
 from .fine_model import _ModelMixin
@@ -84,6 +85,10 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
     background : {'per_disc', 'single', 'none'}
     probe : (σ, γ) in pixels, optional
         LARBED probe; needs ``data.regions``.
+    plasmon : PlasmonLosses, optional
+        Data not energy-filtered: the model adds the plasmon-loss electrons
+        (:mod:`qcbed.experiment.plasmon`; t/λ_p from ``thickness`` and the parameter
+        ``plasmon.lambda_scale``, λ_p = scale · the model's λ_p); needs ``data.regions``.
     jacobian : {'analytic', 'numeric'}
         Structure-factor derivatives: analytic or central differences.
     checkpoint : path, optional
@@ -113,7 +118,8 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
                  gof: str | GOF = "chi2", background: str = "per_disc",
                  probe: tuple[float, float] | None = None, jacobian: str = "analytic",
                  checkpoint: str | os.PathLike | None = None, progress: bool = False,
-                 model_step: int | str = "auto", use_symmetry: bool = True) -> None:
+                 model_step: int | str = "auto", use_symmetry: bool = True,
+                 plasmon: PlasmonLosses | None = None) -> None:
         self.sim0 = simulation
         self.sim = simulation
         self.data = data
@@ -146,6 +152,12 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
                                       "px", target=("probe", "sigma")))
             self.params.add(Parameter("probe.gamma", float(probe[1]), "probe", 0.05, 0.0, 50.0,
                                       "px", target=("probe", "gamma")))
+        self.plasmon = plasmon
+        if plasmon is not None:
+            if not getattr(data, "regions", None):
+                raise InputError("the plasmon-loss model needs the data's region grids")
+            self.params.add(Parameter("plasmon.lambda_scale", 1.0, "probe", 0.05, 0.05, 20.0,
+                                      "", refine=False, target=("plasmon", "lambda_scale")))
         for p in data.sampling_parameters():
             if p.name not in self.params:
                 self.params.add(p)

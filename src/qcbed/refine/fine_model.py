@@ -1,4 +1,5 @@
-"""The fine-refinement model: structure updates, engine solves, probe convolution, GOF,
+"""The fine-refinement model: structure updates, engine solves, probe convolution and
+plasmon losses, GOF,
 residuals and their Jacobian (analytic for U_g, U′_g, thickness and probe; central
 differences otherwise)."""
 
@@ -17,6 +18,7 @@ from .parameters import (
     Parameter,
     apply_cell,
 )
+from .plasmon import plasmon_losses
 from .probe import convolve_probe
 
 
@@ -262,6 +264,8 @@ class _ModelMixin:
         probe = self._probe_values()
         if probe is not None:
             inten = self._convolve(inten, probe, grads if gradients else None)
+        if getattr(self, "plasmon", None) is not None:
+            inten = plasmon_losses(self, inten, grads if gradients else None)
         return (inten, grads) if gradients else inten
 
     def _convolve(self, inten: np.ndarray, probe: tuple[float, float],

@@ -27,13 +27,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
+from ..experiment.grids import frequencies_squared
 
 
 def _frequencies_squared(shape: tuple[int, int], spacing: tuple[float, float]) -> np.ndarray:
     """q² (cycles per pixel)² on the rfft grid of ``shape`` sampled every ``spacing`` px."""
-    qy = np.fft.fftfreq(shape[0], d=float(spacing[0]))[:, None]
-    qx = np.fft.rfftfreq(shape[1], d=float(spacing[1]))[None, :]
-    return qx**2 + qy**2
+    return frequencies_squared(shape, np.diag([float(spacing[0]), float(spacing[1])]))
 
 
 def voigt_transfer(shape: tuple[int, int], sigma: float, gamma: float,

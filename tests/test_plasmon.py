@@ -1,0 +1,254 @@
+"""Plasmon-loss electrons of data that are not energy-filtered (issue 12 item 6).
+
+Analytic limits of :mod:`qcbed.experiment.plasmon` (the Hankel transform against
+K₀, the kernel's normalisation and Lorentzian shape in real space, the Poisson sum
+against an explicit real-space sum, t/λ → 0), the free-electron plasmon energy, the
+Jacobian of the refinement hook against central differences, and a synthetic
+closure: simulated with plasmon losses at a known t/λ_p, refined with the model the
+truth comes back, refined without it U(111) is biased upwards.
+"""
+
+from __future__ import annotations
+
+from math import factorial
+
+import numpy as np
+import pytest
+from scipy import special
+from scipy.signal import fftconvolve
+
+from qcbed.bloch.grids import TiltGrid
+from qcbed.bloch.simulation import Simulation
+from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
+from qcbed.errors import InputError
+from qcbed.experiment.plasmon import (
+    PlasmonLosses,
+    free_electron_plasmon_energy,
+    valence_electrons,
+)
+from qcbed.refine import DirectData, Refinement, RegionGrid
+from qcbed.refine.plasmon import plasmon_record, region_steps
+from qcbed.scattering.structure_factors import PotentialModel
+
+SI = 16.7  # eV
+
+
+def test_angles_and_mean_free_path_for_si_at_200_kv():
+    m = PlasmonLosses(SI, 200.0)
+    # θ_E = E_p/(γ m0 v²): γ m0 v² = 343.75 keV at 200 kV
+    assert m.theta_e == pytest.approx(16.7 / 343.75e3, rel=1e-3)
+    assert m.theta_c == pytest.approx(np.sqrt(2 * m.theta_e), rel=1e-12)
+    # Drude: 1/λ = θ_E ln(1 + θc²/θE²)/(2 a0)
+    lam = 2 * 0.529177 / (m.theta_e * np.log(1 + (m.theta_c / m.theta_e) ** 2))
+    assert m.mfp == pytest.approx(lam, rel=1e-6)
+    assert 1500 < m.mfp < 2500  # Å; Si at 200 kV, measured total inelastic ≈ 1600–1800
+    assert PlasmonLosses(SI, 200.0, mean_free_path=1234.0).mfp == 1234.0
+    a, _ = m.angles_kt()
+    assert a == pytest.approx(m.theta_e / 0.0250793, rel=1e-4)
+    for bad in ({"energy_ev": 0.0}, {"energy_ev": np.nan}, {"voltage_kv": -1.0},
+                {"mean_free_path": 0.0}, {"cutoff_mrad": 1e-3}):
+        kw = {"energy_ev": SI, "voltage_kv": 200.0, **bad}
+        with pytest.raises(InputError):
+            PlasmonLosses(**kw)
+
+
+def test_transfer_is_the_hankel_transform_of_the_lorentzian():
+    """θ_c → ∞: (L/2)·Ĥ₁(q) → K₀(2π q θ_E) (Gradshteyn & Ryzhik 6.532.4); Ĥ₁(0) = 1."""
+    m0 = PlasmonLosses(SI, 200.0)
+    m = PlasmonLosses(SI, 200.0, cutoff_mrad=1e3 * m0.theta_e * 1e4)
+    a, _ = m.angles_kt()
+    q = np.array([0.3, 1.0, 3.0, 10.0]) / (2 * np.pi * a)
+    got = m.single_transfer(q) * m.log_term / 2
+    assert np.allclose(got, special.k0(2 * np.pi * q * a), rtol=1e-4, atol=1e-7)  # cut-off tail
+    assert m0.single_transfer(np.zeros(3)) == pytest.approx(1.0, abs=1e-12)
+    # a finite cut-off: the transform of K at q, by direct quadrature in θ
+    from scipy.integrate import quad
+    a0, c0 = m0.angles_kt()
+    for qq in (0.5, 3.0, 12.0):
+        f = quad(lambda th, q=qq: special.j0(2 * np.pi * q * th) * th / (th**2 + a0**2), 0,
+                 c0, limit=400, points=[a0, 10 * a0])[0]
+        assert m0.single_transfer(np.array([qq]))[0] == pytest.approx(2 * f / m0.log_term,
+                                                                      abs=1e-6)
+
+
+def _kernel_on_grid(m: PlasmonLosses, step: float, half: int, sub: int = 9) -> np.ndarray:
+    """K integrated over each sample cell (sub × sub points per cell), per sample."""
+    off = (np.arange(sub) - (sub - 1) / 2) / sub
+    x = (np.arange(-half, half + 1)[:, None] + off[None, :]).ravel() * step
+    k = m.kernel(np.hypot(x[:, None], x[None, :])) * (step / sub) ** 2
+    n = 2 * half + 1
+    return k.reshape(n, sub, n, sub).sum(axis=(1, 3))
+
+
+def test_kernel_normalisation_and_lorentzian_shape():
+    """A delta image at small τ: (1 − τ)δ + τK; K sums to 1 and falls as 1/(θ² + θ_E²)."""
+    m = PlasmonLosses(SI, 200.0, cutoff_mrad=0.6)   # θ_c = 12 θ_E: a small grid
+    a, c = m.angles_kt()
+    step = a / 3.0                      # θ_E = 3 samples: K resolved on the grid
+    half = int(np.ceil(c / step)) + 2
+    n = 2 * half + 1
+    img = np.zeros((n, n))
+    img[half, half] = 1.0
+    tau = 1e-4
+    out = m.convolve(img, np.diag([step, step]), tau)
+    k = (out - (1 - tau) * img) / tau
+    assert out.sum() == pytest.approx(1.0, abs=1e-6)   # nothing lost: not filtered
+    assert k.sum() == pytest.approx(1.0, abs=1e-3)
+    ref = _kernel_on_grid(m, step, half)
+    r = np.hypot(*np.meshgrid(np.arange(-half, half + 1), np.arange(-half, half + 1)))
+    inner = (r > 2) & (r * step < 0.5 * c)
+    rel = np.abs(k[inner] / ref[inner] - 1)
+    assert np.median(rel) < 0.01 and rel.max() < 0.05
+    # the shape: (θ² + θ_E²)·K is constant inside θ_c
+    prod = (k * ((r * step) ** 2 + a**2))[inner]
+    assert prod.std() / prod.mean() < 0.05
+
+
+def test_poisson_sum_and_elastic_limit():
+    """exp(τ(Ĥ−1)) equals Σ P_n K^{⊗n} done in real space; τ → 0 is the elastic image."""
+    m = PlasmonLosses(SI, 200.0, cutoff_mrad=0.6)
+    a, c = m.angles_kt()
+    step = a / 2.0
+    rng = np.random.default_rng(0)
+    half = int(np.ceil(c / step))
+    yy, xx = np.mgrid[0:40, 0:48]
+    img = 1 + np.cos(xx / 4.0) * np.sin(yy / 5.0) + 0.2 * rng.random((40, 48))
+    steps = np.diag([step, step])
+    assert np.allclose(m.convolve(img, steps, 0.0), img, atol=1e-12)
+    assert np.abs(m.convolve(img, steps, 1e-9) - img).max() < 1e-8
+    tau = 1.3
+    k = _kernel_on_grid(m, step, half)
+    k /= k.sum()
+    pad = half * 4
+    big = np.pad(img, pad, mode="symmetric")
+    total = np.exp(-tau) * big
+    cur = big
+    for nn in range(1, 12):
+        cur = fftconvolve(cur, k, mode="same")
+        total = total + np.exp(-tau) * tau**nn / factorial(nn) * cur
+    explicit = total[pad:-pad, pad:-pad]
+    got = m.convolve(img, steps, tau)
+    assert np.abs(got - explicit).max() / img.max() < 5e-3
+    # ∂/∂τ against a central difference
+    _, d = m.convolve(img, steps, tau, derivative=True)
+    fd = (m.convolve(img, steps, tau + 1e-5) - m.convolve(img, steps, tau - 1e-5)) / 2e-5
+    assert np.allclose(d, fd, atol=1e-7 * np.abs(fd).max() + 1e-9)
+
+
+def test_free_electron_plasmon_energy():
+    si = Crystal(Lattice(5.431, 5.431, 5.431), [Site("Si1", "Si", (0, 0, 0))],
+                 space_group_from_number(227, 1))
+    assert free_electron_plasmon_energy(si) == pytest.approx(16.6, abs=0.05)  # Egerton T3.2
+    al = Crystal(Lattice(4.0495, 4.0495, 4.0495), [Site("Al1", "Al", (0, 0, 0))],
+                 space_group_from_number(225))
+    assert free_electron_plasmon_energy(al) == pytest.approx(15.8, abs=0.05)
+    fe = Crystal(Lattice(2.8665, 2.8665, 2.8665), [Site("Fe1", "Fe", (0, 0, 0))],
+                 space_group_from_number(229))
+    with pytest.raises(InputError, match="d or f shell"):
+        free_electron_plasmon_energy(fe)
+    assert [valence_electrons(z) for z in (1, 3, 6, 8, 14, 20, 26, 30, 32, 50, 82)] == \
+        [1, 1, 4, 6, 4, 2, None, 2, 4, 4, 4]
+
+
+# ---------------------------------------------------------------------- refinement
+T_TRUE = 1200.0
+MFP = 1000.0          # Å: t/λ_p = 1.2 at the truth
+NY, NX = 14, 16
+
+
+@pytest.fixture(scope="module")
+def lacbed():
+    """A small LACBED-like region near Si [1-10] (the layout of the probe test), its
+    elastic images and the same with plasmon losses, Poisson noise."""
+    cr = Crystal(Lattice(5.431, 5.431, 5.431), [Site("Si1", "Si", (0, 0, 0), b_iso=0.47)],
+                 space_group_from_number(227, 1))
+    sim = Simulation(cr, 200, [1, -1, 0], [0, 0, -1], gmax=1.2, smax=0.02, kt_radius=0.3,
+                     holz=False, outputs=[[0, 0, 0], [0, 0, 2], [1, 1, 1], [2, 2, 0]],
+                     mode="exact", potential=PotentialModel("kirkland", "bird_king"))
+    grid = TiltGrid.regular((0.03, 0.02), (0.016, 0.0), (0.0, -0.016), (NY, NX))
+    kt = grid.points
+    elastic = sim.solve(kt).intensities([T_TRUE])[0].T
+    model = PlasmonLosses(SI, 200.0, mean_free_path=MFP)
+    steps = region_steps(kt, 0, (NY, NX))
+    meas = model.convolve(elastic.reshape(-1, NY, NX), steps, T_TRUE / MFP).reshape(
+        len(elastic), -1)
+    rng = np.random.default_rng(5)
+    obs = rng.poisson(4e5 * meas + 30.0).astype(float)
+    data = DirectData(sim.outputs, kt, obs, np.maximum(obs, 1.0),
+                      regions=[RegionGrid(0, (NY, NX))])
+    u111 = abs(sim.structure_factor((1, 1, 1))[0])
+    return sim, data, model, u111, elastic, meas
+
+
+def _refinement(sim, data, plasmon):
+    ref = Refinement(sim, data, background="per_disc", plasmon=plasmon, model_step=1,
+                     use_symmetry=False)
+    ref.add_thickness(T_TRUE * 1.01)
+    ref.add_structure_factor((1, 1, 1), refine_uabs=False)
+    ref.params["U(1,1,1)"].value *= 1.01
+    return ref
+
+
+def test_region_steps_checks_the_grid(lacbed):
+    sim, data, model, *_ = lacbed
+    st = region_steps(data.kt, 0, (NY, NX))
+    assert np.allclose(st, [[0.0, -0.016], [0.016, 0.0]])  # TiltGrid: b down the rows
+    bad = data.kt.copy()
+    bad[5] += 1e-3
+    with pytest.raises(InputError, match="regular"):
+        region_steps(bad, 0, (NY, NX))
+    with pytest.raises(InputError, match="region grids"):
+        Refinement(sim, DirectData(data.hkl, data.kt, data.intensity, data.variance),
+                   plasmon=model)
+
+
+def test_model_intensities_and_jacobian_with_plasmon_losses(lacbed):
+    """The hook gives the measured pattern at the truth; its analytic Jacobian columns
+    (thickness through τ as well, λ_p scale, U(111)) match central differences."""
+    sim, data, model, _, _, meas = lacbed
+    ref = _refinement(sim, data, model)
+    ref.params["thickness"].value = T_TRUE
+    ref.params["U(1,1,1)"].value /= 1.01
+    assert np.allclose(ref.simulate(), meas, atol=1e-10)
+    ref.params["plasmon.lambda_scale"].refine = True
+    names = ["thickness", "U(1,1,1)", "plasmon.lambda_scale"]
+    _r, jac, _f, mask = ref._residuals(names, None, True)
+    for k, n in enumerate(names):
+        num = ref._numeric_column(n, mask)
+        rel = np.abs(jac[:, k] - num).max() / np.abs(num).max()
+        assert rel < 2e-4, (n, rel)
+
+
+@pytest.mark.filterwarnings("ignore:strongly correlated")
+def test_synthetic_closure_truth_back_with_the_model_bias_without(lacbed):
+    """Simulated with plasmon losses at t/λ_p = 1.2: the model recovers U(111) and t;
+    without it U(111) moves by several times as much and χ² is far worse."""
+    sim, data, model, u111, *_ = lacbed
+    res_on = _refinement(sim, data, model).fit("lm", max_iter=15)
+    res_off = _refinement(sim, data, None).fit("lm", max_iter=15)
+    u_on, u_off = abs(res_on.value("U(1,1,1)")), abs(res_off.value("U(1,1,1)"))
+    print(f"U111 truth {u111:.6f}: with the model {u_on:.6f} ({100 * (u_on / u111 - 1):+.3f} "
+          f"%, t {res_on.value('thickness'):.1f}, chi2 {res_on.chi2:.2f}); without "
+          f"{u_off:.6f} ({100 * (u_off / u111 - 1):+.3f} %, t "
+          f"{res_off.value('thickness'):.1f}, chi2 {res_off.chi2:.1f})")
+    assert abs(u_on / u111 - 1) < 1e-3
+    assert abs(res_on.value("thickness") / T_TRUE - 1) < 2e-3
+    assert 0.8 < res_on.chi2 < 1.3
+    assert abs(u_off / u111 - 1) > 3 * abs(u_on / u111 - 1) + 1e-3
+    assert res_off.chi2 > 5 * res_on.chi2
+
+
+@pytest.mark.filterwarnings("ignore:strongly correlated")
+def test_t_over_lambda_is_refined_and_recorded(lacbed):
+    """λ_p 30 % off at the start, refined through plasmon.lambda_scale: t/λ_p comes back."""
+    sim, data, _, u111, *_ = lacbed
+    ref = _refinement(sim, data, PlasmonLosses(SI, 200.0, mean_free_path=1.3 * MFP))
+    ref.params["plasmon.lambda_scale"].refine = True
+    res = ref.fit("lm", max_iter=15)
+    tau = res.value("thickness") / (res.value("plasmon.lambda_scale") * 1.3 * MFP)
+    assert tau == pytest.approx(T_TRUE / MFP, rel=0.03)
+    assert abs(abs(res.value("U(1,1,1)")) / u111 - 1) < 2e-3
+    rec = plasmon_record(ref)
+    assert rec["t_over_lambda"] == pytest.approx(tau) and rec["lambda_scale_refined"]
+    assert rec["mean_free_path_used_A"] == pytest.approx(res.value("plasmon.lambda_scale")
+                                                         * 1.3 * MFP)
