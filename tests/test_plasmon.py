@@ -189,6 +189,20 @@ def _refinement(sim, data, plasmon):
     return ref
 
 
+def test_budget_takes_the_mean_free_path_when_it_is_fixed(lacbed):
+    from qcbed.refine.budget import default_inputs
+
+    sim, data, model, *_ = lacbed
+    ref = _refinement(sim, data, model)
+    names = [i.name for i in default_inputs(ref, selection_factor=0)]
+    assert "plasmon lambda_p" in names
+    assert next(i for i in default_inputs(ref) if i.name == "plasmon lambda_p").delta == "±20 %"
+    ref.params["plasmon.lambda_scale"].refine = True
+    assert "plasmon lambda_p" not in [i.name for i in default_inputs(ref)]
+    assert "plasmon lambda_p" not in [i.name for i in default_inputs(_refinement(sim, data,
+                                                                                 None))]
+
+
 def test_region_steps_checks_the_grid(lacbed):
     sim, data, model, *_ = lacbed
     st = region_steps(data.kt, 0, (NY, NX))
@@ -252,3 +266,79 @@ def test_t_over_lambda_is_refined_and_recorded(lacbed):
     assert rec["t_over_lambda"] == pytest.approx(tau) and rec["lambda_scale_refined"]
     assert rec["mean_free_path_used_A"] == pytest.approx(res.value("plasmon.lambda_scale")
                                                          * 1.3 * MFP)
+
+
+# ---------------------------------------------------------------------- project files
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The fast demo project (synthetic Si CBED)."""
+    from qcbed.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo"), fast=True, executor="serial")[0]
+
+
+def _demo_variant(demo, tmp_path, edit):
+    from qcbed._core.tomlcompat import tomllib as _toml
+    from qcbed.project import dumps_toml
+
+    raw = _toml.loads(demo.read_text())
+    edit(raw)
+    raw["crystal"]["source"] = str(demo.parent / raw["crystal"]["source"])
+    raw["data"]["files"] = [str(demo.parent / f) for f in raw["data"]["files"]]
+    raw["project"]["output"] = str(tmp_path / "out")
+    out = tmp_path / "variant.toml"
+    out.write_text(dumps_toml(raw))
+    return out
+
+
+@pytest.mark.parametrize("edit, tag, message", [
+    (lambda r: r["data"].__setitem__("energy_filtered", "no"), "data.energy_filtered", None),
+    (lambda r: r["data"].__setitem__("plasmon_energy_ev", 16.7), "data.plasmon_energy_ev",
+     "not energy-filtered"),
+    (lambda r: r["data"].update(energy_filtered=False, plasmon_mean_free_path=-5.0),
+     "data.plasmon_mean_free_path", None),
+    (lambda r: r["plan"]["fine"][-1]["refine"].append("plasmon.lambda_scale"),
+     "plan.fine[1].refine", "not energy-filtered"),
+])
+def test_project_file_errors(demo, tmp_path, edit, tag, message):
+    from qcbed.project import load_project
+
+    with pytest.raises(InputError) as exc:
+        load_project(_demo_variant(demo, tmp_path, edit))
+    assert exc.value.tag == tag, str(exc.value)
+    if message:
+        assert message in str(exc.value)
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_project_refines_with_plasmon_losses_and_records_them(demo, tmp_path):
+    """energy_filtered = false: the refinement uses the plasmon model (λ_p refined), and
+    result.json and the error budget say so; the free-electron E_p of Si is the default."""
+    import json
+
+    from click.testing import CliRunner
+
+    from qcbed.cli import main
+
+    def edit(r):
+        r["data"]["energy_filtered"] = False
+        r["plan"]["fine"] = r["plan"]["fine"][-1:]
+        r["plan"]["fine"][0]["max_iter"] = 3
+        r["plan"]["fine"][0]["refine"] = ["thickness", "plasmon.lambda_scale"]
+        r["plan"]["regions"] = 0
+
+    path = _demo_variant(demo, tmp_path, edit)
+    r = CliRunner().invoke(main, ["--quiet", "--workers", "1", "refine", str(path)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    from qcbed.project import load_project
+
+    res = json.loads((load_project(path).output / "result.json").read_text())
+    inel = res["inelastic"]
+    assert inel["model"] == "plasmon" and inel["lambda_scale_refined"]
+    assert inel["energy_ev"] == pytest.approx(16.6, abs=0.05)
+    assert "free-electron" in inel["energy_source"]
+    assert inel["t_over_lambda"] == pytest.approx(
+        res["thickness"]["value"] / inel["mean_free_path_used_A"], rel=1e-9)
+    par = {p["name"]: p for p in res["parameters"]}
+    assert par["plasmon.lambda_scale"]["refined"] and par["plasmon.lambda_scale"]["esd"] > 0
+    assert par["plasmon.lambda_scale"]["value"] == pytest.approx(inel["lambda_scale"])

@@ -29,10 +29,15 @@ __all__ = ["command", "felix_project"]
               help="Display pixels between ROI samples, or 'auto': the correlation length "
                    "of the images' pixel noise, rounded up (the project comment says what "
                    "was measured).")
+@click.option("--energy-filtered/--not-energy-filtered", "energy_filtered", default=None,
+              help="Whether the images were recorded through an energy filter (Felix "
+                   "folders do not say). Default: assumed not filtered, and the model adds "
+                   "the plasmon-loss electrons (data.energy_filtered = false).")
 @click.option("--force", is_flag=True, help="Overwrite an existing project file.")
 @wrap
 def command(folder: str, out: str | None, output_dir: str | None, thickness: float | None,
-            clip_negative: bool | None, n_ug: int, roi_step: str, force: bool) -> None:
+            clip_negative: bool | None, n_ug: int, roi_step: str, energy_filtered: bool | None,
+            force: bool) -> None:
     """Write a project file for the Felix D-LACBED FOLDER, ready for 'qcbed refine':
     crystal from felix.cif, data = the DM3 images, geometry = the Felix grid, a central
     ROI and a plan (coarse thickness/orientation, then thickness and low-order U_g)."""
@@ -47,7 +52,7 @@ def command(folder: str, out: str | None, output_dir: str | None, thickness: flo
                          found="existing file")
     proj, comments, facts = felix_project(
         d, output=output_dir or f"{d.name}-results", thickness=thickness,
-        clip_negative=clip_negative, n_ug=n_ug, roi_step=step)
+        clip_negative=clip_negative, n_ug=n_ug, roi_step=step, energy_filtered=energy_filtered)
     text = dumps_toml(proj, comments, header="qcbed project file (TOML). Units: A, 1/A "
                                              "(no 2 pi), 1/A^2, kV, degrees, pixels.")
     path.parent.mkdir(parents=True, exist_ok=True)

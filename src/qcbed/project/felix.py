@@ -18,7 +18,8 @@ __all__ = ["felix_project"]
 
 def felix_project(folder: str | Path, *, output: str = "results", thickness: float | None = None,
                   clip_negative: bool | None = None, n_ug: int = 3, roi_fraction: float = 0.8,
-                  roi_step: int | str = "auto") -> tuple[dict, dict[str, str], dict]:
+                  roi_step: int | str = "auto", energy_filtered: bool | None = None
+                  ) -> tuple[dict, dict[str, str], dict]:
     """The project (as a dict for :func:`qcbed.project.dumps_toml`), its comments and facts.
 
     Parameters
@@ -41,6 +42,11 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         (:func:`qcbed.experiment.resolution.noise_correlation`; samples closer than
         that share noise and add no independent information); the measurement and
         the step are written into the ROI's comment.
+    energy_filtered : bool, optional
+        Whether the images were recorded through an energy filter (zero-loss). A Felix
+        folder does not record it; the default (None) writes ``energy_filtered =
+        false``: the model then adds the plasmon-loss electrons
+        (:mod:`qcbed.experiment.plasmon`), with a comment saying it was assumed.
     """
     d = Path(folder).resolve()
     with warnings.catch_warnings():
@@ -109,7 +115,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         "crystal": {"source": str(d / "felix.cif")},
         "data": {"format": "felix", "kind": "lacbed", "folder": str(d),
                  "variance": "poisson" if counts else "estimated", "clip_negative": clip,
-                 "require_hkl": True},
+                 "require_hkl": True, "energy_filtered": bool(energy_filtered)},
         "geometry": {"voltage_kv": float(fx.accelerating_voltage_kv),
                      "zone": [float(v) for v in fx.zone],
                      "x_axis": [float(v) for v in fx.x_direction],
@@ -143,6 +149,17 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
         "data.clip_negative": (f"the images have {n_neg} negative pixels: they are set to 0"
                                if n_neg and clip else
                                f"{n_neg} negative pixels in the images"),
+        "data.energy_filtered": (
+            ("the images were recorded through an energy filter (import-felix "
+             "--energy-filtered): elastic model only") if energy_filtered else
+            ("the images are not energy-filtered (import-felix --not-energy-filtered): the "
+             "model adds the plasmon-loss electrons\n(docs/refinement.md; E_p = the "
+             "free-electron value unless plasmon_energy_ev is given)")
+            if energy_filtered is not None else
+            ("assumed NOT energy-filtered (felix.inp does not say; give import-felix "
+             "--energy-filtered if they were):\nthe model adds the plasmon-loss electrons "
+             "(docs/refinement.md; E_p = the free-electron value unless plasmon_energy_ev "
+             "is given)")),
         "data.variance": ("the images are counts: Poisson variances" if counts else
                           "the images are not counts (non-integer or negative values): "
                           "variances sigma^2 = g I + s0^2 estimated from the images' local "
