@@ -328,6 +328,8 @@ def test_project_refines_with_plasmon_losses_and_records_them(demo, tmp_path):
         r["plan"]["regions"] = 0
 
     path = _demo_variant(demo, tmp_path, edit)
+    r = CliRunner().invoke(main, ["validate", str(path)])
+    assert r.exit_code == 0 and "plasmon losses with E_p 16.6" in r.output, r.output
     r = CliRunner().invoke(main, ["--quiet", "--workers", "1", "refine", str(path)])
     assert r.exit_code == 0, r.output + repr(r.exception)
     from qcbed.project import load_project

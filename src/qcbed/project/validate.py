@@ -111,6 +111,14 @@ def _validate_dataset(proj: Project, executor: Any, rep: ValidationReport, input
                                f"{len(setup.hkl)} reflections compared"))
     rep.checks.append(("geometry", f"pixel size {setup.geometry.pixel_size:.4g} 1/A, "
                                    f"g_x length {setup.geometry.g_x_length:.4g} 1/A"))
+    pl = setup.plasmon_losses()
+    if pl is not None:
+        rep.checks.append(("inelastic", f"not energy-filtered: plasmon losses with E_p "
+                                        f"{pl.energy_ev:.2f} eV ({pl.energy_source}), theta_E "
+                                        f"{1e3 * pl.theta_e:.4f} mrad, theta_c "
+                                        f"{1e3 * pl.theta_c:.2f} mrad, lambda_p "
+                                        f"{pl.mfp:.0f} A (t/lambda_p "
+                                        f"{(proj.thickness or 0.0) / pl.mfp:.2f} at the start)"))
     limit = proj.engine["memory_limit"]
     with limit_scope(limit):
         check_resources(estimate_resources(proj, len(setup.hkl)), source=proj.source)
