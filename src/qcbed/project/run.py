@@ -417,9 +417,19 @@ class ProjectRun(FineStepBuilding):
                      + budget.table() + f"\n({time.perf_counter() - ts:.1f} s)")
         n = self.project.regions
         if n >= 2 and self.project.fine:
-            from ..refine.reproducibility import region_spread, tile_region
+            from ..refine.reproducibility import independent_tiles, region_spread
 
-            tiles = tile_region(setup.regions[0], n)
+            ops = _copy_operations(setup)
+            try:
+                tiles = independent_tiles(setup.regions[0], n, ops, tuple(setup.data.shape))
+            except InputError as exc:
+                self.log(f"spread over regions: not computed ({exc.reason}; expected "
+                         f"{exc.expected})")
+                out["regions_not_computed"] = exc.reason
+                return out
+            if ops:
+                self.log(f"regions: {len(tiles)} tiles of which none is a copy of another "
+                         f"under the data's copy relations ({', '.join(ops)})")
             i = len(self.project.fine) - 1
             step = self.project.fine[i]
             fits = []
@@ -570,6 +580,17 @@ def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> Ru
     kw.setdefault("command_line", rs.get("command_line"))
     kw.setdefault("truth", rs.get("truth"))
     return ProjectRun(proj, out_dir=rs_path.parent, **kw).run(resume=True)
+
+
+def _copy_operations(setup: Setup) -> list[str]:
+    """Image operations under which compared images are copies (symmetrised data), or
+    [] when copies are counted as independent or the data are not a stack."""
+    from ..experiment import LACBEDStack, copy_operations
+
+    data = setup.data
+    if not setup.project.data["count_copies_once"] or not isinstance(data, LACBEDStack):
+        return []
+    return copy_operations(data.images[[data.index(h) for h in setup.hkl]])
 
 
 def _copies_note(roi: Any) -> str:

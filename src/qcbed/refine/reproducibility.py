@@ -28,8 +28,8 @@ import numpy as np
 
 from ..errors import InputError
 
-__all__ = ["RegionSpread", "region_spread", "run_regions", "tile_grid_shape", "tile_region",
-           "tile_slices"]
+__all__ = ["RegionSpread", "independent_tiles", "region_spread", "run_regions", "tile_grid_shape",
+           "tile_region", "tile_slices"]
 
 
 def tile_grid_shape(n: int, shape: tuple[int, int]) -> tuple[int, int]:
@@ -68,25 +68,155 @@ def tile_slices(shape: tuple[int, int], n: int, *, min_side: int = 2
     return out
 
 
+def _tile(region, rs: slice, cs: slice):
+    """The sub-region of ``region`` on the sample rows ``rs`` and columns ``cs``."""
+    from ..experiment.roi import Region
+
+    c = np.asarray(region.corners, float)
+    e12 = (c[1] - c[0]) / (region.n12 - 1)  # one sample along 1→2 (columns)
+    e13 = (c[2] - c[0]) / (region.n13 - 1)  # one sample along 1→3 (rows)
+    p0 = c[0] + rs.start * e13 + cs.start * e12
+    n12 = cs.stop - cs.start
+    n13 = rs.stop - rs.start
+    return Region(np.array([p0, p0 + (n12 - 1) * e12, p0 + (n13 - 1) * e13]),
+                  n12, n13, region.pad)
+
+
 def tile_region(region, n: int) -> list:
     """At least ``n`` disjoint sub-regions of a Region (sample grid kept).
 
     Every tile's samples are samples of ``region`` (same spacing); tiles share no
     sample. The padding of ``region`` is kept for each tile (probe convolution).
     """
-    from ..experiment.roi import Region
+    return [_tile(region, rs, cs) for rs, cs in tile_slices((region.n13, region.n12), n)]
 
-    c = np.asarray(region.corners, float)
-    e12 = (c[1] - c[0]) / (region.n12 - 1)  # one sample along 1→2 (columns)
-    e13 = (c[2] - c[0]) / (region.n13 - 1)  # one sample along 1→3 (rows)
-    out = []
-    for rs, cs in tile_slices((region.n13, region.n12), n):
-        p0 = c[0] + rs.start * e13 + cs.start * e12
-        n12 = cs.stop - cs.start
-        n13 = rs.stop - rs.start
-        out.append(Region(np.array([p0, p0 + (n12 - 1) * e12, p0 + (n13 - 1) * e13]),
-                          n12, n13, region.pad))
-    return out
+
+def _point_map(op: str, shape: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
+    """Display (row, col) ↦ the position that an image operation of
+    :data:`qcbed.experiment.copies.SQUARE_OPERATIONS` relates it to (about the image
+    centre; an image and its copy hold the same value at the two positions)."""
+    h1, w1 = shape[0] - 1.0, shape[1] - 1.0
+    maps = {
+        "identity": lambda r, c: (r, c),
+        "mirror_lr": lambda r, c: (r, w1 - c),
+        "mirror_ud": lambda r, c: (h1 - r, c),
+        "rotate_180": lambda r, c: (h1 - r, w1 - c),
+        "transpose": lambda r, c: (c, r),
+        "anti_transpose": lambda r, c: (h1 - c, w1 - r),
+        "rotate_90": lambda r, c: (c, w1 - r),
+        "rotate_270": lambda r, c: (h1 - c, r),
+    }
+    if op not in maps:
+        raise InputError("unknown image operation", tag="ops", expected=sorted(maps), found=op)
+    f = maps[op]
+    return lambda p: np.array(f(*p), float)
+
+
+def _spread(tiles: list, candidates: list[int], n: int) -> list:
+    """``n`` of the candidate tiles, evenly spread over their order."""
+    pick = np.linspace(0, len(candidates) - 1, n).round().astype(int)
+    return [tiles[candidates[k]] for k in pick]
+
+
+def independent_tiles(region, n: int, ops: Sequence[str], image_shape: tuple[int, int],
+                      max_side: int = 12) -> list:
+    """``n`` disjoint sub-regions of a Region of which none is an image of another
+    under the image operations ``ops`` (the copy relations of symmetrised data).
+
+    When the images of a stack are mirrored or rotated copies of each other
+    (:func:`qcbed.experiment.copy_operations`), a tile T and its image F(T) hold the
+    same data for every copied reflection: a spread over such tiles counts one
+    measurement twice. The region is cut into m × m tiles (m = ⌈√n⌉, ⌈√n⌉ + 1, …
+    up to ``max_side``) until at least ``n`` orbits of tiles under the group that
+    ``ops`` generate are found that hold no tile mapped onto itself (partly its own
+    copy; such orbits are used only when no tiling avoids them); one tile per orbit is returned, the orbits spread evenly over the
+    tiling. Tile centres match when the mapped centre lies within half a sample
+    step's multiple of the tile size (regions moved by less than one sample, e.g.
+    made symmetric about the zone axis, still match).
+
+    Parameters
+    ----------
+    region : Region
+        In display pixels.
+    n : int
+        Regions wanted (≥ 2).
+    ops : sequence of str
+        Names of :data:`qcbed.experiment.copies.SQUARE_OPERATIONS`; empty → the
+        tiles of :func:`tile_region`.
+    image_shape : (int, int)
+        Display image (rows, cols): the operations act about its centre.
+    max_side : int
+        Finest tiling tried (tiles per side).
+
+    Returns
+    -------
+    list of Region
+
+    Raises
+    ------
+    InputError
+        When no tiling up to ``max_side`` gives ``n`` independent tiles of at least
+        3 × 3 samples.
+
+    Examples
+    --------
+    >>> from qcbed.experiment import Region
+    >>> reg = Region([[10, 10], [10, 130], [130, 10]], 61, 61)
+    >>> tiles = independent_tiles(reg, 5, ["mirror_lr", "mirror_ud"], (141, 141))
+    >>> len(tiles), tiles[0].n12
+    (5, 10)
+    """
+    ops = [o for o in ops if o != "identity"]
+    if not ops:
+        return tile_region(region, n)
+    maps = [_point_map(o, image_shape) for o in ops]
+    shape = (region.n13, region.n12)
+    fallback = None
+    for m in range(max(2, int(np.ceil(np.sqrt(n)))), max_side + 1):
+        try:
+            slices = tile_slices(shape, m * m, min_side=3)
+        except InputError:
+            break
+        tiles = [_tile(region, rs, cs) for rs, cs in slices]
+        centres = np.array([t.corners[0] + 0.5 * ((t.corners[1] - t.corners[0])
+                                                  + (t.corners[2] - t.corners[0]))
+                            for t in tiles])
+        size = min(min(np.hypot(*(t.corners[1] - t.corners[0])),
+                       np.hypot(*(t.corners[2] - t.corners[0]))) for t in tiles)
+        parent = list(range(len(tiles)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        selfmapped = np.zeros(len(tiles), bool)
+        for i, ctr in enumerate(centres):
+            for f in maps:
+                d = np.hypot(*(centres - f(ctr)).T)
+                j = int(np.argmin(d))
+                if d[j] > 0.5 * size:
+                    continue  # mapped outside the region: no partner here
+                if j == i:
+                    selfmapped[i] = True
+                else:
+                    parent[find(i)] = find(j)
+        orbits: dict[int, list[int]] = {}
+        for i in range(len(tiles)):
+            orbits.setdefault(find(i), []).append(i)
+        reps = sorted(min(v) for v in orbits.values())
+        free = [i for i in reps if not any(selfmapped[j] for j in orbits[find(i)])]
+        if len(free) >= n:
+            return _spread(tiles, free, n)
+        if fallback is None and len(reps) >= n:
+            fallback = _spread(tiles, reps, n)
+    if fallback is not None:
+        return fallback
+    raise InputError(f"the region cannot hold {n} regions that are not copies of each "
+                     f"other under {', '.join(ops)}", tag="regions",
+                     expected=f"fewer regions or a larger region (tiles of ≥ 3 × 3 samples, "
+                     f"≤ {max_side} per side)", found=(region.n13, region.n12))
 
 
 @dataclass
