@@ -407,6 +407,7 @@ class ProjectRun(FineStepBuilding):
                 except InputError as exc:
                     self.log(f"noise from the fit residuals: not estimated ({exc.reason})")
         ref = getattr(self, "_last_refinement", None)
+        budget = None
         if self.project.budget and ref is not None:
             from ..refine.budget import compute_budget
 
@@ -449,6 +450,17 @@ class ProjectRun(FineStepBuilding):
                 for t in tiles])
             out["regions"] = spread.as_dict()
             self.log("reproducibility across regions:\n" + spread.table())
+            if budget is not None:  # the scatter the esds do not explain joins u_c
+                from ..refine.budget import BudgetEntry
+
+                u = spread.excess_uncertainty()
+                budget.entries.append(BudgetEntry(
+                    "region scatter", f"excess std of {spread.n} regions / sqrt({spread.n})",
+                    {k: v for k, v in u.items() if k in budget.names}, method="regions"))
+                out["error_budget"] = budget.as_dict()
+                self.log("combined u_c with the region scatter: " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in budget.combined().items()
+                    if k.startswith(("U", "thickness"))))
             self._last_refinement = ref
         return out
 

@@ -8,6 +8,10 @@ For n regions with values x_i and esds e_i this module reports
 * the mean x̄ and the standard deviation s (ddof = 1), the standard error
   s/√n, the relative spread s/|x̄|;
 * the mean esd ē and the ratio s/ē (≈ 1 when the esds describe the scatter);
+* the part of the scatter the esds do not explain, as a standard uncertainty of
+  the full-region result, u_regions = sqrt(max(0, s² − ⟨e²⟩))/√n
+  (:meth:`RegionSpread.excess_uncertainty`), which a project run adds to the
+  error budget's combined uncertainty (entry ``region scatter``);
 * the consistency statistic χ²_ν = Σ (x_i − x̄_w)²/e_i² / (n − 1), with x̄_w
   the inverse-variance weighted mean (Bevington & Robinson 2003, §4.1), which
   follows χ²_{n−1}/(n − 1) when the esds are right.
@@ -272,6 +276,25 @@ class RegionSpread:
                          "chi2_nu": chi2}
         return out
 
+    def excess_uncertainty(self) -> dict[str, float]:
+        """Standard uncertainty of the full-region result from the scatter between
+        regions that the esds do not explain (module docstring), per parameter:
+
+            u_regions = sqrt(max(0, s² − ⟨e²⟩)) / √n,
+
+        s the standard deviation of the n region values and ⟨e²⟩ the mean squared
+        esd: the between-region (model-misfit) variance, a Type A evaluation of the
+        mean over n regions (JCGM 100:2008 §4.2.3), with the statistical part that
+        the full fit's own esd already carries removed. Zero when the regions agree
+        within their esds.
+        """
+        out = {}
+        for k, name in enumerate(self.names):
+            s2 = float(np.var(self.values[:, k], ddof=1)) if self.n > 1 else 0.0
+            e2 = float(np.mean(self.esds[:, k] ** 2))
+            out[name] = float(np.sqrt(max(0.0, s2 - e2) / self.n))
+        return out
+
     def as_dict(self) -> dict:
         """JSON-ready (undefined statistics, e.g. χ²_ν without esds, are None)."""
         def clean(v: float) -> float | None:
@@ -281,7 +304,8 @@ class RegionSpread:
                 "values": {n: self.values[:, k].tolist() for k, n in enumerate(self.names)},
                 "esds": {n: self.esds[:, k].tolist() for k, n in enumerate(self.names)},
                 "stats": {n: {k: clean(v) for k, v in st.items()}
-                          for n, st in self.stats().items()}}
+                          for n, st in self.stats().items()},
+                "excess_uncertainty": self.excess_uncertainty()}
 
     def table(self) -> str:
         st = self.stats()
