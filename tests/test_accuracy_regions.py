@@ -11,8 +11,7 @@ from qcbed.bloch.grids import TiltGrid
 from qcbed.errors import InputError
 from qcbed.experiment.roi import Region
 from qcbed.refine import DirectData, Refinement
-from qcbed.refine.reproducibility import (RegionSpread, region_spread, tile_region,
-                                          tile_slices)
+from qcbed.refine.reproducibility import RegionSpread, region_spread, tile_region, tile_slices
 from test_accuracy_noise_budget import OUT, T_TRUE, U111, U222, UA111, A, si_sim
 
 
