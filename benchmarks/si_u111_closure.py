@@ -32,6 +32,11 @@ images have the real data's levels. Truths: ``ref`` (|U(111)| = 0.0474, t = 1531
 the same U·t as the data's fit) and ``fit`` (the data's fit: 0.048599, 1492.8 Å);
 U(220), U(113) and the orientation are the data's fit in both.
 
+A name may end in ``:VARIANT``: the refinement then uses that ``si_u111_explore.py``
+variant instead of ``base`` (e.g. ``ref+plasmon:inel+mfp1531`` refines the plasmon
+data with qcbed's plasmon-loss model at the true t/λ_p = 1, ``ref+plasmon:inelfit`` with
+t/λ_p refined).
+
 Usage: ``QCBED_SHARED=/work/shared QCBED_BIAS_OUT=/tmp/bias3 PYTHONPATH=src
 python benchmarks/si_u111_closure.py ref+clean ref+sym ref+sym+blur+bg+noise …``
 (JSON lines in $QCBED_BIAS_OUT/closure.jsonl).
@@ -175,8 +180,9 @@ def synthetic_stack(real, setup, truth: str, steps: set[str], seed: int = 1):
 
 def main(names: list[str]) -> None:
     for name in names:
-        truth, *steps = name.split("+")
-        proj, comments = variant("base")
+        data_name, _, how = name.partition(":")
+        truth, *steps = data_name.split("+")
+        proj, comments = variant(how or "base")
         proj["project"]["output"] = f"{OUT}/run_closure_{name}"
         setup = build_setup(parse_project(proj, source=f"{OUT}/closure.toml", base_dir=OUT))
         real = setup.data

@@ -32,6 +32,7 @@ def variant(name: str) -> tuple[dict, dict]:
     proj["plan"]["thickness"] = 1491.4
     proj["geometry"]["shift"] = [-0.163, -0.015]
     proj["plan"]["budget"] = False
+    proj["data"]["energy_filtered"] = True   # elastic model unless 'inel' (plasmon losses)
     proj["plan"].pop("coarse", None)
     refine = ["thickness", *ALL_U, "shift.row", "shift.col"]
     fine = {"name": "fine", "refine": refine, "max_iter": 15}
@@ -83,6 +84,13 @@ def variant(name: str) -> tuple[dict, dict]:
         elif tok == "probefit":
             proj["gof"]["probe"] = [0.5, 0.0]
             fine["refine"].append("probe.sigma")
+        elif tok == "inel":     # not energy-filtered: the plasmon-loss model
+            proj["data"]["energy_filtered"] = False
+        elif tok == "inelfit":  # … with t/λ_p refined (through the λ_p scale)
+            proj["data"]["energy_filtered"] = False
+            fine["refine"].append("plasmon.lambda_scale")
+        elif tok.startswith("mfp"):  # mfp1531: λ_p = 1531 Å
+            proj["data"]["plasmon_mean_free_path"] = float(tok[3:])
         elif tok.startswith("smax"):
             proj["engine"]["smax"] = float(tok[4:])
         elif tok.startswith("gmax"):
