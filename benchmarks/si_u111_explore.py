@@ -20,7 +20,7 @@ SHARED = os.environ.get("QCBED_SHARED", "../shared")
 D = f"{SHARED}/data/si-110-dlacbed"
 OUT = os.environ.get("QCBED_BIAS_OUT", "/tmp/bias")
 LOG = f"{OUT}/explore.jsonl"
-STEP = 8
+STEP = int(os.environ.get("QCBED_BIAS_STEP", "8"))  # display px between ROI samples
 ALL_U = ["U(1,1,1)", "U(2,2,0)", "U(1,1,3)"]
 
 def variant(name: str) -> tuple[dict, dict]:

@@ -344,3 +344,12 @@ def test_project_refines_with_plasmon_losses_and_records_them(demo, tmp_path):
     par = {p["name"]: p for p in res["parameters"]}
     assert par["plasmon.lambda_scale"]["refined"] and par["plasmon.lambda_scale"]["esd"] > 0
     assert par["plasmon.lambda_scale"]["value"] == pytest.approx(inel["lambda_scale"])
+
+
+def test_coarse_sampling_is_warned_about(lacbed):
+    sim, data, model, *_ = lacbed
+    coarse = DirectData(data.hkl, data.kt, data.intensity, data.variance,
+                        regions=[RegionGrid(0, (NY, NX), spacing=(8.0, 8.0))])
+    ref = _refinement(sim, coarse, model)
+    with pytest.warns(UserWarning, match="under-resolve"):
+        ref.simulate()
