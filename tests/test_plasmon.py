@@ -353,3 +353,17 @@ def test_coarse_sampling_is_warned_about(lacbed):
     ref = _refinement(sim, coarse, model)
     with pytest.warns(UserWarning, match="under-resolve"):
         ref.simulate()
+
+
+@pytest.mark.shared_data
+def test_import_felix_states_the_energy_filter(si_dlacbed_dir):
+    """Felix folders do not record an energy filter: assumed not filtered unless told."""
+    from qcbed.project.felix import felix_project
+
+    proj, comments, _ = felix_project(si_dlacbed_dir, output="unused", roi_step=4)
+    assert proj["data"]["energy_filtered"] is False
+    assert "assumed NOT energy-filtered" in comments["data.energy_filtered"]
+    proj, comments, _ = felix_project(si_dlacbed_dir, output="unused", roi_step=4,
+                                      energy_filtered=True)
+    assert proj["data"]["energy_filtered"] is True
+    assert "elastic model only" in comments["data.energy_filtered"]
