@@ -123,6 +123,33 @@ def tiles(args: list[str]) -> None:
         print(*("    " + x for x in c.steps), sep="\n")
 
 
+def tail(args: list[str]) -> None:
+    """Pool (s_max, g_max) + its tail of every far beam up to (s, g), computed exactly at
+    each sample direction, against a large pool: ``tail 0.1,3 5,4 5,4``."""
+    from qcbed.bloch.convergence import _exact_tail_intensities
+    from qcbed.bloch.setup import tail_source
+
+    sim = fixed()
+    ps, pg = map(float, args[0].split(","))
+    ts, tg = map(float, args[1].split(","))
+    rs, rg = map(float, args[2].split(","))
+    kt = sample_directions((0.0, 0.0), sim.pool_settings["kt_radius"])
+    pool, table = pool_of(sim, ps, pg)
+    t = time.perf_counter()
+    src = tail_source(sim._internal, sim.frame, sim.k_in, sim.pool_settings, pool,
+                      sim._compute_u, smax=ts, gmax=tg)
+    results = {f"pool ({args[0]}) {len(pool)} beams, bare": at_samples(sim, pool, table)}
+    frame = (sim.k_in, sim.frame.normal_frame)
+    results[f"pool ({args[0]}) + tail ({args[1]}) {src.n_beams} beams"] = np.concatenate(
+        [_exact_tail_intensities(frame, pool, table, SEL, src, k[None], T) for k in kt],
+        axis=1)
+    print(f"tail of {src.n_beams} beams at 13 directions: {time.perf_counter() - t:.1f} s",
+          flush=True)
+    big, big_table = pool_of(sim, rs, rg)
+    results[f"pool ({args[2]}) {len(big)} beams"] = at_samples(sim, big, big_table)
+    compare(results)
+
+
 def timing(args: list[str]) -> None:
     sim = fixed()
     pts = sim.defaults.grid.points
@@ -145,5 +172,6 @@ def timing(args: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    {"series": series, "strength": strength, "tiles": tiles, "timing": timing}[sys.argv[1]](
+    {"series": series, "strength": strength, "tiles": tiles, "tail": tail,
+     "timing": timing}[sys.argv[1]](
         sys.argv[2:])
