@@ -58,9 +58,10 @@ def pool_of(sim: Simulation, smax: float, gmax: float, center=(0.0, 0.0),
     return pool, PotentialTable.build(pool.hkl, sim._compute_u)
 
 
-def at_samples(sim: Simulation, pool: BeamPool, table: PotentialTable) -> np.ndarray:
+def at_samples(sim: Simulation, pool: BeamPool, table: PotentialTable,
+               rules: BeamSelection = SEL) -> np.ndarray:
     kt = sample_directions((0.0, 0.0), sim.pool_settings["kt_radius"])
-    arrays = _arrays((sim.k_in, sim.frame.normal_frame), pool, table, SEL)
+    arrays = _arrays((sim.k_in, sim.frame.normal_frame), pool, table, rules)
     return np.concatenate([_intensities(arrays, k[None], T)[0] for k in kt], axis=1)
 
 
@@ -125,11 +126,13 @@ def tiles(args: list[str]) -> None:
 
 def tail(args: list[str]) -> None:
     """Pool (s_max, g_max) + its tail of every far beam up to (s, g), computed exactly at
-    each sample direction, against a large pool: ``tail 0.1,3 5,4 5,4``."""
+    each sample direction, against a large pool: ``tail 0.1,3 5,4 5,4`` (a fourth
+    argument ``strong``: every pool beam strong instead of the sgmin 3 selection)."""
     from qcbed.bloch.convergence import _exact_tail_intensities
     from qcbed.bloch.setup import tail_source
 
     sim = fixed()
+    rules = BeamSelection.all_strong() if args[3:] == ["strong"] else SEL
     ps, pg = map(float, args[0].split(","))
     ts, tg = map(float, args[1].split(","))
     rs, rg = map(float, args[2].split(","))
@@ -138,15 +141,15 @@ def tail(args: list[str]) -> None:
     t = time.perf_counter()
     src = tail_source(sim._internal, sim.frame, sim.k_in, sim.pool_settings, pool,
                       sim._compute_u, smax=ts, gmax=tg)
-    results = {f"pool ({args[0]}) {len(pool)} beams, bare": at_samples(sim, pool, table)}
+    results = {f"pool ({args[0]}) {len(pool)} beams, bare": at_samples(sim, pool, table, rules)}
     frame = (sim.k_in, sim.frame.normal_frame)
     results[f"pool ({args[0]}) + tail ({args[1]}) {src.n_beams} beams"] = np.concatenate(
-        [_exact_tail_intensities(frame, pool, table, SEL, src, k[None], T) for k in kt],
+        [_exact_tail_intensities(frame, pool, table, rules, src, k[None], T) for k in kt],
         axis=1)
     print(f"tail of {src.n_beams} beams at 13 directions: {time.perf_counter() - t:.1f} s",
           flush=True)
     big, big_table = pool_of(sim, rs, rg)
-    results[f"pool ({args[2]}) {len(big)} beams"] = at_samples(sim, big, big_table)
+    results[f"pool ({args[2]}) {len(big)} beams"] = at_samples(sim, big, big_table, rules)
     compare(results)
 
 
