@@ -140,8 +140,9 @@ class Convergence:
         Estimated selection error: max |ΔI| / I_max against every pool beam strong
         on the same pool, over the sample directions and thicknesses.
     pool_error : float or None
-        Change of the intensities when the pool grows (None: not checked, e.g.
-        for a pool fixed by a file).
+        Largest change of the intensities when the pool grows, one step or
+        further (:func:`further_growth`; None: not checked, e.g. for a pool fixed
+        by a file).
     chosen : bool
         True when the engine chose the pool and selection from ``accuracy``;
         False when a user or a file fixed them.
