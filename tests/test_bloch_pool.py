@@ -110,3 +110,35 @@ def test_further_growth_is_measured_not_adopted(monkeypatch):
     kt = sample_directions((0.0, 0.0), 0.25)
     assert np.array_equal(sim.solve(kt).intensities([1200.0]),
                           old.solve(kt).intensities([1200.0]))
+
+
+def test_the_wide_disc_pool_holds_every_beam_near_bragg_anywhere_in_the_disc():
+    # Why one pool per tile of the disc is not needed for the beams that pass through the
+    # Bragg condition in a corner: the automatic pool of the whole disc bounds |S_g| from
+    # below over the disc, so every beam (HOLZ included) within s_max of the Bragg
+    # condition at some direction of the disc is in it. Checked against S_g computed at
+    # a dense grid of directions up to the rim of a D-LACBED-wide disc.
+    from qcbed.bloch.beams import BeamPool
+    from qcbed.bloch.geometry import ZoneFrame, excitation_errors
+
+    crystal = _si()
+    frame = ZoneFrame(crystal.lattice, (1, -1, 0), (0, 0, -1))
+    # g_max 4: the first HOLZ ring of Si [1-10] at 200 kV (≈ 4.6 Å⁻¹) reaches |g| ≈ 3.7
+    k_in, radius, smax, gmax = 39.9, 0.935, 0.05, 4.0
+    pool = BeamPool.automatic(crystal, frame, k_in, gmax=gmax, smax=smax, kt_radius=radius)
+    every = BeamPool.automatic(crystal, frame, k_in, gmax=gmax, smax=50.0, kt_radius=radius)
+    x = np.linspace(-radius, radius, 61)
+    kt = np.stack(np.meshgrid(x, x), -1).reshape(-1, 2)
+    kt = kt[np.linalg.norm(kt, axis=1) <= radius]
+    a = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    kt = np.vstack([kt, radius * np.c_[np.cos(a), np.sin(a)]])
+    s = np.abs(excitation_errors(every.g, kt, k_in)) / (2 * k_in)      # |S_g| (Å⁻¹)
+    near = every.hkl[(s <= smax).any(axis=0)]
+    holz = near[np.abs(near @ np.array([1, -1, 0])) > 0]
+    have = {tuple(h) for h in pool.hkl.tolist()}
+    missing = [tuple(h) for h in near.tolist() if tuple(h) not in have]
+    print(f"{len(near)} beams within s_max of Bragg somewhere ({len(holz)} HOLZ), pool "
+          f"{len(pool)}, missing {len(missing)}")
+    assert len(holz) > 50 and not missing
+    # and the bound is not trivially loose: beams never near the Bragg condition stay out
+    assert len(pool) < 0.5 * len(every)
