@@ -127,12 +127,18 @@ def tiles(args: list[str]) -> None:
 def tail(args: list[str]) -> None:
     """Pool (s_max, g_max) + its tail of every far beam up to (s, g), computed exactly at
     each sample direction, against a large pool: ``tail 0.1,3 5,4 5,4`` (a fourth
-    argument ``strong``: every pool beam strong instead of the sgmin 3 selection)."""
+    argument ``strong``: every pool beam strong instead of the sgmin 3 selection; a
+    number: that sgmin)."""
     from qcbed.bloch.convergence import _exact_tail_intensities
     from qcbed.bloch.setup import tail_source
 
     sim = fixed()
-    rules = BeamSelection.all_strong() if args[3:] == ["strong"] else SEL
+    if args[3:] == ["strong"]:
+        rules = BeamSelection.all_strong()
+    elif args[3:]:      # a strong-beam threshold sgmin (Å⁻²)
+        rules = BeamSelection(sgmin=float(args[3]), omega=30.0, min_strong=20)
+    else:
+        rules = SEL
     ps, pg = map(float, args[0].split(","))
     ts, tg = map(float, args[1].split(","))
     rs, rg = map(float, args[2].split(","))
