@@ -104,6 +104,18 @@ def test_kernel_normalisation_and_lorentzian_shape():
     assert prod.std() / prod.mean() < 0.05
 
 
+def test_changed_model_does_not_reuse_the_transfer_table():
+    from dataclasses import replace
+
+    m = PlasmonLosses(SI, 200.0)
+    steps = np.diag([0.0174, 0.0174])
+    img = np.random.default_rng(1).random((20, 20))
+    a = m.convolve(img, steps, 1.0)
+    m2 = replace(m, cutoff_mrad=3.0)
+    assert not np.allclose(m2.convolve(img, steps, 1.0), a)
+    assert np.allclose(replace(m).convolve(img, steps, 1.0), a)
+
+
 def test_poisson_sum_and_elastic_limit():
     """exp(τ(Ĥ−1)) equals Σ P_n K^{⊗n} done in real space; τ → 0 is the elastic image."""
     m = PlasmonLosses(SI, 200.0, cutoff_mrad=0.6)

@@ -169,7 +169,8 @@ class PlasmonLosses:
     mean_free_path: float | None = None
     cutoff_mrad: float | None = None
     energy_source: str = "given"
-    _cache: dict = field(default_factory=dict, compare=False, repr=False)
+    #: Ĥ₁ per (grid shape, steps); not an init field, so ``dataclasses.replace`` starts empty
+    _cache: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("energy_ev", "voltage_kv"):
