@@ -51,6 +51,12 @@ def test_refine_with_regions_and_budget(demo):
         assert max(shifts) > 0, name
     rg = res["regions"]
     assert rg["n_regions"] >= 4
+    # the scatter between regions that the esds do not explain is part of u_c
+    assert "region scatter" in inputs
+    for name, p in eb["parameters"].items():
+        if name in rg["excess_uncertainty"]:
+            assert p["shifts"]["region scatter"] == pytest.approx(
+                rg["excess_uncertainty"][name])
     st = rg["stats"]["U(1,1,1)"]
     assert np.isfinite(st["std"]) and st["mean_esd"] > 0
     # every tile is its own refinement: the values differ

@@ -11,7 +11,7 @@ from qcbed.bloch.grids import TiltGrid
 from qcbed.errors import InputError
 from qcbed.experiment.roi import Region
 from qcbed.refine import DirectData, Refinement
-from qcbed.refine.reproducibility import region_spread, tile_region, tile_slices
+from qcbed.refine.reproducibility import RegionSpread, region_spread, tile_region, tile_slices
 from test_accuracy_noise_budget import OUT, T_TRUE, U111, U222, UA111, A, si_sim
 
 
@@ -80,3 +80,17 @@ def test_spread_over_regions_is_consistent_with_the_esds():
     print(f"U222 20 % off: chi2_nu of the regions {wrong['chi2_nu']:.1f}")
     assert wrong["chi2_nu"] > hi
     assert spread.as_dict()["n_regions"] == n
+
+
+def test_excess_uncertainty_is_the_scatter_the_esds_do_not_explain():
+    vals = np.array([[1.0, 5.0], [3.0, 5.0], [2.0, 5.0], [4.0, 5.0]])  # std 1.29, 0
+    esds = np.array([[0.5, 0.1]] * 4)
+    sp = RegionSpread(["a", "b"], vals, esds)
+    u = sp.excess_uncertainty()
+    s2 = np.var(vals[:, 0], ddof=1)
+    assert u["a"] == pytest.approx(np.sqrt((s2 - 0.25) / 4))
+    assert u["b"] == 0.0  # no scatter
+    # regions that agree within their esds add nothing
+    assert RegionSpread(["a"], vals[:, :1], 2.0 * np.ones((4, 1))).excess_uncertainty() == {
+        "a": 0.0}
+    assert sp.as_dict()["excess_uncertainty"] == u

@@ -208,8 +208,21 @@ def test_import_felix_produces_a_valid_project(si_dlacbed_dir, tmp_path):
     from qcbed.project import build_setup
 
     assert p.data["count_copies_once"]
-    m = build_setup(p, executor="serial").roi().multiplicity
+    setup = build_setup(p, executor="serial")
+    m = setup.roi().multiplicity
     assert len(m) == 39 and np.sum(1.0 / m) == pytest.approx(13.0)
+    # the spread over 5 regions is part of the plan (issue 12 item 6), on tiles of which
+    # none is a mirror copy of another (the strips of a plain tiling are mirror pairs)
+    from qcbed.project.run import _copy_operations
+    from qcbed.refine.reproducibility import independent_tiles
+
+    assert p.regions == 5
+    ops = _copy_operations(setup)
+    assert ops == ["mirror_lr", "mirror_ud", "rotate_180"]
+    tiles = independent_tiles(setup.regions[0], 5, ops, (152, 152))
+    centres = np.array([t.corners.mean(0) for t in tiles])
+    c = 75.5  # all five in one quadrant of the mirror lines through the image centre
+    assert len(tiles) == 5 and (np.all(centres < c) or np.all(centres > c))
     # 222 is zero in the IAM only for spherical atoms: refined too (docs/si-u111-bias.md)
     assert p.fine[-1].refine[:5] == ["thickness", "U(1,1,1)", "U(2,2,0)", "U(1,1,3)",
                                      "U(2,2,2)"]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from qcbed.errors import InputError
-from qcbed.experiment import copy_groups, copy_multiplicity
+from qcbed.experiment import Region, copy_groups, copy_multiplicity, copy_operations
 from qcbed.refine import DirectData, Refinement
 from qcbed.refine.gof import count_copies_once
+from qcbed.refine.reproducibility import independent_tiles, tile_region
 from test_refine_synthetic import TRUE, line_directions, set_truth, systematic_sim
 
 
@@ -30,6 +31,56 @@ def test_copy_groups_finds_every_operation_of_the_square_and_nothing_else():
         count_copies_once(np.ones((2, 3)), np.ones((2, 3), bool), np.array([1, 0]))
 
 
+def test_copy_operations_name_the_relations_between_copies():
+    rng = np.random.default_rng(4)
+    a, b, c = rng.random((3, 8, 8))
+    assert copy_operations([a, a[:, ::-1], b, b[::-1, ::-1], c]) == ["mirror_lr", "rotate_180"]
+    sym = a + a[::-1]  # an image that is its own up-down copy
+    assert copy_operations([sym, b]) == ["mirror_ud"]
+    assert copy_operations([a, b, c]) == []
+
+
+def _copies_overlap(tiles, ops, shape):
+    """Pairs (i, j) of tiles whose sample points overlap under an image operation
+    (i == j: a tile partly its own copy)."""
+    from qcbed.refine.reproducibility import _point_map
+
+    boxes = [(t.corners.min(0) - 0.5, t.corners.max(0) + 0.5) for t in tiles]
+    out = set()
+    for i, t in enumerate(tiles):
+        pts = [t.corners[0] + a * (t.corners[1] - t.corners[0]) / (t.n12 - 1)
+               + b * (t.corners[2] - t.corners[0]) / (t.n13 - 1)
+               for a in range(t.n12) for b in range(t.n13)]
+        for op in ops:
+            f = _point_map(op, shape)
+            q = np.array([f(p) for p in pts])
+            for j, (lo, hi) in enumerate(boxes):
+                if np.any(np.all((q >= lo) & (q <= hi), axis=1)):
+                    out.add((i, j))
+    return out
+
+
+@pytest.mark.parametrize("ops", [["mirror_lr", "mirror_ud", "rotate_180"], ["mirror_lr"],
+                                 ["transpose"]])
+def test_independent_tiles_are_not_copies_of_each_other(ops):
+    shape = (152, 152)
+    reg = Region([[15.5, 15.5], [15.5, 135.5], [135.5, 15.5]], 61, 61)
+    tiles = independent_tiles(reg, 5, ops, shape)
+    assert len(tiles) == 5 and min(t.n12 * t.n13 for t in tiles) >= 9
+    assert _copies_overlap(tiles, ops, shape) == set()
+    # the plain tiling (the spread before) has mirror pairs: the check can fail
+    assert _copies_overlap(tile_region(reg, 5), ops, shape)
+    # disjoint and inside the region, on its sample grid
+    pts = {tuple(np.round(t.corners[0], 6)) for t in tiles}
+    assert len(pts) == 5
+    # without copy relations: the plain tiling
+    plain = independent_tiles(reg, 5, [], shape)
+    assert [p.corners.tolist() for p in plain] == [p.corners.tolist()
+                                                   for p in tile_region(reg, 5)]
+    with pytest.raises(InputError, match="copies of each other"):
+        independent_tiles(Region([[60, 60], [60, 90], [90, 60]], 6, 6), 5, ops, shape)
+
+
 def test_si_dlacbed_images_hold_17_independent_images(si_dlacbed_dir):
     from qcbed.experiment import read_felix_images
 
@@ -39,6 +90,8 @@ def test_si_dlacbed_images_hold_17_independent_images(si_dlacbed_dir):
     key = {tuple(int(v) for v in h): int(k) for h, k in zip(st.hkl, g)}
     assert key[(1, 1, 1)] == key[(-1, -1, 1)] == key[(1, 1, -1)] == key[(-1, -1, -1)]
     assert key[(0, 0, 2)] != key[(0, 0, -2)]
+    # the copies are left-right and up-down mirrors about the image centre
+    assert copy_operations(st.images) == ["mirror_lr", "mirror_ud", "rotate_180"]
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,15 @@ largest intensity. Two references are used:
 * **selection error** — against every pool beam strong (no Bethe potentials) on
   the same pool: the ``convergence_error`` that results and ``qcbed simulate``
   record;
-* **pool error** — the larger change when the automatic pool grows along one
+* **pool error** — the largest change when the automatic pool grows along one
   limit at a time (s_max × 2, or g_max + 0.5 Å⁻¹; HOLZ kept), with the chosen
-  selection. Growing both at once can change more (measured on the Si [1-10]
-  D-LACBED: 2.4 × 10⁻³ for s_max × 2 and g_max + 1 together, against ≤ 6 × 10⁻⁴
-  for each alone); docs/validation.md records it.
+  selection, and along the further growth s_max × 4, × 8, … and g_max + 1 Å⁻¹
+  (up to :data:`MAX_CHECK_POOL_SIZE` beams; measured, never adopted): the change is
+  not monotone in s_max (the far zero-layer beams and the first HOLZ layer shift the
+  Bloch-wave eigenvalues in opposite directions), and one step alone has passed
+  pools that are 10⁻² from every larger one. Growing both limits at once can change
+  more (measured on the Si [1-10] D-LACBED: 2.4 × 10⁻³ for s_max × 2 and g_max + 1
+  together, against ≤ 6 × 10⁻⁴ for each alone); docs/validation.md records it.
 
 With ``accuracy`` given (default :data:`DEFAULT_ACCURACY` = 10⁻³) and no
 explicit pool or selection, :func:`choose` grows the pool until the pool error
@@ -54,7 +58,7 @@ from .solver import EngineArrays, solve_chunk
 from .tail import TailCorrection, TailSource
 
 __all__ = ["DEFAULT_ACCURACY", "DEFAULT_CHECK_THICKNESS", "SGMIN_LADDER", "Convergence",
-           "TailPlan", "choose", "estimate", "sample_directions"]
+           "TailPlan", "choose", "estimate", "further_growth", "sample_directions"]
 
 #: Default accuracy target: max |ΔI| / I_max against the converged reference.
 DEFAULT_ACCURACY = 1e-3
@@ -82,6 +86,19 @@ MAX_POOL_SIZE = 800
 #: g_max + POOL_GMAX_STEP (Å⁻¹).
 POOL_SMAX_FACTOR = 2.0
 POOL_GMAX_STEP = 0.5
+
+#: Further growth the pool error also measures from the pool in use (never adopted):
+#: s_max × 4, × 8, … and g_max + 1 Å⁻¹, each up to MAX_CHECK_POOL_SIZE beams. The change
+#: is not monotone in s_max: on the central 80 % of the Si [1-10] D-LACBED disc s_max
+#: 0.05 → 0.1 Å⁻¹ changes the pattern by 3.1 × 10⁻⁴ and 0.1 → 0.2 by 1.4 × 10⁻² (the far
+#: zero-layer beams without the first HOLZ layer, which enters at 0.4), so one step
+#: alone passed a pool that is 10⁻² from every larger one (docs/validation.md).
+FURTHER_SMAX_FACTORS = (4.0, 8.0, 16.0, 32.0)
+FURTHER_GMAX_STEPS = (1.0,)
+
+#: Grown pools above this many beams are not solved by the further checks (they use the
+#: chosen selection, whose cost grows with the weak beams: 1005 beams, 13 directions ≈ 1 s).
+MAX_CHECK_POOL_SIZE = 1200
 
 #: Default extent of the pool's tail (:mod:`qcbed.bloch.tail`): the beams with
 #: |S_g| ≤ TAIL_SMAX (Å⁻¹) somewhere in the tilt disc and |g| ≤ the pool's g_max
@@ -123,8 +140,9 @@ class Convergence:
         Estimated selection error: max |ΔI| / I_max against every pool beam strong
         on the same pool, over the sample directions and thicknesses.
     pool_error : float or None
-        Change of the intensities when the pool grows (None: not checked, e.g.
-        for a pool fixed by a file).
+        Largest change of the intensities when the pool grows, one step or
+        further (:func:`further_growth`; None: not checked, e.g. for a pool fixed
+        by a file).
     chosen : bool
         True when the engine chose the pool and selection from ``accuracy``;
         False when a user or a file fixed them.
@@ -458,12 +476,46 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
                 break
             _, pool, table, smax, gmax = worst
             sel, err, strong, level = pick(pool, table, level)
+        pool_err = max(pool_err, _further_growth(template, pool, make_pool, smax, gmax, sel,
+                                                 cur, kt, t, steps))
     conv = Convergence(accuracy, err, pool_err, True, sel.sgmin, sel.omega, len(pool), smax,
                        gmax, strong, tuple(map(float, t)), len(kt), tuple(steps), tail_info)
     if not conv.converged:
         warnings.warn(f"the engine could not reach the accuracy {accuracy:g}: {conv.summary()}",
                       UserWarning, stacklevel=3)
     return pool, table, sel, conv, fitted
+
+
+def further_growth(smax: float, gmax: float) -> list[list[tuple[float, float]]]:
+    """The further growth of a pool (s_max, g_max) (Å⁻¹) that the pool error measures
+    besides one step: series of (s_max, g_max) along each limit, smallest first."""
+    return [[(f * smax, gmax) for f in FURTHER_SMAX_FACTORS],
+            [(smax, gmax + d) for d in FURTHER_GMAX_STEPS]]
+
+
+def _further_growth(frame: tuple[float, np.ndarray], pool: BeamPool,
+                    make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]],
+                    smax: float, gmax: float, sel: BeamSelection, cur: np.ndarray,
+                    kt: np.ndarray, t: np.ndarray, steps: list[str]) -> float:
+    """Largest change of the intensities ``cur`` of ``pool`` (selection ``sel``) over the
+    :func:`further_growth` of the pool; each series stops at the first pool above
+    MAX_CHECK_POOL_SIZE beams (not solved)."""
+    worst = 0.0
+    for series in further_growth(smax, gmax):
+        for s_new, g_new in series:
+            big_pool, big_table = make_pool(s_new, g_new)
+            label = (f"pool {len(pool)} -> {len(big_pool)} (smax {s_new:.3g}, "
+                     f"gmax {g_new:.3g}), further growth")
+            if len(big_pool) > MAX_CHECK_POOL_SIZE:
+                steps.append(f"{label}: above {MAX_CHECK_POOL_SIZE} beams, not checked")
+                break
+            if len(big_pool) == len(pool):
+                continue
+            new, _ = _intensities(_arrays(frame, big_pool, big_table, sel), kt, t)
+            e = _error(cur, new)
+            steps.append(f"{label}: {e:.1e}")
+            worst = max(worst, e)
+    return worst
 
 
 def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,

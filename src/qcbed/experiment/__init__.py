@@ -14,7 +14,7 @@
 Conventions: ``docs/conventions.md``, section "Experimental geometry".
 """
 
-from .copies import copies_summary, copy_groups, copy_multiplicity
+from .copies import copies_summary, copy_groups, copy_multiplicity, copy_operations
 from .detector import (
     DetectorModel,
     LucyRichardsonResult,
@@ -49,6 +49,7 @@ __all__ = [
     "copies_summary",
     "copy_groups",
     "copy_multiplicity",
+    "copy_operations",
     "larbed_variance",
     "lucy_richardson",
     "poisson_variance",

@@ -23,7 +23,8 @@ from numpy.typing import ArrayLike
 
 from ..errors import InputError
 
-__all__ = ["SQUARE_OPERATIONS", "copy_groups", "copy_multiplicity"]
+__all__ = ["SQUARE_OPERATIONS", "copies_summary", "copy_groups", "copy_multiplicity",
+           "copy_operations"]
 
 #: The eight operations of the square as functions of an image (for non-square
 #: images only the first four apply).
@@ -41,6 +42,51 @@ SQUARE_OPERATIONS: dict[str, object] = {
 
 def _same(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
     return a.shape == b.shape and bool(np.all(np.abs(a - b) <= tol))
+
+
+def _prepared(images: ArrayLike, rtol: float) -> tuple[np.ndarray, float, dict]:
+    """Images (NaN → inf), the absolute tolerance and the operations that apply."""
+    imgs = np.asarray(images, dtype=float)
+    if imgs.ndim != 3:
+        raise InputError("copy detection needs a stack of images (n, H, W)", tag="images",
+                         found=imgs.shape)
+    if not (np.isfinite(rtol) and rtol >= 0):
+        raise InputError("rtol must be a finite number >= 0", tag="rtol", found=rtol)
+    imgs = np.nan_to_num(imgs, nan=np.inf)
+    finite = np.isfinite(imgs)
+    scale = float(np.abs(imgs[finite]).max()) if finite.any() else 1.0
+    names = list(SQUARE_OPERATIONS)
+    if imgs.shape[1] != imgs.shape[2]:
+        names = names[:4]
+    return imgs, rtol * scale, {k: SQUARE_OPERATIONS[k] for k in names}
+
+
+def _copy_matches(images: ArrayLike, rtol: float
+                  ) -> tuple[np.ndarray, set[str]]:
+    """Group labels and the names of the non-identity operations seen between copies
+    (or mapping an image onto itself)."""
+    imgs, tol, ops = _prepared(images, rtol)
+    labels = np.full(len(imgs), -1)
+    reps: list[int] = []
+    seen: set[str] = set()
+    # a cheap fingerprint first: the sorted pixel values are invariant under every
+    # operation, so only images with equal sorted values can be copies
+    keys = [np.sort(im.ravel()) for im in imgs]
+    for i, im in enumerate(imgs):
+        seen.update(k for k, op in ops.items()
+                    if k != "identity" and _same(op(im), im, tol))
+        for g, r in enumerate(reps):
+            if not _same(keys[i], keys[r], tol):
+                continue
+            hits = [k for k, op in ops.items() if _same(op(imgs[r]), im, tol)]
+            if hits:
+                labels[i] = g
+                seen.update(k for k in hits if k != "identity")
+                break
+        else:
+            labels[i] = len(reps)
+            reps.append(i)
+    return labels, seen
 
 
 def copy_groups(images: ArrayLike, rtol: float = 1e-6) -> np.ndarray:
@@ -68,35 +114,38 @@ def copy_groups(images: ArrayLike, rtol: float = 1e-6) -> np.ndarray:
     >>> copy_groups([a, a[:, ::-1], a + 1]).tolist()
     [0, 0, 1]
     """
-    imgs = np.asarray(images, dtype=float)
-    if imgs.ndim != 3:
-        raise InputError("copy_groups needs a stack of images (n, H, W)", tag="images",
-                         found=imgs.shape)
-    if not (np.isfinite(rtol) and rtol >= 0):
-        raise InputError("rtol must be a finite number >= 0", tag="rtol", found=rtol)
-    imgs = np.nan_to_num(imgs, nan=np.inf)
-    finite = np.isfinite(imgs)
-    scale = float(np.abs(imgs[finite]).max()) if finite.any() else 1.0
-    tol = rtol * scale
-    ops = list(SQUARE_OPERATIONS.values())
-    if imgs.shape[1] != imgs.shape[2]:
-        ops = ops[:4]
-    labels = np.full(len(imgs), -1)
-    reps: list[int] = []
-    # a cheap fingerprint first: the sorted pixel values are invariant under every
-    # operation, so only images with equal sorted values can be copies
-    keys = [np.sort(im.ravel()) for im in imgs]
-    for i, im in enumerate(imgs):
-        for g, r in enumerate(reps):
-            if not _same(keys[i], keys[r], tol):
-                continue
-            if any(_same(op(imgs[r]), im, tol) for op in ops):
-                labels[i] = g
-                break
-        else:
-            labels[i] = len(reps)
-            reps.append(i)
-    return labels
+    return _copy_matches(images, rtol)[0]
+
+
+def copy_operations(images: ArrayLike, rtol: float = 1e-6) -> list[str]:
+    """Names of the image operations (:data:`SQUARE_OPERATIONS`, not the identity)
+    under which an image of the stack is an exact copy of another one or of itself.
+
+    Two parts of the image plane related by one of these operations carry the same
+    data for the copied images, so disjoint regions meant to be independent must
+    not be images of each other under them (:func:`qcbed.refine.reproducibility.
+    independent_tiles`).
+
+    Parameters
+    ----------
+    images : array_like (n, H, W)
+    rtol : float
+        As :func:`copy_groups`.
+
+    Returns
+    -------
+    list of str
+        In the order of :data:`SQUARE_OPERATIONS`; empty without copies.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.arange(12.0).reshape(3, 4)
+    >>> copy_operations([a, a[:, ::-1], a + 1])
+    ['mirror_lr']
+    """
+    seen = _copy_matches(images, rtol)[1]
+    return [k for k in SQUARE_OPERATIONS if k in seen]
 
 
 def copy_multiplicity(groups: ArrayLike) -> np.ndarray:

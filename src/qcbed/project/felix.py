@@ -135,7 +135,8 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                            "refine": ["thickness", "shift.row", "shift.col"], "max_iter": 10},
                           {"name": "low-order structure factors",
                            "refine": ["thickness", *ug, "shift.row", "shift.col"],
-                           "max_iter": 20}]},
+                           "max_iter": 20}],
+                 "regions": 5},
     }
     comments = {
         "project": f"qcbed project for the Felix D-LACBED folder {d}\n"
@@ -162,6 +163,9 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                   f"absorption_method = {fx.absorption_method}, holz_flag = {fx.holz_flag}; "
                   "HOLZ beams are included\n(real data need them)",
         "plan.thickness": "start thickness (A), Felix's initial_thickness",
+        "plan.regions": "the last fine step repeated on 5 disjoint tiles of the ROI, none a "
+                        "copy of another under the images' copy relations: the spread of "
+                        "the results\n(docs/refinement.md, 'Reproducibility across regions')",
     }
     facts = {"n_images": len(stack.hkl), "n_compared": len(hkl), "negative_pixels": n_neg,
              "families": families, "image_shape": stack.shape}

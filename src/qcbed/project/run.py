@@ -407,6 +407,7 @@ class ProjectRun(FineStepBuilding):
                 except InputError as exc:
                     self.log(f"noise from the fit residuals: not estimated ({exc.reason})")
         ref = getattr(self, "_last_refinement", None)
+        budget = None
         if self.project.budget and ref is not None:
             from ..refine.budget import compute_budget
 
@@ -417,9 +418,19 @@ class ProjectRun(FineStepBuilding):
                      + budget.table() + f"\n({time.perf_counter() - ts:.1f} s)")
         n = self.project.regions
         if n >= 2 and self.project.fine:
-            from ..refine.reproducibility import region_spread, tile_region
+            from ..refine.reproducibility import independent_tiles, region_spread
 
-            tiles = tile_region(setup.regions[0], n)
+            ops = _copy_operations(setup)
+            try:
+                tiles = independent_tiles(setup.regions[0], n, ops, tuple(setup.data.shape))
+            except InputError as exc:
+                self.log(f"spread over regions: not computed ({exc.reason}; expected "
+                         f"{exc.expected})")
+                out["regions_not_computed"] = exc.reason
+                return out
+            if ops:
+                self.log(f"regions: {len(tiles)} tiles of which none is a copy of another "
+                         f"under the data's copy relations ({', '.join(ops)})")
             i = len(self.project.fine) - 1
             step = self.project.fine[i]
             fits = []
@@ -439,6 +450,17 @@ class ProjectRun(FineStepBuilding):
                 for t in tiles])
             out["regions"] = spread.as_dict()
             self.log("reproducibility across regions:\n" + spread.table())
+            if budget is not None:  # the scatter the esds do not explain joins u_c
+                from ..refine.budget import BudgetEntry
+
+                u = spread.excess_uncertainty()
+                budget.entries.append(BudgetEntry(
+                    "region scatter", f"excess std of {spread.n} regions / sqrt({spread.n})",
+                    {k: v for k, v in u.items() if k in budget.names}, method="regions"))
+                out["error_budget"] = budget.as_dict()
+                self.log("combined u_c with the region scatter: " + ", ".join(
+                    f"{k} {v:.3g}" for k, v in budget.combined().items()
+                    if k.startswith(("U", "thickness"))))
             self._last_refinement = ref
         return out
 
@@ -570,6 +592,17 @@ def resume_run(path: str | os.PathLike, *, force: bool = False, **kw: Any) -> Ru
     kw.setdefault("command_line", rs.get("command_line"))
     kw.setdefault("truth", rs.get("truth"))
     return ProjectRun(proj, out_dir=rs_path.parent, **kw).run(resume=True)
+
+
+def _copy_operations(setup: Setup) -> list[str]:
+    """Image operations under which compared images are copies (symmetrised data), or
+    [] when copies are counted as independent or the data are not a stack."""
+    from ..experiment import LACBEDStack, copy_operations
+
+    data = setup.data
+    if not setup.project.data["count_copies_once"] or not isinstance(data, LACBEDStack):
+        return []
+    return copy_operations(data.images[[data.index(h) for h in setup.hkl]])
 
 
 def _copies_note(roi: Any) -> str:
