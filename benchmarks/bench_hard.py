@@ -8,8 +8,12 @@ Run from the repository root::
 
 Prints ms per direction (one process, one BLAS thread: the anchors' conditions),
 ratios to the anchors, the time against bare batched LAPACK ``eigh`` on the same
-matrix sizes, growth with the number of beams and peak memory. Timings are the
-median of ``--repeat`` warm runs. Never used by the tests.
+matrix sizes, growth with the number of beams and peak memory, and where the time
+goes: the same directions without absorption (no perturbative step) and without
+weak beams (no Bethe products). Timings are CPU time of the process
+(``time.process_time``; with one BLAS thread the wall time of a quiet machine),
+median of ``--repeat`` warm runs, so that the load of a shared machine counts less.
+Never used by the tests.
 
 Anchors (issue 13, same machine class): Felix-python 9.8 ms per pixel for LiNbO₃
 near [1-10] at 200 kV (≥ 80 strong beams, no Bethe, general ``eig`` per pixel) and
@@ -30,6 +34,7 @@ Structures
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import time
@@ -75,9 +80,9 @@ def yig() -> Crystal:
 def median_time(fn, repeat: int) -> float:
     times = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(time.process_time() - t0)
     return float(np.median(times))
 
 
@@ -117,8 +122,14 @@ def report(label: str, sim: Simulation, kt: np.ndarray, repeat: int, anchor: flo
     sizes = eig.eigen.n_strong
     t_bare = median_time(bare_eigh(sizes, not arrays.real, rng), repeat) / len(kt) * 1e3
     mem = peak_mib(arrays, kt[:128])
+    no_abs = dataclasses.replace(arrays, u_abs=np.zeros_like(arrays.u_abs), lowdin=arrays.lowdin)
+    no_weak = dataclasses.replace(arrays, rules=dataclasses.replace(arrays.rules, bethe=False),
+                                  lowdin=arrays.lowdin)
+    t_no_abs, t_no_weak = (median_time(lambda a=a: run_directions(a, kt), repeat)
+                           / len(kt) * 1e3 for a in (no_abs, no_weak))
     line = (f"  {label}: {t:.3f} ms/direction; bare batched eigh on the same sizes "
-            f"{t_bare:.3f} ms (ratio {t / t_bare:.2f}); pool {len(sim.pool)}, strong "
+            f"{t_bare:.3f} ms (ratio {t / t_bare:.2f}); without absorption {t_no_abs:.3f} ms, "
+            f"without weak beams {t_no_weak:.3f} ms; pool {len(sim.pool)}, strong "
             f"{counts['strong_min']}/{counts['strong_mean']:.1f}/{counts['strong_max']}, weak "
             f"{counts['weak_mean']:.0f}, exact fallback {counts['exact_fallback']}/{len(kt)}, "
             f"clustered {counts['clustered']}; peak {mem:.0f} MiB per 128-direction chunk")

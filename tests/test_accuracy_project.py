@@ -42,7 +42,7 @@ def test_refine_with_regions_and_budget(demo):
     eb = res["error_budget"]
     inputs = [e["input"] for e in eb["inputs"]]
     for name in ("voltage", "gl", "B(Si1)", "absorption", "elastic table", "beam selection",
-                 "background"):
+                 "pool", "background"):
         assert name in inputs
     for name, p in eb["parameters"].items():
         shifts = [abs(v) for v in p["shifts"].values()]

@@ -199,3 +199,35 @@ def test_variants_check_the_accuracy_on_the_set_up_directions():
     c, v = sim.convergence, sim.with_changes().convergence
     assert v.error == pytest.approx(c.error, rel=1e-9)
     assert v.chosen and v.pool_error == c.pool_error and v.steps == c.steps
+
+
+def test_grown_pool_variant_adds_beams_and_keeps_the_rest():
+    """with_grown_pool (the budget's pool entry): the chosen pool's s_max × 4 from the
+    convergence record, the same selection rule, outputs and structure-factor overrides;
+    its intensities differ from the pool in use by about the recorded pool error."""
+    sim = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], **KW)
+    sim.set_structure_factors({(1, -1, -1): (0.048, 0.0006)})
+    var = sim.with_changes()  # a refinement's model: an explicit pool, the record kept
+    rec = sim.convergence
+    big = var.with_grown_pool(4.0)
+    assert big.pool_settings["smax"] == pytest.approx(4 * rec.smax)
+    assert len(big.pool) > len(sim.pool)
+    assert big.selection == sim.selection
+    assert np.array_equal(big.pool.outputs, sim.pool.outputs)
+    assert big._overrides == var._overrides == sim._overrides
+    kt = sample_directions((0.0, 0.0), 0.25)[:5]
+    a = var.solve(kt).intensities([1200.0])
+    b = big.solve(kt).intensities([1200.0])
+    d = float(np.max(np.abs(a - b)) / np.max(b))
+    assert 0 < d < 10 * max(rec.pool_error, 1e-4)
+    from qcbed.errors import InputError
+
+    with pytest.raises(InputError):
+        var.with_grown_pool(0.5)
+    # a pool given by the caller (or a file) has no automatic limits: no growth, no entry
+    given = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], pool=sim.pool.hkl[:40],
+                       selection=BeamSelection(0.3, 30.0), **KW)
+    assert given.automatic_pool_limits is None
+    with pytest.raises(InputError, match="no automatic pool"):
+        given.with_grown_pool()
+    assert var.automatic_pool_limits == (rec.smax, rec.gmax)

@@ -222,3 +222,29 @@ def test_one_plus_solve_iterates_and_falls_back_to_lu():
     one[:, ar, ar] += 1.0
     ref = np.linalg.solve(one, b[..., None])[..., 0]
     assert np.abs(x - ref).max() <= 1e-12 * np.abs(ref).max()
+
+
+def test_second_transform_is_the_similarity_to_its_stated_order():
+    """H₂ = (1 + S₂)⁻¹ H₁ (1 + S₂) = diag(hd) + (1 + S₂)⁻¹ e S₂ exactly (the commutator
+    cancels e); the kernel keeps R − S₂R of the Neumann series, so the difference from
+    the full similarity is the tail S₂²(1 + S₂)⁻¹R. Fails if the commutator form were
+    wrong (error of the size of e) or the series were cut after R alone."""
+    from qcbed.bloch import perturbation as P
+
+    rng = np.random.default_rng(5)
+    n = 40
+    hd = (np.linspace(-1.0, 1.0, n)[None, :] + 0.002 * rng.standard_normal((3, n))
+          + 1j * rng.uniform(0, 1e-2, (3, n)))
+    hd[1, 7] = hd[1, 3]                  # exactly equal diagonal: e there stays in H₂
+    e = 5e-4 * (rng.standard_normal((3, n, n)) + 1j * rng.standard_normal((3, n, n)))
+    e[:, np.arange(n), np.arange(n)] = 0.0
+    s2 = e * P._inverse_gaps(hd)
+    one = P._plus_one(s2)
+    h1 = e + 0.0
+    h1[:, np.arange(n), np.arange(n)] = hd
+    full = np.linalg.solve(one, h1 @ one)
+    h2 = P._second_transform(e, hd, s2)
+    r = e @ s2 + e * (s2 == 0)
+    tail = s2 @ s2 @ np.linalg.solve(one, r)
+    np.testing.assert_allclose(h2 - full, -tail, atol=1e-13 * np.abs(full).max())
+    assert np.abs(h2 - full).max() < 0.1 * np.abs(s2 @ r).max()   # R alone would not do

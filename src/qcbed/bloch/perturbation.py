@@ -93,12 +93,19 @@ def _solve_one_plus(s, b):
 
 
 def _inverse_gaps(h):
-    """1/(h_k − h_j) for j ≠ k, and 0 on the diagonal (and for exactly equal h)."""
+    """1/(h_k − h_j) for j ≠ k, and 0 on the diagonal (and for exactly equal h).
+
+    Complex h: conj(Δh)/|Δh|² with one real reciprocal (numpy's complex division
+    costs ~14 ns per element here, 1.6× the whole of this form on n = 166; gaps below
+    ~10⁻¹⁵⁴, whose square underflows, count as equal).
+    """
     dh = h[:, None, :] - h[:, :, None]
-    ar = namespace(h).arange(h.shape[1])
-    dh[:, ar, ar] = np.inf
-    dh[dh == 0] = np.inf
-    return 1.0 / dh
+    if not namespace(h).is_complex(h):
+        dh[dh == 0] = np.inf       # the diagonal, and exactly equal h
+        return 1.0 / dh
+    m = dh.real ** 2 + dh.imag ** 2
+    m[m == 0] = np.inf             # the diagonal, and exactly equal h
+    return dh.conj() * (1.0 / m)
 
 
 def _gap_ratio(h, pim):
@@ -177,7 +184,7 @@ def _first_step(h, pim, ratio):
         ps = 1j * xp.real_times_complex(pim, s1)
     s1ps = s1 @ ps
     h1 = ps - s1ps
-    h1[:, ar, ar] += h + (s1 * s1ps.swapaxes(1, 2)).sum(axis=2)
+    h1[:, ar, ar] += h + xp.einsum("gjk,gkj->gj", s1, s1ps)
     return s1, s1ps, h1
 
 
@@ -192,7 +199,7 @@ def _remove_offdiagonal(h1):
     h1[:, ar, ar] = 0.0
     inv = _inverse_gaps(hd)
     s = h1 * inv
-    return hd + (h1 * s.swapaxes(1, 2)).sum(axis=2), s, hd, inv
+    return hd + namespace(h1).einsum("gjk,gkj->gj", h1, s), s, hd, inv
 
 
 def _plus_one(s):
@@ -230,18 +237,29 @@ def _neglected_bound(s1, s1ps, e, s2, inv, wexc):
 def _exact_second_step(e, hd, s2):
     """The second similarity step without truncation, for directions the bound flags.
 
-    H₂ = (1 + S₂)⁻¹ H₁ (1 + S₂) in full (one product, one LU solve) for
-    H₁ = diag(hd) + e, then a third step S₃ from the off-diagonal part of H₂.
-    Returns the eigenvalues and S₂ + S₃ (1 + S₂ + S₃ = (1 + S₂)(1 + S₃) up to S₂S₃,
-    of sixth order).
+    H₂ = (1 + S₂)⁻¹ H₁ (1 + S₂) for H₁ = diag(hd) + e (e off-diagonal), then a third
+    step S₃ from the off-diagonal part of H₂. As in :func:`_first_step`, the
+    commutator [diag(hd), S₂] = −e cancels e, so H₂ = diag(hd) + (1 + S₂)⁻¹ R with
+    R = e S₂ (plus the entries of e between exactly equal hd, which S₂ cannot
+    remove); (1 + S₂)⁻¹ R is taken as R − S₂ R, whose error S₂² R is of eighth order
+    in the absorption and measured not to change the intensities (YIG 166 strong, 64
+    directions: 7.45 → 7.49·10⁻⁵ of the maximum against ``exact``; R alone:
+    1.9·10⁻⁴). Two products instead of one product and an LU solve with n
+    right-hand sides. Returns the eigenvalues and S₂ + S₃ (1 + S₂ + S₃ =
+    (1 + S₂)(1 + S₃) up to S₂S₃, of sixth order).
     """
-    xp = namespace(e)
-    ar = xp.arange(e.shape[1])
-    h1 = e + 0.0
-    h1[:, ar, ar] = hd
-    one_s2 = _plus_one(s2)
-    gam, s3, _, _ = _remove_offdiagonal(xp.solve(one_s2, h1 @ one_s2))
+    gam, s3, _, _ = _remove_offdiagonal(_second_transform(e, hd, s2))
     return gam, s2 + s3
+
+
+def _second_transform(e, hd, s2):
+    """H₂ = diag(hd) + R − S₂ R, R = e S₂ + e|_{S₂ = 0} (:func:`_exact_second_step`)."""
+    ar = namespace(e).arange(e.shape[1])
+    r = e @ s2
+    r += e * (s2 == 0)
+    h2 = r - s2 @ r
+    h2[:, ar, ar] += hd
+    return h2
 
 
 def _jacobi_steps(h, pim, wexc, ratio=None):
@@ -360,13 +378,13 @@ def _quasi_degenerate(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.nda
     """
     s1, _, h1 = _first_step(h, pim, ratio)
     bo = vo + vo @ s1
-    c = np.linalg.solve(_plus_one(s1), c0[..., None])[..., 0]
+    c = _solve_one_plus(s1, c0)
     _, s, _, _ = _remove_offdiagonal(h1 + 0.0)
     bad = _diagonalise_clusters(h1, bo, c, _clusters(np.abs(s) > CLUSTER_LIMIT))
     gam, s2, _, _ = _remove_offdiagonal(h1)
     bad |= (np.abs(s2) * _excitation_weight(c)).max(axis=(1, 2)) > FAST_MIXING_LIMIT
     bo = bo + bo @ s2
-    c = np.linalg.solve(_plus_one(s2), c[..., None])[..., 0]
+    c = _solve_one_plus(s2, c)
     return gam, bo, c, bad
 
 

@@ -250,6 +250,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         self.k0 = float(wavenumber(self.voltage_kv))
         u0 = mean_inner_u(self._internal, self.voltage_kv, self.potential, v0)
         self.k_in = float(np.sqrt(self.k0**2 + u0))
+        self._explicit_pool = pool is not None
         self.pool_settings = dict(gmax=gmax, smax=smax, holz=holz, kt_center=kt_center,
                                   kt_radius=kt_radius, min_pool=min_pool)
         if outputs is not None:
@@ -310,6 +311,9 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             # voltage do not move beams between strong and Bethe-weak
             new._coupling = (new.pool, self.selection_coupling)
             new.tail = self.tail
+            # the same pool: built from the same limits (or given) as this set-up's
+            new._explicit_pool = self._explicit_pool
+            new.pool_settings = dict(self.pool_settings)
             new._arrays = None
             if self._convergence is not None:
                 # the set-up's record (pool check, whether the engine chose) holds for
@@ -319,6 +323,52 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         new.defaults = self.defaults
         new.felix = self.felix
         return new
+
+    def with_grown_pool(self, smax_factor: float = 4.0, gmax_step: float = 0.0
+                        ) -> Simulation:
+        """This set-up on a larger automatic pool: s_max × ``smax_factor``, g_max +
+        ``gmax_step`` (Å⁻¹), the same strong-beam selection rule, outputs, tilt disc
+        and structure-factor overrides; no accuracy walk (the pool is the point).
+
+        For the pool entry of the error budget (:mod:`qcbed.refine.budget`): the
+        pool error of :attr:`convergence` is an intensity change; this variant lets a
+        refinement measure what the growth does to its parameters. The limits start
+        from :attr:`automatic_pool_limits` (InputError when the pool was given).
+        """
+        smax_factor = check_number(smax_factor, "smax_factor", low=1.0)
+        gmax_step = check_number(gmax_step, "gmax_step", low=0.0, unit="Å⁻¹")
+        limits = self.automatic_pool_limits
+        if limits is None:
+            raise InputError("the beam pool was given (a file or the caller fixed it): "
+                             "there is no automatic pool to grow", tag="pool",
+                             expected="a set-up whose pool the engine built from s_max, "
+                             "g_max", found=len(self.pool))
+        smax, gmax = limits
+        kw = dict(self._rebuild, accuracy=None)
+        kw.update(kt_center=self.pool_settings["kt_center"],
+                  kt_radius=self.pool_settings["kt_radius"])
+        new = Simulation(
+            self.crystal, self.voltage_kv, self.frame.zone, self.frame.x_axis,
+            outputs=self.pool.outputs, potential=self.potential, selection=self.selection,
+            mode=self.mode, executor=self.executor, smax=smax * smax_factor,
+            gmax=min(gmax + gmax_step, MAX_GMAX), holz=self.pool_settings["holz"], **kw)
+        if self._overrides:
+            new.set_structure_factors(self._overrides)
+        new.defaults = self.defaults
+        new.felix = self.felix
+        return new
+
+    @property
+    def automatic_pool_limits(self) -> tuple[float, float] | None:
+        """(s_max, g_max) in Å⁻¹ of the automatic pool this set-up (or the set-up it
+        is a variant of) was built with, or None for a pool given by a file or the
+        caller."""
+        rec = self._convergence[1] if self._convergence is not None else None
+        if rec is not None and rec.smax is not None:  # chosen by the engine, or inherited
+            return float(rec.smax), float(rec.gmax)
+        if self._explicit_pool:
+            return None
+        return float(self.pool_settings["smax"]), float(self.pool_settings["gmax"])
 
     def with_selection_of(self, other: Simulation) -> Simulation:
         """This set-up with ``other``'s strong-beam selection and its convergence record.
@@ -416,10 +466,11 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         """
         if self._convergence is None or self._convergence[0] != self._version:
             prev = self._convergence[1] if self._convergence is not None else None
+            limits = (prev.smax, prev.gmax) if prev is not None else (
+                (None, None) if self._explicit_pool else
+                (self.pool_settings["smax"], self.pool_settings["gmax"]))
             est = estimate(self.arrays, len(self.pool), self._check_kt, self.check_thickness,
-                           accuracy=self.accuracy,
-                           smax=None if prev is None else prev.smax,
-                           gmax=None if prev is None else prev.gmax)
+                           accuracy=self.accuracy, smax=limits[0], gmax=limits[1])
             if prev is not None:
                 est = replace(est, pool_error=prev.pool_error, chosen=prev.chosen,
                               accuracy=prev.accuracy, steps=prev.steps, tail=prev.tail)

@@ -3,7 +3,7 @@
 A statistical esd says how far the refined values scatter for the given model;
 it says nothing about the inputs the model takes as exact. For each fixed input
 q (voltage, pixel size, probe width, Debye–Waller factor, absorption,
-scattering-factor table, beam selection, background model) the budget gives
+scattering-factor table, beam selection, beam pool, background model) the budget gives
 the shift of the refined parameters x̂ that a change δq of that input causes.
 
 Linearised route (one Gauss–Newton step)
@@ -207,6 +207,12 @@ def _selection(factor: float) -> Change:
     return change
 
 
+def _pool(smax_factor: float) -> Change:
+    def change(ref, sign):
+        return {"sim": ref.sim0.with_grown_pool(smax_factor)}
+    return change
+
+
 def _background(alt: str) -> Change:
     def change(ref, sign):
         return {"background": alt}
@@ -216,8 +222,8 @@ def _background(alt: str) -> Change:
 def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
                    probe_sigma: float = 0.2, b_delta: float = 0.05,
                    absorption_rel: float = 0.10, elastic_alt: str | None = None,
-                   selection_factor: float = 4.0, background: bool = True
-                   ) -> list[BudgetInput]:
+                   selection_factor: float = 4.0, pool_factor: float = 4.0,
+                   background: bool = True) -> list[BudgetInput]:
     """The standard inputs of a refinement that are fixed in it.
 
     Parameters
@@ -236,8 +242,14 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
     elastic_alt : str, optional
         Alternative elastic table (default: Lobato for Kirkland, else Kirkland).
     selection_factor : float
-        The beam-selection threshold sgmin is multiplied by this (pool convergence);
-        0 to skip.
+        The beam-selection threshold sgmin is multiplied by this (the Bethe
+        treatment of the weak beams); 0 to skip.
+    pool_factor : float
+        The beam pool's s_max is multiplied by this
+        (:meth:`~qcbed.bloch.Simulation.with_grown_pool`: far zero-layer and HOLZ
+        beams; the convergence record's ``pool_error`` is the same growth in
+        intensities); 0 to skip. Only for a pool the engine built (not one fixed by a
+        file).
     background : bool
         Include the alternative background model.
 
@@ -274,6 +286,9 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
     if selection_factor and sim.selection is not None and sim.selection.sgmin > 0:
         out.append(BudgetInput("beam selection", f"sgmin x {selection_factor:g}",
                                _selection(selection_factor), symmetric=False))
+    if pool_factor and sim.automatic_pool_limits is not None:
+        out.append(BudgetInput("pool", f"s_max x {pool_factor:g}", _pool(pool_factor),
+                               symmetric=False))
     if background:
         alt_bg = {"per_disc": "single", "single": "per_disc", "none": "single"}[ref.background]
         out.append(BudgetInput("background", f"{ref.background} -> {alt_bg}",
