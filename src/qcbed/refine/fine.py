@@ -141,6 +141,8 @@ class Refinement(_ModelMixin, _DriversMixin, _CovarianceMixin):
         self.model_step_info: dict = {}
         self._grids: dict = {}
         self._prefetch = False
+        #: Levenberg–Marquardt's model Hessian (set by :meth:`fit`)
+        self._hessian = "secant"
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.progress = progress
         self.out_idx = outputs_index(simulation, data.hkl)

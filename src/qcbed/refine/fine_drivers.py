@@ -34,8 +34,8 @@ class _DriversMixin:
 
     def fit(self, method: str = "lm", *, outer: str = "lm", max_iter: int = 50,
             ftol: float = 1e-9, xtol: float = 1e-9, esd_tol: float | None = 0.02,
-            resume: bool = False,
-            callback: Callable[[dict], None] | None = None) -> RefinementResult:
+            resume: bool = False, callback: Callable[[dict], None] | None = None,
+            hessian: str = "secant") -> RefinementResult:
         """Refine the free parameters.
 
         Parameters
@@ -56,9 +56,18 @@ class _DriversMixin:
             LM refinement resumed this way follows exactly the same path.
         callback : callable, optional
             Called with the history record after every iteration.
+        hessian : {'secant', 'gn'}
+            Levenberg–Marquardt's model Hessian: Gauss–Newton JᵀJ plus a structured
+            secant estimate of the second-order term (default; superlinear on the
+            large-residual fits of real patterns), or JᵀJ alone
+            (:func:`~qcbed.refine.lm.levenberg_marquardt`).
         """
         if not self.params.free:
             raise InputError("nothing to refine: every parameter is fixed")
+        if hessian not in ("secant", "gn"):
+            raise InputError("unknown model Hessian", tag="hessian",
+                             expected=["secant", "gn"], found=hessian)
+        self._hessian = hessian
         self._t0 = time.perf_counter()
         self._lm_final = None
         exp, _var, valid = self.data.sample(self._sampling_values())
@@ -195,7 +204,7 @@ class _DriversMixin:
         st = levenberg_marquardt_progress(
             fun_jac, fun, len(names), on_step=on_step, desc=f"refine ({stage})",
             progress=self.progress, lower=lo, upper=hi, max_iter=max_iter, ftol=ftol,
-            xtol=xtol, esd_tol=esd_tol, state=state)
+            xtol=xtol, esd_tol=esd_tol, state=state, hessian=self._hessian)
         self._set_x(names, np.asarray(st.x), x0, scales)
         return st
 

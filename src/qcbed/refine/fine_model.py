@@ -357,18 +357,14 @@ class _ModelMixin:
         # least-squares coefficients and r = Xβ − y, ∂r/∂p = P⊥ (∂X/∂p) β − X⁺ᵀ (∂X/∂p)ᵀ r.
         # Only X's first column (c's) depends on p, so the second term is
         # −X (XᵀX)⁻¹ e₀ · (w ∂I/∂p)·r.
-        x = fit.design
-        q, _ = np.linalg.qr(x)
-        e0 = np.zeros(x.shape[1])
-        e0[0] = 1.0
-        u0 = x @ np.linalg.solve(x.T @ x, e0)
+        # (P⊥ and X (XᵀX)⁻¹ e₀ from the fit's block structure: LinearFit.project_out)
+        u0 = fit.scale_functional
         jac = np.zeros((len(fit.residuals), len(names)))
         numeric = []
         for k, name in enumerate(names):
             if name in grads:
                 d = grads[name][mask] * w
-                col = fit.scale * d
-                jac[:, k] = col - q @ (q.T @ col) - u0 * float(d @ fit.residuals)
+                jac[:, k] = fit.project_out(fit.scale * d) - u0 * float(d @ fit.residuals)
             else:
                 numeric.append(k)
         for k in numeric:
