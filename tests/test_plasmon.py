@@ -290,17 +290,9 @@ def demo(tmp_path_factory):
 
 
 def _demo_variant(demo, tmp_path, edit):
-    from qcbed._core.tomlcompat import tomllib as _toml
-    from qcbed.project import dumps_toml
+    from test_hostile_project import _variant
 
-    raw = _toml.loads(demo.read_text())
-    edit(raw)
-    raw["crystal"]["source"] = str(demo.parent / raw["crystal"]["source"])
-    raw["data"]["files"] = [str(demo.parent / f) for f in raw["data"]["files"]]
-    raw["project"]["output"] = str(tmp_path / "out")
-    out = tmp_path / "variant.toml"
-    out.write_text(dumps_toml(raw))
-    return out
+    return _variant(demo, tmp_path, edit)
 
 
 @pytest.mark.parametrize("edit, tag, message", [
