@@ -114,9 +114,9 @@ def test_symmetric_fine_step_is_exact(sim, data, mode):
     # a fit: the same path, χ² and refined values
     a = full.fit(max_iter=4)
     b = sym.fit(max_iter=4)
-    assert b.chi2 == pytest.approx(a.chi2, rel=1e-8)
-    for n in names:  # round-off of the two solves, carried along four iterations
-        assert abs(b.value(n) - a.value(n)) <= 1e-6 * a.esd(n)
+    assert b.chi2 == pytest.approx(a.chi2, rel=1e-10)
+    for n in names:
+        assert b.value(n) == pytest.approx(a.value(n), rel=1e-9, abs=1e-12)
         assert b.esd(n) == pytest.approx(a.esd(n), rel=1e-8)
 
 

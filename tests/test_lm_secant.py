@@ -144,9 +144,7 @@ def problem():
 
 def _fit(problem, hessian: str):
     sim, stack, geom = problem
-    # samples every 2 px: all at the same fractional pixel offset (the shift), so the
-    # interpolated-noise factor of the variances is uniform over the region
-    roi = ROI(stack, Region.rectangle((10.0, 10.0), (38.0, 38.0), (15, 15)),
+    roi = ROI(stack, Region.rectangle((10.0, 10.0), (28.0, 28.0), (15, 15)),
               geom.replace(shift=(0.4, -0.3)), refine=("shift.row", "shift.col"))
     ref = Refinement(sim, roi, model_step=1)
     ref.add_thickness(1270.0)
@@ -157,7 +155,7 @@ def test_refinement_with_the_secant_needs_fewer_iterations(problem):
     old = _fit(problem, "gn")
     new = _fit(problem, "secant")
     assert old.chi2 > 5  # reduced χ²: a large-residual fit
-    assert new.n_iterations <= old.n_iterations - 4   # measured: 19 against 29
+    assert new.n_iterations <= old.n_iterations - 4   # measured: 10 against 17
     for n in old.free_names:
         assert abs(new.value(n) - old.value(n)) < 0.05 * old.esd(n)
-        assert new.esd(n) == pytest.approx(old.esd(n), rel=1e-2)
+        assert new.esd(n) == pytest.approx(old.esd(n), rel=1e-3)
