@@ -240,38 +240,3 @@ def test_region_grids_record_their_pixel_spacing():
     assert roi.regions[0].spacing == pytest.approx((2.0, 2.0))
     roi = ROI(stack, Region.rectangle((3, 4), (20, 30), (21, 11)))
     assert roi.regions[0].spacing == pytest.approx((1.0, 3.0))
-
-
-def test_interpolated_noise_does_not_pull_the_sampling_to_half_pixels():
-    """Cubic-spline interpolation averages white pixel noise (variance × 0.756 half-way
-    between pixels): the sampled variances carry that factor, so χ² of noisy data
-    against the truth no longer prefers half-pixel shifts (it did, by 1 − 0.756)."""
-    shape = (64, 64)
-    rr, cc = np.mgrid[0:64, 0:64].astype(float)
-
-    def truth(r, c):
-        return 500.0 + 200.0 * np.sin(r / 9.0) * np.cos(c / 11.0)
-
-    sigma = 20.0
-    rng = np.random.default_rng(7)
-    img = truth(rr, cc) + sigma * rng.standard_normal(shape)
-    stack = LACBEDStack(img[None], [[0, 0, 0]], variance=np.full((1,) + shape, sigma**2),
-                        geometry=ExperimentGeometry(FRAME, shape, gl=20.0))
-    roi = ROI(stack, Region.rectangle((8, 8), (46, 46), (47, 47)))
-    chi2 = []
-    shifts = np.linspace(-0.5, 0.5, 11)
-    for s in shifts:
-        vals = {"shift.row": s, "shift.col": 0.5 * s}
-        exp, var, valid = roi.sample(vals)
-        pos = roi.positions(vals)[0][valid[0]]
-        r = exp[0, valid[0]] - truth(pos[:, 0], pos[:, 1])
-        chi2.append(float(np.mean(r**2 / var[0, valid[0]])))
-    chi2 = np.array(chi2)
-    # about 1 everywhere (2209 samples: ± 0.03 per value), flat in the shift
-    assert np.all(np.abs(chi2 - 1.0) < 0.12), chi2
-    assert chi2.max() - chi2.min() < 0.15, chi2
-    # without the factor the half-pixel point would sit at 0.756 × 0.872 of the integer one
-    from qcbed.experiment.roi import interpolation_noise_factor
-
-    assert interpolation_noise_factor([0.5])[0] == pytest.approx(0.756, abs=2e-3)
-    assert interpolation_noise_factor([2.0])[0] == pytest.approx(1.0, abs=1e-9)

@@ -25,14 +25,6 @@ coefficients computed once per image). Sample points outside the image
 (row ∉ [0, H−1] or column ∉ [0, W−1]) or next to a masked pixel (one of the four
 pixels around the point is unusable) are **excluded and counted**, never given a
 sentinel value: their intensity and variance are NaN and ``valid`` is False.
-The interpolated value of white pixel noise has the variance σ² Σ_k L(u − k)²
-(L the cardinal cubic spline that prefiltered cubic B-spline interpolation
-applies, Unser 1999, IEEE Signal Process. Mag. 16(6), 22; u the fractional
-pixel position): 1 on a pixel, 0.756 half-way between two, 0.572 in the middle
-of four. Without that factor χ² would prefer half-pixel positions of the data
-for the noise alone (a shift refined on noise-dominated data landed ≈ ±0.5 px
-from the truth, ≈ 50 esd): the interpolated variance is multiplied by
-c(u_row)·c(u_col) (:func:`interpolation_noise_factor`).
 Variances are interpolated as log σ² and exponentiated, so they stay positive
 (a cubic spline of σ² itself can undershoot to ≤ 0 near sharp minima), and
 σ² spans orders of magnitude between Bragg lines and background where a
@@ -43,7 +35,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -57,42 +48,10 @@ from .geometry import ExperimentGeometry
 from .grids import RegionGrid, interior_mask
 from .patterns import CBEDPattern, LACBEDStack
 
-__all__ = ["ROI", "GeometryFit", "Region", "Samples", "interpolation_noise_factor"]
-
-
-@lru_cache(maxsize=1)
-def _noise_factor_table(n: int = 129) -> tuple[np.ndarray, np.ndarray]:
-    """c(u) = Σ_k L(u − k)² on u ∈ [0, 1] (n points), L the cardinal cubic spline."""
-    m = 64
-    u = np.linspace(0.0, 1.0, n)
-    weights = np.empty((m, n))
-    for k in range(m):  # the interpolant of a unit impulse at k, read at m/2 + u
-        imp = np.zeros(m)
-        imp[k] = 1.0
-        coef = ndimage.spline_filter1d(imp, order=3, mode="mirror")
-        weights[k] = ndimage.map_coordinates(coef, [m // 2 + u], order=3, mode="mirror",
-                                             prefilter=False)
-    return u, np.sum(weights**2, axis=0)
-
-
-def interpolation_noise_factor(position: ArrayLike) -> np.ndarray:
-    """Variance of cubic-spline-interpolated white noise relative to a pixel's, at
-    pixel coordinates ``position`` (one axis): Σ_k L(u − k)², u the fractional part,
-    L the cardinal cubic spline (module docstring). 1 at whole pixels, 0.756 at
-    half pixels.
-
-    Examples
-    --------
-    >>> interpolation_noise_factor([3.0, 3.5, 7.25]).round(3).tolist()
-    [1.0, 0.756, 0.871]
-    """
-    x = np.asarray(position, dtype=float)
-    u, c = _noise_factor_table()
-    return np.interp(x - np.floor(x), u, c)
+__all__ = ["ROI", "GeometryFit", "Region", "Samples"]
 
 
 # ====================================================================== Region
-
 @dataclass(frozen=True)
 class Region:
     """A parallelogram of sample points in display pixels.
@@ -456,9 +415,8 @@ class ROI:
             coords = [rc[:, 0], rc[:, 1]]
             inten[k, sel] = ndimage.map_coordinates(self._coef[img], coords, order=3,
                                                     mode="mirror", prefilter=False)
-            var[k, sel] = np.exp(ndimage.map_coordinates(
-                self._logvar[img], coords, order=3, mode="mirror", prefilter=False)
-            ) * interpolation_noise_factor(rc[:, 0]) * interpolation_noise_factor(rc[:, 1])
+            var[k, sel] = np.exp(ndimage.map_coordinates(self._logvar[img], coords, order=3,
+                                                         mode="mirror", prefilter=False))
         valid = self._used & inside & ~masked
         out = Samples(inten, var, valid, pos, outside, masked)
         self.last = out
