@@ -35,13 +35,15 @@ MAX_B_ISO = 100.0
 
 _ELEMENT_RE = re.compile(r"^([A-Za-z]{1,2})")
 _CHARGE_RE = re.compile(r"^([A-Za-z]{1,2})(\d*)([+-])$")
+#: Charge written sign first (``Ba+2``, ``O-2``: exports of refinement programs).
+_SIGN_FIRST_RE = re.compile(r"^([A-Za-z]{1,2})([+-])(\d+)$")
 
 
 def parse_type_symbol(symbol: str, *, source: str | None = None,
                       line: int | None = None) -> tuple[str, int]:
     """Element and formal charge from a type symbol or site label.
 
-    Accepts ``Si``, ``Si0+``, ``O2-``, ``Fe3+``, ``Ga+``, ``Si#1``, ``Si1``,
+    Accepts ``Si``, ``Si0+``, ``O2-``, ``Fe3+``, ``Ga+``, ``Ba+2``, ``O-2``, ``Si#1``, ``Si1``,
     ``SI`` (any case). Returns ``(element, charge)`` with the element
     capitalised as in the periodic table and the charge an integer.
 
@@ -52,8 +54,12 @@ def parse_type_symbol(symbol: str, *, source: str | None = None,
     """
     text = symbol.strip()
     m = _CHARGE_RE.match(text)
-    if m:
-        el, num, sign = m.groups()
+    m_sign = _SIGN_FIRST_RE.match(text)
+    if m or m_sign:
+        if m:
+            el, num, sign = m.groups()
+        else:
+            el, sign, num = m_sign.groups()
         charge = int(num) if num else 1
         charge = -charge if sign == "-" else charge
     else:

@@ -51,6 +51,11 @@ _SETTING_TAG = "_space_group_IT_coordinate_system_code"
 _NAME_TAGS = ("_chemical_name_common", "_chemical_name_mineral", "_chemical_name_systematic",
               "_chemical_formula_sum")
 _ANISO_SUFFIX = ("11", "22", "33", "12", "13", "23")
+_FORMULA_TAGS = ("_chemical_formula_sum", "_chemical_formula_structural")
+_FORMULA_RE = re.compile(r"([A-Z][a-z]?)(\d*\.?\d*)")
+#: Largest difference of an element's share of the atoms between the sites and the
+#: formula before :func:`_check_composition` warns.
+_COMPOSITION_TOLERANCE = 0.005
 _MAX_REPAIRS = 100
 _GEMMI_MSG_RE = re.compile(
     r"^string:(?P<line>\d+)?(?::\d+\(\d+\))?(?: in data_\S*)?:\s*(?P<msg>.*)$", re.DOTALL)
@@ -264,6 +269,8 @@ def _crystal_from_block(block: gcif.Block, source: str) -> tuple[Crystal, dict[s
 
     # ------------------------------------------------------------------ symmetry
     crystal = _crystal_with_symmetry(block, source, lattice, sites, name, meta)
+    _check_overlaps(crystal, source)
+    _check_composition(crystal, block, source)
     return crystal, meta
 
 
@@ -295,6 +302,7 @@ def _sites(block: gcif.Block, source: str, lattice: Lattice, esd: dict[str, floa
     labels: list[str] = []
     sites: list[Site] = []
     missing_dw: list[str] = []
+    negative_b: list[str] = []
     for i, row in enumerate(table):
         def cell(col: int, row: gcif.Table.Row = row) -> str | None:
             if not table.has_column(col):
@@ -348,6 +356,9 @@ def _sites(block: gcif.Block, source: str, lattice: Lattice, esd: dict[str, floa
         if b_iso is None:
             missing_dw.append(label)
             b_iso = 0.0
+        elif b_iso < 0:
+            negative_b.append(f"{label} ({b_iso:.4g} Å²)")
+            b_iso = 0.0
         try:
             sites.append(Site(label=label, element=element, xyz=tuple(xyz),
                               occupancy=occupancy, b_iso=b_iso, u_aniso=u_aniso,
@@ -355,6 +366,10 @@ def _sites(block: gcif.Block, source: str, lattice: Lattice, esd: dict[str, floa
         except InputError as exc:
             raise with_location(exc, source, _line_of(block, "_atom_site_fract_x"),
                                 "_atom_site_*") from None
+    if negative_b:
+        warnings.warn(f"{source}: negative isotropic displacement parameter of site(s) "
+                      f"{', '.join(negative_b)}: unphysical (a refinement artefact); B = 0 Å² "
+                      "used", UserWarning, stacklevel=4)
     unknown = sorted(set(aniso) - set(labels))
     if unknown:
         raise InputError("anisotropic displacement parameters for unknown site label(s)",
@@ -536,3 +551,98 @@ def _check_declared(crystal: Crystal, hm: tuple[str, str] | None, num: tuple[str
                           f"{got} ({crystal.space_group_symbol}) but the file declares "
                           f"{gcif.as_string(hm[1])!r}; the operations are used", UserWarning,
                           stacklevel=5)
+
+
+def _formula(text: str) -> dict[str, float] | None:
+    """{element: count} of a formula such as ``'C9 H11 N O3'``, ``Ge98Sn2``, ``'Ni1.056 Sn1'``.
+
+    None when the text is not a plain sum formula (brackets, charges, words).
+    """
+    compact = text.replace(" ", "")
+    if not compact or _FORMULA_RE.sub("", compact):
+        return None
+    out: dict[str, float] = {}
+    for el, n in _FORMULA_RE.findall(compact):
+        try:
+            out[el] = out.get(el, 0.0) + (float(n) if n else 1.0)
+        except ValueError:
+            return None
+    return out or None
+
+
+def _cell_contents(crystal: Crystal) -> dict[str, float]:
+    """{element: Σ occupancy} over every atom of the unit cell."""
+    atoms = crystal.atoms
+    out: dict[str, float] = {}
+    for el, occ in zip(atoms.elements, atoms.occupancy):
+        out[el] = out.get(el, 0.0) + float(occ)
+    return out
+
+
+def _check_composition(crystal: Crystal, block: gcif.Block, source: str) -> None:
+    """Warn when the sites (expanded by symmetry) disagree with the declared formula.
+
+    Compares the share of each element of the atoms in the cell (Σ occupancy) with
+    ``_chemical_formula_sum`` (a missing element, a wrong occupancy), and, where the
+    shares agree, the number of atoms with Z × the formula (``_cell_formula_units_Z``;
+    a factor ≥ 1.5 off means duplicated or missing atoms, e.g. operations of the other
+    origin choice).
+    """
+    item = _first_value(block, _FORMULA_TAGS)
+    formula = _formula(gcif.as_string(item[1])) if item else None
+    if not formula:
+        return
+    cell = _cell_contents(crystal)
+    n_cell, n_formula = sum(cell.values()), sum(formula.values())
+    if n_cell <= 0 or n_formula <= 0:
+        return
+    elements = sorted(set(cell) | set(formula))
+    share_cell = {e: cell.get(e, 0.0) / n_cell for e in elements}
+    share_formula = {e: formula.get(e, 0.0) / n_formula for e in elements}
+    off = [e for e in elements if abs(share_cell[e] - share_formula[e]) > _COMPOSITION_TOLERANCE]
+    have = ", ".join(f"{e} {cell.get(e, 0.0):.4g}" for e in elements)
+    if off:
+        absent = [e for e in off if cell.get(e, 0.0) == 0.0]
+        extra = f" ({', '.join(absent)} on no site)" if absent else ""
+        warnings.warn(f"{source} [{item[0]}]: the sites do not match the formula "
+                      f"{gcif.as_string(item[1])!r}{extra}: the cell holds {have} (Σ "
+                      "occupancy); the sites are used", UserWarning, stacklevel=4)
+        return
+    z_item = _first_value(block, ("_cell_formula_units_Z",))
+    if z_item is None:
+        return
+    try:
+        z = float(parse_number(gcif.as_string(z_item[1]))[0])
+    except ValueError:
+        return
+    ratio = n_cell / (z * n_formula) if z > 0 else 1.0
+    if not 1 / 1.5 < ratio < 1.5:
+        warnings.warn(f"{source} [_cell_formula_units_Z]: the cell holds {n_cell:.4g} atoms "
+                      f"but Z × formula = {z:g} × {n_formula:g} = {z * n_formula:.4g}: are the "
+                      "symmetry operations those of the coordinates' setting (origin choice)?",
+                      UserWarning, stacklevel=4)
+
+
+def _check_overlaps(crystal: Crystal, source: str, tol: float = 0.01) -> None:
+    """Warn when atoms closer than ``tol`` Å share more than a full site (Σ occupancy > 1).
+
+    Mixed sites (Al 0.85 + Sc 0.15 at one position) are fine; two full atoms at one
+    place are an error in the file (a site given twice, or a wrong origin choice).
+    """
+    atoms = crystal.atoms
+    frac = np.asarray(atoms.frac, float)
+    if len(frac) < 2 or len(frac) > 20000:
+        return
+    occ = np.asarray(atoms.occupancy, float)
+    basis = crystal.lattice.direct_basis
+    bad: set[str] = set()
+    labels = [crystal.sites[i].label for i in atoms.site_index]
+    for i in range(len(frac) - 1):
+        d = frac[i + 1:] - frac[i]
+        d -= np.rint(d)
+        close = np.nonzero(np.linalg.norm(d @ basis, axis=1) < tol)[0] + i + 1
+        if len(close) and occ[i] + occ[close].sum() > 1.0 + 1e-3:
+            bad.update([labels[i], *(labels[j] for j in close)])
+    if bad:
+        warnings.warn(f"{source}: atoms of sites {', '.join(sorted(bad))} overlap (closer than "
+                      f"{tol:g} Å) with a total occupancy above 1", UserWarning, stacklevel=4)
