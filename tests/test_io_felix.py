@@ -148,19 +148,33 @@ def test_scatter_factor_names(tmp_path: Path, code: int, name: str) -> None:
     assert read_felix(d).scattering_factors == name
 
 
+SI_CIF = CIF.replace("Cu1 Cu 0 0 0 0.55", "Si1 Si 0 0 0 0.55")
+
+
 def test_kappa_methods_are_honoured(tmp_path: Path) -> None:
     d = make_folder(tmp_path, INP.replace("scatter_factor_method     = 1",
-                                          "scatter_factor_method = 5"))
+                                          "scatter_factor_method = 5"), cif=SI_CIF)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         f = read_felix(d)
     assert f.scatter_factor_method == 5 and f.scattering_factors == "kappa"
     (tmp_path / "m4").mkdir()
     d4 = make_folder(tmp_path / "m4", INP.replace("scatter_factor_method     = 1",
-                                                  "scatter_factor_method = 4"))
+                                                  "scatter_factor_method = 4"), cif=SI_CIF)
     with pytest.warns(UserWarning, match=r"felix\.inp:9: scatter_factor_method 4 .*relativistic"):
         f4 = read_felix(d4)
     assert f4.scattering_factors == "kappa"
+
+
+def test_kappa_without_orbitals_falls_back_to_kirkland(tmp_path: Path) -> None:
+    # Felix's kappa tables reach Z = 54 (LiNbO3's felix.inp asks for 4): qcbed's has no Cu
+    # or Nb orbitals, so the set-up would fail deep in the engine; it uses Kirkland instead
+    d = make_folder(tmp_path, INP.replace("scatter_factor_method     = 1",
+                                          "scatter_factor_method = 4"))
+    with pytest.warns(UserWarning, match=r"felix\.inp:9: .*no Hartree-Fock orbitals for Cu; "
+                                         r"the Kirkland factors"):
+        f = read_felix(d)
+    assert f.scatter_factor_method == 4 and f.scattering_factors == "kirkland"
 
 
 def test_read_felix_inp_and_hkl_directly(tmp_path: Path) -> None:

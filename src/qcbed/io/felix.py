@@ -35,6 +35,7 @@ from .._core.checks import (
 )
 from ..crystal import Crystal
 from ..errors import InputError
+from ..scattering.kappa import kappa_elements
 from .cif import read_cif
 
 __all__ = ["ABSORPTION_METHODS", "SCATTER_FACTOR_METHODS", "FelixInput", "felix_image_files",
@@ -130,6 +131,9 @@ class FelixInput:
     """1: include higher-order Laue zones."""
     blur_radius: float | None = None
     """Gaussian blur radius of the image processing, px."""
+    debye_model: int | None = None
+    """Felix's ``Debye_model``: 0 isotropic (the crystal's anisotropic U are replaced by
+    their isotropic B), 1 anisotropic; None when not given (the CIF's U are used)."""
     image_files: dict[tuple[int, int, int], Path] = field(default_factory=dict)
     """Experimental images ``<name>_+h+k+l.dm3`` by reflection (see :func:`felix_image_files`)."""
     raw: dict[str, Any] = field(default_factory=dict)
@@ -371,6 +375,40 @@ def _int(raw: dict[str, Any], lines: dict[str, int], key: str, source: Path, *,
     return v
 
 
+def _kappa_or_fallback(crystal: Crystal, sfm: int | None, inp: Path, line: int) -> str:
+    """'kappa', or 'kirkland' with a warning when the kappa table lacks an element.
+
+    Felix's kappa models (4, 5) tabulate RHF orbitals up to Z = 54; qcbed's kappa model
+    has the Clementi–Roetti orbitals of fewer elements (:func:`kappa_elements`).
+    """
+    have = set(kappa_elements())
+    missing = sorted({s.element for s in crystal.sites} - have)
+    if not missing:
+        return "kappa"
+    warnings.warn(f"{inp}:{line}: scatter_factor_method = {sfm} (kappa formalism) but qcbed's "
+                  f"kappa model has no Hartree-Fock orbitals for {', '.join(missing)}; the "
+                  "Kirkland factors (scatter_factor_method 0) are used for every atom",
+                  UserWarning, stacklevel=3)
+    return "kirkland"
+
+
+def _isotropic(crystal: Crystal, inp: Path, line: int) -> Crystal:
+    """The crystal with isotropic displacements only (Felix ``Debye_model = 0``).
+
+    A site with anisotropic U keeps its isotropic B: the CIF's B_iso/U_iso, or B_eq =
+    8π²U_eq from the U tensor where the CIF gives none (:func:`qcbed.io.cif.read_cif`).
+    """
+    from dataclasses import replace
+
+    aniso = [s.label for s in crystal.sites if s.u_aniso is not None]
+    if not aniso:
+        return crystal
+    warnings.warn(f"{inp}:{line}: Debye_model = 0 (isotropic): the anisotropic U of "
+                  f"{', '.join(aniso)} are replaced by their isotropic B", UserWarning,
+                  stacklevel=3)
+    return crystal.replace(sites=[replace(s, u_aniso=None) for s in crystal.sites])
+
+
 def read_felix(folder: str | PathLike[str]) -> FelixInput:
     """Read a Felix input folder.
 
@@ -398,6 +436,10 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     Warns
     -----
     UserWarning
+        ``scatter_factor_method`` 4 or 5 with an element that qcbed's kappa model does
+        not tabulate (Felix's go to Z = 54; :func:`qcbed.scattering.kappa.kappa_elements`):
+        ``scattering_factors`` is then ``'kirkland'`` for every atom. ``Debye_model = 0``
+        with anisotropic U in the CIF: they are replaced by the isotropic B.
         ``scatter_factor_method`` 4 (kappa formalism on relativistic RHF orbitals):
         ``scattering_factors`` is qcbed's ``'kappa'`` model, built on the
         non-relativistic Clementi–Roetti orbitals (for Si the X-ray factors of the
@@ -428,14 +470,7 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
 
     sfm = _int(raw_l, lines_l, "scatter_factor_method", inp,
                choices=tuple(SCATTER_FACTOR_METHODS))
-    sf_name = None
-    if sfm is not None:
-        sf_name, desc = SCATTER_FACTOR_METHODS[sfm]
-        if sfm in _APPROXIMATE:
-            warnings.warn(f"{inp}:{lines_l['scatter_factor_method']}: scatter_factor_method "
-                          f"{sfm} ({desc}): qcbed's '{sf_name}' model uses the "
-                          "non-relativistic Clementi-Roetti RHF orbitals", UserWarning,
-                          stacklevel=2)
+    sf_name = SCATTER_FACTOR_METHODS[sfm][0] if sfm is not None else None
     absm = _int(raw_l, lines_l, "absorption_method", inp, choices=tuple(ABSORPTION_METHODS))
 
     def req_real(key: str) -> float:
@@ -461,6 +496,16 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
                          found=f"{n_t:.4g} thicknesses ({t0:g}..{t1:g} Å step {dt:g} Å)")
 
     crystal = read_cif(d / "felix.cif")
+    if sf_name == "kappa":
+        sf_name = _kappa_or_fallback(crystal, sfm, inp, lines_l["scatter_factor_method"])
+    if sf_name == "kappa" and sfm in _APPROXIMATE:
+        warnings.warn(f"{inp}:{lines_l['scatter_factor_method']}: scatter_factor_method "
+                      f"{sfm} ({SCATTER_FACTOR_METHODS[sfm][1]}): qcbed's 'kappa' model uses "
+                      "the non-relativistic Clementi-Roetti RHF orbitals", UserWarning,
+                      stacklevel=2)
+    debye = _int(raw_l, lines_l, "debye_model", inp, choices=(0, 1))
+    if debye == 0:
+        crystal = _isotropic(crystal, inp, lines_l["debye_model"])
     hkl = read_felix_hkl(d / "felix.hkl")
     return FelixInput(
         source=d, crystal=crystal, hkl=hkl,
@@ -483,6 +528,7 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
         g_limit=_real(raw_l, lines_l, "g_limit", inp, nonnegative=True),
         holz_flag=_int(raw_l, lines_l, "holz_flag", inp, minimum=0),
         blur_radius=_real(raw_l, lines_l, "blur_radius", inp, nonnegative=True),
+        debye_model=debye,
         image_files=felix_image_files(d),
         raw=raw, lines=lines,
     )
