@@ -451,6 +451,7 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
     else:
         sel, err, strong, level = pick(pool, table, level)
     if tail is None and make_pool is not None and smax is not None and gmax is not None:
+        measured = 0
         for rnd in range(MAX_POOL_ROUNDS):
             # grow along each limit in turn; adopt the growth that changes most
             worst: tuple[float, BeamPool, PotentialTable, float, float] | None = None
@@ -461,23 +462,37 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
                 big_pool, big_table = make_pool(s_new, g_new)
                 if len(big_pool) == len(pool):
                     continue
-                if len(big_pool) > MAX_POOL_SIZE:
-                    steps.append(f"pool {len(pool)} -> {len(big_pool)} (smax {s_new:.3g}, "
-                                 f"gmax {g_new:.3g}): above {MAX_POOL_SIZE} beams, not checked")
+                label = (f"pool {len(pool)} -> {len(big_pool)} (smax {s_new:.3g}, "
+                         f"gmax {g_new:.3g})")
+                if len(big_pool) > MAX_CHECK_POOL_SIZE:
+                    steps.append(f"{label}: above {MAX_CHECK_POOL_SIZE} beams, not checked")
                     continue
+                # pools above MAX_POOL_SIZE are measured (chosen selection, cheap) but not
+                # adopted (adopting needs the all-strong reference, N³ per direction)
                 new, _ = _intensities(_arrays(template, big_pool, big_table, sel), kt, t)
                 e = _error(cur, new)
-                steps.append(f"pool {len(pool)} -> {len(big_pool)} (smax {s_new:.3g}, "
-                             f"gmax {g_new:.3g}): {e:.1e}")
+                measured += 1
+                big = len(big_pool) > MAX_POOL_SIZE
+                steps.append(f"{label}: {e:.1e}"
+                             + (f" (above {MAX_POOL_SIZE} beams: measured, not adopted)"
+                                if big else ""))
                 pool_err = max(pool_err, e)
-                if worst is None or e > worst[0]:
+                if not big and (worst is None or e > worst[0]):
                     worst = (e, big_pool, big_table, s_new, g_new)
             if worst is None or pool_err <= 0.5 * accuracy or rnd == MAX_POOL_ROUNDS - 1:
                 break
             _, pool, table, smax, gmax = worst
             sel, err, strong, level = pick(pool, table, level)
-        pool_err = max(pool_err, _further_growth(template, pool, make_pool, smax, gmax, sel,
-                                                 cur, kt, t, steps))
+        n_steps = len(steps)
+        further = _further_growth(template, pool, make_pool, smax, gmax, sel, cur, kt, t,
+                                  steps)
+        measured += sum(not s.endswith("not checked") for s in steps[n_steps:])
+        pool_err = max(pool_err, further) if measured else None
+        if not measured:
+            warnings.warn(f"the pool of {len(pool)} beams could not be checked for growth (every "
+                          f"grown pool has more than {MAX_CHECK_POOL_SIZE} beams): its "
+                          "convergence is unknown (pool_error = None)", UserWarning,
+                          stacklevel=3)
     conv = Convergence(accuracy, err, pool_err, True, sel.sgmin, sel.omega, len(pool), smax,
                        gmax, strong, tuple(map(float, t)), len(kt), tuple(steps), tail_info)
     if not conv.converged:
