@@ -16,6 +16,18 @@ from ..scattering.structure_factors import PotentialModel, structure_factors
 __all__ = ["felix_project"]
 
 
+def _regions_that_fit(samples: int, wanted: int) -> int:
+    """``wanted`` when a samples × samples ROI holds that many tiles of ≥ 2 × 2, else 0."""
+    from ..errors import InputError
+    from ..refine.reproducibility import tile_slices
+
+    try:
+        tile_slices((samples, samples), wanted)
+    except InputError:
+        return 0
+    return wanted
+
+
 def felix_project(folder: str | Path, *, output: str = "results", thickness: float | None = None,
                   clip_negative: bool | None = None, n_ug: int = 3, roi_fraction: float = 0.8,
                   roi_step: int | str = "auto", energy_filtered: bool | None = None
@@ -106,6 +118,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
     c = (n - 1) / 2.0
     ns = 2 * half // roi_step + 1
     corners = [[c - half, c - half], [c - half, c + half], [c + half, c - half]]
+    n_regions = _regions_that_fit(ns, 5)
     low = [list(h) for h in hkl if float(crystal.lattice.g_length(h)) <= 0.8]
     t0 = float(thickness if thickness is not None else fx.initial_thickness)
     tpl = 2 * (int(0.6 * r) // 2) + 1
@@ -142,7 +155,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                           {"name": "low-order structure factors",
                            "refine": ["thickness", *ug, "shift.row", "shift.col"],
                            "max_iter": 20}],
-                 "regions": 5},
+                 "regions": n_regions},
     }
     comments = {
         "project": f"qcbed project for the Felix D-LACBED folder {d}\n"
@@ -180,9 +193,12 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                   f"absorption_method = {fx.absorption_method}, holz_flag = {fx.holz_flag}; "
                   "HOLZ beams are included\n(real data need them)",
         "plan.thickness": "start thickness (A), Felix's initial_thickness",
-        "plan.regions": "the last fine step repeated on 5 disjoint tiles of the ROI, none a "
-                        "copy of another under the images' copy relations: the spread of "
-                        "the results\n(docs/refinement.md, 'Reproducibility across regions')",
+        "plan.regions": ("the last fine step repeated on 5 disjoint tiles of the ROI, none a "
+                         "copy of another under the images' copy relations: the spread of "
+                         "the results\n(docs/refinement.md, 'Reproducibility across regions')"
+                         if n_regions else
+                         f"0: the ROI's {ns} x {ns} samples cannot hold 5 tiles of at least "
+                         "2 x 2 samples (small images); no spread over regions"),
     }
     facts = {"n_images": len(stack.hkl), "n_compared": len(hkl), "negative_pixels": n_neg,
              "families": families, "image_shape": stack.shape}
