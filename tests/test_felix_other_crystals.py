@@ -449,3 +449,23 @@ def test_inverting_a_polar_crystal_swaps_g_and_minus_g() -> None:
     # and the polar crystal is not its own inverse: I_g(k_t) != I_-g(-k_t) for itself
     ia_minus = a.solve(-kt).intensities(t)[0]
     assert np.abs(ia_minus[:, swap] - ia).max() > 1e-3 * ia.max()
+
+
+def test_folder_without_felix_hkl_and_with_another_cif_name(tmp_path: Path) -> None:
+    # the public LiNbO3_84x84 folder holds felix.inp and images only: the reflections come
+    # from the image names, the crystal from the folder's only CIF
+    d = make_felix_folder(tmp_path / "LiTaO3_84x84", inp=_inp(), cif=R3C_ANISO,
+                          hkl=[(0, 0, 6)], stem="LiTaO3",
+                          images={h: np.zeros((84, 84), "f4")
+                                  for h in [(0, 0, 0), (0, 0, 12), (2, 2, -3), (3, 3, 6)]})
+    (d / "felix.hkl").unlink()
+    (d / "felix.cif").rename(d / "LiTaO3.cif")
+    with pytest.warns(UserWarning) as rec:
+        f = read_felix(d)
+    msgs = " | ".join(str(w.message) for w in rec)
+    assert "only CIF LiTaO3.cif is used" in msgs and "3 reflections of the image names" in msgs
+    assert {tuple(h) for h in f.hkl} == {(0, 0, 12), (2, 2, -3), (3, 3, 6)}
+    assert f.hkl_path is None and f.cif_path == d / "LiTaO3.cif"
+    (d / "other.cif").write_text(R3C_ANISO)
+    with pytest.raises(InputError, match=r"missing felix\.cif.*LiTaO3\.cif.*other\.cif"):
+        read_felix(d)

@@ -122,7 +122,7 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
             kw["selection"] = dataclasses.replace(kw["selection"],
                                                   min_strong=int(fx.min_strong_beams or 0))
         sim = Simulation.from_felix(folder, **kw, **_pool_options(gmax, smax, no_holz))
-        inputs = [folder / n for n in ("felix.inp", "felix.cif", "felix.hkl")]
+        inputs = [f for f in (folder / "felix.inp", fx.cif_path, fx.hkl_path) if f is not None]
         setup_kind = "felix"
     elif p.suffix.lower() == ".dat":
         if elastic or absorption:

@@ -134,6 +134,10 @@ class FelixInput:
     debye_model: int | None = None
     """Felix's ``Debye_model``: 0 isotropic (the crystal's anisotropic U are replaced by
     their isotropic B), 1 anisotropic; None when not given (the CIF's U are used)."""
+    cif_path: Path | None = None
+    """The CIF that was read (``felix.cif``, or the folder's only ``*.cif``)."""
+    hkl_path: Path | None = None
+    """``felix.hkl``, or None when the reflections came from the image names."""
     image_files: dict[tuple[int, int, int], Path] = field(default_factory=dict)
     """Experimental images ``<name>_+h+k+l.dm3`` by reflection (see :func:`felix_image_files`)."""
     raw: dict[str, Any] = field(default_factory=dict)
@@ -409,6 +413,32 @@ def _isotropic(crystal: Crystal, inp: Path, line: int) -> Crystal:
     return crystal.replace(sites=[replace(s, u_aniso=None) for s in crystal.sites])
 
 
+def _cif_path(d: Path) -> Path:
+    """``felix.cif``, or the folder's only ``*.cif`` (with a warning)."""
+    if (d / "felix.cif").is_file():
+        return d / "felix.cif"
+    cifs = sorted(f for f in d.iterdir() if f.is_file() and f.suffix.lower() == ".cif")
+    if len(cifs) != 1:
+        raise InputError("missing felix.cif in the Felix folder", source=d, tag="felix.cif",
+                         expected=f"a file {d / 'felix.cif'} (or a single *.cif)",
+                         found=[f.name for f in cifs] or "no CIF")
+    warnings.warn(f"{d}: no felix.cif; the folder's only CIF {cifs[0].name} is used",
+                  UserWarning, stacklevel=3)
+    return cifs[0]
+
+
+def _hkl_from_images(d: Path, images: dict[tuple[int, int, int], Path]) -> np.ndarray:
+    """The reflections of the image names (000 left out), when ``felix.hkl`` is missing."""
+    hkl = [h for h in images if h != (0, 0, 0)]
+    if not hkl:
+        raise InputError("missing felix.hkl in the Felix folder", source=d, tag="felix.hkl",
+                         expected=f"a file {d / 'felix.hkl'} or <name>_+h+k+l.dm3 images",
+                         found="neither")
+    warnings.warn(f"{d}: no felix.hkl; the {len(hkl)} reflections of the image names are "
+                  "used", UserWarning, stacklevel=3)
+    return _readonly(np.array(hkl, dtype=int))
+
+
 def read_felix(folder: str | PathLike[str]) -> FelixInput:
     """Read a Felix input folder.
 
@@ -427,8 +457,10 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     Raises
     ------
     InputError
-        The folder or one of the three files is missing (the message names the
-        folder and the file), a required key is missing (incident_beam_direction,
+        The folder or ``felix.inp`` is missing, ``felix.cif`` is missing and the folder
+        holds no single ``*.cif``, ``felix.hkl`` is missing and there are no images
+        (the message names the folder and the file), a required key is missing
+        (incident_beam_direction,
         x_direction, normal, accelerating_voltage_kv, convergence_angle,
         image_radius, initial/final/delta_thickness), or a value has the wrong
         type or range (file, line, key, expected and found are named).
@@ -436,6 +468,9 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     Warns
     -----
     UserWarning
+        No ``felix.cif`` (the folder's only CIF is read) or no ``felix.hkl`` (the
+        reflections of the image names, 000 left out, are the outputs: the public
+        LiNbO3_84x84 folder holds only felix.inp and images).
         ``scatter_factor_method`` 4 or 5 with an element that qcbed's kappa model does
         not tabulate (Felix's go to Z = 54; :func:`qcbed.scattering.kappa.kappa_elements`):
         ``scattering_factors`` is then ``'kirkland'`` for every atom. ``Debye_model = 0``
@@ -450,10 +485,10 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     if not d.is_dir():
         raise InputError("not a folder", source=d, expected="a Felix input folder",
                          found="no such folder" if not d.exists() else "a file")
-    for name in ("felix.inp", "felix.cif", "felix.hkl"):
-        if not (d / name).is_file():
-            raise InputError(f"missing {name} in the Felix folder", source=d, tag=name,
-                             expected=f"a file {d / name}", found="no such file")
+    if not (d / "felix.inp").is_file():
+        raise InputError("missing felix.inp in the Felix folder", source=d, tag="felix.inp",
+                         expected=f"a file {d / 'felix.inp'}", found="no such file")
+    cif_path = _cif_path(d)
     inp = d / "felix.inp"
     raw, lines = read_felix_inp(inp)
     # case-insensitive access (Felix writes e.g. 'Debye_model')
@@ -495,7 +530,7 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
                          expected=f"(final − initial)/delta + 1 ≤ {MAX_THICKNESS_COUNT}",
                          found=f"{n_t:.4g} thicknesses ({t0:g}..{t1:g} Å step {dt:g} Å)")
 
-    crystal = read_cif(d / "felix.cif")
+    crystal = read_cif(cif_path)
     if sf_name == "kappa":
         sf_name = _kappa_or_fallback(crystal, sfm, inp, lines_l["scatter_factor_method"])
     if sf_name == "kappa" and sfm in _APPROXIMATE:
@@ -506,9 +541,14 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
     debye = _int(raw_l, lines_l, "debye_model", inp, choices=(0, 1))
     if debye == 0:
         crystal = _isotropic(crystal, inp, lines_l["debye_model"])
-    hkl = read_felix_hkl(d / "felix.hkl")
+    images = felix_image_files(d)
+    hkl_path: Path | None = d / "felix.hkl"
+    if hkl_path is not None and hkl_path.is_file():
+        hkl = read_felix_hkl(hkl_path)
+    else:
+        hkl, hkl_path = _hkl_from_images(d, images), None
     return FelixInput(
-        source=d, crystal=crystal, hkl=hkl,
+        source=d, crystal=crystal, hkl=hkl, cif_path=cif_path, hkl_path=hkl_path,
         incident_beam_direction=_vector(raw_l, lines_l, "incident_beam_direction", inp),
         x_direction=_vector(raw_l, lines_l, "x_direction", inp),
         normal=_vector(raw_l, lines_l, "normal", inp),
@@ -529,6 +569,6 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
         holz_flag=_int(raw_l, lines_l, "holz_flag", inp, minimum=0),
         blur_radius=_real(raw_l, lines_l, "blur_radius", inp, nonnegative=True),
         debye_model=debye,
-        image_files=felix_image_files(d),
+        image_files=images,
         raw=raw, lines=lines,
     )

@@ -125,7 +125,7 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
     ug = [f"U({','.join(str(v) for v in h)})" for h in families]
     proj = {
         "project": {"name": f"Felix D-LACBED {d.name}", "output": output},
-        "crystal": {"source": str(d / "felix.cif")},
+        "crystal": {"source": str(fx.cif_path or d / "felix.cif")},
         "data": {"format": "felix", "kind": "lacbed", "folder": str(d),
                  "variance": "poisson" if counts else "estimated", "clip_negative": clip,
                  "require_hkl": True, "energy_filtered": bool(energy_filtered)},
