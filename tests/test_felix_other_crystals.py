@@ -469,3 +469,45 @@ def test_folder_without_felix_hkl_and_with_another_cif_name(tmp_path: Path) -> N
     (d / "other.cif").write_text(R3C_ANISO)
     with pytest.raises(InputError, match=r"missing felix\.cif.*LiTaO3\.cif.*other\.cif"):
         read_felix(d)
+
+
+def test_large_automatic_pools_are_capped_nearest_bragg_then_shortest() -> None:
+    """The engine's accuracy check solves the pool with every beam strong (N³ per
+    direction): BaTiO3 P2_1 at gmax 3 / smax 0.05 had 2 679 beams (the set-up ran for
+    more than 8 minutes in its first reference), C9H11NO3 6 101 and Eu4Cd25 30 177 (a
+    54 GiB coupling table, refused). Automatic pools now start from at most
+    MAX_POOL_SIZE beams."""
+    from qcbed.bloch.beams import BeamPool
+    from qcbed.bloch.geometry import ZoneFrame
+
+    c, _ = _read(WURTZITE_MIXED)
+    frame = ZoneFrame(c.lattice, (-1.0, 1.0, 0.0), (0.0, 0.0, -1.0))
+    k = 25.1
+    kw = dict(gmax=3.0, smax=0.05, kt_center=(0.0, 0.0))
+    # a narrow disc: the beams nearest the Bragg condition are kept (smax lowered)
+    full = BeamPool.automatic(c, frame, k, kt_radius=0.02, **kw)
+    cap = BeamPool.automatic(c, frame, k, kt_radius=0.02, max_size=40, **kw)
+    assert len(full) > 40 and 40 <= len(cap) <= 44 and cap.meta["capped_from"] == len(full)
+    assert cap.meta["smax"] < 0.05 and cap.meta["gmax"] == 3.0
+    assert {tuple(h) for h in cap.hkl} <= {tuple(h) for h in full.hkl}
+    # a wide disc (every beam reaches Bragg somewhere): the shortest beams are kept
+    wide = BeamPool.automatic(c, frame, k, kt_radius=1.4, max_size=40, **kw)
+    assert 40 <= len(wide) <= 60 and wide.meta["gmax"] < 3.0 and wide.meta["smax"] == 0.05
+    assert np.max(c.lattice.g_length(wide.hkl)) <= wide.meta["gmax"] + 1e-9
+    # no cap below the floor (Felix's min_reflection_pool) and none when not asked
+    floor = BeamPool.automatic(c, frame, k, kt_radius=0.02, max_size=40, min_size=len(full),
+                               **kw)
+    assert len(floor) == len(full) and "capped_from" not in floor.meta
+
+
+def test_simulation_caps_its_automatic_pool_with_a_warning(monkeypatch) -> None:
+    import qcbed.bloch.simulation as simmod
+
+    monkeypatch.setattr(simmod, "MAX_POOL_SIZE", 60)
+    with pytest.warns(UserWarning, match=r"automatic beam pool .* has \d+ beams .* the \d+ "
+                                         r"nearest the Bragg condition or shortest are used"):
+        sim = _si_sim()
+    first = int(sim.convergence.steps[0].split(":")[0].split()[1])   # "pool N: sgmin ..."
+    assert 60 <= first <= 80                 # the check started from the capped pool
+    # a pool the user fixes (smax given) is never capped
+    assert "capped_from" not in _si_sim(smax=0.05).pool.meta

@@ -162,7 +162,7 @@ class BeamPool:
     def automatic(cls, crystal: Crystal, frame: ZoneFrame, k_in: float, *, gmax: float,
                   smax: float, kt_center: ArrayLike = (0.0, 0.0), kt_radius: float = 0.0,
                   outputs: ArrayLike | None = None, holz: bool = True,
-                  min_size: int = 0) -> BeamPool:
+                  min_size: int = 0, max_size: int | None = None) -> BeamPool:
         """Automatic pool: |g| ≤ gmax (Å⁻¹) and |S_g| ≤ smax (Å⁻¹) somewhere in the tilt disc.
 
         The excitation error is bounded over the disc of tangential wave vectors
@@ -171,7 +171,11 @@ class BeamPool:
         space-group-forbidden reflections stay (they are excited dynamically).
         ``holz=False`` keeps only the zero-order Laue zone. With ``min_size``,
         smax grows until the pool holds at least that many beams (Felix's
-        ``min_reflection_pool``).
+        ``min_reflection_pool``). With ``max_size``, a larger pool keeps only its
+        max(``max_size``, ``min_size``) beams nearest the Bragg condition (smallest
+        min |S_g| over the disc; ``meta['smax']`` becomes their bound and
+        ``meta['capped_from']`` the size before): large cells (C9H11NO3 at gmax 3,
+        smax 0.05: 6 101 beams).
         """
         lat = crystal.lattice
         hmax = np.ceil(gmax * np.array([lat.a, lat.b, lat.c])).astype(int)
@@ -197,6 +201,20 @@ class BeamPool:
             if keep.sum() >= min_size or keep.all():
                 break
             s_cap *= 1.25
+        capped_from = None
+        limit = max(int(max_size), int(min_size)) if max_size is not None else None
+        if limit is not None and keep.sum() > limit:
+            capped_from = int(keep.sum())
+            s_new = float(np.partition(s_min, limit - 1)[limit - 1])
+            if s_new > 0 and (s_min <= s_new).sum() <= 1.1 * limit:
+                s_cap = s_new
+                keep = s_min <= s_cap
+            else:
+                # most beams reach the Bragg condition somewhere in a wide tilt disc
+                # (min |S_g| = 0 for all of them): lower gmax instead
+                glen = np.linalg.norm(g, axis=1)
+                gmax = float(np.partition(glen[keep], limit - 1)[limit - 1])
+                keep &= glen <= gmax + 1e-9
         # closed under the zone's point-group rotations whose image of the tilt disc
         # overlaps the disc (only those can map directions of the disc onto each
         # other): a disc a little off the zone axis otherwise keeps a beam without its
@@ -214,6 +232,8 @@ class BeamPool:
         order = np.argsort(s_min[keep] + 1e-9 * np.linalg.norm(g[keep], axis=1), kind="stable")
         pool = cls.from_hkl(frame, hkl[keep][order], outputs)
         pool.meta.update(gmax=gmax, smax=s_cap, kt_radius=kt_radius, holz=holz)
+        if capped_from is not None:
+            pool.meta["capped_from"] = capped_from
         return pool
 
 

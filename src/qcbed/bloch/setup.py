@@ -74,16 +74,30 @@ def initial_pool(crystal: Crystal, internal: Crystal, frame: ZoneFrame, k_in: fl
 
     An explicit ``pool`` keeps its order; without ``outputs`` its beams with
     |g| ≤ ``aperture`` (Å⁻¹) are output. Otherwise an automatic pool from
-    ``settings`` (``gmax``, ``smax``, …); without ``outputs`` its zero-order-Laue-zone
-    beams within the aperture are output.
+    ``settings`` (``gmax``, ``smax``, …; ``max_pool``: at most that many beams, those
+    nearest the Bragg condition, with a warning); without ``outputs`` its
+    zero-order-Laue-zone beams within the aperture are output.
     """
     if pool is not None:
         ph = np.asarray(pool, int).reshape(-1, 3)
         if outputs is None:
             outputs = ph[crystal.lattice.g_length(ph) <= aperture + 1e-12]
         return BeamPool.from_hkl(frame, pool, outputs)
-    made = automatic_pool(internal, frame, k_in, settings, outputs, gmax=settings["gmax"],
-                          smax=settings["smax"])
+    max_size = settings.get("max_pool")
+    made = BeamPool.automatic(internal, frame, k_in, gmax=settings["gmax"],
+                              smax=settings["smax"], kt_center=settings["kt_center"],
+                              kt_radius=settings["kt_radius"], outputs=outputs,
+                              holz=settings["holz"], min_size=settings["min_pool"],
+                              max_size=max_size)
+    if "capped_from" in made.meta:
+        warnings.warn(f"the automatic beam pool (|g| ≤ {settings['gmax']:g} Å⁻¹, |S_g| ≤ "
+                      f"{settings['smax']:g} Å⁻¹ over the tilt disc) has "
+                      f"{made.meta['capped_from']} beams (a large cell or tilt range); the "
+                      f"{len(made)} nearest the Bragg condition or shortest are used (|S_g| ≤ "
+                      f"{made.meta['smax']:.3g} Å⁻¹, |g| ≤ {made.meta['gmax']:.3g} Å⁻¹) so "
+                      "that the engine's accuracy check stays affordable; the pool error "
+                      "says what growth changes",
+                      UserWarning, stacklevel=4)
     if outputs is None:
         h = made.hkl
         keep = (crystal.lattice.g_length(h) <= aperture + 1e-12) & (

@@ -47,6 +47,7 @@ from .chunks import UNPHYSICAL_GROWTH_WARN
 from .convergence import (
     DEFAULT_ACCURACY,
     DEFAULT_CHECK_THICKNESS,
+    MAX_POOL_SIZE,
     Convergence,
     TailPlan,
     choose,
@@ -253,6 +254,10 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         self._explicit_pool = pool is not None
         self.pool_settings = dict(gmax=gmax, smax=smax, holz=holz, kt_center=kt_center,
                                   kt_radius=kt_radius, min_pool=min_pool)
+        if auto_pool:
+            # the engine's check solves the pool with every beam strong (N³ per
+            # direction): large cells start from the MAX_POOL_SIZE beams nearest Bragg
+            self.pool_settings["max_pool"] = MAX_POOL_SIZE
         if outputs is not None:
             warn_outside_pool(crystal, outputs, pool, gmax)
         self.pool = initial_pool(crystal, self._internal, self.frame, self.k_in, pool, outputs,
@@ -446,7 +451,8 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             k_in=self.k_in, normal=self.frame.normal_frame, pool=self.pool, table=self.table,
             make_pool=make_pool if auto_pool else None,
             smax=float(self.pool.meta.get("smax", settings["smax"])) if auto_pool else None,
-            gmax=float(settings["gmax"]) if auto_pool else None, selection=selection,
+            gmax=float(self.pool.meta.get("gmax", settings["gmax"])) if auto_pool else None,
+            selection=selection,
             accuracy=float(self.accuracy), min_strong=min_strong, kt=self._check_kt,
             thickness=self.check_thickness, tail=plan)
         self.pool, self.table, self.selection, self.tail = pool, table, sel, tail
