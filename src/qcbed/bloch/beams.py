@@ -203,7 +203,7 @@ class BeamPool:
             s_cap *= 1.25
         capped_from = None
         limit = max(int(max_size), int(min_size)) if max_size is not None else None
-        if limit is not None and keep.sum() > limit:
+        if limit is not None and keep.sum() > 1.1 * limit:   # (min_size's steps overshoot)
             capped_from = int(keep.sum())
             s_new = float(np.partition(s_min, limit - 1)[limit - 1])
             if s_new > 0 and (s_min <= s_new).sum() <= 1.1 * limit:
