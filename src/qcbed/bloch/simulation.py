@@ -47,6 +47,7 @@ from .chunks import UNPHYSICAL_GROWTH_WARN
 from .convergence import (
     DEFAULT_ACCURACY,
     DEFAULT_CHECK_THICKNESS,
+    MAX_CHECK_POOL_SIZE,
     MAX_POOL_SIZE,
     Convergence,
     TailPlan,
@@ -433,9 +434,13 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         """Let the engine choose the pool and/or the selection for ``self.accuracy``."""
         settings = self.pool_settings
 
-        def make_pool(smax: float, gmax: float) -> tuple[BeamPool, PotentialTable]:
+        def make_pool(smax: float, gmax: float) -> tuple[BeamPool, PotentialTable | None]:
             pool = automatic_pool(self._internal, self.frame, self.k_in, settings,
                                   self.pool.outputs, gmax=gmax, smax=smax)
+            if len(pool) > MAX_CHECK_POOL_SIZE:
+                # never solved (choose checks the size first); its N² table alone took
+                # 7 GiB for Eu4Cd25's grown pools of 7 541 beams
+                return pool, None
             table = PotentialTable.build(pool.hkl, self._compute_u)
             if self._overrides:
                 table.set_values(self._overrides, self.crystal, self.origin_shift)
