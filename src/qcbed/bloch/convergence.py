@@ -567,6 +567,7 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
                 src2 = plan.make(p2, ts, max(tg, g_new))
                 label = (f"pool {len(pool)} -> {len(p2)} (smax {s_new:.3g}, gmax {g_new:.3g}) "
                          "under the tail")
+            src2.share_couplings(src)        # the same potential: Z computed once
             new = _exact_tail_intensities(frame, p2, tb2, strong, src2, kt, t)
             e = _error(exact, new)
             steps.append(f"{label}: {e:.1e}")
