@@ -10,16 +10,25 @@ Issue 12 item 1 (pool half). Prints, in one run on the same machine:
   max |ΔI|/I_max against the tail computed exactly at the sample directions;
 * the full 152 × 152 image at 1480 Å with and without the tail (2 worker
   processes; ``--serial N``: N directions of the image, one process);
-* with ``--gmax`` only: pool and tail g_max raised together (3, 4, 4.5 Å⁻¹).
+* with ``--gmax`` only: pool and tail g_max raised together (3, 4, 4.5 Å⁻¹);
+* with ``--cost`` only: the set-up's CPU time, peak memory and reported errors, each
+  set-up in a fresh process (cold caches, as a user's first run), with and without the
+  tail, ``--repeat`` times interleaved; ``--against SRC`` also runs the tail set-up with
+  the ``qcbed`` sources at SRC (e.g. a checkout of the previous commit) in turn, so that
+  old and new are compared under the same load of the shared machine.
 
 Run: ``QCBED_SHARED=../shared python benchmarks/bench_tail.py [--serial 512] [--no-image]
-[--gmax]``.
+[--gmax] [--cost [--repeat 3] [--against /path/to/old/src]]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import resource
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -97,6 +106,45 @@ def gmax_series(sim: Simulation) -> None:
         print(f"  {a} vs {b}: {_error(res[a], res[b]):.1e}")
 
 
+def cost_child(tail: bool) -> None:
+    """One cold set-up in this process: prints CPU, wall, peak RSS and the errors (JSON)."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    sim = Simulation.from_felix(FELIX, executor="serial", tail=tail)
+    conv = sim.convergence
+    out = {"cpu_s": time.process_time() - c0, "wall_s": time.perf_counter() - w0,
+           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "selection_error": conv.error, "pool_error": conv.pool_error,
+           "tail": conv.tail, "sgmin": conv.sgmin}
+    print(json.dumps(out))
+
+
+def cost(repeat: int, against: str | None) -> None:
+    """Cold set-ups in fresh processes, interleaved (the machine is shared): medians."""
+    here = str(Path(__file__).resolve().parents[1] / "src")
+    runs = [("tail", here, True), ("no tail", here, False)]
+    if against:
+        runs.insert(1, ("tail, " + against, against, True))
+    got: dict[str, list[dict]] = {name: [] for name, _, _ in runs}
+    for _ in range(repeat):
+        for name, src, tail in runs:
+            env = dict(os.environ, PYTHONPATH=src, OPENBLAS_NUM_THREADS="1")
+            res = subprocess.run([sys.executable, __file__, "--cost-child", str(int(tail))],
+                                 env=env, capture_output=True, text=True, check=True)
+            got[name].append(json.loads(res.stdout.strip().splitlines()[-1]))
+            r = got[name][-1]
+            tail_info = r["tail"] or {}
+            print(f"  {name}: CPU {r['cpu_s']:.1f} s, wall {r['wall_s']:.1f} s, peak "
+                  f"{r['peak_mib']:.0f} MiB; selection {r['selection_error']:.3e}, pool "
+                  f"{r['pool_error']:.3e}, tail fit {tail_info.get('fit_error', 0):.3e}, "
+                  f"growth {tail_info.get('growth_error', 0):.3e}, sgmin {r['sgmin']:g}",
+                  flush=True)
+    for name, rs in got.items():
+        print(f"{name}: median CPU {np.median([r['cpu_s'] for r in rs]):.1f} s, wall "
+              f"{np.median([r['wall_s'] for r in rs]):.1f} s, peak "
+              f"{max(r['peak_mib'] for r in rs):.0f} MiB ({len(rs)} runs; load "
+              f"{os.getloadavg()[0]:.1f})")
+
+
 def image(sim: Simulation, serial: int) -> float:
     grid = sim.defaults.grid
     if serial:
@@ -118,8 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-image", action="store_true")
     ap.add_argument("--no-tiles", action="store_true")
     ap.add_argument("--gmax", action="store_true", help="only the g_max series")
+    ap.add_argument("--cost", action="store_true", help="only the set-up cost")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--against", help="qcbed sources (…/src) of the old set-up")
+    ap.add_argument("--cost-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
+    if args.cost_child is not None:
+        cost_child(bool(args.cost_child))
+        return 0
+    if args.cost:
+        cost(args.repeat, args.against)
+        return 0
     if args.gmax:
         gmax_series(Simulation.from_felix(FELIX, executor="serial", accuracy=None))
         return 0
