@@ -112,6 +112,17 @@ def test_z_blocks_are_the_structure_factors_of_the_differences(crystal):
         assert even.any() and np.all(o[:40, :40].reshape(-1)[even] == 0)
 
 
+def test_sorted_differences_give_the_same_blocks(monkeypatch):
+    # large cells (Miller indices beyond the flag table) sort the differences instead
+    sim = _sim(_gaas, 2.0)
+    flags = _source(sim, 0.4, 2.0)._blocks
+    monkeypatch.setattr(tail_mod, "_MAX_FLAGS", 0)
+    sorted_ = _source(sim, 0.4, 2.0)._blocks
+    assert flags[3] is sorted_[3] is False
+    for a, b in zip(flags[:3], sorted_[:3]):
+        assert np.array_equal(a, b)
+
+
 def test_coupling_store_is_shared_within_one_potential_only():
     sim = _sim(_si, 2.0)
     calls: list[int] = []

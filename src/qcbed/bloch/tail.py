@@ -289,6 +289,11 @@ def _flush(z: np.ndarray) -> np.ndarray:
     return re + 1j * im
 
 
+#: Largest flag table of :func:`_z_blocks` (entries; ×5 bytes with its index table).
+#: Pools with larger Miller indices (|h| ≳ 60: large cells) sort the differences.
+_MAX_FLAGS = 1 << 24
+
+
 def _z_blocks(store: CouplingStore, pool_hkl: np.ndarray, tail_hkl: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Z_sw (N, M), Z_ws (M, N) and O (M, M, zero diagonal) in single precision,
@@ -297,8 +302,8 @@ def _z_blocks(store: CouplingStore, pool_hkl: np.ndarray, tail_hkl: np.ndarray
 
     Each difference g_i − g_j is one integer (a balanced base-``base`` code), so
     the distinct differences of the blocks (10⁷ pairs) are marked in a table of
-    base³ flags instead of sorted, and Z is computed (or looked up in ``store``)
-    once per distinct difference.
+    base³ flags (sorted only when that table would exceed :data:`_MAX_FLAGS`),
+    and Z is computed (or looked up in ``store``) once per distinct difference.
     """
     span = int(max(np.abs(pool_hkl).max(initial=0), np.abs(tail_hkl).max(initial=0))) * 2 + 1
     base = 2 * span + 1
@@ -309,30 +314,36 @@ def _z_blocks(store: CouplingStore, pool_hkl: np.ndarray, tail_hkl: np.ndarray
         return (((h[:, 0] * base) + h[:, 1]) * base + h[:, 2]).astype(itype)
 
     kp, kw = key(pool_hkl), key(tail_hkl)
-    d_sw = kp[:, None] - kw[None, :] + itype(off)       # codes shifted to 0 … 2 off
+    # codes shifted to 0 … 2 off: each digit then lies in 0 … 2 span
+    d_sw = kp[:, None] - kw[None, :] + itype(off)
+    d_ws = np.ascontiguousarray(2 * itype(off) - d_sw.T)     # g_w − g_s
     d_ww = kw[:, None] - kw[None, :] + itype(off)
-    mark = np.zeros(2 * off + 1, bool)
-    mark[d_sw] = True
-    mark[2 * off - d_sw] = True                         # g_w − g_s
-    mark[d_ww] = True
-    codes = np.flatnonzero(mark)
-    rest = codes - off + span * (base * base + base + 1)  # decode the balanced digits
-    l_ = rest % base - span
-    rest //= base
-    k_ = rest % base - span
-    h_ = rest // base - span
-    z = store.values(np.stack([h_, k_, l_], axis=1))
-    lut = np.zeros(2 * off + 1, itype)
-    lut[codes] = np.arange(len(codes), dtype=itype)
+    if 2 * off + 1 <= _MAX_FLAGS:
+        mark = np.zeros(2 * off + 1, bool)
+        for d in (d_sw, d_ws, d_ww):
+            mark[d] = True
+        codes = np.flatnonzero(mark)
+        lut = np.zeros(2 * off + 1, itype)
+        lut[codes] = np.arange(len(codes), dtype=itype)
+
+        def index(d: np.ndarray) -> np.ndarray:
+            return lut[d]
+    else:
+        codes = np.unique(np.concatenate([d.reshape(-1) for d in (d_sw, d_ws, d_ww)]))
+
+        def index(d: np.ndarray) -> np.ndarray:
+            return np.searchsorted(codes, d)
+    h = np.stack([codes // (base * base), codes // base % base, codes % base], 1) - span
+    z = store.values(h)
     # Z_{−g} = Z_g to single precision (round-off of the phases aside): made exact
-    z_neg = z[lut[2 * off - codes]]
+    z_neg = z[index(2 * off - codes)]
     symmetric = bool(np.abs(z_neg - z).max(initial=0.0) <= 1e-7 * np.abs(z).max(initial=0.0))
     if symmetric:
         z = 0.5 * (z + z_neg)
     z = _flush(z).astype(np.complex64)
-    o_ww = z[lut[d_ww]]
+    o_ww = z[index(d_ww)]
     np.fill_diagonal(o_ww, 0.0)
-    return z[lut[d_sw]], z[lut[2 * off - d_sw.T]], o_ww, symmetric
+    return z[index(d_sw)], z[index(d_ws)], o_ww, symmetric
 
 
 class TailSource:
