@@ -124,12 +124,21 @@ def tiles(args: list[str]) -> None:
         print(*("    " + x for x in c.steps), sep="\n")
 
 
+#: ``tail`` mode's variants: (label, the tail on the weak rows too)
+TAIL_VARIANTS = (("strong rows only", False), ("weak rows", True))
+
+
 def tail(args: list[str]) -> None:
-    """Pool (s_max, g_max) + its tail of every far beam up to (s, g), computed exactly at
-    each sample direction, against a large pool: ``tail 0.1,3 5,4 5,4`` (a fourth
-    argument ``strong``: every pool beam strong instead of the sgmin 3 selection; a
-    number: that sgmin)."""
-    from qcbed.bloch.convergence import _exact_tail_intensities
+    """Pools (s_max, g_max) + their tail of every far beam up to (s, g), computed exactly
+    at each sample direction, against a large pool: ``tail 0.1,3/0.1,4 0.8,4 0.8,4`` (pools
+    separated by ``/``; a fourth argument ``strong``: every pool beam strong instead of
+    the sgmin 3 selection; a number: that sgmin). The tail acts on the strong rows only,
+    and on the weak rows of the Löwdin elimination too (:data:`TAIL_VARIANTS`). The
+    large pool is solved with the same selection and with every beam strong (a Löwdin
+    selection on a large pool has its own error: the reference is the large pool
+    diagonalised); each pool + tail is also compared with
+    itself every pool beam strong (its selection error)."""
+    from qcbed.bloch import lowdin
     from qcbed.bloch.setup import tail_source
 
     sim = fixed()
@@ -139,24 +148,54 @@ def tail(args: list[str]) -> None:
         rules = BeamSelection(sgmin=float(args[3]), omega=30.0, min_strong=20)
     else:
         rules = SEL
-    ps, pg = map(float, args[0].split(","))
     ts, tg = map(float, args[1].split(","))
     rs, rg = map(float, args[2].split(","))
     kt = sample_directions((0.0, 0.0), sim.pool_settings["kt_radius"])
-    pool, table = pool_of(sim, ps, pg)
-    t = time.perf_counter()
-    src = tail_source(sim._internal, sim.frame, sim.k_in, sim.pool_settings, pool,
-                      sim._compute_u, smax=ts, gmax=tg)
-    results = {f"pool ({args[0]}) {len(pool)} beams, bare": at_samples(sim, pool, table, rules)}
     frame = (sim.k_in, sim.frame.normal_frame)
-    results[f"pool ({args[0]}) + tail ({args[1]}) {src.n_beams} beams"] = np.concatenate(
-        [_exact_tail_intensities(frame, pool, table, rules, src, k[None], T) for k in kt],
-        axis=1)
-    print(f"tail of {src.n_beams} beams at 13 directions: {time.perf_counter() - t:.1f} s",
-          flush=True)
+    results = {}
+    for name in args[0].split("/"):
+        pool, table = pool_of(sim, *map(float, name.split(",")))
+        t = time.perf_counter()
+        src = tail_source(sim._internal, sim.frame, sim.k_in, sim.pool_settings, pool,
+                          sim._compute_u, smax=ts, gmax=tg)
+        results[f"pool ({name}) {len(pool)} beams, bare"] = at_samples(sim, pool, table, rules)
+        arrays = _arrays(frame, pool, table, rules)
+        strong = _arrays(frame, pool, table, BeamSelection.all_strong())
+        out: dict[str, list] = {v[0]: [] for v in TAIL_VARIANTS}
+        spent = dict.fromkeys(out, 0.0)
+        ref_strong = []
+        weak_rows = lowdin.TAIL_ON_WEAK_ROWS
+        try:
+            for k in kt:
+                arrays.tail = strong.tail = src.at(k)
+                ref_strong.append(_intensities(strong, k[None], T)[0])
+                for label, weak in TAIL_VARIANTS:
+                    lowdin.TAIL_ON_WEAK_ROWS = weak
+                    c = time.process_time()
+                    out[label].append(_intensities(arrays, k[None], T)[0])
+                    spent[label] += time.process_time() - c
+        finally:
+            lowdin.TAIL_ON_WEAK_ROWS = weak_rows
+        mine = {}
+        for label, _ in TAIL_VARIANTS:
+            mine[f"pool ({name}) + tail ({args[1]}) {src.n_beams} beams, {label}"] = (
+                np.concatenate(out[label], axis=1))
+            print(f"{label}: solve {1e3 * spent[label] / len(kt):.1f} ms CPU per direction")
+        ref = np.concatenate(ref_strong, 1)
+        mine[f"pool ({name}) + tail, every pool beam strong"] = ref
+        print(f"tail of {src.n_beams} beams at 13 directions: {time.perf_counter() - t:.1f} s",
+              flush=True)
+        compare(mine)      # the selection error with the tail
+        results.update(mine)
     big, big_table = pool_of(sim, rs, rg)
-    results[f"pool ({args[2]}) {len(big)} beams"] = at_samples(sim, big, big_table, rules)
-    compare(results)
+    ref = {f"pool ({args[2]}) {len(big)} beams": at_samples(sim, big, big_table, rules)}
+    if args[3:] != ["strong"]:
+        ref[f"pool ({args[2]}) {len(big)} beams, every beam strong"] = at_samples(
+            sim, big, big_table, BeamSelection.all_strong())
+    for label, r in ref.items():
+        compare({**results, label: r})
+    if len(ref) == 2:
+        compare(ref)
 
 
 def timing(args: list[str]) -> None:
