@@ -10,11 +10,15 @@ Measures what would converge the pool of the full 0.935 Å⁻¹ disc by default:
   coupling max_g |U_{g−w}|² / min |2K S_w| (instead of shells of |S_g|);
 * ``tiles``: the engine's walk (selection ladder and pool growth) on sub-discs
   (centre, radius) of the disc — one pool per tile;
+* ``tail``: pools + the tail of the far beams computed exactly at each sample direction,
+  on the strong rows only and on the weak rows too, against a large pool diagonalised;
+* ``tailwalk``: the engine's walk with the tail and its cost per direction;
 * ``timing``: CPU ms per direction (serial, one BLAS thread) of the pattern on
   image directions for the global pools and tile pools.
 
 Run: ``QCBED_SHARED=../shared python benchmarks/bench_pool_disc.py series 0.1,3 0.4,3 0.8,4 5,4``
-(``strength 4 0.8 1e-4 1e-5 3e-6``, ``tiles 0,0,0.467 0.6,0,0.467``, ``timing``).
+(``strength 4 0.8 1e-4 1e-5 3e-6``, ``tiles 0,0,0.467 0.6,0,0.467``, ``timing``,
+``tail 0.1,4/0.1,3 0.8,4 0.8,4``, ``tailwalk 4``).
 """
 
 from __future__ import annotations
@@ -198,6 +202,41 @@ def tail(args: list[str]) -> None:
         compare(ref)
 
 
+def tailwalk(args: list[str]) -> None:
+    """The engine's walk with the tail (``from_felix(..., tail=True)``, optional g_max):
+    set-up time, the convergence steps, then CPU ms per direction on 128 image
+    directions with the tail on the weak rows, on the strong rows only and without it
+    (same pool and selection; min of 3 interleaved runs): ``tailwalk`` or ``tailwalk 4``."""
+    from qcbed.bloch import lowdin
+
+    t, c = time.perf_counter(), time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = Simulation.from_felix(FELIX, tail=True,
+                                    **({"gmax": float(args[0])} if args else {}))
+    print(f"set-up {time.perf_counter() - t:.1f} s wall, {time.process_time() - c:.1f} s CPU")
+    print(sim.convergence.summary())
+    print(*("    " + x for x in sim.convergence.steps), sep="\n", flush=True)
+    pts = sim.defaults.grid.points
+    sub = pts[np.random.default_rng(1).choice(len(pts), 128, replace=False)]
+    arrays, tail_fit = sim.arrays, sim.arrays.tail
+    spent: dict[str, list[float]] = {}
+    weak_rows = lowdin.TAIL_ON_WEAK_ROWS
+    try:
+        for _ in range(3):
+            for label in ("weak rows", "strong rows only", "no tail"):
+                lowdin.TAIL_ON_WEAK_ROWS = label == "weak rows"
+                arrays.tail = None if label == "no tail" else tail_fit
+                c = time.process_time()
+                for i in range(0, len(sub), 16):
+                    pattern_chunk(arrays, sub[i:i + 16], T)
+                spent.setdefault(label, []).append(1e3 * (time.process_time() - c) / len(sub))
+    finally:
+        lowdin.TAIL_ON_WEAK_ROWS = weak_rows
+    for label, v in spent.items():
+        print(f"{label}: {min(v):.2f} ms CPU per direction (min of 3)")
+
+
 def timing(args: list[str]) -> None:
     sim = fixed()
     pts = sim.defaults.grid.points
@@ -221,5 +260,5 @@ def timing(args: list[str]) -> None:
 
 if __name__ == "__main__":
     {"series": series, "strength": strength, "tiles": tiles, "tail": tail,
-     "timing": timing}[sys.argv[1]](
+     "tailwalk": tailwalk, "timing": timing}[sys.argv[1]](
         sys.argv[2:])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from crystals import gaas as _gaas
 from crystals import si as _si
 from qcbed.bloch import Simulation, lowdin, lowdin_jacobian, solver
 from qcbed.bloch.beams import BeamPool, BeamSelection
@@ -19,7 +18,9 @@ from qcbed.bloch.convergence import sample_directions
 from qcbed.bloch.solver import solve_chunk
 from qcbed.bloch.tail import build_tail
 from qcbed.scattering.structure_factors import PotentialModel
+from test_bloch_fast_derivatives import _gaas as _fd_gaas
 from test_bloch_fast_derivatives import _setup
+from test_bloch_fast_derivatives import _si as _fd_si
 
 T = [1200.0]
 
@@ -104,9 +105,7 @@ def test_lowdin_derivatives_with_the_weak_row_tail(crystal, mode, monkeypatch):
     the whole transformation (lowdin.derivatives_central), with the tail on the weak rows
     (held constant under the structure factors), and the gradients of the intensities
     against finite differences of the engine."""
-    from test_bloch_fast_derivatives import _gaas as gaas_, _si as si_
-
-    sim, der = _setup({"si": si_, "gaas": gaas_}[crystal])
+    sim, der = _setup({"si": _fd_si, "gaas": _fd_gaas}[crystal])
     sim = sim.with_changes(mode=mode)
     arrays = sim.arrays
     tail = _tail(sim, 0.4, 2.0, 0.3)
