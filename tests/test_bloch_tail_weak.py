@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from crystals import gaas as _gaas
 from crystals import si as _si
 from qcbed.bloch import Simulation, lowdin, lowdin_jacobian, solver
 from qcbed.bloch.beams import BeamPool, BeamSelection
@@ -18,9 +19,7 @@ from qcbed.bloch.convergence import sample_directions
 from qcbed.bloch.solver import solve_chunk
 from qcbed.bloch.tail import build_tail
 from qcbed.scattering.structure_factors import PotentialModel
-from test_bloch_fast_derivatives import _gaas as _fd_gaas
 from test_bloch_fast_derivatives import _setup
-from test_bloch_fast_derivatives import _si as _fd_si
 
 T = [1200.0]
 
@@ -98,14 +97,14 @@ def test_weak_row_tail_shifts_the_weak_diagonal():
     assert np.all(np.diagonal(rows.ww_el, axis1=1, axis2=2) == 0)
 
 
-@pytest.mark.parametrize("crystal", ["si", "gaas"])
+@pytest.mark.parametrize("crystal", [_si, _gaas], ids=["Si", "GaAs"])
 @pytest.mark.parametrize("mode", ["exact", "fast"])
 def test_lowdin_derivatives_with_the_weak_row_tail(crystal, mode, monkeypatch):
     """The analytic Löwdin derivatives (lowdin_jacobian) against central differences of
     the whole transformation (lowdin.derivatives_central), with the tail on the weak rows
     (held constant under the structure factors), and the gradients of the intensities
     against finite differences of the engine."""
-    sim, der = _setup({"si": _fd_si, "gaas": _fd_gaas}[crystal])
+    sim, der = _setup(crystal)
     sim = sim.with_changes(mode=mode)
     arrays = sim.arrays
     tail = _tail(sim, 0.4, 2.0, 0.3)
@@ -159,7 +158,7 @@ def test_weak_row_tail_same_in_exact_and_fast_mode(monkeypatch):
     # GaAs: complex U, U′, the exact solver's non-Hermitian U + iU′ blocks
     radius = 0.25
     kt = sample_directions((0.0, 0.0), radius)[[0, 9]]
-    fast = _sim(_fd_gaas, 0.05, 2.5, radius, BeamSelection(sgmin=3.0, omega=30.0))
+    fast = _sim(_gaas, 0.05, 2.5, radius, BeamSelection(sgmin=3.0, omega=30.0))
     tail = _tail(fast, 0.4, 2.5, radius)
     change = []
     for sim in (fast, fast.with_changes(mode="exact")):
