@@ -136,7 +136,8 @@ def tail(args: list[str]) -> None:
     """Pools (s_max, g_max) + their tail of every far beam up to (s, g), computed exactly
     at each sample direction, against a large pool: ``tail 0.1,3/0.1,4 0.8,4 0.8,4`` (pools
     separated by ``/``; a fourth argument ``strong``: every pool beam strong instead of
-    the sgmin 3 selection; a number: that sgmin). The tail acts on the strong rows only,
+    the sgmin 3 selection; a number: that sgmin; ``fit``: the tail fitted over the disc
+    too, linear and cubic). The tail acts on the strong rows only,
     and on the weak rows of the Löwdin elimination too (:data:`TAIL_VARIANTS`). The
     large pool is solved with the same selection and with every beam strong (a Löwdin
     selection on a large pool has its own error: the reference is the large pool
@@ -146,10 +147,13 @@ def tail(args: list[str]) -> None:
     from qcbed.bloch.setup import tail_source
 
     sim = fixed()
-    if args[3:] == ["strong"]:
+    opts = args[3:]
+    fit = "fit" in opts
+    opts = [o for o in opts if o != "fit"]
+    if opts == ["strong"]:
         rules = BeamSelection.all_strong()
-    elif args[3:]:      # a strong-beam threshold sgmin (Å⁻²)
-        rules = BeamSelection(sgmin=float(args[3]), omega=30.0, min_strong=20)
+    elif opts:      # a strong-beam threshold sgmin (Å⁻²)
+        rules = BeamSelection(sgmin=float(opts[0]), omega=30.0, min_strong=20)
     else:
         rules = SEL
     ts, tg = map(float, args[1].split(","))
@@ -185,6 +189,15 @@ def tail(args: list[str]) -> None:
             mine[f"pool ({name}) + tail ({args[1]}) {src.n_beams} beams, {label}"] = (
                 np.concatenate(out[label], axis=1))
             print(f"{label}: solve {1e3 * spent[label] / len(kt):.1f} ms CPU per direction")
+        if fit:
+            # the tail fitted over the disc (linear and cubic, one tile), weak rows
+            c = time.process_time()
+            fits = src.fits((0.0, 0.0), sim.pool_settings["kt_radius"], terms=(3, 10))
+            print(f"fits: {time.process_time() - c:.1f} s CPU", flush=True)
+            for f in fits:
+                arrays.tail = f
+                mine[f"pool ({name}) + tail ({args[1]}) fitted, {f.coef.shape[2]} terms, "
+                     "weak rows"] = _intensities(arrays, kt, T)[0]
         ref = np.concatenate(ref_strong, 1)
         mine[f"pool ({name}) + tail, every pool beam strong"] = ref
         print(f"tail of {src.n_beams} beams at 13 directions: {time.perf_counter() - t:.1f} s",
@@ -193,7 +206,7 @@ def tail(args: list[str]) -> None:
         results.update(mine)
     big, big_table = pool_of(sim, rs, rg)
     ref = {f"pool ({args[2]}) {len(big)} beams": at_samples(sim, big, big_table, rules)}
-    if args[3:] != ["strong"]:
+    if opts != ["strong"]:
         ref[f"pool ({args[2]}) {len(big)} beams, every beam strong"] = at_samples(
             sim, big, big_table, BeamSelection.all_strong())
     for label, r in ref.items():
