@@ -272,13 +272,9 @@ class TailPlan:
 def _exact_tail_intensities(frame: tuple[float, np.ndarray], pool: BeamPool,
                             table: PotentialTable, rules: BeamSelection, src: TailSource,
                             kt: np.ndarray, thickness: np.ndarray) -> np.ndarray:
-    """Intensities at ``kt`` with the tail computed exactly at each direction."""
-    arrays = _arrays(frame, pool, table, rules)
-    out = []
-    for k in kt:
-        arrays.tail = src.at(k)
-        out.append(_intensities(arrays, k[None, :], thickness)[0])
-    return np.concatenate(out, axis=1)
+    """Intensities at ``kt`` with the tail computed exactly at each direction (one
+    batch: each direction its own constant tile, :meth:`TailSource.at`)."""
+    return _intensities(_arrays(frame, pool, table, rules, src.at(kt)), kt, thickness)[0]
 
 
 def _fit_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,
@@ -567,6 +563,7 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
                 src2 = plan.make(p2, ts, max(tg, g_new))
                 label = (f"pool {len(pool)} -> {len(p2)} (smax {s_new:.3g}, gmax {g_new:.3g}) "
                          "under the tail")
+            src2.share_couplings(src)        # the same potential: Z computed once
             new = _exact_tail_intensities(frame, p2, tb2, strong, src2, kt, t)
             e = _error(exact, new)
             steps.append(f"{label}: {e:.1e}")

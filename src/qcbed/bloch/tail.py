@@ -37,7 +37,8 @@ from numpy.typing import ArrayLike
 
 from .geometry import excitation_errors, normal_components
 
-__all__ = ["TailCorrection", "TailSource", "build_tail", "fit_points", "tile_centers"]
+__all__ = ["CouplingStore", "TailCorrection", "TailSource", "build_tail", "fit_points",
+           "tile_centers"]
 
 #: Exponents (i, j) of the fit polynomial x^i y^j in the reduced tilt (k_t − c)/r.
 _POWERS = ((0, 0), (1, 0), (0, 1), (2, 0), (1, 1), (0, 2), (3, 0), (2, 1), (1, 2), (0, 3))
@@ -214,7 +215,7 @@ def _parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.n
 
 
 def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: np.ndarray,
-                 kt: np.ndarray, k_in: float, normal: np.ndarray
+                 kt: np.ndarray, k_in: float, normal: np.ndarray, symmetric: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
     """W and S at one direction, with the tail's own coupling O to first order:
     (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4), as for the pool's weak
@@ -223,43 +224,156 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
 
     O is needed among *all* tail beams: keeping it only among those with
     min |2K S_w| < 64 Å⁻² changed a Si pattern by 5 × 10⁻³ (docs/validation.md).
+
+    ``symmetric``: Z_ws = Z_swᵀ and O = Oᵀ (Z_{−g} = Z_g: U and U′ real, a
+    centrosymmetric crystal with the origin on a centre). Then R = Lᵀ and
+    O R = (L O)ᵀ, so W = (L X − L O) Lᵀ and S = P M² Pᵀ with P = L − L O X⁻¹: one
+    N × M × M product instead of two.
     """
     x = excitation_errors(g_tail, kt[None, :], k_in)[0]
     k_n, g_n = normal_components(g_tail, kt[None, :], k_in, normal)
     m2 = (1.0 + g_n / k_n[0]).astype(np.float32)
     x = x.astype(np.float32)
     left = z_sw / x[None, :]                       # Z_sw X⁻¹
-    right = z_ws / x[:, None]                      # X⁻¹ Z_ws
     lo = left @ o_ww
+    if symmetric:
+        w = (z_sw - lo) @ left.T
+        p = left - lo / x[None, :]
+        return w, (p * m2[None, :]) @ p.T
+    right = z_ws / x[:, None]                      # X⁻¹ Z_ws
     w = left @ z_ws - lo @ right
     s = ((left - lo / x[None, :]) * m2[None, :]) @ (right - (o_ww @ right) / x[:, None])
     return w, s
 
 
-def _z_block(compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-             rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Z = U + iU′ of g_i − g_j for hkl ``rows`` × ``cols`` (one call on the unique list).
+#: Half-range of the Miller indices of :class:`CouplingStore`'s keys.
+_KEY_HALF = 1 << 15
 
-    The differences are encoded as one integer each, so that the unique list of
-    an M × M block (10⁷ pairs) is a 1-D sort.
+
+def _hkl_key(hkl: np.ndarray) -> np.ndarray:
+    """One int64 per hkl (components within ±2¹⁵), order-preserving for lookups."""
+    h = np.asarray(hkl, np.int64) + _KEY_HALF
+    base = 2 * _KEY_HALF
+    return (h[..., 0] * base + h[..., 1]) * base + h[..., 2]
+
+
+class CouplingStore:
+    """Z = U + iU′ (Å⁻²) of hkl differences, each computed once.
+
+    The tail sources of one convergence walk (the base tail and its grown trials,
+    :func:`qcbed.bloch.convergence._converge_tail`) share one store: the grown
+    tails' blocks contain the base tail's, and the structure factors are most of
+    the cost of building them. A store belongs to one ``compute`` (one set-up's
+    potential): :meth:`TailSource.share_couplings` refuses a source of another.
+
+    Parameters
+    ----------
+    compute : callable
+        ``compute(hkl) -> (U, U′)`` in Å⁻².
     """
-    span = int(max(np.abs(rows).max(initial=0), np.abs(cols).max(initial=0))) * 2 + 1
+
+    def __init__(self, compute: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]) -> None:
+        self.compute = compute
+        self._keys = np.zeros(0, np.int64)
+        self._z = np.zeros(0, complex)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def values(self, hkl: np.ndarray) -> np.ndarray:
+        """Z of the reflections ``hkl`` (K, 3), computing those not yet held."""
+        hkl = np.asarray(hkl, np.int64).reshape(-1, 3)
+        key = _hkl_key(hkl)
+        pos = np.searchsorted(self._keys, key)
+        held = pos < len(self._keys)
+        held[held] = self._keys[pos[held]] == key[held]
+        if not held.all():
+            new = np.unique(key[~held], return_index=True)[1]
+            fresh = hkl[~held][new]
+            u, ua = self.compute(fresh)
+            keys = np.concatenate([self._keys, key[~held][new]])
+            z = np.concatenate([self._z, np.asarray(u, complex) + 1j * np.asarray(ua, complex)])
+            order = np.argsort(keys, kind="stable")
+            self._keys, self._z = keys[order], z[order]
+            pos = np.searchsorted(self._keys, key)
+        return self._z[pos]
+
+
+#: Parts of Z below this fraction of max |Z| are set to zero (:func:`_flush`).
+_FLUSH = 1e-10
+
+
+def _flush(z: np.ndarray) -> np.ndarray:
+    """Z with real and imaginary parts below :data:`_FLUSH` × max |Z| set to zero.
+
+    Those are the round-off of structure factors that vanish by symmetry (≈ 10⁻²²
+    Å⁻² for Si's forbidden 200-type differences): in single precision their
+    products underflow to denormal numbers, which the processor handles many
+    times slower (the N × M × M product of the Si D-LACBED's tail took 50 instead
+    of 32 ms), while parts 10⁻¹⁰ of the largest change the sums 10³ below single
+    precision.
+    """
+    cut = _FLUSH * float(np.abs(z).max(initial=0.0))
+    re = np.where(np.abs(z.real) < cut, 0.0, z.real)
+    im = np.where(np.abs(z.imag) < cut, 0.0, z.imag)
+    return re + 1j * im
+
+
+#: Largest flag table of :func:`_z_blocks` (entries; ×5 bytes with its index table).
+#: Pools with larger Miller indices (|h| ≳ 60: large cells) sort the differences.
+_MAX_FLAGS = 1 << 24
+
+
+def _z_blocks(store: CouplingStore, pool_hkl: np.ndarray, tail_hkl: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Z_sw (N, M), Z_ws (M, N) and O (M, M, zero diagonal) in single precision,
+    and whether Z_{−g} = Z_g on all of them to single precision (:func:`_exact_terms`;
+    then made exactly so).
+
+    Each difference g_i − g_j is one integer (a balanced base-``base`` code), so
+    the distinct differences of the blocks (10⁷ pairs) are marked in a table of
+    base³ flags (sorted only when that table would exceed :data:`_MAX_FLAGS`),
+    and Z is computed (or looked up in ``store``) once per distinct difference.
+    """
+    span = int(max(np.abs(pool_hkl).max(initial=0), np.abs(tail_hkl).max(initial=0))) * 2 + 1
     base = 2 * span + 1
+    off = span * (base * base + base + 1)        # the largest |code| of a difference
+    itype = np.int32 if 2 * off + 1 < 2**31 else np.int64
 
     def key(h: np.ndarray) -> np.ndarray:
-        return ((h[..., 0] * base) + h[..., 1]) * base + h[..., 2]
+        return (((h[:, 0] * base) + h[:, 1]) * base + h[:, 2]).astype(itype)
 
-    diff = key(rows)[:, None] - key(cols)[None, :]
-    uniq, inv = np.unique(diff.reshape(-1), return_inverse=True)
-    # decode: each component lies in [-span, span], so a balanced base-`base` digit split
-    rest = uniq + span * (base * base + base + 1)
-    l_ = rest % base - span
-    rest //= base
-    k_ = rest % base - span
-    h_ = rest // base - span
-    u, ua = compute(np.stack([h_, k_, l_], axis=1))
-    z = np.asarray(u, complex) + 1j * np.asarray(ua, complex)
-    return z[inv.reshape(-1)].reshape(len(rows), len(cols))
+    kp, kw = key(pool_hkl), key(tail_hkl)
+    # codes shifted to 0 … 2 off: each digit then lies in 0 … 2 span
+    d_sw = kp[:, None] - kw[None, :] + itype(off)
+    d_ws = np.ascontiguousarray(2 * itype(off) - d_sw.T)     # g_w − g_s
+    d_ww = kw[:, None] - kw[None, :] + itype(off)
+    if 2 * off + 1 <= _MAX_FLAGS:
+        mark = np.zeros(2 * off + 1, bool)
+        for d in (d_sw, d_ws, d_ww):
+            mark[d] = True
+        codes = np.flatnonzero(mark)
+        lut = np.zeros(2 * off + 1, itype)
+        lut[codes] = np.arange(len(codes), dtype=itype)
+
+        def index(d: np.ndarray) -> np.ndarray:
+            return lut[d]
+    else:
+        codes = np.unique(np.concatenate([d.reshape(-1) for d in (d_sw, d_ws, d_ww)]))
+
+        def index(d: np.ndarray) -> np.ndarray:
+            return np.searchsorted(codes, d)
+    h = np.stack([codes // (base * base), codes // base % base, codes % base], 1) - span
+    z = store.values(h)
+    # Z_{−g} = Z_g to single precision (round-off of the phases aside): made exact
+    z_neg = z[index(2 * off - codes)]
+    symmetric = bool(np.abs(z_neg - z).max(initial=0.0) <= 1e-7 * np.abs(z).max(initial=0.0))
+    if symmetric:
+        z = 0.5 * (z + z_neg)
+    z = _flush(z).astype(np.complex64)
+    o_ww = z[index(d_ww)]
+    np.fill_diagonal(o_ww, 0.0)
+    return z[index(d_sw)], z[index(d_ws)], o_ww, symmetric
 
 
 class TailSource:
@@ -291,31 +405,45 @@ class TailSource:
                  k_in: float, normal: np.ndarray) -> None:
         self._pool_hkl = np.asarray(pool_hkl, np.int64)
         self._tail_hkl = np.asarray(tail_hkl, np.int64).reshape(-1, 3)
-        self._compute = compute
+        self._store = CouplingStore(compute)
         self.n_beams = len(self._tail_hkl)
         self.g_tail = np.asarray(g_tail, float).reshape(-1, 3)
         self.k_in, self.normal = float(k_in), np.asarray(normal, float)
 
+    def share_couplings(self, other: TailSource) -> None:
+        """Take Z values from ``other``'s :class:`CouplingStore` (and add to it).
+
+        Only for a source of the same set-up (the same ``compute``), before this
+        source's blocks are built; a source of another set-up (e.g. a variant with
+        other structure factors) is refused, so no stale Z is used.
+        """
+        if other._store.compute != self._store.compute:
+            raise ValueError("tail sources of different potentials cannot share couplings")
+        if "_blocks" in self.__dict__:
+            raise ValueError("the blocks of this tail source are already built")
+        self._store = other._store
+
     @cached_property
-    def _blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Z_sw, Z_ws and O (tail–tail, zero diagonal), computed on first use."""
-        ph, th, f = self._pool_hkl, self._tail_hkl, self._compute
-        o_ww = _z_block(f, th, th).astype(np.complex64)
-        np.fill_diagonal(o_ww, 0.0)
-        return (_z_block(f, ph, th).astype(np.complex64),
-                _z_block(f, th, ph).astype(np.complex64), o_ww)
+    def _blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Z_sw, Z_ws, O (tail–tail, zero diagonal) and whether Z_{−g} = Z_g,
+        computed on first use."""
+        return _z_blocks(self._store, self._pool_hkl, self._tail_hkl)
 
     def exact(self, kt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """W (Å⁻²) and S (N, N) at one direction ``kt`` (Å⁻¹)."""
-        w, s = _exact_terms(*self._blocks, self.g_tail, np.asarray(kt, float).reshape(2),
-                            self.k_in, self.normal)
+        *blocks, symmetric = self._blocks
+        w, s = _exact_terms(*blocks, self.g_tail, np.asarray(kt, float).reshape(2),
+                            self.k_in, self.normal, symmetric)
         return w.astype(complex), s.astype(complex)
 
     def at(self, kt: ArrayLike) -> TailCorrection:
-        """The tail terms computed exactly at one direction (a constant, one tile)."""
-        w, s = self.exact(kt)
-        c = np.asarray(kt, float).reshape(1, 2)
-        return _pack(c, 1e-3, w[None, None], s[None, None], self.n_beams, 0.0,
+        """The tail terms computed exactly at one direction ``kt`` (2,) or at each of
+        several (n, 2) (Å⁻¹): a constant per direction, each its own tile (a
+        direction elsewhere takes the nearest one's), so that the directions are
+        solved in one batch."""
+        c = np.asarray(kt, float).reshape(-1, 2)
+        w, s = map(np.asarray, zip(*(self.exact(k) for k in c)))
+        return _pack(c, 1e-3, w[:, None], s[:, None], self.n_beams, 0.0,
                      float(np.abs(w).max()))
 
     def fit(self, center: ArrayLike, radius: float, *, n_terms: int = 10,

@@ -68,7 +68,11 @@ integral is evaluated directly) and interpolated with a cubic spline with
 dK/ds = 0 at s = 0. The interpolation error is below 3e-7 of f′(0) (all models,
 checked against the direct integral; tested against the closed-form WK factor). The
 first call costs ≈ 0.1–0.2 s per (element, B, model) for s ≤ 3 Å⁻¹; after it, 10⁴
-values cost about 1 ms. The WK phonon factor is cached
+values cost about 1 ms. Inside the integrand f_e itself is a cubic spline on
+s_k = k · 0.002 Å⁻¹ up to 20 Å⁻¹ (per element and elastic model, shared by every B;
+evaluated directly beyond): its effect on K(s) is below 10⁻¹⁰ of max K (kappa,
+Kirkland, Lobato, Peng; O, Si, Au; B 0.05–3 Å²; tests/test_absorption.py), and it makes
+the first call of the ``kappa`` model ~7× cheaper. The WK phonon factor is cached
 the same way (it is exact at the nodes); the WK core term is cheap and evaluated
 directly. :func:`clear_cache` empties the caches.
 
@@ -117,6 +121,13 @@ _MODEL_ALIASES = {
 GRID_STEP = 0.02
 #: Largest s (Å⁻¹) covered by the cached grid; beyond it the integral is direct.
 GRID_S_MAX = 10.0
+#: Grid step and extent (Å⁻¹) of the cached elastic form factor f_e inside the
+#: Bird–King integrand (one spline per element and elastic model, shared by every B):
+#: the quadrature evaluates f_e at ~10⁵ nodes per block of s, which for the ``kappa``
+#: model (a closed form of ~50 Slater terms) cost 17 of the 23 s of the Si D-LACBED
+#: set-up. Beyond ELASTIC_S_MAX f_e is evaluated directly.
+ELASTIC_STEP = 0.002
+ELASTIC_S_MAX = 20.0
 #: Quadrature of the Bird–King integral: nodes per ψ panel, radial nodes, radial scale.
 _N_PSI, _N_U, _C_RADIAL = 32, 64, 0.5
 #: s (Å⁻¹) up to which the integral is done about the midpoint s′ = 0.
@@ -247,10 +258,13 @@ def _k_half_plane(f: Callable[[np.ndarray], np.ndarray], sv: np.ndarray,
 
 # ------------------------------------------------------------------------ cache
 class _GridProfile:
-    """A function of s sampled on s_k = k·h and interpolated by a cubic spline."""
+    """A function of s sampled on s_k = k·h and interpolated by a cubic spline
+    (h = ``step``, nodes up to ``s_max``, Å⁻¹; evaluated directly beyond)."""
 
-    def __init__(self, func: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, func: Callable[[np.ndarray], np.ndarray], step: float = GRID_STEP,
+                 s_max: float = GRID_S_MAX) -> None:
         self.func = func
+        self.step, self.s_max = float(step), float(s_max)
         self.nodes = np.zeros(0)
         self.values = np.zeros(0)
         self.spline: CubicSpline | None = None
@@ -259,20 +273,20 @@ class _GridProfile:
     def _extend(self, s_needed: float) -> None:
         n_have = self.nodes.size
         # whole 0.5 Å⁻¹ blocks, plus a margin so the spline end is never used
-        top = min(GRID_S_MAX, np.ceil((s_needed + 0.1) / 0.5) * 0.5)
-        n_new = round(top / GRID_STEP) + 1
+        top = min(self.s_max, np.ceil((s_needed + 0.1) / 0.5) * 0.5)
+        n_new = round(top / self.step) + 1
         if n_new <= n_have:
             return
-        new = np.arange(n_have, n_new) * GRID_STEP
+        new = np.arange(n_have, n_new) * self.step
         self.values = np.concatenate([self.values, self.func(new)])
-        self.nodes = np.arange(n_new) * GRID_STEP
+        self.nodes = np.arange(n_new) * self.step
         self.spline = CubicSpline(self.nodes, self.values, bc_type=((1, 0.0), "not-a-knot"))
 
     def __call__(self, s: np.ndarray) -> np.ndarray:
         flat = s.ravel()
         smax = float(flat.max()) if flat.size else 0.0
         with self.lock:
-            if self.spline is None or self.nodes[-1] < min(smax + 0.05, GRID_S_MAX):
+            if self.spline is None or self.nodes[-1] < min(smax + 0.05, self.s_max):
                 self._extend(smax)
             spline = self.spline
             top = self.nodes[-1]
@@ -299,13 +313,14 @@ def clear_cache() -> None:
 CACHE_SIZE = 512
 
 
-def _profile(key: tuple, func: Callable[[np.ndarray], np.ndarray]) -> _GridProfile:
+def _profile(key: tuple, func: Callable[[np.ndarray], np.ndarray], **grid: float
+             ) -> _GridProfile:
     with _CACHE_LOCK:
         prof = _CACHE.get(key)
         if prof is None:
             while len(_CACHE) >= CACHE_SIZE:
                 _CACHE.pop(next(iter(_CACHE)))
-            prof = _CACHE[key] = _GridProfile(func)
+            prof = _CACHE[key] = _GridProfile(func, **grid)
     return prof
 
 
@@ -362,8 +377,11 @@ def bird_king_form_factor(element: str, s: ArrayLike, b_iso: float, voltage_kv: 
         raise InputError(f"elastic model {name!r} gives a non-finite f_e(0) for {el}; "
                          "the Bird-King integral needs a finite form factor", found=f0)
 
-    def radial(x: np.ndarray) -> np.ndarray:
+    def direct(x: np.ndarray) -> np.ndarray:
         return np.asarray(elastic_form_factor(el, x.ravel(), name, 0)).reshape(x.shape)
+
+    # f_e interpolated on a fine grid (ELASTIC_STEP), shared by every B of the element
+    radial = _profile(("elastic", el, name), direct, step=ELASTIC_STEP, s_max=ELASTIC_S_MAX)
 
     def integral(sv: np.ndarray) -> np.ndarray:
         return bird_king_integral(radial, sv, b)
