@@ -169,6 +169,9 @@ def _union(tail: TailCorrection, idx: np.ndarray, wcols: np.ndarray
 
 
 def _tail_parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Real parts where the solver's matrices are real; unlike
+    :meth:`TailCorrection.blocks` the coefficients' single precision is kept (the weak-row
+    blocks enter the single-precision Bethe products of the ``fast`` solver)."""
     if real and np.iscomplexobj(el):
         return el.real, ab.real
     return el, ab
