@@ -30,13 +30,151 @@ over *all* beams are c_j = φ_j(000)* (not a solution of B c = e₀ on the stron
 beams only). F is taken lower-triangular (a Cholesky factor in reversed order):
 the output rows of φ then need only the output rows of v, and
 c_j = F₀₀ v_j(000)*.
+
+**The pool's tail on the weak rows.** The beams outside the pool (the *tail*,
+:mod:`qcbed.bloch.tail`) turn the pool's problem into (A − W) C = λ (M² + S_t) C on the
+whole pool (W = Z_pt (X_t + O_t)⁻¹ Z_tp, S_t its Löwdin overlap; Löwdin 1951, Spence &
+Zuo 1992, §3.4). Eliminating the pool's weak beams from *that* matrix, not from A,
+replaces in every term above
+
+    A_Sw → A_Sw − W_Sw,   O → O − W_ww (off-diagonal),   X = 2K S_w → 2K S_w − W_ww,
+
+with −W split into its Hermitian part (the elastic U_Sw, O) and anti-Hermitian part/i
+(the absorptive U′_Sw, O′); the weak diagonal's absorptive shift is dropped like the
+weak beams' own U′₀. The classic term −A_Sw X⁻¹ A_wS then holds the paths
+strong → weak → tail → strong (U_Sw X⁻¹ W_wS) that the tail on the strong block alone
+misses, and 1/(2K S_w − W_ww) the tail's shift of each weak beam's own excitation
+(second order in the coupling like the weak–weak term). The tail's overlap on the weak
+rows, Z S_t,ww Z† − S_t,Sw Z† − Z S_t,wS, is left out: measured on the Si [1-10]
+D-LACBED it moves the selection error 2.6 → 3.1 × 10⁻⁴ and on a small Si case
+3.8 → 4.9 × 10⁻⁴ (docs/validation.md), no gain. W is held constant under the structure
+factors in the derivatives (:mod:`qcbed.bloch.lowdin_jacobian`), as S_t is.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-__all__ = ["batch_terms", "bethe_terms", "derivatives_central", "lowdin_factor", "transform"]
+if TYPE_CHECKING:
+    from .tail import TailCorrection
+
+__all__ = ["TailRows", "batch_terms", "bethe_terms", "derivatives_central", "lowdin_factor",
+           "tail_rows", "transform"]
+
+#: The pool's tail (:mod:`qcbed.bloch.tail`) acts on the weak rows of the elimination too
+#: (:func:`tail_rows`; the module docstring). False: on the strong rows only, as before
+#: (kept for the comparison in ``benchmarks/bench_pool_disc.py tail`` and the tests).
+TAIL_ON_WEAK_ROWS = True
+
+
+@dataclass(frozen=True)
+class TailRows:
+    """The pool's tail (:mod:`qcbed.bloch.tail`) on the weak rows of one batch.
+
+    Attributes
+    ----------
+    sw_el, sw_abs : ndarray (n_dir, n, n_w)
+        Elastic and absorptive parts of ΔA = −W on the strong–weak block (Å⁻²).
+    ww_el, ww_abs : ndarray (n_dir, n_w, n_w)
+        The same on the weak–weak block, zero diagonal (the diagonal shifts 2K S_w).
+    """
+
+    sw_el: np.ndarray
+    sw_abs: np.ndarray
+    ww_el: np.ndarray
+    ww_abs: np.ndarray
+
+    def z_sw(self) -> np.ndarray:
+        """ΔZ_sw = ΔA_el + iΔA_abs on the strong–weak block (complex, Å⁻²)."""
+        return self.sw_el + 1j * self.sw_abs
+
+
+#: :func:`tail_rows` evaluates the tail on the whole pool (the stored coefficients, no
+#: gather) when a batch's strong and weak beams are at least this share of it.
+TAIL_UNION_SHARE = 0.5
+
+
+def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.ndarray,
+              d: np.ndarray, *, exact: bool, real: bool
+              ) -> tuple[tuple, TailRows, np.ndarray]:
+    """The tail's terms of a batch on its strong and weak rows, from one evaluation
+    on the union of its beams (:meth:`TailCorrection.on_beams`).
+
+    Parameters
+    ----------
+    tail : TailCorrection
+    kt : ndarray (n_dir, 2)
+        Directions (Å⁻¹).
+    idx : ndarray (n_dir, n)
+        Strong beams of each direction.
+    wcols : ndarray (n_w,)
+        Union of the weak beams of the batch.
+    d : ndarray (n_dir, n_w)
+        1/(2K S_w) (0 where w is not weak).
+    exact, real : bool
+        Solver mode and real matrices (as :meth:`TailCorrection.blocks`).
+
+    Returns
+    -------
+    strong : tuple
+        (ΔA, ΔA_abs, S, S_abs) on the strong rows, as :meth:`TailCorrection.blocks`.
+    rows : TailRows
+        The weak-row blocks.
+    d : ndarray (n_dir, n_w)
+        1/(2K S_w + ΔA_el,ww) (0 where w is not weak): the weak diagonal shifted.
+    """
+    # ΔA on the union of the strong and weak beams, S on the strong beams only
+    a_beams, a_s, a_w = _union(tail, idx, wcols)
+    blk = tail.on_beams(kt, a_beams, (0, 1))
+    s_beams, s_s, _ = _union(tail, idx, wcols[:0])
+    ss, sw = _rows_then_columns(blk, a_s, a_w)
+    s_ss, _ = _rows_then_columns(tail.on_beams(kt, s_beams, (2, 3)), s_s, None)
+    if exact:
+        strong = (ss[0] + 1j * ss[1].astype(complex), None, *_tail_parts(*s_ss, real))
+    else:
+        strong = (*_tail_parts(*ss, real), *_tail_parts(*s_ss, real))
+    ww = np.take(np.take(blk, a_w, axis=2), a_w, axis=3)   # a copy: diagonal cleared below
+    ar = np.arange(len(wcols))
+    shift = ww[0][:, ar, ar].real.astype(float)
+    d = d / (1.0 + d * shift)
+    ww[..., ar, ar] = 0.0
+    sw_el, sw_abs = _tail_parts(*sw, real)
+    ww_el, ww_abs = _tail_parts(*ww, real)
+    return strong, TailRows(sw_el, sw_abs, ww_el, ww_abs), d
+
+
+def _rows_then_columns(blk: np.ndarray, rows: np.ndarray, cols: np.ndarray | None
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    """From blocks (P, n_dir, m, m): the square blocks on each direction's ``rows``
+    (n_dir, n) and, for ``cols`` (n_w,) shared by the directions, the rectangular ones
+    (P, n_dir, n, n_w). Whole rows are gathered first (contiguous copies), then columns."""
+    n_part, n_dir, m, _ = blk.shape
+    flat = (np.arange(n_dir)[:, None] * m + rows).reshape(-1)
+    r = np.take(blk.reshape(n_part, n_dir * m, m), flat, axis=1).reshape(n_part, n_dir, -1, m)
+    sq = np.take_along_axis(r, rows[None, :, None, :], axis=3)
+    return sq, None if cols is None else np.take(r, cols, axis=3)
+
+
+def _union(tail: TailCorrection, idx: np.ndarray, wcols: np.ndarray
+           ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """The union of the strong beams ``idx`` and ``wcols`` and their positions in it, or
+    None (the whole pool: no gather) when it is TAIL_UNION_SHARE of the pool or more."""
+    beams = np.union1d(idx.reshape(-1), wcols)
+    if len(beams) >= TAIL_UNION_SHARE * tail.coef.shape[-1]:
+        return None, idx, wcols
+    return beams, np.searchsorted(beams, idx), np.searchsorted(beams, wcols)
+
+
+def _tail_parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Real parts where the solver's matrices are real; unlike
+    :meth:`TailCorrection.blocks` the coefficients' single precision is kept (the weak-row
+    blocks enter the single-precision Bethe products of the ``fast`` solver)."""
+    if real and np.iscomplexobj(el):
+        return el.real, ab.real
+    return el, ab
 
 
 def _trtri(low: np.ndarray) -> np.ndarray:
@@ -81,8 +219,10 @@ def _adj(x: np.ndarray) -> np.ndarray:
 
 
 def _off_diagonal(o: np.ndarray) -> np.ndarray:
+    """o with a zero diagonal (one matrix or a batch, on the last two axes)."""
     o = o.copy()
-    np.fill_diagonal(o, 0.0)
+    ar = np.arange(o.shape[-1])
+    o[..., ar, ar] = 0.0
     return o
 
 
@@ -138,8 +278,9 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     ----------
     u_sw, ua_sw : ndarray (n_dir, n, n_w)
         Elastic U_{g−w} and absorptive U′_{g−w} (Å⁻²); ``ua_sw`` None without absorption.
-    u_ww, ua_ww : ndarray (n_w, n_w)
-        U_{w−w′} and U′_{w−w′} among the weak beams (Å⁻²; the diagonals are ignored).
+    u_ww, ua_ww : ndarray (n_w, n_w) or (n_dir, n_w, n_w)
+        U_{w−w′} and U′_{w−w′} among the weak beams (Å⁻²; the diagonals are ignored);
+        per direction when the pool's tail has shifted them (:func:`batch_terms`).
     d, m_w2 : ndarray (n_dir, n_w)
         1/(2K S_w) (0 where w is not weak in that direction, Å²) and 1 + g_n,w/K_n.
     single : bool
@@ -160,14 +301,14 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
         S and its absorptive part (dimensionless, not yet scaled by M; ``s_abs`` None
         without absorption).
     """
-    nw = u_ww.shape[0]
+    nw = u_ww.shape[-1]
     cast = _single if single else (lambda x: x)
     u_sw = cast(u_sw)
     dd = cast(d)[:, None, :]
     y = u_sw * dd
     o = cast(_off_diagonal(u_ww))
     absorbing = ua_sw is not None and ua_ww is not None
-    p = y @ (np.concatenate([o, cast(_off_diagonal(ua_ww))], axis=1) if absorbing else o)
+    p = y @ (np.concatenate([o, cast(_off_diagonal(ua_ww))], axis=-1) if absorbing else o)
     t = u_sw - p[..., :nw]
     s = _gram(t * (dd * cast(np.sqrt(m_w2))[:, None, :]))      # Z = T X⁻¹
     out = np.complex128 if np.iscomplexobj(u_sw) else np.float64
@@ -247,7 +388,8 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
 
 def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.ndarray,
                 wcols: np.ndarray, d: np.ndarray, m_w2: np.ndarray, *, real: bool,
-                with_abs: bool, single: bool = False, classic: bool = True
+                with_abs: bool, single: bool = False, classic: bool = True,
+                tail: TailRows | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """:func:`bethe_terms` for one solver batch, gathered from the U tables (host numpy).
 
@@ -269,6 +411,9 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
         Absorptive parts too.
     single, classic : bool
         As in :func:`bethe_terms`.
+    tail : TailRows, optional
+        The pool's tail on the weak rows (the module docstring): added to the
+        strong–weak and weak–weak blocks (``d`` already holds the shifted 2K S_w).
     """
     ue = u.real if real else u
     ua = u_abs.real if real else u_abs
@@ -277,15 +422,19 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
         ue, ua = _single(_flush(ue)), _single(_flush(ua))
     sw = index[idx[:, :, None], wcols[None, None, :]]
     ww = index[np.ix_(wcols, wcols)]
-    return bethe_terms(ue.take(sw), ua.take(sw) if with_abs else None, ue.take(ww),
-                       ua.take(ww) if with_abs else None, d, m_w2, single=single,
-                       classic=classic)
+    u_sw, u_ww = ue.take(sw), ue.take(ww)
+    ua_sw, ua_ww = (ua.take(sw), ua.take(ww)) if with_abs else (None, None)
+    if tail is not None:
+        u_sw, u_ww = u_sw + tail.sw_el, u_ww + tail.ww_el
+        if with_abs:
+            ua_sw, ua_ww = ua_sw + tail.sw_abs, ua_ww + tail.ww_abs
+    return bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2, single=single, classic=classic)
 
 
 def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
                         index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
                         m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
-                        n_out: int, s_extra: list | None = None
+                        n_out: int, s_extra: list | None = None, tail: TailRows | None = None
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The derivatives of :func:`qcbed.bloch.lowdin_jacobian.derivatives` by central
     differences — the independent reference its tests and ``bench_fastjac`` check it
@@ -299,7 +448,8 @@ def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: n
     """
     du = np.atleast_2d(np.asarray(du, complex))
     dua = np.atleast_2d(np.asarray(dua, complex))
-    s0 = batch_terms(u, u_abs, index, idx, wcols, d, m_w2, real=False, with_abs=False)[2]
+    s0 = batch_terms(u, u_abs, index, idx, wcols, d, m_w2, real=False, with_abs=False,
+                     tail=tail)[2]
     if s_extra:
         s0 = s0 + s_extra[0]
     f0 = lowdin_factor(s0 / mm)
@@ -315,7 +465,7 @@ def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: n
             e_el, e_abs, s, s_abs = batch_terms(u + sgn * step * du[p],
                                                 u_abs + sgn * step * dua[p], index, idx,
                                                 wcols, d, m_w2, real=False, with_abs=True,
-                                                classic=False)
+                                                classic=False, tail=tail)
             if s_extra:
                 s, s_abs = s + s_extra[0], s_abs + s_extra[1]
             ap = (a_core + sgn * step * da[:, p] + e_el + 1j * e_abs) / mm

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from .lowdin import _adj, _off_diagonal, lowdin_factor
+from .lowdin import TailRows, _adj, _off_diagonal, lowdin_factor
 from .xp import NUMPY
 
 __all__ = ["derivatives"]
@@ -122,7 +122,8 @@ def _lower_half(y: np.ndarray) -> np.ndarray:
 def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
                 index: np.ndarray, idx: np.ndarray, wcols: np.ndarray, d: np.ndarray,
                 m_w2: np.ndarray, a_core: np.ndarray, da: np.ndarray, mm: np.ndarray,
-                n_out: int, s_extra: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+                n_out: int, s_extra: list | None = None, tail: TailRows | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Structure-factor derivatives of the transformed matrix and of F, analytically.
 
     Parameters
@@ -150,6 +151,9 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     s_extra : (S, S_abs), optional
         A fixed overlap added to the weak beams' (the pool's tail,
         :mod:`qcbed.bloch.tail`; held constant under the structure factors).
+    tail : TailRows, optional
+        The tail on the weak rows (:func:`qcbed.bloch.lowdin.tail_rows`; ``d`` holds the
+        shifted 2K S_w): fixed additions to A_Sw and O, held constant likewise.
 
     Returns
     -------
@@ -162,18 +166,26 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     dua = np.atleast_2d(np.asarray(dua, complex))
     u = np.asarray(u, complex)
     u_abs = np.asarray(u_abs, complex)
-    if all(np.abs(x.imag).max(initial=0.0) <= 1e-12 * np.abs(x).max(initial=0.0)
-           for x in (u, u_abs, du, dua)):
+    extra = () if tail is None else (tail.sw_el, tail.sw_abs, tail.ww_el, tail.ww_abs)
+    real = all(np.abs(x.imag).max(initial=0.0) <= 1e-12 * np.abs(x).max(initial=0.0)
+               for x in (u, u_abs, du, dua, *map(np.asarray, extra)))
+    if real:
         # centrosymmetric, origin at the centre: the weak-beam products are real
         u, u_abs, du, dua = u.real, u_abs.real, du.real, dua.real
     sw = index[idx[:, :, None], wcols[None, None, :]]
     ww = index[np.ix_(wcols, wcols)]
     dw = d[:, None, :]
     mw = m_w2[:, None, :]
-    y = u.take(sw) * dw
-    ya = u_abs.take(sw) * dw
+    u_sw, ua_sw = u.take(sw), u_abs.take(sw)
     o = _off_diagonal(u.take(ww))
     oa = _off_diagonal(u_abs.take(ww))
+    if tail is not None:
+        # the tail's fixed additions (per direction: O becomes a batch)
+        cast = (lambda x: np.asarray(x).real) if real else (lambda x: np.asarray(x, complex))
+        u_sw, ua_sw = u_sw + cast(tail.sw_el), ua_sw + cast(tail.sw_abs)
+        o, oa = o + cast(tail.ww_el), oa + cast(tail.ww_abs)
+    y = u_sw * dw
+    ya = ua_sw * dw
     yo, yoa = y @ o, y @ oa
     yh, yah = _adj(y), _adj(ya)
     yoh, yoah, ymh = _adj(yo), _adj(yoa), _adj(y * mw)
@@ -203,7 +215,7 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
         if np.any(du[p]):
             dy = _Blocks(du[p], sw, dw)
             do = _off_diagonal(du[p].take(ww))
-            dyo = dy.shared(o) + _times_shared_sparse(y, do)
+            dyo = (dy.shared(o) if o.ndim == 2 else dy.batched(o)) + _times_shared_sparse(y, do)
             dt = dyo @ yah
             dd += dyo @ yh + _adj(dy.batched(yoh))
             # ∂Y O′ Y† + Y O′ ∂Y†: O′ is Hermitian, so ∂Y O′ Y† = ∂Y (Y O′)† (sparse)

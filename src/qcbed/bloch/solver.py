@@ -302,6 +302,15 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
     if len(wcols_h):
         wm = weak[:, wcols_h]
         d_h = np.where(wm, 1.0 / np.where(wm, two_k_sg[:, wcols_h], 1.0), 0.0)
+    tail_strong = tail_w = None
+    if arrays.tail is not None and kt is not None:
+        # beams outside the pool, to second order (qcbed.bloch.tail): on the strong rows,
+        # and with the Löwdin elimination on the weak rows too (qcbed.bloch.lowdin)
+        if arrays.lowdin and len(wcols_h) and lowdin_module.TAIL_ON_WEAK_ROWS:
+            tail_strong, tail_w, d_h = lowdin_module.tail_rows(arrays.tail, kt, idx_h, wcols_h,
+                                                               d_h, exact=exact, real=tb.real)
+        else:
+            tail_strong = arrays.tail.blocks(kt, idx_h, exact=exact, real=tb.real)
     # classic Bethe potentials here; with the Löwdin terms _lowdin computes them with
     # the second-order ones (lowdin.bethe_terms), derivatives or not
     classic = bool(len(wcols_h)) and not arrays.lowdin
@@ -315,6 +324,13 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
             ws = tb.index[wcols[None, :, None], idx[:, None, :]]
         if n_par:
             bethe_derivative_terms(tb.zd, tb.dtab, sw, ws, d, da)
+            if tail_w is not None:
+                # ∂ of the classic terms' share of the tail: ∂Z_sw D ΔZ_ws + ΔZ_sw D ∂Z_ws
+                # (the tail is held constant under the structure factors)
+                dz = xp.asarray(tail_w.z_sw()) * d
+                dzh = _adjoint(xp.asarray(tail_w.sw_el - 1j * tail_w.sw_abs))   # ΔZ_ws
+                for p in range(n_par):
+                    da[:, p] -= (xp.take(tb.dtab[p], sw) * d) @ dzh + dz @ xp.take(tb.dtab[p], ws)
         if classic and exact:
             u_ws = xp.take(tb.u, ws)
             u_sw *= d
@@ -350,9 +366,8 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
                 aabs -= _adjoint(x)
                 a += (ua_sw * d) @ ua_ws
     tail_s = None
-    if arrays.tail is not None and kt is not None:
-        # beams outside the pool, to second order (qcbed.bloch.tail)
-        t_el, t_abs, *tail_s = arrays.tail.blocks(kt, idx_h, exact=exact, real=tb.real)
+    if tail_strong is not None:
+        t_el, t_abs, *tail_s = tail_strong
         a += xp.asarray(t_el, a.dtype)
         if aabs is not None:
             aabs += xp.asarray(t_abs, aabs.dtype)
@@ -366,7 +381,7 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
         if not len(wcols_h):
             d_h = np.zeros((len(rows), 0))
         a, aabs, da, fac, lmat = _lowdin(tb, arrays, a, aabs, da if n_par else None, idx_h,
-                                         wcols_h, d_h, mm_h, k_n, g_n, tail_s)
+                                         wcols_h, d_h, mm_h, k_n, g_n, tail_s, tail_w)
     else:
         a /= mm
     kn2 = xp.asarray(2.0 * k_n[:, None])
@@ -420,7 +435,8 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
 
 def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
             idx: np.ndarray, wcols: np.ndarray, d: np.ndarray, mm: np.ndarray,
-            k_n: np.ndarray, g_n: np.ndarray, tail_s: list | None = None) -> tuple:
+            k_n: np.ndarray, g_n: np.ndarray, tail_s: list | None = None,
+            tail_w: Any = None) -> tuple:
     """Add the Bethe terms (classic and Löwdin) to a batch and transform it
     (:mod:`qcbed.bloch.lowdin`).
 
@@ -429,7 +445,7 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     the values do not depend on whether derivatives are asked for. Returns
     (a, aabs, da, F, L) with da and L (``exact`` derivatives) or None. ``tail_s``: the
     overlap (S, S_abs) of the beams outside the pool (:mod:`qcbed.bloch.tail`), added to
-    the weak beams'.
+    the weak beams'. ``tail_w``: the tail on the weak rows (:class:`lowdin.TailRows`).
     """
     xp = tb.xp
     m_w2 = 1.0 + g_n[wcols][None, :] / k_n[:, None]
@@ -437,7 +453,7 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     single = lowdin_module.SINGLE_PRECISION and not tb.exact   # (lowdin.bethe_terms)
     args = (arrays.u, arrays.u_abs, arrays.index, idx, wcols, d, m_w2)
     e_el, e_abs, s, s_abs = lowdin_batch_terms(*args, real=tb.real, with_abs=with_abs,
-                                               single=single)
+                                               single=single, tail=tail_w)
     if tail_s:
         s = s + tail_s[0]
         if s_abs is not None:
@@ -449,7 +465,7 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
         # the derivatives' core matrix is U + iU′ with the classic Bethe terms in every
         # mode: the fused terms less the second-order ones
         lo_el, lo_abs = lowdin_batch_terms(*args, real=tb.real, with_abs=with_abs,
-                                           single=single, classic=False)[:2]
+                                           single=single, classic=False, tail=tail_w)[:2]
         a_core = a_h + (e_el - lo_el)
         if e_abs is not None:
             a_core = a_core + 1j * (e_abs - lo_abs)
@@ -457,7 +473,7 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
             a_core = a_core + 1j * xp.to_numpy(aabs)
         da_h, lmat = lowdin_derivatives(arrays.u, arrays.u_abs, du, dua, arrays.index, idx,
                                         wcols, d, m_w2, a_core, xp.to_numpy(da), mm,
-                                        arrays.n_out, tail_s)
+                                        arrays.n_out, tail_s, tail_w)
         da = xp.asarray(da_h)
     a_h = a_h + (e_el + 1j * e_abs if tb.exact else e_el)
     aabs_h = None if aabs is None else (xp.to_numpy(aabs) + e_abs) / mm

@@ -1,0 +1,201 @@
+"""The pool's tail on the weak rows of the Löwdin elimination (qcbed.bloch.lowdin.tail_rows).
+
+The tail (the beams outside the pool, eliminated to second order, qcbed.bloch.tail) acts
+on the strong–weak and weak–weak blocks and the weak diagonal 2K S_w too, not only on
+the strong–strong block: with a Löwdin selection the path strong → weak → tail → strong
+and the tail's shift of the weak beams' own 2K S_w are otherwise missing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crystals import gaas as _gaas
+from crystals import si as _si
+from qcbed.bloch import Simulation, lowdin, lowdin_jacobian, solver
+from qcbed.bloch.beams import BeamPool, BeamSelection
+from qcbed.bloch.convergence import sample_directions
+from qcbed.bloch.solver import solve_chunk
+from qcbed.bloch.tail import build_tail
+from qcbed.scattering.structure_factors import PotentialModel
+from test_bloch_fast_derivatives import _setup
+
+T = [1200.0]
+
+
+def _sim(crystal, smax: float, gmax: float, radius: float, selection: BeamSelection,
+         mode: str = "fast") -> Simulation:
+    return Simulation(crystal(), 200.0, [1, -1, 0], [0, 0, -1], smax=smax, gmax=gmax,
+                      potential=PotentialModel("kirkland", "bird_king"), kt_radius=radius,
+                      selection=selection, executor="serial", accuracy=None, mode=mode)
+
+
+def _tail(sim: Simulation, smax: float, gmax: float, radius: float):
+    big = BeamPool.automatic(sim._internal, sim.frame, sim.k_in, gmax=gmax, smax=smax,
+                             kt_radius=radius, holz=True)
+    have = {tuple(h) for h in sim.pool.hkl}
+    out = np.array([tuple(h) not in have for h in big.hkl])
+    return build_tail(sim.pool.hkl, big.hkl[out], big.g[out], sim._compute_u, k_in=sim.k_in,
+                      normal=sim.frame.normal_frame, center=(0.0, 0.0), radius=radius)
+
+
+def _error(x: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.max(np.abs(x - ref)) / np.max(ref))
+
+
+def test_tail_on_weak_rows_matches_the_larger_pool_diagonalised(monkeypatch):
+    """Si [1-10], 200 kV, disc 0.25 Å⁻¹, 1200 Å, 4 sample directions: the 169-beam pool
+    (s_max 0.05, g_max 3) with a Löwdin selection (sgmin 3, ~100 strong) + the tail of
+    the 744 beams up to s_max 0.4 against the 913-beam pool with every beam strong.
+    Measured: 4.5 × 10⁻⁴ with the tail on the weak rows, 1.15 × 10⁻³ with the tail on
+    the strong rows only (5.9 × 10⁻³ without a tail); against the pool + tail with every
+    pool beam strong (the selection error): 3.8 × 10⁻⁴ and 1.07 × 10⁻³."""
+    radius = 0.25
+    kt = sample_directions((0.0, 0.0), radius)[[0, 2, 7, 12]]
+    small = _sim(_si, 0.05, 3.0, radius, BeamSelection(sgmin=3.0, omega=30.0))
+    ref = solve_chunk(_sim(_si, 0.4, 3.0, radius, BeamSelection.all_strong()).arrays,
+                      kt).intensities(T)
+    tail = _tail(small, 0.4, 3.0, radius)
+    strong = small.with_changes(selection=BeamSelection.all_strong()).arrays
+    strong.tail = tail
+    ref_same_pool = solve_chunk(strong, kt).intensities(T)
+    arrays = small.arrays
+    arrays.tail = tail
+    err = {}
+    for weak_rows in (False, True):
+        monkeypatch.setattr(lowdin, "TAIL_ON_WEAK_ROWS", weak_rows)
+        got = solve_chunk(arrays, kt)
+        assert 0 < got.n_strong.max() < 0.7 * len(small.pool)    # a real Löwdin selection
+        i = got.intensities(T)
+        err[weak_rows] = (_error(i, ref), _error(i, ref_same_pool))
+    print(f"vs 913 beams all strong: weak rows {err[True][0]:.1e}, strong rows only "
+          f"{err[False][0]:.1e}; vs pool + tail all strong {err[True][1]:.1e} / "
+          f"{err[False][1]:.1e}; pool + tail all strong {_error(ref_same_pool, ref):.1e}")
+    assert err[True][0] <= 6e-4 and err[True][1] <= 6e-4
+    assert err[False][0] > 2 * err[True][0] and err[False][1] > 2 * err[True][1]
+
+
+def test_weak_row_tail_shifts_the_weak_diagonal():
+    # the diagonal of ΔA on the weak rows moves 2K S_w: d = 1/(2K S_w + ΔA_ww)
+    sim = _sim(_si, 0.05, 2.0, 0.2, BeamSelection(sgmin=3.0, omega=30.0))
+    tail = _tail(sim, 0.4, 2.0, 0.2)
+    kt = np.array([[0.05, -0.02], [0.1, 0.1]])
+    arrays = sim.arrays
+    kt_, two_k_sg, _, _, strong, weak = solver.prepare_directions(arrays, kt)
+    idx = np.argsort(~strong, axis=1, kind="stable")[:, :strong.sum(1).min()]
+    wcols = np.nonzero(weak.any(axis=0))[0]
+    d = np.where(weak[:, wcols], 1.0 / two_k_sg[:, wcols], 0.0)
+    _, rows, d2 = lowdin.tail_rows(tail, kt_, idx, wcols, d, exact=False, real=True)
+    full = tail.on_beams(kt_, np.arange(len(sim.pool)), (0,))[0].real
+    shift = full[:, wcols, wcols]
+    w = weak[:, wcols]
+    np.testing.assert_allclose(d2[w], 1.0 / (two_k_sg[:, wcols][w] + shift[w]), rtol=1e-6)
+    assert np.all(d2[~w] == 0)
+    np.testing.assert_allclose(rows.sw_el, full[np.arange(2)[:, None, None], idx[:, :, None],
+                                                wcols[None, None, :]], rtol=1e-6)
+    assert np.all(np.diagonal(rows.ww_el, axis1=1, axis2=2) == 0)
+
+
+@pytest.mark.parametrize("crystal", [_si, _gaas], ids=["Si", "GaAs"])
+@pytest.mark.parametrize("mode", ["exact", "fast"])
+def test_lowdin_derivatives_with_the_weak_row_tail(crystal, mode, monkeypatch):
+    """The analytic Löwdin derivatives (lowdin_jacobian) against central differences of
+    the whole transformation (lowdin.derivatives_central), with the tail on the weak rows
+    (held constant under the structure factors), and the gradients of the intensities
+    against finite differences of the engine."""
+    sim, der = _setup(crystal)
+    sim = sim.with_changes(mode=mode)
+    arrays = sim.arrays
+    tail = _tail(sim, 0.4, 2.0, 0.3)
+    # the tail magnified (×30, still a small correction: |ΔA| ≲ 10⁻³ Å⁻²) so that its
+    # share of the derivatives is far above the finite differences' error; the
+    # algebra holds for any fixed addition
+    arrays.tail = type(tail)(tail.center, tail.radius, 30 * tail.coef, tail.n_beams,
+                             tail.fit_error, tail.size)
+    kt = np.random.default_rng(7).uniform(-0.2, 0.2, (4, 2))
+    calls = []
+
+    def spy(fn):
+        def wrapped(*a, **k):
+            assert k.get("tail", a[-1] if len(a) > 14 else None) is not None
+            calls.append(fn(*a, **k))
+            return calls[-1]
+        return wrapped
+
+    monkeypatch.setattr(solver, "lowdin_derivatives", spy(lowdin_jacobian.derivatives))
+    analytic = solve_chunk(arrays, kt, der)
+    monkeypatch.setattr(solver, "lowdin_derivatives", spy(lowdin.derivatives_central))
+    solve_chunk(arrays, kt, der)
+    half = len(calls) // 2
+    assert half >= 1
+    for (da_a, l_a), (da_c, l_c) in zip(calls[:half], calls[half:]):
+        assert np.abs(da_a - da_c).max() <= 1e-6 * np.abs(da_c).max()
+        assert np.abs(l_a - l_c).max() <= 1e-6 * np.abs(l_c).max() + 1e-10
+    # the gradients of the intensities against the engine's finite differences
+    du, dua = der
+    _, grad, _ = analytic.gradients(T[0])
+    u0, ua0 = arrays.u.copy(), arrays.u_abs.copy()
+    step = 1e-6
+    for p in range(len(du)):
+        fd = []
+        for sgn in (1.0, -1.0):
+            arrays.u[:] = u0 + sgn * step * du[p]
+            arrays.u_abs[:] = ua0 + sgn * step * dua[p]
+            arrays.refresh()
+            fd.append(solve_chunk(arrays, kt).intensities(T)[0])
+        arrays.u[:], arrays.u_abs[:] = u0, ua0
+        arrays.refresh()
+        fd = (fd[0] - fd[1]) / (2 * step)
+        # fast: the perturbative absorption's own error (test_bloch_fast_derivatives)
+        tol = 1e-5 if mode == "exact" else 2e-3
+        assert np.max(np.abs(grad[:, p] - fd)) <= tol * np.max(np.abs(fd)), p
+
+
+def test_weak_row_tail_same_in_exact_and_fast_mode(monkeypatch):
+    # what the weak rows add to the strong-rows-only tail is the same in both solvers
+    # (they differ by ~10⁻⁴ of their own: the perturbative absorption of ``fast``);
+    # GaAs: complex U, U′, the exact solver's non-Hermitian U + iU′ blocks
+    radius = 0.25
+    kt = sample_directions((0.0, 0.0), radius)[[0, 9]]
+    fast = _sim(_gaas, 0.05, 2.5, radius, BeamSelection(sgmin=3.0, omega=30.0))
+    tail = _tail(fast, 0.4, 2.5, radius)
+    change = []
+    for sim in (fast, fast.with_changes(mode="exact")):
+        arrays = sim.arrays
+        arrays.tail = tail
+        got = []
+        for weak_rows in (False, True):
+            monkeypatch.setattr(lowdin, "TAIL_ON_WEAK_ROWS", weak_rows)
+            got.append(solve_chunk(arrays, kt).intensities(T))
+        change.append(got[1] - got[0])
+    size = np.max(np.abs(change[1]))
+    diff = np.max(np.abs(change[0] - change[1]))
+    print(f"weak rows change {size:.1e}, fast vs exact {diff:.1e}")   # 4.0e-4, 5.1e-7
+    assert size > 2e-4
+    assert diff <= 0.02 * size
+
+
+def test_on_beams_agrees_with_the_per_direction_gather():
+    # TailCorrection.on_beams (one GEMM per tile and part, on the whole pool or a gathered
+    # union) against TailCorrection.terms (a gather per direction), over several tiles
+    from qcbed.bloch.setup import tail_source
+
+    sim = _sim(_si, 0.05, 2.0, 0.2, BeamSelection.all_strong())
+    src = tail_source(sim._internal, sim.frame, sim.k_in, sim.pool_settings, sim.pool,
+                      sim._compute_u, smax=0.4, gmax=2.0)
+    centres = np.array([[0.0, 0.0], [0.1, 0.05], [-0.08, 0.1]])
+    tail = src.at(centres)                      # three constant tiles
+    assert tail.n_tiles == 3
+    kt = centres[[2, 0, 1, 2]] + 1e-4
+    rng = np.random.default_rng(3)
+    n_pool = len(sim.pool)
+    idx = np.stack([np.sort(rng.choice(n_pool, 12, replace=False)) for _ in kt])
+    ref = tail.terms(kt, idx)
+    for beams in (None, np.unique(idx)):
+        got = tail.on_beams(kt, beams)
+        pos = idx if beams is None else np.searchsorted(beams, idx)
+        r = np.arange(len(kt))[:, None, None]
+        sub = got[:, r, pos[:, :, None], pos[:, None, :]]
+        np.testing.assert_allclose(sub, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+    assert np.abs(ref[0]).max() > 0
