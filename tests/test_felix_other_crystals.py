@@ -511,3 +511,31 @@ def test_simulation_caps_its_automatic_pool_with_a_warning(monkeypatch) -> None:
     assert 60 <= first <= 80                 # the check started from the capped pool
     # a pool the user fixes (smax given) is never capped
     assert "capped_from" not in _si_sim(smax=0.05).pool.meta
+
+
+@pytest.mark.parametrize("cif, ibd, xd, hkl", [
+    (R3C_ANISO, (1, -1, 0), (0, 0, -1), [(0, 0, 12), (2, 2, -3)]),   # LiNbO3's geometry
+    (P21_EXPORT, (-1, 1, 0), (1, 1, 0), [(1, 1, 0), (0, 0, 1)]),       # felix1.inp, beta 110.5
+])
+def test_non_cubic_felix_pixels_have_felix_incident_directions(tmp_path, cif, ibd, xd,
+                                                               hkl) -> None:
+    """Hexagonal and monoclinic cells: every pixel's incident direction, from Felix's own
+    frame formulas (tests/test_felix_conventions.py), is qcbed's (zone = −beam)."""
+    from qcbed.bloch.geometry import ZoneFrame
+    from qcbed.bloch.grids import TiltGrid
+    from qcbed.constants import wavelength
+    from test_felix_conventions import _felix_incident_directions, _qcbed_incident_directions
+
+    inp = _inp(radius=6, conv=0.3).replace("[1, -1, 0]", str(list(ibd))).replace(
+        "[0, 0, -1]", str(list(xd)))
+    d = make_felix_folder(tmp_path, inp=inp, cif=cif, hkl=hkl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fx = read_felix(d)
+    lat = fx.crystal.lattice
+    assert np.array_equal(fx.incident_beam_direction, ibd)
+    k = 1.0 / wavelength(200.0)
+    want = _felix_incident_directions(lat, ibd, xd, 0.3, 6, k)
+    frame = ZoneFrame(lat, tuple(fx.zone), tuple(fx.x_direction), tuple(fx.zone_normal))
+    got = _qcbed_incident_directions(frame, TiltGrid.felix(0.3, 6), k)
+    assert np.abs(got[1:] - want[1:]).max() < 1e-12
