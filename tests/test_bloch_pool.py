@@ -22,8 +22,9 @@ from qcbed.bloch.convergence import (
 from qcbed.crystal import Crystal, Lattice, Site
 from qcbed.scattering.structure_factors import PotentialModel
 
+# the pool alone (tail=False): these tests are about growing the pool itself
 KW = dict(potential=PotentialModel("kirkland", "bird_king"), kt_radius=0.25,
-          executor="serial", check_thickness=[1200.0])
+          executor="serial", check_thickness=[1200.0], tail=False)
 
 
 def _gaas() -> Crystal:
@@ -68,7 +69,7 @@ def _si() -> Crystal:
 # the selection fixed (only the pool is walked): s_max 0.05 -> 0.1 changes the pattern by
 # ~4e-4, 0.1 -> 0.2 (the far zero-layer beams without the first HOLZ layer) by ~1e-2
 WIDE = dict(potential=PotentialModel("kirkland", "bird_king"), kt_radius=0.75, gmax=3.0,
-            executor="serial", check_thickness=[1480.0])
+            executor="serial", check_thickness=[1480.0], tail=False)
 
 
 def test_pool_error_includes_the_further_growth_one_step_misses():

@@ -183,8 +183,13 @@ class Convergence:
 
     @property
     def converged(self) -> bool:
-        """True when both errors are within the target (or 10⁻³ when none was set)."""
+        """True when both errors are within the target (or 10⁻³ when none was set) and
+        every growth check of an engine-chosen pool (or tail) could be made."""
         target = self.accuracy if self.accuracy is not None else DEFAULT_ACCURACY
+        if self.chosen and self.smax is not None and self.pool_error is None:
+            return False         # an automatic pool that no growth check could measure
+        if self.tail is not None and self.tail.get("unchecked"):
+            return False         # a growth of the tail or pool that was too large to check
         return self.error <= target and (self.pool_error is None or self.pool_error <= target)
 
     def as_dict(self) -> dict:
@@ -441,11 +446,13 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
 
     pool_err: float | None = None
     if tail is not None and make_pool is not None and smax is not None and gmax is not None:
-        pool, table, smax, gmax, fitted, pool_err, tail_info = _converge_tail(
-            template, pool, table, make_pool, smax, gmax, tail, accuracy, kt, t, steps)
-        sel, err, strong, level = pick(pool, table, level)
-    else:
-        sel, err, strong, level = pick(pool, table, level)
+        res = _converge_tail(template, pool, table, make_pool, smax, gmax, tail, accuracy,
+                             kt, t, steps)
+        if res is None:
+            tail = None          # too many tail beams: the pool grows instead
+        else:
+            pool, table, smax, gmax, fitted, pool_err, tail_info = res
+    sel, err, strong, level = pick(pool, table, level)
     if tail is None and make_pool is not None and smax is not None and gmax is not None:
         measured = 0
         for rnd in range(MAX_POOL_ROUNDS):
@@ -552,11 +559,17 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
     strong = BeamSelection.all_strong()
     ts, tg = max(plan.smax, 2 * smax), gmax
     src = plan.make(pool, ts, tg)
+    if src.n_beams > MAX_TAIL_SIZE:
+        # the M × M tail–tail block and N·M² per direction: large cells go without
+        steps.append(f"pool {len(pool)}: tail of {src.n_beams} beams (smax {ts:.3g}, gmax "
+                     f"{tg:.3g}) above {MAX_TAIL_SIZE} beams: not used, the pool grows instead")
+        return None
     exact = _exact_tail_intensities(frame, pool, table, strong, src, kt, t)
     bare = _intensities(_arrays(frame, pool, table, strong), kt, t)[0]
     steps.append(f"pool {len(pool)} + tail {src.n_beams} (smax {ts:.3g}, gmax {tg:.3g}): "
                  f"changes the pattern by {_error(bare, exact):.1e}")
     pool_err = 0.0
+    unchecked = 0
     for rnd in range(TAIL_ROUNDS):
         trials = []
         for kind, (s_new, g_new) in (("tail", (TAIL_SMAX_FACTOR * ts, tg)),
@@ -568,12 +581,14 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
                 label = f"tail {src.n_beams} -> {src2.n_beams} (smax {s_new:.3g}, gmax {g_new:.3g})"
                 if src2.n_beams > MAX_TAIL_SIZE:
                     steps.append(f"{label}: above {MAX_TAIL_SIZE} beams, not checked")
+                    unchecked += 1
                     continue
             else:
                 p2, tb2 = make_pool(s_new, g_new)
                 if len(p2) > MAX_POOL_SIZE:
                     steps.append(f"pool {len(pool)} -> {len(p2)}: above {MAX_POOL_SIZE} beams, "
                                  "not checked")
+                    unchecked += 1
                     continue
                 src2 = plan.make(p2, ts, max(tg, g_new))
                 label = (f"pool {len(pool)} -> {len(p2)} (smax {s_new:.3g}, gmax {g_new:.3g}) "
@@ -595,5 +610,5 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
                                        steps)
     info = {"beams": src.n_beams, "smax": float(ts), "gmax": float(tg), "tiles": tiles,
             "n_tiles": fitted.n_tiles, "fit_error": float(fit_err),
-            "growth_error": float(pool_err)}
+            "growth_error": float(pool_err), "unchecked": unchecked}
     return pool, table, smax, gmax, fitted, pool_err + fit_err, info

@@ -409,7 +409,7 @@ def _parse_engine(r: TableReader, en: Mapping, pfx: str) -> dict[str, Any]:
         "sgmax": r.get(en, "sgmax", f"{pfx}.sgmax", "float", None, positive=True),
         "bethe": r.get(en, "bethe", f"{pfx}.bethe", "bool", True),
         "min_strong": r.get(en, "min_strong", f"{pfx}.min_strong", "int", 0, lo=0),
-        "tail": r.get(en, "tail", f"{pfx}.tail", "bool", False),
+        "tail": r.get(en, "tail", f"{pfx}.tail", "bool", True),
         "elastic": r.get(en, "elastic", f"{pfx}.elastic", "str", "kirkland"),
         "absorption": r.get(en, "absorption", f"{pfx}.absorption", "str", "bird_king"),
         "xi": r.get(en, "xi", f"{pfx}.xi", "float", 0.1, lo=0.0),

@@ -150,7 +150,7 @@ class EngineSection(_Section):
     sgmax: float | None = None
     bethe: bool = True
     min_strong: int = 0
-    tail: bool = False
+    tail: bool = True
     """The pool's tail (``qcbed.bloch.tail``) with an engine-chosen pool."""
     elastic: str = "kirkland"
     absorption: str = "bird_king"

@@ -249,7 +249,8 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
         (:meth:`~qcbed.bloch.Simulation.with_grown_pool`: far zero-layer and HOLZ
         beams; the convergence record's ``pool_error`` is the same growth in
         intensities); 0 to skip. Only for a pool the engine built (not one fixed by a
-        file).
+        file). For a pool with a tail (:mod:`qcbed.bloch.tail`, the default) the
+        tail's s_max is doubled instead, the growth that limits its accuracy.
     background : bool
         Include the alternative background model.
     plasmon_rel : float
@@ -297,8 +298,9 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
         out.append(BudgetInput("beam selection", f"sgmin x {selection_factor:g}",
                                _selection(selection_factor), symmetric=False))
     if pool_factor and sim.automatic_pool_limits is not None:
-        out.append(BudgetInput("pool", f"s_max x {pool_factor:g}", _pool(pool_factor),
-                               symmetric=False))
+        # a pool with a tail: the tail's s_max grows instead (with_grown_pool)
+        what = "tail s_max x 2" if sim.tail is not None else f"s_max x {pool_factor:g}"
+        out.append(BudgetInput("pool", what, _pool(pool_factor), symmetric=False))
     if background:
         alt_bg = {"per_disc": "single", "single": "per_disc", "none": "single"}[ref.background]
         out.append(BudgetInput("background", f"{ref.background} -> {alt_bg}",
