@@ -403,15 +403,17 @@ def test_pool_growth_above_the_adoption_limit_is_measured(monkeypatch) -> None:
     is None (unknown) with a warning."""
     import qcbed.bloch.convergence as cv
 
-    ref = _si_sim().convergence
+    # the pool-growth walk (tail=False; with the default tail the pool stays and the
+    # tail grows)
+    ref = _si_sim(tail=False).convergence
     monkeypatch.setattr(cv, "MAX_POOL_SIZE", 1)        # every grown pool is "too large"
-    conv = _si_sim().convergence
+    conv = _si_sim(tail=False).convergence
     assert conv.pool_size < ref.pool_size             # growth measured, never adopted
     assert any("measured, not adopted" in s for s in conv.steps), conv.steps
     assert conv.pool_error is not None and conv.pool_error > 0
     monkeypatch.setattr(cv, "MAX_CHECK_POOL_SIZE", 1)  # and none can be measured
     with pytest.warns(UserWarning, match=r"could not be checked for growth .* unknown"):
-        none = _si_sim().convergence
+        none = _si_sim(tail=False).convergence
     assert none.pool_error is None
     assert all(s.endswith("not checked") for s in none.steps if "->" in s and "smax" in s)
 
