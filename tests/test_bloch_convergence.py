@@ -204,8 +204,9 @@ def test_variants_check_the_accuracy_on_the_set_up_directions():
 def test_grown_pool_variant_adds_beams_and_keeps_the_rest():
     """with_grown_pool (the budget's pool entry): the chosen pool's s_max × 4 from the
     convergence record, the same selection rule, outputs and structure-factor overrides;
-    its intensities differ from the pool in use by about the recorded pool error."""
-    sim = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], **KW)
+    its intensities differ from the pool in use by about the recorded pool error. (Without
+    the tail: a set-up with one grows its tail instead, tests/test_bloch_tail_default.py.)"""
+    sim = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], **KW, tail=False)
     sim.set_structure_factors({(1, -1, -1): (0.048, 0.0006)})
     var = sim.with_changes()  # a refinement's model: an explicit pool, the record kept
     rec = sim.convergence
