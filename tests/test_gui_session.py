@@ -201,7 +201,7 @@ def test_stop_and_resume_refinement_writes_results(demo):
     assert not (out / "result.json").exists()
     s.resume_refinement()
     s.job.join(120)
-    assert s.job.state == "finished", s.job.log
+    assert s.job.state == "finished", "\n".join(s.job.log)
     assert len(s.job.records) > n_rec
     res = load_results(out)                                  # schema-checked result.json
     names = [p["name"] for p in res["result"]["parameters"]]

@@ -159,3 +159,26 @@ def test_refinement_with_the_secant_needs_fewer_iterations(problem):
     for n in old.free_names:
         assert abs(new.value(n) - old.value(n)) < 0.05 * old.esd(n)
         assert new.esd(n) == pytest.approx(old.esd(n), rel=1e-3)
+
+
+def test_steps_that_drop_samples_are_rejected():
+    """A refinement drops samples that leave the data or the model (NaN), so a step can
+    shorten the residual vector. Its cost is then over fewer samples and not comparable:
+    such steps are rejected (a smaller one is tried), in the secant and the Gauss–Newton
+    mode. Here the third sample leaves below x = 0.5, where the two others still pull
+    towards x = 0; the fit must stop at the edge with all three samples. (Before, the
+    secant update failed on the length change — the GUI stop/resume of the demo hit it:
+    924 residuals at x, 798 after the step — and a fine step could walk every sample
+    out of the image, 'no valid samples' in the next step.)"""
+    def fun(x):
+        r = np.array([x[0] + 1.0, 0.6 * x[0] ** 2 + x[0] - 1.0, 0.1 * (x[0] - 3.0)])
+        return r if x[0] > 0.5 else r[:2]          # the third sample leaves below 0.5
+
+    def fun_jac(x):
+        jac = np.array([[1.0], [1.2 * x[0] + 1.0], [0.1]])
+        return fun(x), jac[:len(fun(x))]
+
+    for hessian in ("secant", "gn"):
+        st = levenberg_marquardt(fun_jac, fun, np.array([2.0]), max_iter=60, hessian=hessian)
+        assert 0.5 < st.x[0] < 0.51
+        assert all(h["x"][0] > 0.5 for h in st.history if h.get("accepted"))

@@ -155,7 +155,10 @@ def levenberg_marquardt(
             r_new = fun(x_new)
             st.n_fun += 1
             cost_new = 0.5 * float(r_new @ r_new)
-            if np.isfinite(cost_new) and cost_new < cost:
+            # costs compare only on the same samples: a step that moves samples out of
+            # the data (or the model) lowers the cost by dropping their residuals, so it
+            # is rejected like a step that does not descend (a smaller one is tried)
+            if len(r_new) == len(r) and np.isfinite(cost_new) and cost_new < cost:
                 accepted = True
                 break
             if use_secant:  # retry with Gauss–Newton at the same damping; the secant
