@@ -33,13 +33,14 @@ def _sim(crystal, smax: float, gmax: float, mode: str = "fast") -> Simulation:
                       mode=mode)
 
 
-def _tail(sim: Simulation, smax: float, gmax: float):
+def _tail(sim: Simulation, smax: float, gmax: float, radius: float = RADIUS):
+    """The tail of ``sim``'s pool up to (smax, gmax) fitted over a disc of ``radius``."""
     big = BeamPool.automatic(sim._internal, sim.frame, sim.k_in, gmax=gmax, smax=smax,
-                             kt_radius=RADIUS, holz=True)
+                             kt_radius=radius, holz=True)
     have = {tuple(h) for h in sim.pool.hkl}
     out = np.array([tuple(h) not in have for h in big.hkl])
     return build_tail(sim.pool.hkl, big.hkl[out], big.g[out], sim._compute_u, k_in=sim.k_in,
-                      normal=sim.frame.normal_frame, center=(0.0, 0.0), radius=RADIUS)
+                      normal=sim.frame.normal_frame, center=(0.0, 0.0), radius=radius)
 
 
 @pytest.mark.parametrize("crystal,gmax", [(_si, 3.0), (_gaas, 2.5)])

@@ -14,12 +14,12 @@ import pytest
 from crystals import gaas as _gaas
 from crystals import si as _si
 from qcbed.bloch import Simulation, lowdin, lowdin_jacobian, solver
-from qcbed.bloch.beams import BeamPool, BeamSelection
+from qcbed.bloch.beams import BeamSelection
 from qcbed.bloch.convergence import sample_directions
 from qcbed.bloch.solver import solve_chunk
-from qcbed.bloch.tail import build_tail
 from qcbed.scattering.structure_factors import PotentialModel
 from test_bloch_fast_derivatives import _setup
+from test_bloch_tail import _tail
 
 T = [1200.0]
 
@@ -29,15 +29,6 @@ def _sim(crystal, smax: float, gmax: float, radius: float, selection: BeamSelect
     return Simulation(crystal(), 200.0, [1, -1, 0], [0, 0, -1], smax=smax, gmax=gmax,
                       potential=PotentialModel("kirkland", "bird_king"), kt_radius=radius,
                       selection=selection, executor="serial", accuracy=None, mode=mode)
-
-
-def _tail(sim: Simulation, smax: float, gmax: float, radius: float):
-    big = BeamPool.automatic(sim._internal, sim.frame, sim.k_in, gmax=gmax, smax=smax,
-                             kt_radius=radius, holz=True)
-    have = {tuple(h) for h in sim.pool.hkl}
-    out = np.array([tuple(h) not in have for h in big.hkl])
-    return build_tail(sim.pool.hkl, big.hkl[out], big.g[out], sim._compute_u, k_in=sim.k_in,
-                      normal=sim.frame.normal_frame, center=(0.0, 0.0), radius=radius)
 
 
 def _error(x: np.ndarray, ref: np.ndarray) -> float:
