@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import pytest
 
+from felix_synth import write_dm
 from qcbed.errors import InputError
 from qcbed.larbed import FourDData, detect_format, open_4d
 from qcbed.larbed.synthetic import write_empad, write_npy_stream
@@ -48,52 +49,10 @@ def _write_mib(path: Path, frames: np.ndarray) -> None:
             fh.write(np.ascontiguousarray(fr, ">u2").tobytes())
 
 
-def _dm_name(name: str) -> bytes:
-    b = name.encode()
-    return struct.pack(">h", len(b)) + b
-
-
-def _dm_data(name: str, info: list[int], payload: bytes) -> bytes:
-    body = b"%%%%" + struct.pack(">q", len(info)) + b"".join(struct.pack(">q", i) for i in info)
-    body += payload
-    return b"\x15" + _dm_name(name) + struct.pack(">Q", len(body)) + body
-
-
-def _dm_group(name: str, tags: list[bytes]) -> bytes:
-    body = b"\x00\x01" + struct.pack(">Q", len(tags)) + b"".join(tags)
-    return b"\x14" + _dm_name(name) + struct.pack(">Q", len(body)) + body
-
-
-def _dm_f4(name: str, v: float) -> bytes:
-    return _dm_data(name, [6], struct.pack("<f", v))
-
-
-def _dm_text(name: str, s: str) -> bytes:
-    return _dm_data(name, [20, 4, len(s)], np.array([ord(c) for c in s], "<u2").tobytes())
-
-
 def _write_dm4(path: Path, data: np.ndarray) -> None:
-    """DM4: version 4, 8-byte lengths, tag groups/data as in the Gatan format description."""
-    arr = np.ascontiguousarray(data, "<f4")
-    units = ["1/nm", "1/nm", "mrad", "mrad"]  # DM order: X (det_x), Y, scan_x, scan_y
-    cal = [_dm_group("", [_dm_f4("Origin", 0.0), _dm_f4("Scale", 0.25), _dm_text("Units", u)])
-           for u in units]
-    image = _dm_group("", [
-        _dm_group("ImageData", [
-            _dm_group("Calibrations", [
-                _dm_group("Brightness", [_dm_f4("Origin", 0.0), _dm_f4("Scale", 1.0),
-                                         _dm_text("Units", "counts")]),
-                _dm_group("Dimension", cal)]),
-            _dm_data("Data", [20, 6, arr.size], arr.tobytes()),
-            _dm_data("DataType", [3], struct.pack("<i", 2)),  # 2: float32
-            _dm_group("Dimensions", [_dm_data("", [5], struct.pack("<I", d))
-                                     for d in arr.shape[::-1]])]),
-        _dm_group("ImageTags", []),
-        _dm_text("Name", "larbed")])
-    root = b"\x00\x01" + struct.pack(">Q", 1) + _dm_group("ImageList", [image])
-    with open(path, "wb") as fh:
-        fh.write(struct.pack(">I", 4) + struct.pack(">Q", len(root)) + struct.pack(">I", 1))
-        fh.write(root + b"\x00" * 8)
+    """DM4 (version 4, 8-byte lengths; tests/felix_synth.write_dm) of a 4-D LARBED stack."""
+    write_dm(path, data, version=4, units=["1/nm", "1/nm", "mrad", "mrad"], scale=0.25,
+             intensity_units="counts", name="larbed")   # DM order: X (det_x), Y, scan_x, scan_y
 
 
 # ------------------------------------------------------------ formats
