@@ -490,10 +490,9 @@ def choose(*, k_in: float, normal: np.ndarray, pool: BeamPool, table: PotentialT
                 break
             _, pool, table, smax, gmax = worst
             sel, err, strong, level = pick(pool, table, level)
-        n_steps = len(steps)
-        further = _further_growth(template, pool, make_pool, smax, gmax, sel, cur, kt, t,
-                                  steps)
-        measured += sum(not s.endswith("not checked") for s in steps[n_steps:])
+        further, n_further = _further_growth(template, pool, make_pool, smax, gmax, sel,
+                                             cur, kt, t, steps)
+        measured += n_further
         pool_err = max(pool_err, further) if measured else None
         if not measured:
             warnings.warn(f"the pool of {len(pool)} beams could not be checked for growth (every "
@@ -518,11 +517,11 @@ def further_growth(smax: float, gmax: float) -> list[list[tuple[float, float]]]:
 def _further_growth(frame: tuple[float, np.ndarray], pool: BeamPool,
                     make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]],
                     smax: float, gmax: float, sel: BeamSelection, cur: np.ndarray,
-                    kt: np.ndarray, t: np.ndarray, steps: list[str]) -> float:
+                    kt: np.ndarray, t: np.ndarray, steps: list[str]) -> tuple[float, int]:
     """Largest change of the intensities ``cur`` of ``pool`` (selection ``sel``) over the
-    :func:`further_growth` of the pool; each series stops at the first pool above
-    MAX_CHECK_POOL_SIZE beams (not solved)."""
-    worst = 0.0
+    :func:`further_growth` of the pool, and how many grown pools were measured; each
+    series stops at the first pool above MAX_CHECK_POOL_SIZE beams (not solved)."""
+    worst, measured = 0.0, 0
     for series in further_growth(smax, gmax):
         for s_new, g_new in series:
             big_pool, big_table = make_pool(s_new, g_new)
@@ -537,7 +536,8 @@ def _further_growth(frame: tuple[float, np.ndarray], pool: BeamPool,
             e = _error(cur, new)
             steps.append(f"{label}: {e:.1e}")
             worst = max(worst, e)
-    return worst
+            measured += 1
+    return worst, measured
 
 
 def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,

@@ -152,11 +152,11 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         or ``smax``): eliminate the beams beyond the pool to second order, on the
         strong and the weak rows (:mod:`qcbed.bloch.tail`), and check the pool's
         convergence with them. On by default: on the Si D-LACBED the pattern comes
-        2.6 × 10⁻⁴ from the (s_max 0.8, g_max 4) pool diagonalised instead of
-        1.1 × 10⁻², the reported pool error falls from 2.9 × 10⁻² to 2.5 × 10⁻³, the
-        engine needs fewer strong beams for the same selection error (sgmin 2.5
-        instead of 3) and each direction costs ~10 % less, for ~9 s more CPU at
-        set-up (docs/validation.md). A cell whose tail would hold more than
+        ~2 × 10⁻³ from the (s_max 0.8, g_max 3–4) pool diagonalised instead of
+        1.1 × 10⁻² and the reported pool error falls from 2.9 × 10⁻² to 2.5 × 10⁻³
+        (still above 10⁻³), for ~9 s more CPU at set-up and +12–15 % per direction
+        at the same selection (docs/validation.md, "The tail by default"). A cell
+        whose tail would hold more than
         :data:`~qcbed.bloch.convergence.MAX_TAIL_SIZE` beams goes without (the
         walk says so). The tail is computed from the set-up potential and geometry
         and held fixed by :meth:`set_structure_factors` and :meth:`with_changes`
