@@ -59,7 +59,7 @@ def test_a_tail_above_the_size_limit_is_not_used_and_the_pool_grows(monkeypatch,
 def test_a_growth_too_large_to_check_is_not_reported_converged(monkeypatch, default):
     # every check passes except one that is skipped: the record must not say converged
     base = default.convergence.tail["beams"]
-    monkeypatch.setattr(cv, "MAX_TAIL_SIZE", base)          # the grown tails are larger
+    monkeypatch.setattr(cv, "MAX_GROWN_TAIL_SIZE", base)    # the grown tails are larger
     sim = _sim(accuracy=0.5)
     conv = sim.convergence
     assert conv.tail is not None and conv.tail["unchecked"] >= 1

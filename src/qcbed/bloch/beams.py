@@ -162,7 +162,8 @@ class BeamPool:
     def automatic(cls, crystal: Crystal, frame: ZoneFrame, k_in: float, *, gmax: float,
                   smax: float, kt_center: ArrayLike = (0.0, 0.0), kt_radius: float = 0.0,
                   outputs: ArrayLike | None = None, holz: bool = True,
-                  min_size: int = 0, max_size: int | None = None) -> BeamPool:
+                  min_size: int = 0, max_size: int | None = None,
+                  table: bool = True) -> BeamPool:
         """Automatic pool: |g| ≤ gmax (Å⁻¹) and |S_g| ≤ smax (Å⁻¹) somewhere in the tilt disc.
 
         The excitation error is bounded over the disc of tangential wave vectors
@@ -175,7 +176,9 @@ class BeamPool:
         max(``max_size``, ``min_size``) beams nearest the Bragg condition (smallest
         min |S_g| over the disc; ``meta['smax']`` becomes their bound and
         ``meta['capped_from']`` the size before): large cells (C9H11NO3 at gmax 3,
-        smax 0.05: 6 101 beams).
+        smax 0.05: 6 101 beams). ``table=False``: the beams are a list, not a pool
+        with an N² coupling table (the pool's tail, whose own memory
+        :func:`qcbed.bloch.convergence.tail_too_large` bounds): no N² memory check.
         """
         lat = crystal.lattice
         hmax = np.ceil(gmax * np.array([lat.a, lat.b, lat.c])).astype(int)
@@ -225,10 +228,11 @@ class BeamPool:
                 if np.linalg.norm(kc @ s - kc) <= 2 * kt_radius + 1e-12]
         keep = close_under_rotations(hkl, keep, rots)
         n_pool = float(keep.sum())
-        check_memory(n_pool * n_pool * _BYTES_PER_PAIR,
-                     f"a beam pool of {int(n_pool)} beams (gmax = {gmax:g} Å⁻¹, smax = "
-                     f"{s_cap:g} Å⁻¹; its coupling table has N² entries)", tag="gmax/smax",
-                     hint="lower gmax or smax")
+        if table:
+            check_memory(n_pool * n_pool * _BYTES_PER_PAIR,
+                         f"a beam pool of {int(n_pool)} beams (gmax = {gmax:g} Å⁻¹, smax = "
+                         f"{s_cap:g} Å⁻¹; its coupling table has N² entries)",
+                         tag="gmax/smax", hint="lower gmax or smax")
         order = np.argsort(s_min[keep] + 1e-9 * np.linalg.norm(g[keep], axis=1), kind="stable")
         pool = cls.from_hkl(frame, hkl[keep][order], outputs)
         pool.meta.update(gmax=gmax, smax=s_cap, kt_radius=kt_radius, holz=holz)

@@ -52,6 +52,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike
 
+from .._core.guard import format_bytes, memory_limit
+from ..errors import InputError
 from .beams import BeamPool, BeamSelection
 from .potential import PotentialTable
 from .solver import EngineArrays, solve_chunk
@@ -123,13 +125,50 @@ TAIL_MAX_TILES = 3
 #: quadratic, cubic in k_t): the per-direction gather is ∝ the terms.
 TAIL_TERMS = (3, 6, 10)
 
-#: Growth checks of the pool with its tail: one (measured and reported, not
-#: adopted: a grown tail costs N·M² per direction at set-up, M its beams; on the
-#: Si D-LACBED the checks of a second round took minutes).
-TAIL_ROUNDS = 1
+#: Rounds of growth checks of the pool with its tail. While the largest change is
+#: above half the target, every growth that changes more than that is adopted at once
+#: (a round's checks of one limit alone cannot see the others: on the Si D-LACBED at
+#: 1480 Å the tail's s_max × 2, its g_max + 1 and the pool's g_max + 0.5 each changed
+#: the pattern by 1.6–2.2 × 10⁻³ from pool (0.05, 3) + tail (0.8, 3), and by ≤ 3.9 × 10⁻⁴
+#: from pool (0.05, 3.5) + tail (1.6, 4), adopted together in the first round).
+TAIL_ROUNDS = 2
 
-#: Grown tails above this many beams are not checked (the M × M tail–tail block).
+#: A starting tail of more than this many beams is not used (the pool grows instead):
+#: large cells (LiNbO3's starting tail has 4 363 beams), whose grown tails would cost
+#: N·M² per direction with N ≈ 800 pool beams.
 MAX_TAIL_SIZE = 4000
+
+#: Grown tails (growth checks and adopted growths) above this many beams are not
+#: built (:func:`tail_too_large`). Peak memory of a tail's blocks is ≈ 16·M² bytes (the
+#: M × M coupling in single precision with its int32 difference codes): 1.5 GiB at the
+#: 9 667 beams of the Si D-LACBED's s_max × 2 check, 2.1 GiB at this limit.
+MAX_GROWN_TAIL_SIZE = 12000
+
+#: Nor those whose exact terms cost more than this N·M² (pool beams × tail beams²) per
+#: direction: measured 0.74 s for 485 × 5 764² = 1.6 × 10¹⁰ and 2.5 s for 485 × 9 667² =
+#: 4.5 × 10¹⁰ (one BLAS thread, 2-core VM), so ≈ 3.5 s per direction and ≈ 45 s per
+#: check of 13 directions at the limit.
+MAX_TAIL_WORK = 6e10
+
+#: Bytes per tail-beam pair of a tail's blocks at their peak (see MAX_GROWN_TAIL_SIZE).
+TAIL_BYTES_PER_PAIR = 16
+
+
+def tail_too_large(n_pool: int, n_tail: int, limit: int = MAX_GROWN_TAIL_SIZE) -> str | None:
+    """Why a tail of ``n_tail`` beams for a pool of ``n_pool`` is not built, or None.
+
+    Deterministic limits on the beams (``limit``) and the work N·M² per direction
+    (:data:`MAX_TAIL_WORK`), then the memory limit of :mod:`qcbed._core.guard` on the
+    blocks' ≈ 16·M² bytes (a machine with less memory skips the check and says so).
+    """
+    if n_tail > limit:
+        return f"above {limit} beams"
+    if n_pool * float(n_tail) ** 2 > MAX_TAIL_WORK:
+        return f"N·M² = {n_pool * float(n_tail) ** 2:.1e} above {MAX_TAIL_WORK:.0e}"
+    need = TAIL_BYTES_PER_PAIR * float(n_tail) ** 2
+    if need > memory_limit():
+        return f"its blocks need {format_bytes(need)}, above the memory limit"
+    return None
 
 
 @dataclass(frozen=True)
@@ -261,18 +300,19 @@ class TailPlan:
 
     Attributes
     ----------
-    make : callable (pool, smax, gmax) -> TailSource
+    make : callable (pool, smax, gmax, near) -> TailSource
         The coupling of ``pool`` to the beams with |S_g| ≤ smax (Å⁻¹) somewhere in
         the tilt disc and |g| ≤ gmax (Å⁻¹) that are not in the pool and are far
-        from the Bragg condition (min |2K S_g| over the disc above the pool's own
-        bound 2K s_max).
+        from the Bragg condition (min |S_g| over the disc above ``near``, Å⁻¹: the
+        walk's starting pool s_max, so that a grown pool's tail holds every beam of
+        the smaller pool's tail that the grown pool does not).
     center, radius
         The tilt disc (Å⁻¹) over which the tail is fitted.
     smax : float
         Starting extent s_max of the tail (Å⁻¹); its g_max starts at the pool's.
     """
 
-    make: Callable[[BeamPool, float, float], TailSource]
+    make: Callable[[BeamPool, float, float, float], TailSource]
     center: tuple[float, float]
     radius: float
     smax: float = TAIL_SMAX
@@ -543,7 +583,7 @@ def _further_growth(frame: tuple[float, np.ndarray], pool: BeamPool,
 def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,
                    make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]],
                    smax: float, gmax: float, plan: TailPlan, accuracy: float,
-                   kt: np.ndarray, t: np.ndarray, steps: list[str]) -> tuple:
+                   kt: np.ndarray, t: np.ndarray, steps: list[str]) -> tuple | None:
     """The pool with its tail, converged: the pool error *with* the tail.
 
     Every pool beam strong (the selection is chosen afterwards, with the tail), the
@@ -552,67 +592,123 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
     the pool grows under the same tail (s_max × POOL_SMAX_FACTOR: the second-order
     elimination of the nearest tail beams checked against diagonalising them; g_max +
     POOL_GMAX_STEP: the beams beyond g_max near the Bragg condition, which the tail
-    leaves out),
-    plus the error of the tail's fit over the disc. While it is above half the
-    target the growth that changes most is adopted (TAIL_ROUNDS checks).
+    leaves out), plus the error of the tail's fit over the disc. While it is above
+    half the target, every growth that changes more than half the target is adopted
+    together and the checks are repeated from there (up to TAIL_ROUNDS rounds), so
+    the reported error is always measured from the pool and tail in use. Growths
+    whose tail is too large (:func:`tail_too_large`) are not checked: counted as
+    ``unchecked`` (the record is then not converged) and never adopted.
 
     Returns
     -------
-    pool, table, smax, gmax, fitted tail, pool error, tail summary (dict)
+    pool, table, smax, gmax, fitted tail, pool error, tail summary (dict); None when
+    the starting tail has more than MAX_TAIL_SIZE beams (the pool grows instead).
     """
     strong = BeamSelection.all_strong()
     ts, tg = max(plan.smax, 2 * smax), gmax
-    src = plan.make(pool, ts, tg)
-    if src.n_beams > MAX_TAIL_SIZE:
+    near = smax                      # the tail's bound: fixed for the whole walk
+    src = plan.make(pool, ts, tg, near)
+    why = tail_too_large(len(pool), src.n_beams, MAX_TAIL_SIZE)
+    if why is not None:
         # the M × M tail–tail block and N·M² per direction: large cells go without
         steps.append(f"pool {len(pool)}: tail of {src.n_beams} beams (smax {ts:.3g}, gmax "
-                     f"{tg:.3g}) above {MAX_TAIL_SIZE} beams: not used, the pool grows instead")
+                     f"{tg:.3g}) {why}: not used, the pool grows instead")
         return None
     exact = _exact_tail_intensities(frame, pool, table, strong, src, kt, t)
     bare = _intensities(_arrays(frame, pool, table, strong), kt, t)[0]
     steps.append(f"pool {len(pool)} + tail {src.n_beams} (smax {ts:.3g}, gmax {tg:.3g}): "
                  f"changes the pattern by {_error(bare, exact):.1e}")
-    pool_err = 0.0
-    unchecked = 0
+    pool_err, unchecked = 0.0, 0
     for rnd in range(TAIL_ROUNDS):
-        trials = []
-        for kind, (s_new, g_new) in (("tail", (TAIL_SMAX_FACTOR * ts, tg)),
-                                     ("tail", (ts, tg + TAIL_GMAX_STEP)),
-                                     ("pool", (POOL_SMAX_FACTOR * smax, gmax)),
-                                     ("pool", (smax, gmax + POOL_GMAX_STEP))):
-            if kind == "tail":
-                p2, tb2, src2 = pool, table, plan.make(pool, s_new, g_new)
-                label = f"tail {src.n_beams} -> {src2.n_beams} (smax {s_new:.3g}, gmax {g_new:.3g})"
-                if src2.n_beams > MAX_TAIL_SIZE:
-                    steps.append(f"{label}: above {MAX_TAIL_SIZE} beams, not checked")
-                    unchecked += 1
-                    continue
-            else:
-                p2, tb2 = make_pool(s_new, g_new)
-                if len(p2) > MAX_POOL_SIZE:
-                    steps.append(f"pool {len(pool)} -> {len(p2)}: above {MAX_POOL_SIZE} beams, "
-                                 "not checked")
-                    unchecked += 1
-                    continue
-                src2 = plan.make(p2, ts, max(tg, g_new))
-                label = (f"pool {len(pool)} -> {len(p2)} (smax {s_new:.3g}, gmax {g_new:.3g}) "
-                         "under the tail")
-            src2.share_couplings(src)        # the same potential: Z computed once
+        trials: dict[str, float] = {}
+        news: dict[str, np.ndarray] = {}
+        unchecked = 0
+        for axis, (s_new, g_new) in (("tail smax", (TAIL_SMAX_FACTOR * ts, tg)),
+                                     ("tail gmax", (ts, tg + TAIL_GMAX_STEP)),
+                                     ("pool smax", (POOL_SMAX_FACTOR * smax, gmax)),
+                                     ("pool gmax", (smax, gmax + POOL_GMAX_STEP))):
+            grown = _grown(pool, table, src, make_pool, plan, near, smax, gmax, ts, tg,
+                           axis, s_new, g_new, steps)
+            if grown is None:
+                unchecked += 1
+                continue
+            p2, tb2, src2, label = grown
             new = _exact_tail_intensities(frame, p2, tb2, strong, src2, kt, t)
-            e = _error(exact, new)
+            src2.release()                   # its M × M block: rebuilt if adopted
+            news[axis] = new
+            trials[axis] = e = _error(exact, new)
             steps.append(f"{label}: {e:.1e}")
-            trials.append((e, kind, s_new, g_new, p2, tb2, src2, new))
-        pool_err = max((tr[0] for tr in trials), default=0.0)
-        if not trials or pool_err <= 0.5 * accuracy or rnd == TAIL_ROUNDS - 1:
+        pool_err = max(trials.values(), default=0.0)
+        if pool_err <= 0.5 * accuracy or rnd == TAIL_ROUNDS - 1:
             break
-        _, kind, s_new, g_new, pool, table, src, exact = max(trials, key=lambda tr: tr[0])
-        if kind == "tail":
-            ts, tg = s_new, g_new
-        else:
-            smax, gmax, tg = s_new, g_new, max(tg, g_new)
+        # adopt every growth that changes more than half the target, together
+        fail = {axis for axis, e in trials.items() if e > 0.5 * accuracy}
+        n_ts = TAIL_SMAX_FACTOR * ts if "tail smax" in fail else ts
+        n_smax = POOL_SMAX_FACTOR * smax if "pool smax" in fail else smax
+        n_gmax = gmax + POOL_GMAX_STEP if "pool gmax" in fail else gmax
+        n_tg = max(tg + TAIL_GMAX_STEP if "tail gmax" in fail else tg, n_gmax)
+        label = (f"adopted {', '.join(sorted(fail))}: pool (smax {n_smax:.3g}, gmax "
+                 f"{n_gmax:.3g}) + tail (smax {n_ts:.3g}, gmax {n_tg:.3g})")
+        try:
+            p2, tb2 = (make_pool(n_smax, n_gmax) if (n_smax, n_gmax) != (smax, gmax)
+                       else (pool, table))
+            src2 = plan.make(p2, n_ts, n_tg, near)
+        except InputError as exc:        # the memory guard of the beam lists
+            steps.append(f"{label}: not built ({exc}), not adopted")
+            break
+        label += f": {len(p2)} + {src2.n_beams} beams"
+        why = (f"pool above {MAX_POOL_SIZE} beams" if len(p2) > MAX_POOL_SIZE
+               else tail_too_large(len(p2), src2.n_beams))
+        if why is not None:
+            steps.append(f"{label}: {why}, not adopted")
+            break
+        src2.share_couplings(src)
+        src.release()
+        pool, table, src = p2, tb2, src2
+        smax, gmax, ts, tg = n_smax, n_gmax, n_ts, n_tg
+        # one growth adopted: its check's intensities are the new pattern's
+        exact = (news[fail.pop()] if len(fail) == 1 else
+                 _exact_tail_intensities(frame, pool, table, strong, src, kt, t))
+        steps.append(label)
     fitted, fit_err, tiles = _fit_tail(frame, pool, table, src, plan, exact, kt, t, accuracy,
                                        steps)
-    info = {"beams": src.n_beams, "smax": float(ts), "gmax": float(tg), "tiles": tiles,
+    info = {"beams": src.n_beams, "smax": float(ts), "gmax": float(tg), "near": float(near),
+            "tiles": tiles,
             "n_tiles": fitted.n_tiles, "fit_error": float(fit_err),
             "growth_error": float(pool_err), "unchecked": unchecked}
+    src.release()
     return pool, table, smax, gmax, fitted, pool_err + fit_err, info
+
+
+def _grown(pool: BeamPool, table: PotentialTable, src: TailSource,
+           make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]],
+           plan: TailPlan, near: float, smax: float, gmax: float, ts: float, tg: float,
+           axis: str,
+           s_new: float, g_new: float, steps: list[str]
+           ) -> tuple[BeamPool, PotentialTable, TailSource, str] | None:
+    """The pool and tail of one growth check of :func:`_converge_tail` (its couplings
+    shared with ``src``), or None (with a step saying why) when it is too large."""
+    label = f"{axis.split()[0]} grown to (smax {s_new:.3g}, gmax {g_new:.3g})"
+    try:
+        if axis.startswith("tail"):
+            src2 = plan.make(pool, s_new, g_new, near)
+            label = f"tail {src.n_beams} -> {src2.n_beams} (smax {s_new:.3g}, gmax {g_new:.3g})"
+            why = tail_too_large(len(pool), src2.n_beams)
+            p2, tb2 = pool, table
+        else:
+            p2, tb2 = make_pool(s_new, g_new)
+            label = f"pool {len(pool)} -> {len(p2)} (smax {s_new:.3g}, gmax {g_new:.3g})"
+            if len(p2) > MAX_POOL_SIZE:
+                steps.append(f"{label}: above {MAX_POOL_SIZE} beams, not checked")
+                return None
+            src2 = plan.make(p2, ts, max(tg, g_new), near)
+            label += f" under the tail ({src2.n_beams} beams)"
+            why = tail_too_large(len(p2), src2.n_beams)
+    except InputError as exc:            # the memory guard of the beam lists
+        steps.append(f"{label}: not built ({exc}), not checked")
+        return None
+    if why is not None:
+        steps.append(f"{label}: {why}, not checked")
+        return None
+    src2.share_couplings(src)            # the same potential: Z computed once
+    return p2, tb2, src2, label

@@ -109,21 +109,23 @@ def initial_pool(crystal: Crystal, internal: Crystal, frame: ZoneFrame, k_in: fl
 
 
 def tail_source(internal: Crystal, frame: ZoneFrame, k_in: float, settings: dict,
-                pool: BeamPool, compute, *, smax: float, gmax: float) -> TailSource:
+                pool: BeamPool, compute, *, smax: float, gmax: float,
+                near: float | None = None) -> TailSource:
     """The pool's tail (:mod:`qcbed.bloch.tail`) up to (``smax``, ``gmax``) (Å⁻¹).
 
     The beams of the automatic pool of that extent over the tilt range of
     ``settings`` that are not in ``pool`` and stay far from the Bragg condition:
-    min |2K S_g| over the disc above the pool's own bound 2K s_max (beams beyond
-    the pool's g_max that come near the Bragg condition are left out; the
-    convergence walk measures them by growing g_max).
+    min |2K S_g| over the disc above 2K ``near`` (Å⁻¹; None: the pool's own s_max).
+    Beams beyond the pool's g_max that come near the Bragg condition are left out;
+    the convergence walk measures them by growing g_max.
     """
     ext = BeamPool.automatic(internal, frame, k_in, gmax=gmax, smax=smax,
                              kt_center=settings["kt_center"], kt_radius=settings["kt_radius"],
-                             holz=settings["holz"])
+                             holz=settings["holz"], table=False)
     have = {tuple(h) for h in pool.hkl.tolist()}
     outside = np.array([tuple(h) not in have for h in ext.hkl.tolist()], bool)
-    bound = 2 * k_in * float(pool.meta.get("smax", settings["smax"]))
+    bound = 2 * k_in * float(pool.meta.get("smax", settings["smax"]) if near is None
+                             else near)
     far = min_excitation(ext.g, k_in, settings["kt_center"], settings["kt_radius"]) > bound
     keep = outside & far
     return TailSource(pool.hkl, ext.hkl[keep], ext.g[keep], compute, k_in=k_in,

@@ -385,7 +385,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         gmax = float(info.get("gmax", self.pool_settings["gmax"]))
         settings = self.pool_settings
         src = tail_source(self._internal, self.frame, self.k_in, settings, self.pool,
-                          self._compute_u, smax=smax, gmax=gmax)
+                          self._compute_u, smax=smax, gmax=gmax, near=info.get("near"))
         assert self.tail is not None
         fitted = src.fits(settings["kt_center"], settings["kt_radius"],
                           terms=(int(self.tail.coef.shape[2]),),
@@ -477,9 +477,9 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                 table.set_values(self._overrides, self.crystal, self.origin_shift)
             return pool, table
 
-        def make_tail(pool: BeamPool, smax: float, gmax: float) -> TailSource:
+        def make_tail(pool: BeamPool, smax: float, gmax: float, near: float) -> TailSource:
             return tail_source(self._internal, self.frame, self.k_in, settings, pool,
-                               self._compute_u, smax=smax, gmax=gmax)
+                               self._compute_u, smax=smax, gmax=gmax, near=near)
 
         plan = (TailPlan(make_tail, settings["kt_center"], settings["kt_radius"])
                 if auto_pool and self._use_tail else None)

@@ -423,6 +423,11 @@ class TailSource:
             raise ValueError("the blocks of this tail source are already built")
         self._store = other._store
 
+    def release(self) -> None:
+        """Drop the blocks (the M × M coupling: 8·M² bytes); they are rebuilt from the
+        :class:`CouplingStore` on next use."""
+        self.__dict__.pop("_blocks", None)
+
     @cached_property
     def _blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
         """Z_sw, Z_ws, O (tail–tail, zero diagonal) and whether Z_{−g} = Z_g,
