@@ -158,10 +158,11 @@ def test_tile_centers_cover_the_disc():
 
 
 def test_engine_pool_error_with_the_tail_is_true():
-    # the engine with its tail (tail=True): pool + tail, the pool error measured with it. The
-    # pattern must be (a) within the reported errors of a much larger pool (s_max 1.6,
-    # every beam strong) and (b) within 10⁻³ of the pool of the tail's extent with
-    # every beam strong, which the same pool without the tail is not
+    # the engine with its tail (tail=True): pool + tail, the pool error measured with it
+    # (the walk grows both from g_max 1.6 here: to the tail's s_max 1.6, the old "much
+    # larger pool" of this test). The pattern must be within its reported errors and
+    # within 10⁻³ of the pool of the tail's extent with every beam strong (no
+    # second-order terms), which the same pool without the tail is not
     from qcbed.bloch.convergence import _arrays, _error, _intensities
     from qcbed.bloch.potential import PotentialTable
 
@@ -173,22 +174,20 @@ def test_engine_pool_error_with_the_tail_is_true():
     assert conv.tail is not None and conv.tail["beams"] > 0 and conv.pool_error is not None
     # the --all-strong reference (with_changes) keeps the same pool and tail
     assert sim.with_changes(selection=BeamSelection.all_strong()).arrays.tail is sim.tail
-    kt, t = sim._check_kt, np.asarray(sim.check_thickness)
+    kt, t = sim._check_kt[[0, 2, 7, 12]], np.asarray(sim.check_thickness)
     frame = (sim.k_in, sim.frame.normal_frame)
     got = solve_chunk(sim.arrays, kt).intensities(t)
     bare = sim.arrays
     bare.tail = None
     no_tail = solve_chunk(bare, kt).intensities(t)
-    err = {}
-    for smax in (conv.tail["smax"], 1.6):
-        big = BeamPool.automatic(sim._internal, sim.frame, sim.k_in, gmax=gmax, smax=smax,
-                                 kt_radius=radius, outputs=sim.pool.outputs, holz=True)
-        ref = _intensities(_arrays(frame, big, PotentialTable.build(big.hkl, sim._compute_u),
-                                   BeamSelection.all_strong()), kt, t)[0]
-        err[smax] = (_error(got, ref), _error(no_tail, ref), len(big))
-        print(f"pool {len(sim.pool)} + tail {conv.tail['beams']} vs {len(big)} all strong: "
-              f"{err[smax][0]:.1e}, without the tail {err[smax][1]:.1e}")
-    print(f"reported: selection {conv.error:.1e}, pool {conv.pool_error:.1e}")
-    near, far = err[conv.tail["smax"]], err[1.6]
+    big = BeamPool.automatic(sim._internal, sim.frame, sim.k_in, gmax=conv.tail["gmax"],
+                             smax=conv.tail["smax"], kt_radius=radius,
+                             outputs=sim.pool.outputs, holz=True)
+    ref = _intensities(_arrays(frame, big, PotentialTable.build(big.hkl, sim._compute_u),
+                               BeamSelection.all_strong()), kt, t)[0]
+    near = (_error(got, ref), _error(no_tail, ref))
+    print(f"pool {len(sim.pool)} + tail {conv.tail['beams']} vs {len(big)} all strong: "
+          f"{near[0]:.1e}, without the tail {near[1]:.1e}; reported: selection "
+          f"{conv.error:.1e}, pool {conv.pool_error:.1e}")
     assert near[0] <= 1e-3 and near[1] > 3 * near[0]
-    assert far[0] <= conv.error + conv.pool_error + 3e-4
+    assert near[0] <= conv.error + conv.pool_error

@@ -47,7 +47,9 @@ def test_engine_chosen_pools_have_a_tail_by_default(default):
 
 
 def test_a_tail_above_the_size_limit_is_not_used_and_the_pool_grows(monkeypatch, default):
-    monkeypatch.setattr(cv, "MAX_TAIL_SIZE", default.convergence.tail["beams"] - 1)
+    # the starting tail (the first step's; the walk may grow it) one beam too large
+    start = int(default.convergence.steps[0].split("+ tail ")[1].split()[0])
+    monkeypatch.setattr(cv, "MAX_TAIL_SIZE", start - 1)
     sim = _sim()
     conv = sim.convergence
     assert sim.tail is None and conv.tail is None
@@ -58,7 +60,7 @@ def test_a_tail_above_the_size_limit_is_not_used_and_the_pool_grows(monkeypatch,
 
 def test_a_growth_too_large_to_check_is_not_reported_converged(monkeypatch, default):
     # every check passes except one that is skipped: the record must not say converged
-    base = default.convergence.tail["beams"]
+    base = int(default.convergence.steps[0].split("+ tail ")[1].split()[0])   # the start
     monkeypatch.setattr(cv, "MAX_GROWN_TAIL_SIZE", base)    # the grown tails are larger
     sim = _sim(accuracy=0.5)
     conv = sim.convergence

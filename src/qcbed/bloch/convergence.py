@@ -154,13 +154,15 @@ MAX_TAIL_WORK = 6e10
 TAIL_BYTES_PER_PAIR = 16
 
 
-def tail_too_large(n_pool: int, n_tail: int, limit: int = MAX_GROWN_TAIL_SIZE) -> str | None:
+def tail_too_large(n_pool: int, n_tail: int, limit: int | None = None) -> str | None:
     """Why a tail of ``n_tail`` beams for a pool of ``n_pool`` is not built, or None.
 
-    Deterministic limits on the beams (``limit``) and the work N·M² per direction
+    Deterministic limits on the beams (``limit``; None: :data:`MAX_GROWN_TAIL_SIZE`)
+    and the work N·M² per direction
     (:data:`MAX_TAIL_WORK`), then the memory limit of :mod:`qcbed._core.guard` on the
     blocks' ≈ 16·M² bytes (a machine with less memory skips the check and says so).
     """
+    limit = MAX_GROWN_TAIL_SIZE if limit is None else limit
     if n_tail > limit:
         return f"above {limit} beams"
     if n_pool * float(n_tail) ** 2 > MAX_TAIL_WORK:
