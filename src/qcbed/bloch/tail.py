@@ -141,6 +141,12 @@ class TailCorrection:
         d = ((kt[:, None, :] - self.center[None, :, :]) ** 2).sum(-1)
         return np.argmin(d, axis=1)
 
+    def basis(self, kt: np.ndarray, tile: int) -> np.ndarray:
+        """The fit polynomials of tile ``tile`` at directions ``kt`` (n_dir, 2):
+        (n_dir, n_terms), float32 like the coefficients they multiply."""
+        return _basis(np.atleast_2d(kt), self.center[tile], self.radius,
+                      self.coef.shape[2]).astype(np.float32)
+
     def terms(self, kt: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The four blocks (4, n_dir, n, n) at directions ``kt`` on the pool rows
         ``idx`` (n_dir, n): ΔA's Hermitian and anti-Hermitian/i parts, S's."""
