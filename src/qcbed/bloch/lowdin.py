@@ -145,9 +145,9 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
         b = tail.basis(kt[rows], int(k))                         # (n_k, n_terms)
         cf = coef[k]                                             # (4, n_terms, N, N)
         fd = flat if one else flat[rows]
-        acc = np.zeros((4, len(rows), n * n), dt)
-        for j in range(n_terms):
-            acc += b[None, :, j, None] * np.take(cf[:, j].reshape(4, -1), fd, axis=1)
+        # (n_k, n², 4 × n_terms) gathered element by element, then Σ_j b_j c_j
+        g = np.take(tail.coef_by_element[k], fd, axis=0).reshape(len(rows), -1, n_terms)
+        acc = (g @ b[:, :, None]).reshape(len(rows), n * n, 4).transpose(2, 0, 1)
         cw = np.take(cf[:2], wcols, axis=3)                      # (2, n_terms, N, n_w)
         full = (b @ cw.reshape(2, n_terms, -1)).reshape(2, len(rows), n_pool, n_w)
         at = (np.arange(len(rows))[:, None] * n_pool + idx[rows]).reshape(-1)

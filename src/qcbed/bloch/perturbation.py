@@ -202,10 +202,9 @@ def _first_step(h, pim, ratio):
     xp = namespace(h)
     ar = xp.arange(h.shape[1])
     s1 = 1j * ratio
-    if xp.is_complex(pim):
-        ps = 1j * (pim @ s1)
-    else:
-        ps = 1j * xp.real_times_complex(pim, s1)
+    # P S₁ = i·pim · i·ratio = −pim·ratio
+    ps = pim @ ratio if xp.is_complex(pim) else xp.real_times_complex(pim, ratio)
+    ps *= -1
     s1ps = s1 @ ps
     h1 = ps - s1ps
     h1[:, ar, ar] += h + xp.einsum("gjk,gkj->gj", s1, s1ps)
@@ -340,7 +339,8 @@ def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
     ar = xp.arange(n)
     h = (lam + 1j * q[:, ar, ar].real) / kn2
     q[:, ar, ar] = 0.0
-    pim = q / kn2[:, :, None]
+    q /= kn2[:, :, None]
+    pim = q
     ratio, ratio_abs = _gap_ratio(h, pim)
     big = ratio_abs > CLUSTER_LIMIT
     clustered = big.any(axis=(1, 2))
@@ -352,15 +352,23 @@ def _absorb_perturbatively(lam, vec, c0, aabs, kn2, n_out: int):
         k = xp.nonzero(clustered == with_clusters)
         if not len(k):
             continue
-        hk, pk, ck = h[k], pim[k], xp.to_complex(c0[k])
-        vo = vec[k, :n_out, :]
+        # one group holding every direction (the usual case) takes the arrays
+        # themselves, not copies (the steps below do not write to them)
+        whole = len(k) == n_g
+
+        def pick(x, k=k, whole=whole):
+            return x if whole else x[k]
+
+        hk, pk, ck = pick(h), pick(pim), xp.to_complex(c0[k])
+        vo = vec[:, :n_out, :] if whole else vec[k, :n_out, :]
+        rk = (pick(ratio), pick(ratio_abs))
         if with_clusters:
-            # the cluster search and the small eigen-problems run on the host
+            # the cluster search and the small eigen-problems run on the host (the
+            # ratios in place: a group's own, not used again)
             hk, pk, ck, vo, r, r_abs, bad = (xp.asarray(x) for x in _cluster_rounds(
-                *(xp.to_numpy(x) for x in (hk, pk, ck, vo, ratio[k], ratio_abs[k]))))
+                *(xp.to_numpy(x) for x in (hk, pk, ck, vo, *rk))))
             rk = (r, r_abs)
         else:
-            rk = (ratio[k], ratio_abs[k])
             bad = xp.zeros(len(k), bool)
         h2, s1, s2, uns, _ = _jacobi_steps(hk, pk, _excitation_weight(ck), rk)
         # eigenvectors V = (1 + S₁)(1 + S₂), applied factor by factor: the output
@@ -420,18 +428,17 @@ def _cluster_rounds(h: np.ndarray, pim: np.ndarray, c0: np.ndarray, vo: np.ndarr
 
     Parameters are the directions that have clusters (numpy, host): h (n_g, n), pim
     (n_g, n, n), c₀ (n_g, n), the output rows vo (n_g, n_out, n) and the gap ratios
-    pim/(h_k − h_j) with their moduli (n_g, n, n). Returns the new h, pim, c₀ and vo,
-    the gap ratios of the last round and their moduli, and a flag for directions
-    that are still strongly mixed or whose cluster eigenvectors are ill-conditioned.
-    A round changes only the rows and columns of the waves in its clusters, so
-    only those gap ratios are recomputed.
+    pim/(h_k − h_j) with their moduli (n_g, n, n), updated in place. Returns the new h,
+    pim, c₀ and vo, the gap ratios of the last round and their moduli, and a flag for
+    directions that are still strongly mixed or whose cluster eigenvectors are
+    ill-conditioned. A round changes only the rows and columns of the waves in its
+    clusters, so only those gap ratios are recomputed.
     """
     n = h.shape[1]
     ar = np.arange(n)
     vo = vo.astype(complex)
     pim = pim.astype(complex)
-    ratio = ratio.astype(complex)
-    ratio_abs = ratio_abs.copy()
+    ratio = ratio.astype(complex, copy=False)
     h = h.copy()
     hc = 1j * pim
     hc[:, ar, ar] = h
