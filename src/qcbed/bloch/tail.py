@@ -141,15 +141,6 @@ class TailCorrection:
         d = ((kt[:, None, :] - self.center[None, :, :]) ** 2).sum(-1)
         return np.argmin(d, axis=1)
 
-    @cached_property
-    def coef_by_element(self) -> np.ndarray:
-        """:attr:`coef` element-major, (n_tiles, N·N, 4·n_terms): the four parts and
-        their terms of one matrix element side by side, so that gathering elements
-        (:func:`qcbed.bloch.lowdin.tail_rows`) copies one short row per element."""
-        n_tiles, parts, n_terms, n, _ = self.coef.shape
-        return np.ascontiguousarray(
-            self.coef.reshape(n_tiles, parts * n_terms, n * n).transpose(0, 2, 1))
-
     def basis(self, kt: np.ndarray, tile: int) -> np.ndarray:
         """The fit polynomials of tile ``tile`` at directions ``kt`` (n_dir, 2):
         (n_dir, n_terms), float32 like the coefficients they multiply."""
