@@ -175,8 +175,9 @@ class TailCorrection:
 
         Per tile and part one GEMM basis (n_dir, n_terms) @ coef (n_terms, m²) — on the
         stored coefficients themselves for the whole pool (no copy), on a gathered
-        block otherwise: the solver's weak rows (:func:`qcbed.bloch.lowdin.tail_rows`)
-        need the blocks on the union of a batch's strong and weak beams.
+        block otherwise. The solver evaluates only the blocks it needs
+        (:func:`qcbed.bloch.lowdin.tail_rows`); this whole-block form is their reference
+        in the tests.
         """
         kt = np.atleast_2d(kt)
         tile = self.tile_of(kt)
