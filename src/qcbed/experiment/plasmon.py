@@ -50,8 +50,9 @@ Acta Cryst. A69, 427) every pixel comes from one CBED pattern of a rocked series
 an electron incident in that pattern's probe cone that is turned by q lands at
 another pixel of the *same* disc only for |q| below the disc's angular radius θ_a;
 beyond, it leaves the disc (a gap, or another reflection's disc: a diffuse
-background there) and is not part of the convolution. The discs of a stitched
-pattern cannot overlap, so θ_a ≤ |g_min|/(2K). With ``acceptance_mrad`` the kernel
+background there) and is not part of the convolution. Discs that do not overlap
+have θ_a ≤ |g_min|/(2K); discs overlapping at their rims, stitched from their
+centres only, can be larger. With ``acceptance_mrad`` the kernel
 is K(θ) as above (normalised over θ_c, so that λ_p stays the total plasmon mean free
 path) cut at θ_a < θ_c: Ĥ_a(0) = f_a = ln(1 + θ_a²/θ_E²)/L < 1, i.e.
 

@@ -275,8 +275,9 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
         largest deflection a loss electron may have and still be recorded as the
         pattern: the CBED disc radius of a digital LACBED image;
         :mod:`qcbed.experiment.plasmon`) is this factor times the one used (default
-        0.5: the disc radius is not recorded in the data; the discs cannot exceed
-        |g_min|/2, and a disc half as large is as plausible); 0 to skip.
+        0.5: the disc radius is not recorded in the data, and discs that do not
+        overlap have at most |g_min|/2 — for Si [110] at 200 kV 4.0 mrad against θ_c
+        9.8 mrad); 0 to skip.
 
     Inputs that are refined (free) are left out: their uncertainty is in the
     esds and correlations.
