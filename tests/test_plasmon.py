@@ -293,6 +293,8 @@ def test_budget_acceptance_entry_predicts_the_bias_of_a_wrong_acceptance(lacbed)
     assert "plasmon acceptance" not in [i.name for i in default_inputs(
         _refinement(sim, data, None))]
     assert ref.plasmon is m2             # the budget put the model back
+    tiny = _refinement(sim, data, replace(model, acceptance_mrad=1.5e3 * model.theta_e))
+    assert "plasmon acceptance" not in [i.name for i in default_inputs(tiny)]  # < θ_E
 
 
 def test_region_steps_checks_the_grid(lacbed):

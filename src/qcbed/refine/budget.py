@@ -277,7 +277,7 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
         :mod:`qcbed.experiment.plasmon`) is this factor times the one used (default
         0.5: the disc radius is not recorded in the data, and discs that do not
         overlap have at most |g_min|/2 — for Si [110] at 200 kV 4.0 mrad against θ_c
-        9.8 mrad); 0 to skip.
+        9.8 mrad); 0 to skip. Skipped where the changed θ_a would not exceed θ_E.
 
     Inputs that are refined (free) are left out: their uncertainty is in the
     esds and correlations.
@@ -299,7 +299,8 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
             and plasmon_rel > 0:
         out.append(BudgetInput("plasmon lambda_p", f"±{100 * plasmon_rel:g} %",
                                _value("plasmon.lambda_scale", plasmon_rel, True)))
-    if getattr(ref, "plasmon", None) is not None and plasmon_acceptance > 0:
+    if getattr(ref, "plasmon", None) is not None and plasmon_acceptance > 0 \
+            and ref.plasmon.theta_a * plasmon_acceptance > ref.plasmon.theta_e:
         th = 1e3 * ref.plasmon.theta_a
         out.append(BudgetInput("plasmon acceptance",
                                f"theta_a {th:.3g} -> {th * plasmon_acceptance:.3g} mrad",
