@@ -17,8 +17,10 @@ interleaved in the same run). Make the baseline with
     git archive BASE src/qcbed | tar -x -C /tmp/base && mv /tmp/base/src/qcbed \\
         /tmp/base/qcbed_base
 
-(the package imports itself relatively, so it loads under the new name). The full image
-on 2 workers (old default vs converged default): ``--image`` (also benchmarks/bench_pool.py).
+(the package imports itself relatively, so it loads under the new name); with it the
+baseline's whole engine (its own ``from_felix`` set-up and solver) runs beside this one.
+The full image on 2 workers (old default vs converged default, and the baseline engine in
+the same run): ``--image`` (also benchmarks/bench_pool.py).
 
 Run: ``QCBED_SHARED=../shared python benchmarks/bench_lowdin.py [--baseline /tmp/base]``.
 """
@@ -97,27 +99,34 @@ def report_errors(label: str, inten: dict, ref: str) -> None:
             print(f"  {label} {name} vs {ref}: max|dI|/I_max at {T.tolist()} A: {per_t}")
 
 
-def image(sim: Simulation, legacy: Simulation, repeat: int, old_pc=None) -> None:
+def image(sim: Simulation, legacy: Simulation, repeat: int, old_pc=None,
+          base_sim=None, serial: bool = False) -> None:
     """The full image's irreducible directions on 2 workers, chunk by chunk as
-    ``Simulation.pattern`` solves them (wall clock; old default and defaults interleaved)."""
+    ``Simulation.pattern`` solves them (wall clock; old default and defaults interleaved;
+    with a baseline: its solver on this engine's arrays, and its whole engine —
+    its own set-up and solver — ``base_sim``). ``serial``: in this process, CPU time
+    (what a loaded machine's wall clock cannot resolve)."""
     from qcbed.bloch.solver import pattern_chunk
-    from qcbed.parallel import ProcessExecutor
+    from qcbed.parallel import ProcessExecutor, SerialExecutor
 
     grid = sim.defaults.grid
     t = np.array([1480.0])
     runs = {"old default": (legacy, pattern_chunk), "defaults": (sim, pattern_chunk)}
     if old_pc is not None:
         runs["defaults, baseline solver"] = (sim, old_pc)
+    if base_sim is not None:
+        runs["defaults, baseline engine"] = (base_sim, old_pc)
     times: dict[str, list[float]] = {k: [] for k in runs}
-    with ProcessExecutor(2) as ex:
+    clock = time.process_time if serial else time.perf_counter
+    with (SerialExecutor() if serial else ProcessExecutor(2)) as ex:
         for _ in range(repeat):
             for name, (s, fn) in runs.items():
                 pts = grid.points[s.symmetry_reduction(grid).representatives]
                 chunks = [pts[i:i + s.chunk_size] for i in range(0, len(pts), s.chunk_size)]
                 ex.map_chunks(fn, s.arrays, chunks[:4], args=(t,))      # warm workers
-                t0 = time.perf_counter()
+                t0 = clock()
                 ex.map_chunks(fn, s.arrays, chunks, args=(t,))
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(clock() - t0)
                 print(f"  image {name}: {len(pts)} directions, {times[name][-1]:.1f} s",
                       flush=True)
     med = {k: float(np.median(v)) for k, v in times.items()}
@@ -132,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--image", action="store_true",
                     help="only the full image on 2 workers: old default vs defaults")
+    ap.add_argument("--gmax", type=float, default=None,
+                    help="pool g_max of the Si engine (Å⁻¹; default: the engine's choice)")
+    ap.add_argument("--si-only", action="store_true", help="skip GaAs and LiNbO3")
+    ap.add_argument("--serial", action="store_true",
+                    help="--image in this process, CPU time (one worker)")
     args = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     old = None
@@ -141,15 +155,23 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(1)
 
     print("== Si [1-10] D-LACBED, from_felix defaults")
-    sim = Simulation.from_felix(FELIX, executor="serial")
+    pool = {} if args.gmax is None else {"gmax": args.gmax}
+    t0 = time.perf_counter()
+    sim = Simulation.from_felix(FELIX, executor="serial", **pool)
+    print(f"  set-up {time.perf_counter() - t0:.1f} s, pool {len(sim.pool)}, tail "
+          f"{0 if sim.arrays.tail is None else sim.arrays.tail.n_beams} beams", flush=True)
     legacy = Simulation.from_felix(FELIX, executor="serial", accuracy=None,
                                    selection=BeamSelection(lowdin=False))
     grid = sim.defaults.grid
     reps = grid.points[sim.symmetry_reduction(grid).representatives]
+    base_sim = None
+    if args.baseline:
+        base_sim = importlib.import_module("qcbed_base.bloch").Simulation.from_felix(
+            FELIX, executor="serial", **pool)
     if args.image:
         old_pc = None if args.baseline is None else importlib.import_module(
             "qcbed_base.bloch.solver").pattern_chunk
-        image(sim, legacy, args.repeat, old_pc)
+        image(sim, legacy, args.repeat, old_pc, base_sim, args.serial)
         return 0
     kt = reps[rng.choice(len(reps), min(args.n, len(reps)), replace=False)]
     arr = sim.arrays
@@ -160,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
              "old default": lambda k: solve(legacy.arrays, k)}
     if old is not None:
         cases["baseline default"] = lambda k: old(arr, k)
+        cases["baseline engine"] = lambda k: old(base_sim.arrays, k)
     inten = compare("Si", cases, kt, args.repeat)
     report_errors("Si", inten, "baseline default" if old is not None else "double")
+    if args.si_only:
+        return 0
 
     bk = PotentialModel("kirkland", "bird_king")
     for label, make in (

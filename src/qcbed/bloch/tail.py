@@ -141,6 +141,12 @@ class TailCorrection:
         d = ((kt[:, None, :] - self.center[None, :, :]) ** 2).sum(-1)
         return np.argmin(d, axis=1)
 
+    def basis(self, kt: np.ndarray, tile: int) -> np.ndarray:
+        """The fit polynomials of tile ``tile`` at directions ``kt`` (n_dir, 2):
+        (n_dir, n_terms), float32 like the coefficients they multiply."""
+        return _basis(np.atleast_2d(kt), self.center[tile], self.radius,
+                      self.coef.shape[2]).astype(np.float32)
+
     def terms(self, kt: np.ndarray, idx: np.ndarray) -> np.ndarray:
         """The four blocks (4, n_dir, n, n) at directions ``kt`` on the pool rows
         ``idx`` (n_dir, n): ΔA's Hermitian and anti-Hermitian/i parts, S's."""
@@ -169,8 +175,9 @@ class TailCorrection:
 
         Per tile and part one GEMM basis (n_dir, n_terms) @ coef (n_terms, m²) — on the
         stored coefficients themselves for the whole pool (no copy), on a gathered
-        block otherwise: the solver's weak rows (:func:`qcbed.bloch.lowdin.tail_rows`)
-        need the blocks on the union of a batch's strong and weak beams.
+        block otherwise. The solver evaluates only the blocks it needs
+        (:func:`qcbed.bloch.lowdin.tail_rows`); this whole-block form is their reference
+        in the tests.
         """
         kt = np.atleast_2d(kt)
         tile = self.tile_of(kt)
@@ -492,11 +499,20 @@ class TailSource:
                       self.n_beams, misfit[n] / max(size, 1e-30), size) for n in terms]
 
 
+#: Coefficients whose imaginary parts are within this share of their largest real part
+#: (float32 round-off: 2 × 10⁻⁷ measured on the Si D-LACBED) are stored real.
+TAIL_REAL_TOLERANCE = 1e-5
+
+
 def _pack(centers: np.ndarray, radius: float, w: np.ndarray, s: np.ndarray, n_beams: int,
           misfit: float, size: float) -> TailCorrection:
     """TailCorrection from W and S coefficients (n_tiles, n_terms, N, N)."""
     coef = np.stack([*split(-w, False, False), *split(s, False, False)], axis=1)
-    if np.abs(coef.imag).max() <= 1e-12 * max(np.abs(coef.real).max(), 1e-300):
+    # real up to the single-precision round-off of the exact terms (the couplings are
+    # float32, :meth:`TailSource.exact`): a real centrosymmetric potential's coefficients
+    # keep imaginary parts ~10⁻⁷ of their size, which a complex64 store would carry into
+    # twice the per-direction work of the solver (issue 12 item 8)
+    if np.abs(coef.imag).max() <= TAIL_REAL_TOLERANCE * max(np.abs(coef.real).max(), 1e-300):
         coef = coef.real.astype(np.float32)
     else:
         coef = coef.astype(np.complex64)

@@ -86,6 +86,23 @@ class NumpyOps:
         b = np.ascontiguousarray(b)
         return (a @ b.view(np.float64)).view(np.complex128)
 
+    def complex_from(self, re: np.ndarray, im: np.ndarray) -> np.ndarray:
+        """re + i·im from two real arrays (written in place: no complex temporaries)."""
+        out = np.empty(re.shape, np.complex128)
+        out.real = re
+        out.imag = im
+        return out
+
+    def sq_norms(self, x: np.ndarray, axis: int) -> np.ndarray:
+        """Σ |x|² over ``axis`` (1: columns, 2: rows) of a batch of matrices (g, n, m):
+        one fused pass over the interleaved real and imaginary parts."""
+        if not np.iscomplexobj(x):
+            return np.einsum("gjk,gjk->gj" if axis == 2 else "gjk,gjk->gk", x, x)
+        v = np.ascontiguousarray(x).view(np.float64)
+        if axis == 2:
+            return np.einsum("gjk,gjk->gj", v, v)
+        return np.einsum("gjk,gjk->gk", v, v).reshape(len(x), -1, 2).sum(-1)
+
     def eigh(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.linalg.eigh(a)
 
@@ -187,6 +204,14 @@ class TorchOps(NumpyOps):
         br = torch.view_as_real(b).reshape(*b.shape[:-1], 2 * b.shape[-1])
         out = a @ br
         return torch.view_as_complex(out.reshape(*out.shape[:-1], -1, 2).contiguous())
+
+    def complex_from(self, re, im):
+        return self.torch.complex(re, im)
+
+    def sq_norms(self, x, axis: int):
+        if not x.is_complex():
+            return (x * x).sum(axis)
+        return (x.real ** 2 + x.imag ** 2).sum(axis)
 
     def eigh(self, a):
         return self.torch.linalg.eigh(a)
