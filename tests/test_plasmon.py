@@ -116,6 +116,48 @@ def test_changed_model_does_not_reuse_the_transfer_table():
     assert np.allclose(replace(m).convolve(img, steps, 1.0), a)
 
 
+def test_acceptance_cuts_the_kernel_and_keeps_the_mean_free_path():
+    """θ_a < θ_c: K normalised over θ_c, cut at θ_a — Ĥ_a(0) = f_a = ln(1 + θ_a²/θ_E²)/L,
+    Ĥ_a(q) the Hankel transform of the cut kernel (direct quadrature), λ_p unchanged,
+    and exp(τ(Ĥ_a − 1)) = e^{−τ(1−f_a)} × the model cut off at θ_a with τ f_a."""
+    from dataclasses import replace
+
+    from scipy.integrate import quad
+
+    m = PlasmonLosses(SI, 200.0)
+    ma = replace(m, acceptance_mrad=1.0)
+    assert ma.mfp == m.mfp and ma.theta_a == pytest.approx(1e-3)
+    fa = np.log(1 + (1e-3 / m.theta_e) ** 2) / np.log(1 + (m.theta_c / m.theta_e) ** 2)
+    assert ma.accepted_fraction == pytest.approx(fa, rel=1e-12)
+    assert 0.5 < fa < 0.65      # Si, 200 kV: ≈ 43 % of the Lorentzian beyond 1 mrad
+    assert ma.single_transfer(np.zeros(1))[0] == pytest.approx(fa, rel=1e-10)
+    a0, _ = m.angles_kt()
+    ca = ma.acceptance_kt()
+    for qq in (0.5, 3.0, 12.0):
+        f = quad(lambda th, q=qq: special.j0(2 * np.pi * q * th) * th / (th**2 + a0**2), 0,
+                 ca, limit=400, points=[a0, 10 * a0])[0]
+        assert ma.single_transfer(np.array([qq]))[0] == pytest.approx(2 * f / m.log_term,
+                                                                      abs=1e-6)
+    assert ma.kernel(np.array([0.99 * ca, 1.01 * ca]))[1] == 0.0
+    assert ma.kernel(np.array([0.99 * ca]))[0] == pytest.approx(m.kernel(np.array([0.99 * ca]))[0])
+    img = np.random.default_rng(2).random((24, 30))
+    steps = np.diag([0.0087, 0.0087])
+    mc = PlasmonLosses(SI, 200.0, cutoff_mrad=1.0)
+    for tau in (0.3, 1.2):
+        got = ma.convolve(img, steps, tau)
+        ref = np.exp(-tau * (1 - fa)) * mc.convolve(img, steps, tau * fa)
+        assert np.allclose(got, ref, rtol=1e-9, atol=0)
+        assert got.sum() < img.sum()       # the electrons beyond θ_a leave the field
+    # an acceptance beyond θ_c is θ_c; one below θ_E is an error; recorded in as_dict
+    assert np.allclose(replace(m, acceptance_mrad=50.0).convolve(img, steps, 0.7),
+                       m.convolve(img, steps, 0.7))
+    with pytest.raises(InputError, match="acceptance"):
+        replace(m, acceptance_mrad=0.01)
+    rec = ma.as_dict()
+    assert rec["acceptance_mrad"] == pytest.approx(1.0) and rec["accepted_fraction"] == fa
+    assert m.as_dict()["acceptance_mrad"] == pytest.approx(1e3 * m.theta_c)
+
+
 def test_poisson_sum_and_elastic_limit():
     """exp(τ(Ĥ−1)) equals Σ P_n K^{⊗n} done in real space; τ → 0 is the elastic image."""
     m = PlasmonLosses(SI, 200.0, cutoff_mrad=0.6)
@@ -215,6 +257,46 @@ def test_budget_takes_the_mean_free_path_when_it_is_fixed(lacbed):
                                                                                  None))]
 
 
+@pytest.mark.filterwarnings("ignore:strongly correlated")
+def test_budget_acceptance_entry_predicts_the_bias_of_a_wrong_acceptance(lacbed):
+    """Noise-free data with the loss electrons accepted to θ_a = 1 mrad, refined with
+    θ_a = 2 mrad: the budget's 'plasmon acceptance' entry (θ_a × 0.5) is the measured
+    sensitivity: it predicts the refit's shift of U(111) and t (opposite sign: it moves
+    the model to the data's θ_a)."""
+    from dataclasses import replace
+
+    from qcbed.refine.budget import compute_budget, default_inputs
+
+    sim, _data, model, u111, elastic, _meas = lacbed
+    m2 = replace(model, acceptance_mrad=2.0)
+    m1 = replace(model, acceptance_mrad=1.0)
+    steps = region_steps(_data.kt, 0, (NY, NX))
+    meas = m1.convolve(elastic.reshape(-1, NY, NX), steps, T_TRUE / MFP).reshape(
+        len(elastic), -1)
+    obs = 4e5 * meas + 30.0
+    data = DirectData(sim.outputs, _data.kt, obs, obs, regions=[RegionGrid(0, (NY, NX))])
+    ref = _refinement(sim, data, m2)
+    res = ref.fit("lm", max_iter=30, ftol=1e-12, xtol=1e-12, esd_tol=None)
+    bias_u = abs(res.value("U(1,1,1)")) - u111
+    bias_t = res.value("thickness") - T_TRUE
+    inputs = [i for i in default_inputs(ref) if i.name == "plasmon acceptance"]
+    assert len(inputs) == 1 and inputs[0].delta == "theta_a 2 -> 1 mrad"
+    budget = compute_budget(ref, inputs)
+    pred = budget.entries[0].shifts
+    sign = np.sign(res.value("U(1,1,1)"))
+    # measured: bias −0.39 % in U(111), +2.4 Å in t; the entry −(+0.38 %, −2.36 Å)
+    assert abs(bias_u) > 1e-3 * u111
+    assert sign * pred["U(1,1,1)"] == pytest.approx(-bias_u, rel=0.1)
+    assert pred["thickness"] == pytest.approx(-bias_t, rel=0.1)
+    assert "plasmon acceptance" not in [i.name for i in default_inputs(ref,
+                                                                       plasmon_acceptance=0)]
+    assert "plasmon acceptance" not in [i.name for i in default_inputs(
+        _refinement(sim, data, None))]
+    assert ref.plasmon is m2             # the budget put the model back
+    tiny = _refinement(sim, data, replace(model, acceptance_mrad=1.5e3 * model.theta_e))
+    assert "plasmon acceptance" not in [i.name for i in default_inputs(tiny)]  # < θ_E
+
+
 def test_region_steps_checks_the_grid(lacbed):
     sim, data, model, *_ = lacbed
     st = region_steps(data.kt, 0, (NY, NX))
@@ -301,6 +383,10 @@ def _demo_variant(demo, tmp_path, edit):
      "not energy-filtered"),
     (lambda r: r["data"].update(energy_filtered=False, plasmon_mean_free_path=-5.0),
      "data.plasmon_mean_free_path", None),
+    (lambda r: r["data"].__setitem__("plasmon_acceptance_mrad", 2.0),
+     "data.plasmon_acceptance_mrad", "not energy-filtered"),
+    (lambda r: r["data"].update(energy_filtered=False, plasmon_acceptance_mrad=0.0),
+     "data.plasmon_acceptance_mrad", None),
     (lambda r: r["plan"]["fine"][-1]["refine"].append("plasmon.lambda_scale"),
      "plan.fine[1].refine", "not energy-filtered"),
 ])
@@ -326,6 +412,7 @@ def test_project_refines_with_plasmon_losses_and_records_them(demo, tmp_path):
 
     def edit(r):
         r["data"]["energy_filtered"] = False
+        r["data"]["plasmon_acceptance_mrad"] = 3.0
         r["plan"]["fine"] = r["plan"]["fine"][-1:]
         r["plan"]["fine"][0]["max_iter"] = 3
         r["plan"]["fine"][0]["refine"] = ["thickness", "plasmon.lambda_scale"]
@@ -348,6 +435,24 @@ def test_project_refines_with_plasmon_losses_and_records_them(demo, tmp_path):
     par = {p["name"]: p for p in res["parameters"]}
     assert par["plasmon.lambda_scale"]["refined"] and par["plasmon.lambda_scale"]["esd"] > 0
     assert par["plasmon.lambda_scale"]["value"] == pytest.approx(inel["lambda_scale"])
+    # the acceptance: recorded, and its alternative in the error budget (json, h5, report)
+    assert inel["acceptance_mrad"] == pytest.approx(3.0) and inel["acceptance_source"] == "given"
+    eb = res["error_budget"]
+    entry = next(i for i in eb["inputs"] if i["input"] == "plasmon acceptance")
+    assert entry["delta"] == "theta_a 3 -> 1.5 mrad"
+    shift = eb["parameters"]["thickness"]["shifts"]["plasmon acceptance"]
+    assert np.isfinite(shift) and shift != 0.0
+    import h5py
+
+    out = load_project(path).output
+    with h5py.File(out / "results.h5", "r") as h5:
+        b = h5["accuracy/error_budget"]
+        inputs = [x.decode() if isinstance(x, bytes) else x for x in b["inputs"][()]]
+        assert "plasmon acceptance" in inputs
+        pnames = [x.decode() if isinstance(x, bytes) else x for x in b["parameters"][()]]
+        assert b["shifts"][inputs.index("plasmon acceptance"),
+                           pnames.index("thickness")] == pytest.approx(shift)
+    assert "plasmon acceptance" in (out / "report.html").read_text()
 
 
 def test_coarse_sampling_is_warned_about(lacbed):

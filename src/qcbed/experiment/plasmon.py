@@ -42,7 +42,26 @@ transfer; thickness also acts through τ (∂τ/∂t = 1/λ_p).
 
 The transfer conserves the total (Ĥ(0) = 1): every electron stays in the pattern
 (the data are not energy-filtered) and only moves; the refined scale absorbs any
-overall loss. The central peak of K is far narrower than a pixel at 200 kV
+overall loss.
+
+Acceptance. A detector pixel records a loss electron as the pattern at k only if it
+stays in the recorded field: in a digital (D-)LACBED image (Beanland et al. 2013,
+Acta Cryst. A69, 427) every pixel comes from one CBED pattern of a rocked series, and
+an electron incident in that pattern's probe cone that is turned by q lands at
+another pixel of the *same* disc only for |q| below the disc's angular radius θ_a;
+beyond, it leaves the disc (a gap, or another reflection's disc: a diffuse
+background there) and is not part of the convolution. Discs that do not overlap
+have θ_a ≤ |g_min|/(2K); discs overlapping at their rims, stitched from their
+centres only, can be larger. With ``acceptance_mrad`` the kernel
+is K(θ) as above (normalised over θ_c, so that λ_p stays the total plasmon mean free
+path) cut at θ_a < θ_c: Ĥ_a(0) = f_a = ln(1 + θ_a²/θ_E²)/L < 1, i.e.
+
+    Î_meas = Î_el · exp(τ (Ĥ_a − 1)),   Ĥ_a(q) = (1/L) ∫_{ln θ_E²}^{ln(θ_a² + θ_E²)} … ds,
+
+the fraction e^{−τ(1 − f_a)} of the electrons leaving the field (absorbed by the
+refined scale). For Drude λ_p this is identical, up to that constant factor, to a
+cut-off θ_c = θ_a with the Drude λ_p of θ_a (λ_p⁰·L/ln(1 + θ_a²/θ_E²)): the
+exponent is the same. The central peak of K is far narrower than a pixel at 200 kV
 (θ_E ≈ 0.05 mrad) while its tail reaches θ_c ≈ 10 mrad (tens of pixels), so the
 images are extended by mirror reflection at their edges by θ_c before the
 (periodic) FFT convolution: the far tail then sees a reflected copy of the pattern
@@ -160,6 +179,10 @@ class PlasmonLosses:
         λ_p (Å); default the Drude value (module docstring).
     cutoff_mrad : float, optional
         θ_c (mrad); default (2 θ_E)^{1/2}.
+    acceptance_mrad : float, optional
+        θ_a (mrad): the largest deflection that stays in the recorded field (the CBED
+        disc radius of a digital LACBED pattern; module docstring); default θ_c (all
+        loss electrons recorded). Values above θ_c act as θ_c.
     energy_source : str
         How E_p was chosen (for the record).
     """
@@ -169,6 +192,7 @@ class PlasmonLosses:
     mean_free_path: float | None = None
     cutoff_mrad: float | None = None
     energy_source: str = "given"
+    acceptance_mrad: float | None = None
     #: Ĥ₁ per (grid shape, steps); not an init field, so ``dataclasses.replace`` starts empty
     _cache: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
@@ -177,7 +201,7 @@ class PlasmonLosses:
             v = getattr(self, name)
             if not (np.isfinite(v) and v > 0):
                 raise InputError(f"{name} must be > 0", tag=name, found=v)
-        for name in ("mean_free_path", "cutoff_mrad"):
+        for name in ("mean_free_path", "cutoff_mrad", "acceptance_mrad"):
             v = getattr(self, name)
             if v is not None and not (np.isfinite(v) and v > 0):
                 raise InputError(f"{name} must be > 0", tag=name, found=v)
@@ -185,6 +209,10 @@ class PlasmonLosses:
             raise InputError("the plasmon cut-off angle must exceed θ_E",
                              tag="cutoff_mrad", expected=f"> {1e3 * self.theta_e:.3g} mrad",
                              found=1e3 * self.theta_c)
+        if self.theta_a <= self.theta_e:
+            raise InputError("the plasmon acceptance angle must exceed θ_E",
+                             tag="acceptance_mrad", expected=f"> {1e3 * self.theta_e:.3g} mrad",
+                             found=1e3 * self.theta_a)
 
     # ------------------------------------------------------------ physics
     @property
@@ -198,6 +226,18 @@ class PlasmonLosses:
         if self.cutoff_mrad is not None:
             return 1e-3 * self.cutoff_mrad
         return float(np.sqrt(2.0 * self.theta_e))
+
+    @property
+    def theta_a(self) -> float:
+        """Acceptance angle θ_a = min(acceptance, θ_c), rad."""
+        if self.acceptance_mrad is None:
+            return self.theta_c
+        return min(1e-3 * self.acceptance_mrad, self.theta_c)
+
+    @property
+    def accepted_fraction(self) -> float:
+        """f_a = ln(1 + θ_a²/θ_E²)/L: the part of K inside θ_a (1 without acceptance)."""
+        return float(np.log1p((self.theta_a / self.theta_e) ** 2)) / self.log_term
 
     @property
     def log_term(self) -> float:
@@ -220,16 +260,24 @@ class PlasmonLosses:
         k = float(wavenumber(self.voltage_kv))
         return self.theta_e * k, self.theta_c * k
 
+    def acceptance_kt(self) -> float:
+        """θ_a as a tangential wave vector (Å⁻¹)."""
+        return self.theta_a * float(wavenumber(self.voltage_kv))
+
     def kernel(self, theta_kt: np.ndarray) -> np.ndarray:
-        """K(θ) per Å⁻² (θ as k_t, Å⁻¹): 1/(π L (θ² + θ_E²)) inside θ_c, 0 outside."""
-        a, c = self.angles_kt()
+        """K(θ) per Å⁻² (θ as k_t, Å⁻¹): 1/(π L (θ² + θ_E²)) inside θ_a (≤ θ_c), 0
+        outside."""
+        a, _c = self.angles_kt()
+        c = self.acceptance_kt()
         th = np.asarray(theta_kt, float)
         return np.where(th <= c, 1.0 / (np.pi * self.log_term * (th**2 + a**2)), 0.0)
 
     def single_transfer(self, q: np.ndarray) -> np.ndarray:
-        """Ĥ₁(q) of the normalised K at spatial frequencies q (Å, cycles per Å⁻¹)."""
+        """Ĥ₁(q) of K (normalised over θ_c, cut at θ_a: Ĥ₁(0) = f_a) at spatial
+        frequencies q (Å, cycles per Å⁻¹)."""
         q = np.asarray(q, float)
-        a, c = self.angles_kt()
+        a, _c = self.angles_kt()
+        c = self.acceptance_kt()
         s0, s1 = np.log(a * a), np.log(c * c + a * a)
         qmax = float(np.max(q)) if q.size else 0.0
         n_panels = int(np.ceil(16 + 8 * qmax * c))
@@ -244,7 +292,7 @@ class PlasmonLosses:
         for i in range(0, len(flat), 512):  # bounded memory
             blk = flat[i:i + 512]
             out[i:i + 512] = special.j0(2 * np.pi * blk[:, None] * theta[None, :]) @ ws
-        return (out / (s1 - s0)).reshape(q.shape)
+        return (out / self.log_term).reshape(q.shape)
 
     def _grid_transfer(self, shape: tuple[int, int], steps: np.ndarray) -> np.ndarray:
         """Ĥ₁ on the rfft grid of ``shape`` sampled with ``steps`` (Å⁻¹), cached."""
@@ -258,11 +306,11 @@ class PlasmonLosses:
         return h
 
     def padding(self, steps: np.ndarray) -> tuple[int, int]:
-        """Samples added by reflection on each side: θ_c over the distance between
+        """Samples added by reflection on each side: θ_a over the distance between
         neighbouring sample lines along each axis."""
         a = np.asarray(steps, float).reshape(2, 2)
         area = abs(float(np.linalg.det(a)))
-        _, c = self.angles_kt()
+        c = self.acceptance_kt()
         heights = (area / np.linalg.norm(a[1]), area / np.linalg.norm(a[0]))
         return tuple(int(np.ceil(c / h)) for h in heights)  # type: ignore[return-value]
 
@@ -305,6 +353,10 @@ class PlasmonLosses:
                 "energy_source": self.energy_source, "voltage_kv": self.voltage_kv,
                 "theta_e_mrad": 1e3 * self.theta_e, "theta_c_mrad": 1e3 * self.theta_c,
                 "theta_e_inv_A": a, "theta_c_inv_A": c,
+                "acceptance_mrad": 1e3 * self.theta_a,
+                "acceptance_source": "given" if self.acceptance_mrad is not None
+                else "theta_c (every loss electron recorded)",
+                "accepted_fraction": self.accepted_fraction,
                 "mean_free_path_A": self.mfp,
                 "mean_free_path_source": "given" if self.mean_free_path is not None
                 else "Drude: 1/lambda_p = (theta_E/2a0) ln(1 + theta_c^2/theta_E^2)"}

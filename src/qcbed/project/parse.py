@@ -300,7 +300,8 @@ def _parse_data(r: TableReader, dt: Mapping, pfx: str) -> dict[str, Any]:
                                       "bool", True)
     data["energy_filtered"] = r.get(dt, "energy_filtered", f"{pfx}.energy_filtered", "bool",
                                     True)
-    for key in ("plasmon_energy_ev", "plasmon_mean_free_path", "plasmon_cutoff_mrad"):
+    for key in ("plasmon_energy_ev", "plasmon_mean_free_path", "plasmon_cutoff_mrad",
+                "plasmon_acceptance_mrad"):
         data[key] = r.get(dt, key, f"{pfx}.{key}", "float", None, positive=True)
         if data[key] is not None and data["energy_filtered"]:
             raise r.err("plasmon settings apply to data that are not energy-filtered",

@@ -22,7 +22,7 @@ PROJECT_SCHEMA: dict[str, tuple[str, ...]] = {
     "data": ("kind", "format", "files", "folder", "hkl", "g_vectors", "variance",
              "variance_floor", "clip_negative", "allow_negative", "mask", "background",
              "require_hkl", "detector", "energy_filtered", "plasmon_energy_ev",
-             "plasmon_mean_free_path", "plasmon_cutoff_mrad"),
+             "plasmon_mean_free_path", "plasmon_cutoff_mrad", "plasmon_acceptance_mrad"),
     "data.detector": ("gain", "mixing", "read_variance", "gain_ref_error", "excess_noise"),
     "geometry": ("voltage_kv", "zone", "x_axis", "normal", "mode", "rotation", "mirror", "gl",
                  "tilt0", "reference", "shift", "disc_shifts", "display_shape"),
@@ -102,6 +102,8 @@ class DataSection(_Section):
     plasmon_energy_ev: float | None = None
     plasmon_mean_free_path: float | None = None
     plasmon_cutoff_mrad: float | None = None
+    #: largest deflection (mrad) a loss electron may have and stay in the recorded field
+    plasmon_acceptance_mrad: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

@@ -123,7 +123,8 @@ class Setup:
             src = "free-electron value of the crystal's valence electrons"
         return PlasmonLosses(e, float(voltage_kv or self.voltage_kv),
                              mean_free_path=d["plasmon_mean_free_path"],
-                             cutoff_mrad=d["plasmon_cutoff_mrad"], energy_source=src)
+                             cutoff_mrad=d["plasmon_cutoff_mrad"], energy_source=src,
+                             acceptance_mrad=d.get("plasmon_acceptance_mrad"))
 
     def simulation(self, *, crystal=None, voltage_kv: float | None = None,
                    mode: str | None = None):

@@ -3,7 +3,8 @@
 A statistical esd says how far the refined values scatter for the given model;
 it says nothing about the inputs the model takes as exact. For each fixed input
 q (voltage, pixel size, probe width, Debye–Waller factor, absorption,
-scattering-factor table, beam selection, beam pool, background model) the budget gives
+scattering-factor table, beam selection, beam pool, background model, the plasmon
+losses' mean free path and acceptance) the budget gives
 the shift of the refined parameters x̂ that a change δq of that input causes.
 
 Linearised route (one Gauss–Newton step)
@@ -70,7 +71,7 @@ class BudgetInput:
     change : callable
         ``change(refinement, sign) -> dict`` of modifications (keys ``sim``:
         a new engine set-up; ``values``: {parameter: value}; ``background``: a
-        background model).
+        background model; ``plasmon``: a plasmon-loss model).
     symmetric : bool
         Central difference (continuous input) or one-sided (alternative).
     """
@@ -213,6 +214,15 @@ def _pool(smax_factor: float) -> Change:
     return change
 
 
+def _plasmon_acceptance(factor: float) -> Change:
+    def change(ref, sign):
+        from dataclasses import replace
+
+        m = ref.plasmon
+        return {"plasmon": replace(m, acceptance_mrad=1e3 * m.theta_a * factor)}
+    return change
+
+
 def _background(alt: str) -> Change:
     def change(ref, sign):
         return {"background": alt}
@@ -223,7 +233,8 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
                    probe_sigma: float = 0.2, b_delta: float = 0.05,
                    absorption_rel: float = 0.10, elastic_alt: str | None = None,
                    selection_factor: float = 4.0, pool_factor: float = 4.0,
-                   background: bool = True, plasmon_rel: float = 0.2) -> list[BudgetInput]:
+                   background: bool = True, plasmon_rel: float = 0.2,
+                   plasmon_acceptance: float = 0.5) -> list[BudgetInput]:
     """The standard inputs of a refinement that are fixed in it.
 
     Parameters
@@ -259,6 +270,14 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
         2008) when the model has plasmon losses and λ_p is not refined. E_p enters
         through θ_E and λ_p; its uncertainty (≈ 1 % for the free-electron value of
         s–p materials) is far below that of λ_p.
+    plasmon_acceptance : float
+        With plasmon losses: the alternative model whose acceptance angle θ_a (the
+        largest deflection a loss electron may have and still be recorded as the
+        pattern: the CBED disc radius of a digital LACBED image;
+        :mod:`qcbed.experiment.plasmon`) is this factor times the one used (default
+        0.5: the disc radius is not recorded in the data, and discs that do not
+        overlap have at most |g_min|/2 — for Si [110] at 200 kV 4.0 mrad against θ_c
+        9.8 mrad); 0 to skip. Skipped where the changed θ_a would not exceed θ_E.
 
     Inputs that are refined (free) are left out: their uncertainty is in the
     esds and correlations.
@@ -280,6 +299,12 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
             and plasmon_rel > 0:
         out.append(BudgetInput("plasmon lambda_p", f"±{100 * plasmon_rel:g} %",
                                _value("plasmon.lambda_scale", plasmon_rel, True)))
+    if getattr(ref, "plasmon", None) is not None and plasmon_acceptance > 0 \
+            and ref.plasmon.theta_a * plasmon_acceptance > ref.plasmon.theta_e:
+        th = 1e3 * ref.plasmon.theta_a
+        out.append(BudgetInput("plasmon acceptance",
+                               f"theta_a {th:.3g} -> {th * plasmon_acceptance:.3g} mrad",
+                               _plasmon_acceptance(plasmon_acceptance), symmetric=False))
     if "thickness" in ref.params and "thickness" not in free:
         t = ref.params["thickness"].value
         out.append(BudgetInput("thickness", f"±1 % ({0.01 * t:.3g} A)",
@@ -310,9 +335,12 @@ def default_inputs(ref, *, voltage_rel: float = 0.005, gl_rel: float = 0.005,
 
 # ====================================================================== evaluation
 @contextmanager
-def _modified(ref, sim=None, values: dict | None = None, background: str | None = None):
-    """Temporarily change the engine set-up, parameter values or background model."""
+def _modified(ref, sim=None, values: dict | None = None, background: str | None = None,
+              plasmon=None):
+    """Temporarily change the engine set-up, parameter values, background model or
+    plasmon-loss model."""
     old_sim0, old_bg = ref.sim0, ref.background
+    old_plasmon = getattr(ref, "plasmon", None)
     old_vals = {n: ref.params[n].value for n in (values or {})}
     cache = (getattr(ref, "_work", None), ref.sim, ref._cache_key, ref._cache_eig)
 
@@ -329,9 +357,13 @@ def _modified(ref, sim=None, values: dict | None = None, background: str | None 
             ref.params[n].value = float(v)
         if background is not None:
             ref.background = background
+        if plasmon is not None:
+            ref.plasmon = plasmon
         yield ref
     finally:
         ref.sim0, ref.background = old_sim0, old_bg
+        if plasmon is not None:
+            ref.plasmon = old_plasmon
         for n, v in old_vals.items():
             ref.params[n].value = v
         if sim is not None:  # the unmodified set-up and its eigen-solution, as they were
