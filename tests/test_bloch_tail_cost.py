@@ -199,3 +199,23 @@ def test_walk_matches_the_general_path(monkeypatch):
         assert x == pytest.approx(y, rel=1e-2, abs=1e-5)
     assert fast.tail.coef.shape == slow.tail.coef.shape
     assert np.abs(fast.tail.coef - slow.tail.coef).max() <= 1e-5 * np.abs(slow.tail.coef).max()
+
+
+def test_threaded_exact_terms_equal_the_serial_ones(monkeypatch):
+    """The set-up's directions run on threads (TailSource.exact_many): the same W
+    and S, in the order of the directions, as one direction after another."""
+    sim = _sim(_si, 2.0)
+    src = _source(sim, 0.4, 2.0)
+    kts = np.array([[0.0, 0.0], [0.2, -0.13], [-0.1, 0.05], [0.07, 0.21]])
+    monkeypatch.setattr(tail_mod, "set_up_threads", lambda: 3)
+    threaded = src.exact_many(kts)
+    monkeypatch.setattr(tail_mod, "set_up_threads", lambda: 1)
+    serial = src.exact_many(kts)
+    one_by_one = [src.exact(k) for k in kts]
+    for (w, s), (w1, s1), (w2, s2) in zip(threaded, serial, one_by_one):
+        np.testing.assert_array_equal(w, w2)
+        np.testing.assert_array_equal(s, s2)
+        np.testing.assert_array_equal(w1, w2)
+        np.testing.assert_array_equal(s1, s2)
+    # the directions differ, so an order mix-up would show
+    assert np.abs(threaded[0][0] - threaded[1][0]).max() > 1e-6

@@ -28,7 +28,9 @@ with its own fit (a direction uses the tile whose centre is nearest).
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -253,6 +255,17 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
     return w, s
 
 
+def set_up_threads() -> int:
+    """Threads for the tail's exact terms at set-up: the CPUs this process may use
+    (``os.sched_getaffinity``), at most 8. Each runs one direction's products with
+    the BLAS threads the environment allows (``OPENBLAS_NUM_THREADS``)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:                            # not on every platform
+        n = os.cpu_count() or 1
+    return max(1, min(8, n))
+
+
 #: Half-range of the Miller indices of :class:`CouplingStore`'s keys.
 _KEY_HALF = 1 << 15
 
@@ -448,13 +461,28 @@ class TailSource:
                             self.k_in, self.normal, symmetric)
         return w.astype(complex), s.astype(complex)
 
+    def exact_many(self, kts: ArrayLike) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`exact` at each direction of ``kts`` (n, 2) (Å⁻¹), in order.
+
+        The directions are independent N·M² products that release the GIL, so they
+        run on :func:`set_up_threads` threads (the set-up's cost is almost all of
+        this, docs/engine.md); the blocks are built once before.
+        """
+        pts = np.asarray(kts, float).reshape(-1, 2)
+        self._blocks                                  # noqa: B018 (built before the threads)
+        n = min(set_up_threads(), len(pts))
+        if n <= 1:
+            return [self.exact(k) for k in pts]
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            return list(pool.map(self.exact, pts))
+
     def at(self, kt: ArrayLike) -> TailCorrection:
         """The tail terms computed exactly at one direction ``kt`` (2,) or at each of
         several (n, 2) (Å⁻¹): a constant per direction, each its own tile (a
         direction elsewhere takes the nearest one's), so that the directions are
         solved in one batch."""
         c = np.asarray(kt, float).reshape(-1, 2)
-        w, s = map(np.asarray, zip(*(self.exact(k) for k in c)))
+        w, s = map(np.asarray, zip(*self.exact_many(c)))
         return _pack(c, 1e-3, w[:, None], s[:, None], self.n_beams, 0.0,
                      float(np.abs(w).max()))
 
@@ -487,11 +515,11 @@ class TailSource:
         size = 0.0
         for ct in centers:
             pts = fit_points(ct, rho)
-            ws, ss = map(np.asarray, zip(*(self.exact(p) for p in pts)))
+            ws, ss = map(np.asarray, zip(*self.exact_many(pts)))
             size = max(size, float(np.abs(ws).max()))
             # misfit at directions between the fit points (W only: S is ≲ 10 % of it)
             chk = fit_points(ct, 0.75 * rho)[1:7:2]
-            w_chk = [self.exact(p)[0] for p in chk]
+            w_chk = [w for w, _ in self.exact_many(chk)]
             for n in terms:
                 pinv = np.linalg.pinv(_basis(pts, ct, rho, n))
                 w_c = np.einsum("kp,pij->kij", pinv, ws)
