@@ -11,8 +11,6 @@ second-order elimination at all), which the starting pool + tail is far from.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pytest
 
@@ -21,26 +19,12 @@ from qcbed.bloch import Simulation
 from qcbed.bloch.beams import BeamPool, BeamSelection
 from qcbed.bloch.potential import PotentialTable
 from qcbed.bloch.setup import tail_source
-from qcbed.crystal import Crystal, Lattice, Site
-from qcbed.scattering.structure_factors import PotentialModel
+from test_bloch_tail_default import KW, _sim
 
-# Si [1-10] 200 kV, a small tilt disc and a small starting g_max: the first round of
-# checks fails by 10⁻² and the walk has to grow both the pool and its tail
-KW = dict(potential=PotentialModel("kirkland", "bird_king"), executor="serial", gmax=1.6,
-          kt_radius=0.1, check_thickness=[1200.0])
+# Si [1-10] 200 kV, a small tilt disc and a small starting g_max (the set-up of
+# test_bloch_tail_default): the first round of checks fails by 10⁻² and the walk has to
+# grow both the pool and its tail
 ACCURACY = 3e-3
-
-
-def _si() -> Crystal:
-    a = 5.4307
-    return Crystal(Lattice(a, a, a), [Site("Si1", "Si", (0.125,) * 3, b_iso=0.47)],
-                   "F d -3 m :2")
-
-
-def _sim(**kw) -> Simulation:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Simulation(_si(), 200.0, [1, -1, 0], [0, 0, -1], **{**KW, **kw})
 
 
 @pytest.fixture(scope="module")

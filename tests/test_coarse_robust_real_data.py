@@ -4,8 +4,8 @@ The `import-felix` plan's orientation + thickness search must land on the same
 optimum (within 1 pixel and 2 % in thickness) from starts ±10 px and ±20 % in
 thickness away, with the default engine (the selection the engine chooses for
 10⁻³: sgmin 3 here) and a tighter one (sgmin 4); both build their set-up once
-(the engine does not depend on the start). The old search (a scan over 0.8–1.2 × the start) stopped at the edge
-of its range, 1420.8 Å, from a start at 1184 Å.
+(the engine does not depend on the start). The old search (a scan over 0.8–1.2 ×
+the start) stopped at the edge of its range, 1420.8 Å, from a start at 1184 Å.
 """
 
 from __future__ import annotations
