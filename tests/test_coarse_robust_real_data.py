@@ -42,7 +42,8 @@ def felix_setups(si_dlacbed_dir):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 setup = build_setup(p, executor="serial")
-            built[sgmin] = (p, setup, ProjectRun(p, progress=False, log=lambda s: None))
+                sim = setup.simulation()           # the engine's walk: once per set-up
+            built[sgmin] = (p, setup, sim, ProjectRun(p, progress=False, log=lambda s: None))
         return built[sgmin]
 
     return get
@@ -54,7 +55,7 @@ def coarse_from(setups, sgmin: float | None, d_row: float, d_col: float, t_facto
 
     Returns (thickness in Å, tilt0 in 1/Å, pixel size in 1/Å per display pixel, NCC).
     """
-    p, setup, run = setups(sgmin)
+    p, setup, sim, run = setups(sgmin)
     t0 = 1480.0 * t_factor
     step = dataclasses.replace(p.coarse[0], thickness_range=tuple(
         thickness_range or (0.6 * t0, 1.6 * t0)))
@@ -66,7 +67,7 @@ def coarse_from(setups, sgmin: float | None, d_row: float, d_col: float, t_facto
         c = np.asarray(g.reference, float)
         shift = g.display_to_kt(c + np.array([d_row, d_col])) - g.display_to_kt(c)
         state["geometry"]["tilt0"] = list(np.asarray(state["geometry"]["tilt0"]) + shift)
-        out = run._coarse(setup, setup.simulation(), state, step, 0)
+        out = run._coarse(setup, sim, state, step, 0)
     return out["thickness"], np.asarray(out["tilt0"]), g.pixel_size, out["correlation"]
 
 
