@@ -78,7 +78,8 @@ def test_weak_row_tail_shifts_the_weak_diagonal():
     wcols = np.nonzero(weak.any(axis=0))[0]
     d = np.where(weak[:, wcols], 1.0 / two_k_sg[:, wcols], 0.0)
     _, rows, d2 = lowdin.tail_rows(tail, kt_, idx, wcols, d, exact=False, real=True)
-    full = tail.on_beams(kt_, np.arange(len(sim.pool)), (0,))[0].real
+    n_pool = len(sim.pool)
+    full = tail.terms(kt_, np.broadcast_to(np.arange(n_pool), (len(kt_), n_pool)))[0].real
     shift = full[:, wcols, wcols]
     w = weak[:, wcols]
     np.testing.assert_allclose(d2[w], 1.0 / (two_k_sg[:, wcols][w] + shift[w]), rtol=1e-6)
@@ -165,28 +166,3 @@ def test_weak_row_tail_same_in_exact_and_fast_mode(monkeypatch):
     print(f"weak rows change {size:.1e}, fast vs exact {diff:.1e}")   # 4.0e-4, 5.1e-7
     assert size > 2e-4
     assert diff <= 0.02 * size
-
-
-def test_on_beams_agrees_with_the_per_direction_gather():
-    # TailCorrection.on_beams (one GEMM per tile and part, on the whole pool or a gathered
-    # union) against TailCorrection.terms (a gather per direction), over several tiles
-    from qcbed.bloch.setup import tail_source
-
-    sim = _sim(_si, 0.05, 2.0, 0.2, BeamSelection.all_strong())
-    src = tail_source(sim._internal, sim.frame, sim.k_in, sim.pool_settings, sim.pool,
-                      sim._compute_u, smax=0.4, gmax=2.0)
-    centres = np.array([[0.0, 0.0], [0.1, 0.05], [-0.08, 0.1]])
-    tail = src.at(centres)                      # three constant tiles
-    assert tail.n_tiles == 3
-    kt = centres[[2, 0, 1, 2]] + 1e-4
-    rng = np.random.default_rng(3)
-    n_pool = len(sim.pool)
-    idx = np.stack([np.sort(rng.choice(n_pool, 12, replace=False)) for _ in kt])
-    ref = tail.terms(kt, idx)
-    for beams in (None, np.unique(idx)):
-        got = tail.on_beams(kt, beams)
-        pos = idx if beams is None else np.searchsorted(beams, idx)
-        r = np.arange(len(kt))[:, None, None]
-        sub = got[:, r, pos[:, :, None], pos[:, None, :]]
-        np.testing.assert_allclose(sub, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
-    assert np.abs(ref[0]).max() > 0

@@ -160,44 +160,13 @@ class TailCorrection:
         out = np.zeros((4, n_dir, n, n), self.coef.dtype)
         for k in np.unique(tile):
             d = np.nonzero(tile == k)[0]
-            b = _basis(kt[d], self.center[k], self.radius, n_terms).astype(np.float32)
+            b = self.basis(kt[d], int(k))
             cf = self.coef[k].reshape(4, n_terms, -1)
             fd = flat[d].reshape(len(d), -1)
             acc = np.zeros((4, len(d), n * n), self.coef.dtype)
             for j in range(n_terms):
                 acc += b[None, :, j, None] * np.take(cf[:, j], fd, axis=1)
             out[:, d] = acc.reshape(4, len(d), n, n)
-        return out
-
-    def on_beams(self, kt: np.ndarray, beams: np.ndarray | None = None,
-                 parts: tuple[int, ...] = (0, 1, 2, 3)) -> np.ndarray:
-        """Blocks ``parts`` of :meth:`terms` on the square set of pool rows ``beams``
-        (m,; None: the whole pool), shared by the directions ``kt`` (n_dir, 2):
-        (len(parts), n_dir, m, m).
-
-        Per tile and part one GEMM basis (n_dir, n_terms) @ coef (n_terms, m²) — on the
-        stored coefficients themselves for the whole pool (no copy), on a gathered
-        block otherwise. The solver evaluates only the blocks it needs
-        (:func:`qcbed.bloch.lowdin.tail_rows`); this whole-block form is their reference
-        in the tests.
-        """
-        kt = np.atleast_2d(kt)
-        tile = self.tile_of(kt)
-        n_terms = self.coef.shape[2]
-        m = self.coef.shape[-1] if beams is None else len(beams)
-        out = np.empty((len(parts), len(kt), m, m), self.coef.dtype)
-        for k in np.unique(tile):
-            d = np.nonzero(tile == k)[0]
-            b = _basis(kt[d], self.center[k], self.radius, n_terms).astype(np.float32)
-            for i, p in enumerate(parts):
-                cf = self.coef[k, p]
-                if beams is not None:
-                    cf = cf[:, beams[:, None], beams[None, :]]
-                res = b @ cf.reshape(n_terms, m * m)
-                if len(d) == len(kt):
-                    out[i] = res.reshape(len(d), m, m)
-                else:
-                    out[i, d] = res.reshape(len(d), m, m)
         return out
 
     def blocks(self, kt: np.ndarray, idx: np.ndarray, *, exact: bool, real: bool
