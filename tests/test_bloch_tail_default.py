@@ -46,14 +46,24 @@ def test_engine_chosen_pools_have_a_tail_by_default(default):
     assert given.tail is None
 
 
-def test_a_tail_above_the_size_limit_is_not_used_and_the_pool_grows(monkeypatch, default):
-    # the starting tail (the first step's; the walk may grow it) one beam too large
+@pytest.mark.parametrize("limit", ["beams", "work"])
+def test_a_tail_above_the_size_limit_is_not_used_and_the_pool_grows(monkeypatch, default,
+                                                                    limit):
+    # the starting tail (the first step's; the walk may grow it) one beam too large, or
+    # its check and one-tile fit one unit above the walk's work
     start = int(default.convergence.steps[0].split("+ tail ")[1].split()[0])
-    monkeypatch.setattr(cv, "MAX_TAIL_SIZE", start - 1)
+    n_pool = int(default.convergence.steps[0].split()[1])
+    if limit == "beams":
+        monkeypatch.setattr(cv, "MAX_GROWN_TAIL_SIZE", start - 1)
+        reason = f"above {start - 1} beams"
+    else:
+        need = n_pool * start**2 * (len(default._check_kt) + cv.FIT_DIRECTIONS_PER_TILE)
+        monkeypatch.setattr(cv, "MAX_TAIL_WALK_WORK", need - 1)
+        reason = "the walk's tail work would reach"
     sim = _sim()
     conv = sim.convergence
     assert sim.tail is None and conv.tail is None
-    assert any("not used, the pool grows instead" in s for s in conv.steps)
+    assert any("not used, the pool grows instead" in s and reason in s for s in conv.steps)
     assert any("further growth" in s for s in conv.steps)   # the pool walk ran instead
     assert conv.pool_error is not None
 

@@ -57,7 +57,7 @@ from ..errors import InputError
 from .beams import BeamPool, BeamSelection
 from .potential import PotentialTable
 from .solver import EngineArrays, solve_chunk
-from .tail import TailCorrection, TailSource
+from .tail import TailCorrection, TailSource, tile_centers
 
 __all__ = ["DEFAULT_ACCURACY", "DEFAULT_CHECK_THICKNESS", "SGMIN_LADDER", "Convergence",
            "TailPlan", "choose", "estimate", "further_growth", "sample_directions"]
@@ -133,13 +133,8 @@ TAIL_TERMS = (3, 6, 10)
 #: from pool (0.05, 3.5) + tail (1.6, 4), adopted together in the first round).
 TAIL_ROUNDS = 2
 
-#: A starting tail of more than this many beams is not used (the pool grows instead):
-#: large cells (LiNbO3's starting tail has 4 363 beams), whose grown tails would cost
-#: N·M² per direction with N ≈ 800 pool beams.
-MAX_TAIL_SIZE = 4000
-
-#: Grown tails (growth checks and adopted growths) above this many beams are not
-#: built (:func:`tail_too_large`). Peak memory of a tail's blocks is ≈ 16·M² bytes (the
+#: Tails (the starting one, growth checks and adopted growths) above this many beams are
+#: not built (:func:`tail_too_large`). Peak memory of a tail's blocks is ≈ 16·M² bytes (the
 #: M × M coupling in single precision with its int32 difference codes): 1.5 GiB at the
 #: 9 667 beams of the Si D-LACBED's s_max × 2 check, 2.1 GiB at this limit.
 MAX_GROWN_TAIL_SIZE = 12000
@@ -152,6 +147,25 @@ MAX_TAIL_WORK = 6e10
 
 #: Bytes per tail-beam pair of a tail's blocks at their peak (see MAX_GROWN_TAIL_SIZE).
 TAIL_BYTES_PER_PAIR = 16
+
+#: The whole tail walk's exact terms (the starting tail, its growth checks, adopted
+#: growths and the fit over the disc) cost at most this much: Σ N·M² over every
+#: direction computed, counted twice for a potential without a centre of symmetry (two
+#: N × M × M products per direction, :func:`qcbed.bloch.tail._exact_terms`). A starting
+#: tail whose check and one-tile fit alone exceed it is not used (the pool grows
+#: instead); checks beyond it are not made (``unchecked``: not converged) and more
+#: tiles not fitted. Measured on LiNbO₃ (623 pool beams, tails of 4 363, 7 832 and
+#: 8 245 beams, no centre): 2.9 × 10¹² in 338 s wall on the 2-core VM at load 3–5; the
+#: Si D-LACBED's walk spends 2.2 × 10¹² (docs/validation.md).
+MAX_TAIL_WALK_WORK = 5e12
+
+#: Exact directions of the tail's fit per tile: 19 fit points and 3 checks
+#: (:meth:`qcbed.bloch.tail.TailSource.fits`).
+FIT_DIRECTIONS_PER_TILE = 22
+
+#: Bytes per pool-beam pair, term and tile of the fitted tail at the fit's peak (W and S
+#: coefficients in double-precision complex while fitted, then packed).
+FIT_BYTES_PER_PAIR_TERM = 64
 
 
 def tail_too_large(n_pool: int, n_tail: int, limit: int | None = None) -> str | None:
@@ -171,6 +185,30 @@ def tail_too_large(n_pool: int, n_tail: int, limit: int | None = None) -> str | 
     if need > memory_limit():
         return f"its blocks need {format_bytes(need)}, above the memory limit"
     return None
+
+
+@dataclass
+class _TailWork:
+    """The exact-term work of one tail walk against :data:`MAX_TAIL_WALK_WORK`.
+
+    ``weight``: 1 for a centrosymmetric potential (one N × M × M product per
+    direction), 2 otherwise; ``spent``: Σ weight · N·M² of the directions computed.
+    """
+
+    weight: float
+    spent: float = 0.0
+
+    def cost(self, n_pool: int, n_tail: int, n_directions: int) -> float:
+        """Work of ``n_directions`` exact directions of a tail of ``n_tail`` beams."""
+        return self.weight * n_pool * float(n_tail) ** 2 * n_directions
+
+    def refuse(self, cost: float, reserve: float = 0.0) -> str | None:
+        """Why ``cost`` (with ``reserve`` kept for later) cannot be spent, or None."""
+        total = self.spent + cost + reserve
+        if total > MAX_TAIL_WALK_WORK:
+            return (f"the walk's tail work would reach {total:.1e} (Σ N·M² per direction) "
+                    f"above {MAX_TAIL_WALK_WORK:.0e}")
+        return None
 
 
 @dataclass(frozen=True)
@@ -253,6 +291,9 @@ class Convergence:
         pool = "" if self.pool_error is None else f", pool growth {self.pool_error:.1e}"
         if self.tail is not None:
             pool += f" with a tail of {self.tail['beams']} beams"
+            if self.tail.get("unchecked"):
+                pool += (f" ({self.tail['unchecked']} growth check(s) too large to make: "
+                         "the pool error covers only those made)")
         how = "chosen for" if self.chosen else "fixed; target"
         target = self.accuracy if self.accuracy is not None else DEFAULT_ACCURACY
         return (f"convergence error {self.error:.1e} of the maximum intensity vs all pool beams "
@@ -330,13 +371,17 @@ def _exact_tail_intensities(frame: tuple[float, np.ndarray], pool: BeamPool,
 
 def _fit_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialTable,
               src: TailSource, plan: TailPlan, exact: np.ndarray, kt: np.ndarray,
-              thickness: np.ndarray, accuracy: float, steps: list[str]
-              ) -> tuple[TailCorrection, float, int]:
+              thickness: np.ndarray, accuracy: float, steps: list[str],
+              work: _TailWork | None = None) -> tuple[TailCorrection, float, int]:
     """The cheapest fit of the tail over the disc whose error (every pool beam
     strong, against the exact tail ``exact`` at ``kt``) is within TAIL_FIT_SHARE ×
     ``accuracy``: one polynomial of TAIL_TERMS terms in turn (the per-direction
-    cost grows with the terms), then cubic fits on more tiles."""
+    cost grows with the terms), then cubic fits on more tiles while their exact
+    directions stay within the walk's ``work`` (:data:`MAX_TAIL_WALK_WORK`) and their
+    coefficients within the memory limit (otherwise the last fit made is kept, its
+    error reported)."""
     rules = BeamSelection.all_strong()
+    work = _TailWork(1.0) if work is None else work
 
     def error(fitted: TailCorrection) -> float:
         err = _error(_intensities(_arrays(frame, pool, table, rules, fitted), kt,
@@ -346,16 +391,30 @@ def _fit_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: PotentialT
                      f"(W misfit {fitted.fit_error:.1e})")
         return err
 
+    n_pool = len(pool)
+    work.spent += work.cost(n_pool, src.n_beams, FIT_DIRECTIONS_PER_TILE)
     for fitted in src.fits(plan.center, plan.radius, terms=TAIL_TERMS):
         err = error(fitted)
         if err <= TAIL_FIT_SHARE * accuracy:
             return fitted, err, 1
+    made = 1
     for tiles in range(2, TAIL_MAX_TILES + 1):
+        n_tiles = len(tile_centers(plan.center, max(plan.radius, 1e-3), tiles)[0])
+        cost = work.cost(n_pool, src.n_beams, n_tiles * FIT_DIRECTIONS_PER_TILE)
+        why = work.refuse(cost)
+        need = FIT_BYTES_PER_PAIR_TERM * n_tiles * max(TAIL_TERMS) * float(n_pool) ** 2
+        if why is None and need > memory_limit():
+            why = f"its coefficients need {format_bytes(need)}, above the memory limit"
+        if why is not None:
+            steps.append(f"tail {src.n_beams} beams, fit on {n_tiles} tiles: {why}, not made")
+            break
+        work.spent += cost
         fitted = src.fit(plan.center, plan.radius, tiles=tiles)
+        made = tiles
         err = error(fitted)
         if err <= TAIL_FIT_SHARE * accuracy:
             break
-    return fitted, err, tiles
+    return fitted, err, made
 
 
 def _ladder_selection(sgmin: float, omega: float | None, min_strong: int,
@@ -596,31 +655,46 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
     POOL_GMAX_STEP: the beams beyond g_max near the Bragg condition, which the tail
     leaves out), plus the error of the tail's fit over the disc. While it is above
     half the target, every growth that changes more than half the target is adopted
-    together and the checks are repeated from there (up to TAIL_ROUNDS rounds), so
-    the reported error is always measured from the pool and tail in use. Growths
-    whose tail is too large (:func:`tail_too_large`) are not checked: counted as
-    ``unchecked`` (the record is then not converged) and never adopted.
+    together (or, when they are too large together, the one that changes most of
+    those that can be built) and the checks are repeated from there (up to
+    TAIL_ROUNDS rounds), so the reported error is measured from the pool and tail in
+    use. Growths whose tail is too large (:func:`tail_too_large`), whose grown pool
+    has more than MAX_CHECK_POOL_SIZE beams, or which would take the walk's work
+    beyond :data:`MAX_TAIL_WALK_WORK` are not checked: counted as ``unchecked`` (the
+    record is then not converged) and never adopted. Grown pools above
+    MAX_POOL_SIZE beams are checked but not adopted.
 
     Returns
     -------
     pool, table, smax, gmax, fitted tail, pool error, tail summary (dict); None when
-    the starting tail has more than MAX_TAIL_SIZE beams (the pool grows instead).
+    the starting tail is too large (:func:`tail_too_large`) or its check and
+    one-tile fit exceed :data:`MAX_TAIL_WALK_WORK` (the pool grows instead).
     """
     strong = BeamSelection.all_strong()
     ts, tg = max(plan.smax, 2 * smax), gmax
     near = smax                      # the tail's bound: fixed for the whole walk
     src = plan.make(pool, ts, tg, near)
-    why = tail_too_large(len(pool), src.n_beams, MAX_TAIL_SIZE)
+    why = tail_too_large(len(pool), src.n_beams)
+    work = _TailWork(1.0 if why is not None or src.symmetric else 2.0)
+    if why is None:
+        why = work.refuse(work.cost(len(pool), src.n_beams,
+                                    len(kt) + FIT_DIRECTIONS_PER_TILE))
     if why is not None:
-        # the M × M tail–tail block and N·M² per direction: large cells go without
+        # the M × M tail–tail block and N·M² per direction: cells too large go without
         steps.append(f"pool {len(pool)}: tail of {src.n_beams} beams (smax {ts:.3g}, gmax "
-                     f"{tg:.3g}) {why}: not used, the pool grows instead")
+                     f"{tg:.3g}): {why}: not used, the pool grows instead")
+        src.release()
         return None
+
+    def fit_reserve() -> float:      # the one-tile fit of the tail in use, kept for last
+        return work.cost(len(pool), src.n_beams, FIT_DIRECTIONS_PER_TILE)
+
+    work.spent += work.cost(len(pool), src.n_beams, len(kt))
     exact = _exact_tail_intensities(frame, pool, table, strong, src, kt, t)
     bare = _intensities(_arrays(frame, pool, table, strong), kt, t)[0]
     steps.append(f"pool {len(pool)} + tail {src.n_beams} (smax {ts:.3g}, gmax {tg:.3g}): "
                  f"changes the pattern by {_error(bare, exact):.1e}")
-    pool_err, unchecked = 0.0, 0
+    pool_err, unchecked, adopted_change = 0.0, 0, None
     for rnd in range(TAIL_ROUNDS):
         trials: dict[str, float] = {}
         news: dict[str, np.ndarray] = {}
@@ -631,55 +705,108 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
                                      ("pool gmax", (smax, gmax + POOL_GMAX_STEP))):
             grown = _grown(pool, table, src, make_pool, plan, near, smax, gmax, ts, tg,
                            axis, s_new, g_new, steps)
+            if grown is not None:
+                p2, tb2, src2, label = grown
+                cost = work.cost(len(p2), src2.n_beams, len(kt))
+                why = work.refuse(cost, fit_reserve())
+                if why is not None:
+                    steps.append(f"{label}: {why}, not checked")
+                    grown = None
             if grown is None:
                 unchecked += 1
                 continue
-            p2, tb2, src2, label = grown
+            work.spent += cost
             new = _exact_tail_intensities(frame, p2, tb2, strong, src2, kt, t)
             src2.release()                   # its M × M block: rebuilt if adopted
             news[axis] = new
             trials[axis] = e = _error(exact, new)
             steps.append(f"{label}: {e:.1e}")
-        pool_err = max(trials.values(), default=0.0)
-        if pool_err <= 0.5 * accuracy or rnd == TAIL_ROUNDS - 1:
+        if trials or adopted_change is None:
+            pool_err = max(trials.values(), default=0.0)
+        else:
+            # nothing could be checked from the adopted pool and tail: the change the
+            # adoption made stands for their error (not converged: unchecked > 0)
+            pool_err = adopted_change
+            steps.append(f"no growth of the adopted pool and tail could be checked: the pool "
+                         f"error is the change the adoption made, {pool_err:.1e}")
+        if pool_err <= 0.5 * accuracy or rnd == TAIL_ROUNDS - 1 or not trials:
             break
-        # adopt every growth that changes more than half the target, together
-        fail = {axis for axis, e in trials.items() if e > 0.5 * accuracy}
-        n_ts = TAIL_SMAX_FACTOR * ts if "tail smax" in fail else ts
-        n_smax = POOL_SMAX_FACTOR * smax if "pool smax" in fail else smax
-        n_gmax = gmax + POOL_GMAX_STEP if "pool gmax" in fail else gmax
-        n_tg = max(tg + TAIL_GMAX_STEP if "tail gmax" in fail else tg, n_gmax)
-        label = (f"adopted {', '.join(sorted(fail))}: pool (smax {n_smax:.3g}, gmax "
-                 f"{n_gmax:.3g}) + tail (smax {n_ts:.3g}, gmax {n_tg:.3g})")
-        try:
-            p2, tb2 = (make_pool(n_smax, n_gmax) if (n_smax, n_gmax) != (smax, gmax)
-                       else (pool, table))
-            src2 = plan.make(p2, n_ts, n_tg, near)
-        except InputError as exc:        # the memory guard of the beam lists
-            steps.append(f"{label}: not built ({exc}), not adopted")
+        fail = sorted((a for a, e in trials.items() if e > 0.5 * accuracy),
+                      key=lambda a: -trials[a])
+        # every growth above half the target together; when that cannot be built, the
+        # tail's together (a pool above MAX_POOL_SIZE), then the one that changes most
+        # of those that can
+        tails = [a for a in fail if a.startswith("tail")]
+        options = [fail] + ([tails] if 0 < len(tails) < len(fail) else [])
+        for axes in options + ([[a] for a in fail] if len(fail) > 1 else []):
+            grown_all = _adopt(pool, table, src, make_pool, plan, near, smax, gmax, ts, tg,
+                               set(axes), work, len(kt), steps)
+            if grown_all is not None:
+                break
+        else:
             break
-        label += f": {len(p2)} + {src2.n_beams} beams"
-        why = (f"pool above {MAX_POOL_SIZE} beams" if len(p2) > MAX_POOL_SIZE
-               else tail_too_large(len(p2), src2.n_beams))
-        if why is not None:
-            steps.append(f"{label}: {why}, not adopted")
-            break
+        p2, tb2, src2, n_smax, n_gmax, n_ts, n_tg = grown_all
         src2.share_couplings(src)
         src.release()
         pool, table, src = p2, tb2, src2
         smax, gmax, ts, tg = n_smax, n_gmax, n_ts, n_tg
         # one growth adopted: its check's intensities are the new pattern's
-        exact = (news[fail.pop()] if len(fail) == 1 else
-                 _exact_tail_intensities(frame, pool, table, strong, src, kt, t))
-        steps.append(label)
+        if len(axes) == 1:
+            exact = news[axes[0]]
+        else:
+            work.spent += work.cost(len(pool), src.n_beams, len(kt))
+            exact = _exact_tail_intensities(frame, pool, table, strong, src, kt, t)
+        adopted_change = max(trials[a] for a in axes)
     fitted, fit_err, tiles = _fit_tail(frame, pool, table, src, plan, exact, kt, t, accuracy,
-                                       steps)
+                                       steps, work)
+    steps.append(f"tail walk: work {work.spent:.2e} (Σ N·M² per direction × "
+                 f"{work.weight:g}) of {MAX_TAIL_WALK_WORK:.0e}")
     info = {"beams": src.n_beams, "smax": float(ts), "gmax": float(tg), "near": float(near),
             "tiles": tiles,
             "n_tiles": fitted.n_tiles, "fit_error": float(fit_err),
-            "growth_error": float(pool_err), "unchecked": unchecked}
+            "growth_error": float(pool_err), "unchecked": unchecked,
+            "work": float(work.spent)}
     src.release()
     return pool, table, smax, gmax, fitted, pool_err + fit_err, info
+
+
+def _adopt(pool: BeamPool, table: PotentialTable, src: TailSource,
+           make_pool: Callable[[float, float], tuple[BeamPool, PotentialTable]],
+           plan: TailPlan, near: float, smax: float, gmax: float, ts: float, tg: float,
+           axes: set[str], work: _TailWork, n_kt: int, steps: list[str]) -> tuple | None:
+    """The pool and tail with the growths ``axes`` of :func:`_converge_tail` together:
+    (pool, table, tail source, smax, gmax, tail smax, tail gmax), or None (with a step
+    saying why) when the grown pool has more beams than MAX_POOL_SIZE and the pool in
+    use, the tail is too large (:func:`tail_too_large`) or its check (when more than
+    one growth is adopted) and one-tile fit exceed the walk's work."""
+    n_ts = TAIL_SMAX_FACTOR * ts if "tail smax" in axes else ts
+    n_smax = POOL_SMAX_FACTOR * smax if "pool smax" in axes else smax
+    n_gmax = gmax + POOL_GMAX_STEP if "pool gmax" in axes else gmax
+    n_tg = max(tg + TAIL_GMAX_STEP if "tail gmax" in axes else tg, n_gmax)
+    label = (f"adopted {', '.join(sorted(axes))}: pool (smax {n_smax:.3g}, gmax "
+             f"{n_gmax:.3g}) + tail (smax {n_ts:.3g}, gmax {n_tg:.3g})")
+    try:
+        p2, tb2 = (make_pool(n_smax, n_gmax) if (n_smax, n_gmax) != (smax, gmax)
+                   else (pool, table))
+        if len(p2) > max(MAX_POOL_SIZE, len(pool)):
+            # (a pool that starts above the limit, Felix's min_reflection_pool = 800,
+            # keeps its tail's growths)
+            steps.append(f"{label}: pool {len(p2)} above {MAX_POOL_SIZE} beams, not adopted")
+            return None
+        src2 = plan.make(p2, n_ts, n_tg, near)
+    except InputError as exc:        # the memory guard of the beam lists
+        steps.append(f"{label}: not built ({exc}), not adopted")
+        return None
+    label += f": {len(p2)} + {src2.n_beams} beams"
+    why = tail_too_large(len(p2), src2.n_beams)
+    if why is None:
+        n_dir = FIT_DIRECTIONS_PER_TILE + (n_kt if len(axes) > 1 else 0)
+        why = work.refuse(work.cost(len(p2), src2.n_beams, n_dir))
+    if why is not None:
+        steps.append(f"{label}: {why}, not adopted")
+        return None
+    steps.append(label)
+    return p2, tb2, src2, n_smax, n_gmax, n_ts, n_tg
 
 
 def _grown(pool: BeamPool, table: PotentialTable, src: TailSource,
@@ -700,8 +827,9 @@ def _grown(pool: BeamPool, table: PotentialTable, src: TailSource,
         else:
             p2, tb2 = make_pool(s_new, g_new)
             label = f"pool {len(pool)} -> {len(p2)} (smax {s_new:.3g}, gmax {g_new:.3g})"
-            if len(p2) > MAX_POOL_SIZE:
-                steps.append(f"{label}: above {MAX_POOL_SIZE} beams, not checked")
+            if len(p2) > MAX_CHECK_POOL_SIZE:
+                # (pools above MAX_POOL_SIZE are checked, every beam strong, not adopted)
+                steps.append(f"{label}: above {MAX_CHECK_POOL_SIZE} beams, not checked")
                 return None
             src2 = plan.make(p2, ts, max(tg, g_new), near)
             label += f" under the tail ({src2.n_beams} beams)"

@@ -156,9 +156,10 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         1.1 × 10⁻² and the reported pool error falls from 2.9 × 10⁻² to 2.5 × 10⁻³
         (still above 10⁻³), for ~9 s more CPU at set-up and +12–15 % per direction
         at the same selection (docs/validation.md, "The tail by default"). A cell
-        whose tail would hold more than
-        :data:`~qcbed.bloch.convergence.MAX_TAIL_SIZE` beams goes without (the
-        walk says so). The tail is computed from the set-up potential and geometry
+        whose starting tail is too large
+        (:func:`~qcbed.bloch.convergence.tail_too_large`) or whose check and fit
+        would exceed :data:`~qcbed.bloch.convergence.MAX_TAIL_WALK_WORK` goes
+        without (the walk says so). The tail is computed from the set-up potential and geometry
         and held fixed by :meth:`set_structure_factors` and :meth:`with_changes`
         (a 1 % change of U(111) moves the pattern by 2 × 10⁻⁵ through it).
     min_strong : int

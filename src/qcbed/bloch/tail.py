@@ -423,6 +423,12 @@ class TailSource:
         computed on first use."""
         return _z_blocks(self._store, self._pool_hkl, self._tail_hkl)
 
+    @property
+    def symmetric(self) -> bool:
+        """Whether Z_{−g} = Z_g on the blocks (centrosymmetric, origin on a centre): the
+        exact terms then take one N × M × M product instead of two (builds the blocks)."""
+        return self._blocks[3]
+
     def exact(self, kt: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """W (Å⁻²) and S (N, N) at one direction ``kt`` (Å⁻¹)."""
         *blocks, symmetric = self._blocks
