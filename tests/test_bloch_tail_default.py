@@ -57,7 +57,8 @@ def test_a_tail_above_the_size_limit_is_not_used_and_the_pool_grows(monkeypatch,
         monkeypatch.setattr(cv, "MAX_GROWN_TAIL_SIZE", start - 1)
         reason = f"above {start - 1} beams"
     else:
-        need = n_pool * start**2 * (len(default._check_kt) + cv.FIT_DIRECTIONS_PER_TILE)
+        need = ((n_pool * start**2 + cv.EIG_WORK_PER_CUBE * n_pool**3)
+                * (len(default._check_kt) + cv.FIT_DIRECTIONS_PER_TILE))
         monkeypatch.setattr(cv, "MAX_TAIL_WALK_WORK", need - 1)
         reason = "the walk's tail work would reach"
     sim = _sim()

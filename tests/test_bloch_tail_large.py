@@ -52,7 +52,9 @@ def test_a_starting_tail_above_4000_beams_is_used_and_its_record_is_complete(mon
     assert not conv.converged and "4 growth check(s) too large" in conv.summary()
     # the work: the start's 13 directions and the one-tile fit's 22, N·M² each (Si is
     # centrosymmetric: one product per direction)
-    assert conv.tail["work"] == pytest.approx(n_pool * n_tail**2 * (13 + 22))
+    # (and the pool's eigenproblem, EIG_WORK_PER_CUBE per N³)
+    assert conv.tail["work"] == pytest.approx(
+        (n_pool * n_tail**2 + cv.EIG_WORK_PER_CUBE * n_pool**3) * (13 + 22))
     assert conv.tail["work"] <= cv.MAX_TAIL_WALK_WORK
     # the same start with one unit less work allowed goes without the tail, saying why
     monkeypatch.setattr(cv, "MAX_TAIL_WALK_WORK", conv.tail["work"] - 1)

@@ -151,13 +151,23 @@ TAIL_BYTES_PER_PAIR = 16
 #: The whole tail walk's exact terms (the starting tail, its growth checks, adopted
 #: growths and the fit over the disc) cost at most this much: Σ N·M² over every
 #: direction computed, counted twice for a potential without a centre of symmetry (two
-#: N × M × M products per direction, :func:`qcbed.bloch.tail._exact_terms`). A starting
+#: N × M × M products per direction, :func:`qcbed.bloch.tail._exact_terms`), plus the
+#: pool's eigenproblem (:data:`EIG_WORK_PER_CUBE` · N³). A starting
 #: tail whose check and one-tile fit alone exceed it is not used (the pool grows
 #: instead); checks beyond it are not made (``unchecked``: not converged) and more
-#: tiles not fitted. Measured on LiNbO₃ (623 pool beams, tails of 4 363, 7 832 and
-#: 8 245 beams, no centre): 2.9 × 10¹² in 338 s wall on the 2-core VM at load 3–5; the
-#: Si D-LACBED's walk spends 2.2 × 10¹² (docs/validation.md).
-MAX_TAIL_WALK_WORK = 5e12
+#: tiles not fitted. Measured on the 2-core VM (one BLAS thread, set-up threads 2): the
+#: Si D-LACBED's walk (367 + 5 764 beams adopted, centrosymmetric) spends 2.2 × 10¹² in
+#: 124 s CPU; LiNbO₃'s (623 pool beams, tails of 4 363–8 245 beams, no centre, all four
+#: checks made) 5.5 × 10¹² in 321 s CPU (docs/validation.md): at most ≈ 6 min CPU,
+#: ≈ 4 min on an unloaded 2-core machine.
+MAX_TAIL_WALK_WORK = 6e12
+
+#: Work (in the units of MAX_TAIL_WALK_WORK) of one pool beam cubed: each checked
+#: direction also solves the pool every beam strong (a Hermitian eigenproblem, ∝ N³).
+#: Measured on the 2-core VM (load 5, one BLAS thread): eigh of 840 complex beams 2.4 s,
+#: the tail's products ≈ 10¹⁰ units per s, so N³ ≈ 40 units (a 1200-beam pool check of
+#: 13 directions ≈ 9 × 10¹¹ before its tail).
+EIG_WORK_PER_CUBE = 40.0
 
 #: Exact directions of the tail's fit per tile: 19 fit points and 3 checks
 #: (:meth:`qcbed.bloch.tail.TailSource.fits`).
@@ -192,7 +202,8 @@ class _TailWork:
     """The exact-term work of one tail walk against :data:`MAX_TAIL_WALK_WORK`.
 
     ``weight``: 1 for a centrosymmetric potential (one N × M × M product per
-    direction), 2 otherwise; ``spent``: Σ weight · N·M² of the directions computed.
+    direction), 2 otherwise; ``spent``: Σ weight · N·M² + EIG_WORK_PER_CUBE · N³ of the
+    directions computed.
     """
 
     weight: float
@@ -200,13 +211,15 @@ class _TailWork:
 
     def cost(self, n_pool: int, n_tail: int, n_directions: int) -> float:
         """Work of ``n_directions`` exact directions of a tail of ``n_tail`` beams."""
-        return self.weight * n_pool * float(n_tail) ** 2 * n_directions
+        n = float(n_pool)
+        return (self.weight * n * float(n_tail) ** 2 + EIG_WORK_PER_CUBE * n ** 3) * n_directions
 
     def refuse(self, cost: float, reserve: float = 0.0) -> str | None:
         """Why ``cost`` (with ``reserve`` kept for later) cannot be spent, or None."""
         total = self.spent + cost + reserve
         if total > MAX_TAIL_WALK_WORK:
-            return (f"the walk's tail work would reach {total:.1e} (Σ N·M² per direction) "
+            return (f"the walk's tail work would reach {total:.1e} (Σ N·M² + "
+                    f"{EIG_WORK_PER_CUBE:g}·N³ per direction) "
                     f"above {MAX_TAIL_WALK_WORK:.0e}")
         return None
 
@@ -759,8 +772,8 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
         adopted_change = max(trials[a] for a in axes)
     fitted, fit_err, tiles = _fit_tail(frame, pool, table, src, plan, exact, kt, t, accuracy,
                                        steps, work)
-    steps.append(f"tail walk: work {work.spent:.2e} (Σ N·M² per direction × "
-                 f"{work.weight:g}) of {MAX_TAIL_WALK_WORK:.0e}")
+    steps.append(f"tail walk: work {work.spent:.2e} (Σ {work.weight:g}·N·M² + "
+                 f"{EIG_WORK_PER_CUBE:g}·N³ per direction) of {MAX_TAIL_WALK_WORK:.0e}")
     info = {"beams": src.n_beams, "smax": float(ts), "gmax": float(tg), "near": float(near),
             "tiles": tiles,
             "n_tiles": fitted.n_tiles, "fit_error": float(fit_err),
