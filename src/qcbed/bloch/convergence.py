@@ -750,8 +750,9 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
         # tail's together (a pool above MAX_POOL_SIZE), then the one that changes most
         # of those that can
         tails = [a for a in fail if a.startswith("tail")]
-        options = [fail] + ([tails] if 0 < len(tails) < len(fail) else [])
-        for axes in options + ([[a] for a in fail] if len(fail) > 1 else []):
+        options = [fail, tails] + [[a] for a in fail]
+        options = [o for i, o in enumerate(options) if o and o not in options[:i]]
+        for axes in options:
             grown_all = _adopt(pool, table, src, make_pool, plan, near, smax, gmax, ts, tg,
                                set(axes), work, len(kt), steps)
             if grown_all is not None:
