@@ -79,7 +79,7 @@ def measure(folder: Path, ref: tuple[float, float], tail: tuple[float, float] | 
         rows.append(_intensities(_arrays(frame, pool, table, strong, extra), k[None],
                                  thick)[0])
         cpu.append(round(time.process_time() - t1, 1))
-    reference = np.concatenate(rows, axis=0)
+    reference = np.concatenate(rows, axis=1)        # (thickness, direction, beam)
     err = _error(got, reference)
     return {"folder": str(folder), "setup_s": round(setup, 1), "engine_pool": len(sim.pool),
             "engine_tail": None if conv.tail is None else conv.tail["beams"],

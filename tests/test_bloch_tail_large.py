@@ -50,6 +50,11 @@ def test_a_starting_tail_above_4000_beams_is_used_and_its_record_is_complete(mon
     assert sum("above 4300 beams, not checked" in s for s in conv.steps) == 2
     assert sum("above 363 beams, not checked" in s for s in conv.steps) == 2
     assert not conv.converged and "4 growth check(s) too large" in conv.summary()
+    # nothing measured: the fit error alone must not stand as the pool error (BaTiO3
+    # P6_3/mmc's walk, 803 + 6681 beams, could check none of its four growths)
+    assert conv.tail["growth_error"] is None and conv.pool_error is None
+    assert "pool growth unknown" in conv.summary()
+    assert any("pool error unknown" in s for s in conv.steps)
     # the work: the start's 13 directions and the one-tile fit's 22, N·M² each (Si is
     # centrosymmetric: one product per direction)
     # (and the pool's eigenproblem, EIG_WORK_PER_CUBE per N³)
@@ -81,3 +86,4 @@ def test_a_pool_above_the_adoption_limit_keeps_its_tail_growth(monkeypatch):
     # and the pool error is measured from the adopted tail (a second round of checks)
     assert conv.pool_error == pytest.approx(conv.tail["growth_error"]
                                             + conv.tail["fit_error"])
+

@@ -302,6 +302,8 @@ class Convergence:
     def summary(self) -> str:
         """One line for the CLI and validate."""
         pool = "" if self.pool_error is None else f", pool growth {self.pool_error:.1e}"
+        if self.tail is not None and self.pool_error is None:
+            pool = ", pool growth unknown"
         if self.tail is not None:
             pool += f" with a tail of {self.tail['beams']} beams"
             if self.tail.get("unchecked"):
@@ -679,9 +681,10 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
 
     Returns
     -------
-    pool, table, smax, gmax, fitted tail, pool error, tail summary (dict); None when
-    the starting tail is too large (:func:`tail_too_large`) or its check and
-    one-tile fit exceed :data:`MAX_TAIL_WALK_WORK` (the pool grows instead).
+    pool, table, smax, gmax, fitted tail, pool error (None when no growth could be
+    checked), tail summary (dict); None when the starting tail is too large
+    (:func:`tail_too_large`) or its check and one-tile fit exceed
+    :data:`MAX_TAIL_WALK_WORK` (the pool grows instead).
     """
     strong = BeamSelection.all_strong()
     ts, tg = max(plan.smax, 2 * smax), gmax
@@ -707,7 +710,7 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
     bare = _intensities(_arrays(frame, pool, table, strong), kt, t)[0]
     steps.append(f"pool {len(pool)} + tail {src.n_beams} (smax {ts:.3g}, gmax {tg:.3g}): "
                  f"changes the pattern by {_error(bare, exact):.1e}")
-    pool_err, unchecked, adopted_change = 0.0, 0, None
+    pool_err, unchecked, adopted_change, measured = 0.0, 0, None, 0
     for rnd in range(TAIL_ROUNDS):
         trials: dict[str, float] = {}
         news: dict[str, np.ndarray] = {}
@@ -732,6 +735,7 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
             new = _exact_tail_intensities(frame, p2, tb2, strong, src2, kt, t)
             src2.release()                   # its M × M block: rebuilt if adopted
             news[axis] = new
+            measured += 1
             trials[axis] = e = _error(exact, new)
             steps.append(f"{label}: {e:.1e}")
         if trials or adopted_change is None:
@@ -775,13 +779,17 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
                                        steps, work)
     steps.append(f"tail walk: work {work.spent:.2e} (Σ {work.weight:g}·N·M² + "
                  f"{EIG_WORK_PER_CUBE:g}·N³ per direction) of {MAX_TAIL_WALK_WORK:.0e}")
+    if not measured:
+        # no growth could be checked at all: the pool's convergence is unknown
+        steps.append("no growth of the pool or its tail could be checked: pool error unknown")
     info = {"beams": src.n_beams, "smax": float(ts), "gmax": float(tg), "near": float(near),
             "tiles": tiles,
             "n_tiles": fitted.n_tiles, "fit_error": float(fit_err),
-            "growth_error": float(pool_err), "unchecked": unchecked,
+            "growth_error": float(pool_err) if measured else None, "unchecked": unchecked,
             "work": float(work.spent)}
     src.release()
-    return pool, table, smax, gmax, fitted, pool_err + fit_err, info
+    return (pool, table, smax, gmax, fitted, pool_err + fit_err if measured else None,
+            info)
 
 
 def _adopt(pool: BeamPool, table: PotentialTable, src: TailSource,
