@@ -670,8 +670,8 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
     POOL_GMAX_STEP: the beams beyond g_max near the Bragg condition, which the tail
     leaves out), plus the error of the tail's fit over the disc. While it is above
     half the target, every growth that changes more than half the target is adopted
-    together (or, when they are too large together, the one that changes most of
-    those that can be built) and the checks are repeated from there (up to
+    together (when they cannot be built together: the tail's growths together, then
+    each alone, largest change first) and the checks are repeated from there (up to
     TAIL_ROUNDS rounds), so the reported error is measured from the pool and tail in
     use. Growths whose tail is too large (:func:`tail_too_large`), whose grown pool
     has more than MAX_CHECK_POOL_SIZE beams, or which would take the walk's work
