@@ -710,9 +710,11 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
     bare = _intensities(_arrays(frame, pool, table, strong), kt, t)[0]
     steps.append(f"pool {len(pool)} + tail {src.n_beams} (smax {ts:.3g}, gmax {tg:.3g}): "
                  f"changes the pattern by {_error(bare, exact):.1e}")
-    pool_err, unchecked, adopted_change, measured = 0.0, 0, None, 0
+    pool_err, unchecked, measured = 0.0, 0, 0
+    trials: dict[str, float] = {}
+    axes: list[str] = []                 # the growths adopted last
     for rnd in range(TAIL_ROUNDS):
-        trials: dict[str, float] = {}
+        before, trials = trials, {}
         news: dict[str, np.ndarray] = {}
         unchecked = 0
         for axis, (s_new, g_new) in (("tail smax", (TAIL_SMAX_FACTOR * ts, tg)),
@@ -738,14 +740,17 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
             measured += 1
             trials[axis] = e = _error(exact, new)
             steps.append(f"{label}: {e:.1e}")
-        if trials or adopted_change is None:
-            pool_err = max(trials.values(), default=0.0)
-        else:
-            # nothing could be checked from the adopted pool and tail: the change the
-            # adoption made stands for their error (not converged: unchecked > 0)
-            pool_err = adopted_change
-            steps.append(f"no growth of the adopted pool and tail could be checked: the pool "
-                         f"error is the change the adoption made, {pool_err:.1e}")
+        # a growth measured before, not adopted and not checkable from the adopted pool
+        # and tail keeps the change it made (a measured estimate; not converged:
+        # unchecked > 0), so that a larger change measured before is never dropped; when
+        # nothing else stands, the change the adoption made does
+        carried = {a: e for a, e in before.items() if a not in trials and a not in axes}
+        if not trials and not carried:
+            carried = {a: e for a, e in before.items() if a in axes}
+        if carried:
+            steps.append("not checked from the adopted pool and tail, the previous change "
+                         "counts: " + ", ".join(f"{a} {e:.1e}" for a, e in carried.items()))
+        pool_err = max([*trials.values(), *carried.values()], default=0.0)
         if pool_err <= 0.5 * accuracy or rnd == TAIL_ROUNDS - 1 or not trials:
             break
         fail = sorted((a for a, e in trials.items() if e > 0.5 * accuracy),
@@ -774,7 +779,6 @@ def _converge_tail(frame: tuple[float, np.ndarray], pool: BeamPool, table: Poten
         else:
             work.spent += work.cost(len(pool), src.n_beams, len(kt))
             exact = _exact_tail_intensities(frame, pool, table, strong, src, kt, t)
-        adopted_change = max(trials[a] for a in axes)
     fitted, fit_err, tiles = _fit_tail(frame, pool, table, src, plan, exact, kt, t, accuracy,
                                        steps, work)
     steps.append(f"tail walk: work {work.spent:.2e} (Σ {work.weight:g}·N·M² + "
