@@ -69,13 +69,15 @@ def _brillouin_wigner(a, s_idx, w_idx, m2, lam, right, c, pick, iters=40):
     ms, mw = np.diag(m2[s_idx]), np.diag(m2[w_idx])
     lam, right, c = lam.copy(), right.copy(), c.copy()
     for k in pick:
-        lk = lam[k]
+        lk, prev = lam[k], right[:, k] / np.linalg.norm(right[:, k])
         for _ in range(iters):
             gk = np.linalg.inv(a_ww - lk * mw)
             ll, vl, vr = eig(a_ss - a_sw @ gk @ a_ws, ms, left=True)
-            i = int(np.argmin(np.abs(ll - lk)))
+            # the root that continues this Bloch wave: largest overlap with its vector
+            # (nearest λ alone jumps between near-degenerate waves)
+            i = int(np.argmax(np.abs(prev.conj() @ vr) / np.linalg.norm(vr, axis=0)))
             done = abs(ll[i] - lk) < 1e-11
-            lk = ll[i]
+            lk, prev = ll[i], vr[:, i] / np.linalg.norm(vr[:, i])
             if done:
                 break
         vs, us = vr[:, i], vl[:, i]
