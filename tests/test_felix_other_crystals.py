@@ -335,6 +335,25 @@ def test_kappa_for_heavy_elements_falls_back(tmp_path: Path) -> None:
     assert f.scattering_factors == "kirkland"
 
 
+def test_import_felix_states_an_estimated_plasmon_energy(tmp_path: Path) -> None:
+    """import-felix assumes unfiltered images; for a crystal with a d-block element (Ta)
+    the project's comment gives the free-electron ESTIMATE of E_p and asks for the
+    measured value (the set-up's use of it: test_plasmon.py)."""
+    rng = np.random.default_rng(0)
+    hkl = [(0, 0, 12), (2, 2, -3)]
+    imgs = {g: rng.uniform(0.1, 1.0, (12, 12)) for g in [(0, 0, 0), *hkl]}
+    d = make_felix_folder(tmp_path / "LiTaO3_12x12", inp=_inp(radius=6), cif=R3C_ANISO,
+                          hkl=hkl, stem="LiTaO3", images=imgs)
+    proj = tmp_path / "p.toml"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        r = CliRunner().invoke(main, ["import-felix", str(d), "--out", str(proj)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    text = proj.read_text()
+    assert "energy_filtered = false" in text
+    assert "free-electron ESTIMATE counting the s and d electrons of Ta" in text, text
+
+
 # ---------------------------------------------------------------------- end to end
 def test_polar_mixed_site_folder_end_to_end(tmp_path: Path) -> None:
     """A synthetic Felix folder of a polar crystal with a mixed site: qcbed simulates the

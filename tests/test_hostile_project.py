@@ -334,3 +334,35 @@ def test_run_repeats_the_last_fine_step_when_the_refined_structure_misses_the_ac
     assert run.simulation.selection.sgmin == pytest.approx(2.0 * calls[0])
     j = json.loads((tmp_path / "out" / "result.json").read_text())
     assert j["convergence"]["sgmin"] == pytest.approx(2.0 * calls[0])
+
+
+def test_run_does_not_repeat_the_fine_step_beyond_the_memory_limit(
+        demo, tmp_path, monkeypatch) -> None:
+    """The tightened selection keeps more strong beams, and the fine step's eigen-systems
+    grow as their square: a repeat that would exceed the memory limit is not started
+    (a LiNbO3 import-felix run was killed at 20 GB); the run keeps its result and says
+    why, with a warning."""
+    from dataclasses import replace
+
+    import qcbed.project.run as run_mod
+    from qcbed.bloch import Simulation
+
+    def tightened(self):
+        return self.with_changes(selection=replace(self.selection,
+                                                   sgmin=2.0 * self.selection.sgmin))
+
+    monkeypatch.setattr(Simulation, "converged_variant", tightened)
+    monkeypatch.setattr(run_mod, "memory_limit", lambda: 1024.0)   # bytes
+
+    def edit(r):
+        r["plan"].pop("coarse")
+        r["plan"]["fine"] = [{"name": "one", "refine": ["thickness"], "max_iter": 2}]
+
+    logs = []
+    with pytest.warns(UserWarning, match=r"above the memory limit 1 KiB: the result keeps"):
+        run = ProjectRun(load_project(_variant(demo, tmp_path, edit)), executor="serial",
+                         progress=False, log=logs.append).run()
+    assert not any("the last fine step is repeated" in s for s in logs)
+    assert not any("repeated: chi2" in s for s in logs)
+    j = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert j["convergence"]["sgmin"] == pytest.approx(run.simulation.selection.sgmin)

@@ -10,6 +10,7 @@ truth comes back, refined without it U(111) is biased upwards.
 
 from __future__ import annotations
 
+import warnings
 from math import factorial
 
 import numpy as np
@@ -23,7 +24,9 @@ from qcbed.crystal import Crystal, Lattice, Site, space_group_from_number
 from qcbed.errors import InputError
 from qcbed.experiment.plasmon import (
     PlasmonLosses,
+    estimated_plasmon_energy,
     free_electron_plasmon_energy,
+    outer_electrons,
     valence_electrons,
 )
 from qcbed.refine import DirectData, Refinement, RegionGrid
@@ -202,6 +205,56 @@ def test_free_electron_plasmon_energy():
         free_electron_plasmon_energy(fe)
     assert [valence_electrons(z) for z in (1, 3, 6, 8, 14, 20, 26, 30, 32, 50, 82)] == \
         [1, 1, 4, 6, 4, 2, None, 2, 4, 4, 4]
+
+
+def test_estimated_plasmon_energy_for_d_and_f_elements():
+    """Crystals with d- or f-block elements get an estimate (their outer s and d
+    electrons counted) instead of an error, and the elements are named; main-group
+    crystals keep the free-electron value exactly."""
+    si = Crystal(Lattice(5.431, 5.431, 5.431), [Site("Si1", "Si", (0, 0, 0))],
+                 space_group_from_number(227, 1))
+    assert estimated_plasmon_energy(si) == (free_electron_plasmon_energy(si), [])
+    # electrons outside the noble-gas core (f excepted): Sc 3, Ti 4, Ni 10, Cu 11, Y 3,
+    # Nb 5, Ag 11, Hf 4, W 6, Au 11; La 3, Eu 2, Gd 3, Yb 2, Lu 3, U 3
+    zs = (21, 22, 28, 29, 39, 41, 47, 72, 74, 79, 57, 63, 64, 70, 71, 92)
+    assert [outer_electrons(z) for z in zs] == [3, 4, 10, 11, 3, 5, 11, 4, 6, 11,
+                                                3, 2, 3, 2, 3, 3]
+    assert all(outer_electrons(z) == valence_electrons(z)
+               for z in (1, 3, 6, 8, 14, 20, 30, 32, 50, 56, 82))
+    # bcc Fe, 2 × 8 electrons in a³: E_p scales with √n from Si's 16.6 eV (Egerton T3.2)
+    fe = Crystal(Lattice(2.8665, 2.8665, 2.8665), [Site("Fe1", "Fe", (0, 0, 0))],
+                 space_group_from_number(229))
+    e, est = estimated_plasmon_energy(fe)
+    assert est == ["Fe"]
+    n_si, n_fe = 32 / 5.431**3, 16 / 2.8665**3
+    assert e == pytest.approx(free_electron_plasmon_energy(si) * np.sqrt(n_fe / n_si),
+                              rel=1e-12)
+
+
+def test_project_set_up_estimates_e_p_with_a_warning():
+    """A project with a d-block crystal and no plasmon_energy_ev: the model uses the
+    estimate, says so in its energy source and warns (it used to stop the run with an
+    InputError after the coarse step: import-felix wrote energy_filtered = false for
+    every Felix folder, LiNbO₃, BaTiO₃, TiNiSn among them)."""
+    from types import SimpleNamespace
+
+    from qcbed.project.setup import Setup
+
+    fe = Crystal(Lattice(2.8665, 2.8665, 2.8665), [Site("Fe1", "Fe", (0, 0, 0))],
+                 space_group_from_number(229))
+    data = dict(energy_filtered=False, plasmon_energy_ev=None, plasmon_mean_free_path=None,
+                plasmon_cutoff_mrad=None)
+    fake = SimpleNamespace(project=SimpleNamespace(data=data, source="fe.toml"),
+                           crystal=fe, voltage_kv=200.0)
+    with pytest.warns(UserWarning, match=r"fe\.toml: .*estimate E_p = 30\.\d eV.*of Fe"):
+        m = Setup.plasmon_losses(fake)
+    assert m.energy_ev == pytest.approx(estimated_plasmon_energy(fe)[0])
+    assert "estimate" in m.energy_source and "Fe" in m.energy_source
+    data["plasmon_energy_ev"] = 23.0                  # measured: no estimate, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = Setup.plasmon_losses(fake)
+    assert m.energy_ev == 23.0 and m.energy_source == "data.plasmon_energy_ev"
 
 
 # ---------------------------------------------------------------------- refinement

@@ -70,7 +70,12 @@ instead of the opposite edge.
 E_p: given, or the free-electron value E_p = ħ (n e²/(ε₀ m₀))^{1/2} with n the density
 of valence electrons of the crystal (Egerton 2011, eq. 3.41; s–p-bonded materials:
 Si 16.6 eV free-electron, 16.7 eV measured, Egerton Table 3.2). Elements with
-partly filled d or f shells have no such value: give E_p.
+partly filled d or f shells have no such value; :func:`estimated_plasmon_energy`
+then counts their electrons outside the noble-gas core (:func:`outer_electrons`:
+the s and d electrons, the usual valence-electron count of transition-metal
+compounds) and says that the value is an estimate — the free-electron model is only
+approximate for them (Egerton 2011, §3.3.1: d electrons damp and shift the plasmon),
+so a measured E_p should replace it.
 """
 
 from __future__ import annotations
@@ -93,7 +98,8 @@ from ..constants import (
 from ..errors import InputError
 from .grids import frequencies_squared
 
-__all__ = ["PlasmonLosses", "free_electron_plasmon_energy", "valence_electrons"]
+__all__ = ["PlasmonLosses", "estimated_plasmon_energy", "free_electron_plasmon_energy",
+           "outer_electrons", "valence_electrons"]
 
 #: Gauss–Legendre nodes per panel of the Hankel quadrature.
 _GL_NODES = 16
@@ -121,6 +127,30 @@ def valence_electrons(z: int) -> int | None:
         if d_start <= z < group12:
             return None
     return None
+
+
+#: Each d-block row: (first element after the s block or the f block, its group, the
+#: row's group-12 element): Sc…Cu, Y…Ag, Hf…Au, Rf…Rg.
+_D_ROWS = ((21, 3, 30), (39, 3, 48), (72, 4, 80), (104, 4, 112))
+
+
+def outer_electrons(z: int) -> int:
+    """Electrons of element ``z`` outside its noble-gas core, f electrons excepted:
+    :func:`valence_electrons` for the main groups; the group number (s + d electrons,
+    Ti 4, Nb 5, Ni 10) for the d block; the metallic valence 3 for the lanthanides and
+    actinides (La–Lu, Ac–Lr; Eu and Yb 2). The count behind the usual
+    valence-electron numbers of transition-metal compounds (e.g. the 18 of a
+    half-Heusler TiNiSn); a free-electron plasmon energy from it is an estimate."""
+    v = valence_electrons(z)
+    if v is not None:
+        return v
+    z = int(z)
+    for first, group, group12 in _D_ROWS:
+        if first <= z < group12:
+            return z - first + group
+    if z in (63, 70):                             # Eu, Yb: divalent
+        return 2
+    return 3                                      # La–Lu, Ac–Lr
 
 
 def _free_electron_energy(n_per_a3: float) -> float:
@@ -156,6 +186,28 @@ def free_electron_plasmon_energy(crystal) -> float:
                                       "data.plasmon_energy_ev", found=el)
         n += v * float(occ)
     return _free_electron_energy(n / crystal.lattice.volume)
+
+
+def estimated_plasmon_energy(crystal) -> tuple[float, list[str]]:
+    """E_p (eV) of a crystal and the elements whose electrons were estimated.
+
+    The free-electron value (:func:`free_electron_plasmon_energy`) where every element
+    has a closed or empty d and f shell (the list is then empty); otherwise the same
+    formula with :func:`outer_electrons` for the d- and f-block elements, which are
+    listed: an estimate (Egerton 2011, §3.3.1), to be replaced by a measured E_p.
+    LiNbO₃ (6 × (1 + 5 + 3·6) electrons in 318 Å³): 25.0 eV.
+    """
+    from ..crystal.structure import atomic_number
+
+    atoms = crystal.atoms
+    n = 0.0
+    estimated: list[str] = []
+    for el, occ in zip(atoms.elements, atoms.occupancy):
+        z = atomic_number(el)
+        if valence_electrons(z) is None and el not in estimated:
+            estimated.append(el)
+        n += outer_electrons(z) * float(occ)
+    return _free_electron_energy(n / crystal.lattice.volume), estimated
 
 
 def _beam_energy_factor(voltage_kv: float) -> float:

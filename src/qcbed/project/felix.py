@@ -9,6 +9,7 @@ import numpy as np
 
 from ..bloch.geometry import ZoneFrame
 from ..experiment import ExperimentGeometry, read_felix_images
+from ..experiment.plasmon import estimated_plasmon_energy
 from ..experiment.resolution import roi_step as resolve_roi_step
 from ..io import read_felix
 from ..scattering.structure_factors import PotentialModel, structure_factors
@@ -157,6 +158,12 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
                            "max_iter": 20}],
                  "regions": n_regions},
     }
+    e_p, est = estimated_plasmon_energy(crystal)
+    ep_note = (f"E_p = {e_p:.1f} eV, the free-electron value, unless plasmon_energy_ev is "
+               "given" if not est else
+               f"E_p = {e_p:.1f} eV is a free-electron ESTIMATE counting the s and d "
+               f"electrons of {', '.join(est)}:\ngive the measured plasmon energy in "
+               "plasmon_energy_ev")
     comments = {
         "project": f"qcbed project for the Felix D-LACBED folder {d}\n"
                    "written by 'qcbed import-felix'; reference: docs/project-file.md",
@@ -167,13 +174,11 @@ def felix_project(folder: str | Path, *, output: str = "results", thickness: flo
             ("the images were recorded through an energy filter (import-felix "
              "--energy-filtered): elastic model only") if energy_filtered else
             ("the images are not energy-filtered (import-felix --not-energy-filtered): the "
-             "model adds the plasmon-loss electrons\n(docs/refinement.md; E_p = the "
-             "free-electron value unless plasmon_energy_ev is given)")
+             f"model adds the plasmon-loss electrons\n(docs/refinement.md; {ep_note})")
             if energy_filtered is not None else
             ("assumed NOT energy-filtered (felix.inp does not say; give import-felix "
              "--energy-filtered if they were):\nthe model adds the plasmon-loss electrons "
-             "(docs/refinement.md; E_p = the free-electron value unless plasmon_energy_ev "
-             "is given)")),
+             f"(docs/refinement.md; {ep_note})")),
         "data.variance": ("the images are counts: Poisson variances" if counts else
                           "the images are not counts (non-integer or negative values): "
                           "variances sigma^2 = g I + s0^2 estimated from the images' local "

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .._core.files import atomic_write_text
-from .._core.guard import limit_scope
+from .._core.guard import format_bytes, limit_scope, memory_limit
 from .._core.hkl import hkl_key, key_hkl
 from .._core.jsonio import dumps
 from .._core.tomlcompat import tomllib
@@ -369,9 +369,26 @@ class ProjectRun(FineStepBuilding):
         if tight is sim:
             return base, result, roi, sim
         c0, c1 = sim.convergence, tight.convergence
-        self.log(f"engine accuracy at the refined structure: {c0.error:.2g} > {c0.accuracy:g} "
-                 f"(sgmin {c0.sgmin:g}); sgmin {c1.sgmin:g} gives {c1.error:.2g}: the last "
-                 "fine step is repeated with it")
+        head = (f"engine accuracy at the refined structure: {c0.error:.2g} > {c0.accuracy:g} "
+                f"(sgmin {c0.sgmin:g}); sgmin {c1.sgmin:g} gives {c1.error:.2g}")
+        # the tighter selection keeps more strong beams per direction: the fine step's
+        # eigen-systems grow as their square (LiNbO3: 195 -> ~450 strong beams, 1089
+        # directions: the repeat was killed at 20 GB)
+        need = next(it for it in estimate_resources(setup.project, len(setup.hkl),
+                                                    n_strong=int(np.ceil(c1.strong_mean)))
+                    if it.tag == "roi.regions[].samples")
+        lim = memory_limit()
+        if not need.nbytes <= lim:
+            msg = (f"{head}, but repeating the last fine step with it needs about "
+                   f"{format_bytes(need.nbytes)} ({c1.strong_mean:.0f} strong beams, "
+                   f"{need.directions} directions), above the memory limit "
+                   f"{format_bytes(lim)}: the result keeps sgmin {c0.sgmin:g} and reports "
+                   f"the engine error {c0.error:.2g} (not converged); fewer ROI samples "
+                   "(roi.regions[].samples) or a larger memory_limit allow the repeat")
+            self.log(msg)
+            warnings.warn(msg, UserWarning, stacklevel=2)
+            return base, result, roi, sim
+        self.log(f"{head}: the last fine step is repeated with it")
         base = base.with_selection_of(tight)
         i = len(self.project.fine) - 1
         ts = time.perf_counter()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,20 +108,28 @@ class Setup:
     def plasmon_losses(self, voltage_kv: float | None = None):
         """The plasmon-loss model of data that are not energy-filtered
         (:class:`~qcbed.experiment.plasmon.PlasmonLosses`), or None for energy-filtered
-        data. E_p: ``data.plasmon_energy_ev`` or the crystal's free-electron value."""
-        from ..experiment.plasmon import PlasmonLosses, free_electron_plasmon_energy
+        data. E_p: ``data.plasmon_energy_ev`` or the crystal's free-electron value
+        (estimated, with a warning, for crystals with d- or f-block elements:
+        :func:`~qcbed.experiment.plasmon.estimated_plasmon_energy`)."""
+        from ..experiment.plasmon import PlasmonLosses, estimated_plasmon_energy
 
         d = self.project.data
         if d["energy_filtered"]:
             return None
         e, src = d["plasmon_energy_ev"], "data.plasmon_energy_ev"
         if e is None:
-            try:
-                e = free_electron_plasmon_energy(self.crystal)
-            except InputError as exc:
-                raise _err(self.project, exc.reason, "data.plasmon_energy_ev",
-                           expected=exc.expected, found=exc.found) from None
+            e, estimated = estimated_plasmon_energy(self.crystal)
             src = "free-electron value of the crystal's valence electrons"
+            if estimated:
+                els = ", ".join(estimated)
+                src = (f"free-electron estimate counting the s and d electrons of {els} "
+                       "(approximate)")
+                warnings.warn(
+                    f"{self.project.source}: [data] plasmon_energy_ev not given; the "
+                    f"plasmon-loss model uses the free-electron estimate E_p = {e:.1f} eV, "
+                    f"which counts the outer s and d electrons of {els} (only approximate "
+                    "for d- and f-shell elements, Egerton 2011 §3.3.1): give the measured "
+                    "plasmon energy in [data] plasmon_energy_ev", stacklevel=2)
         return PlasmonLosses(e, float(voltage_kv or self.voltage_kv),
                              mean_free_path=d["plasmon_mean_free_path"],
                              cutoff_mrad=d["plasmon_cutoff_mrad"], energy_source=src,
