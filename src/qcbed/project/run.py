@@ -371,17 +371,22 @@ class ProjectRun(FineStepBuilding):
         c0, c1 = sim.convergence, tight.convergence
         head = (f"engine accuracy at the refined structure: {c0.error:.2g} > {c0.accuracy:g} "
                 f"(sgmin {c0.sgmin:g}); sgmin {c1.sgmin:g} gives {c1.error:.2g}")
-        # the tighter selection keeps more strong beams per direction: the fine step's
-        # eigen-systems grow as their square (LiNbO3: 195 -> ~450 strong beams, 1089
-        # directions: the repeat was killed at 20 GB)
-        need = next(it for it in estimate_resources(setup.project, len(setup.hkl),
-                                                    n_strong=int(np.ceil(c1.strong_mean)))
-                    if it.tag == "roi.regions[].samples")
+        # the tighter selection keeps more strong beams per direction, and the fine
+        # step holds, for every direction of the ROI, n_s² complex numbers per
+        # eigen-system and per structure-factor derivative: measured on LiNbO3
+        # (669 strong, 3 complex U_g refined, 81 and 289 directions: peak RSS 7.3 and
+        # 23.6 GB) 176 bytes per n_s² and direction = 16 × (5 + 6 derivatives). The
+        # repeat of a 1089-direction LiNbO3 run was OOM-killed at 20 GB.
+        last = self.project.fine[-1]
+        n_sf = sum(1 for name in last.refine if name.startswith(("U(", "Uabs(")))
+        per = 16.0 * (5 + n_sf * (1 if setup.crystal.is_centrosymmetric else 2))
+        n_dirs = len(roi.kt)
+        need = n_dirs * float(np.ceil(c1.strong_mean)) ** 2 * per
         lim = memory_limit()
-        if not need.nbytes <= lim:
+        if not need <= lim:
             msg = (f"{head}, but repeating the last fine step with it needs about "
-                   f"{format_bytes(need.nbytes)} ({c1.strong_mean:.0f} strong beams, "
-                   f"{need.directions} directions), above the memory limit "
+                   f"{format_bytes(need)} ({c1.strong_mean:.0f} strong beams, "
+                   f"{n_dirs} directions), above the memory limit "
                    f"{format_bytes(lim)}: the result keeps sgmin {c0.sgmin:g} and reports "
                    f"the engine error {c0.error:.2g} (not converged); fewer ROI samples "
                    "(roi.regions[].samples) or a larger memory_limit allow the repeat")
