@@ -250,6 +250,15 @@ class ProjectRun(FineStepBuilding):
         bases = [s_k.simulation(crystal=self._crystal(s_k, st), voltage_kv=st["voltage_kv"])
                  for s_k, st in zip(setups, states)]
         base = bases[0]
+        # the resources again with the engine's strong-beam count (the check before the
+        # set-up assumed 60), as `validate` does: a cell with hundreds of strong beams
+        # stops here with the key to change, not out of memory in a fine step
+        for s_k, b in zip(setups, bases):
+            conv = b.convergence
+            if conv is not None and conv.strong_mean:
+                check_resources(estimate_resources(s_k.project, len(s_k.hkl),
+                                                   n_strong=int(np.ceil(conv.strong_mean))),
+                                source=self.project.source)
         joint_parts: list[dict] = []
         iam = {}
         result = None
