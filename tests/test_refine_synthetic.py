@@ -112,6 +112,26 @@ def test_analytic_gradients_match_finite_differences(truth_setup):
     assert np.abs(fd_t - d_t).max() / np.abs(fd_t).max() < 1e-6
 
 
+def test_gradients_in_blocks_of_directions_equal_all_at_once(truth_setup, monkeypatch):
+    """EigenChunk.gradients makes its (directions, n, n) temporaries block by block
+    (GRADIENT_BLOCK_BYTES): one direction per block gives the same numbers, for one
+    thickness and for one thickness per direction."""
+    import qcbed.bloch.chunks as chunks
+
+    _, sim_true, kt, _ = truth_setup
+    kt = kt[::11]
+    coefs = [sim_true.sf_coefficients(h, phase=0.0) for h in ((1, -1, -1), (2, -2, -2))]
+    eig = sim_true.solve_eigen(kt, (np.stack(coefs), np.zeros((2, *coefs[0].shape))))
+    t_each = TRUE["thickness"] + np.linspace(-50.0, 50.0, eig.n_dir)
+    whole = [eig.gradients(TRUE["thickness"]), eig.gradients(t_each)]
+    assert chunks.GRADIENT_BLOCK_BYTES // (6 * 16 * eig.gamma.shape[1] ** 2) >= eig.n_dir
+    monkeypatch.setattr(chunks, "GRADIENT_BLOCK_BYTES", 1)
+    for ref, t in zip(whole, (TRUE["thickness"], t_each)):
+        got = eig.gradients(t)
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b)
+
+
 def test_systematic_row_recovery_from_three_percent_off(truth_setup):
     sim, sim_true, kt, _ = truth_setup
     rng = np.random.default_rng(2024)

@@ -31,6 +31,13 @@ UNPHYSICAL_GROWTH_WARN = 0.10
 #: and 1.0). They are used only when sgmin ≥ this ratio × max|U_g| (g ≠ 0).
 LOWDIN_MIN_SGMIN_RATIO = 20.0
 
+#: Bytes of the (directions, n, n) temporaries of :meth:`EigenChunk.gradients` (Φ and
+#: the arrays it is made from) at a time: they were made for all directions at once,
+#: ~5 complex numbers per strong beam² and direction beside the stored G_p (a LiNbO₃
+#: fine step with 669 strong beams held 176 B per beam² and direction, 23.6 GB at 289
+#: directions).
+GRADIENT_BLOCK_BYTES = 2**28
+
 
 @dataclass
 class EngineArrays:
@@ -234,14 +241,22 @@ class EigenChunk:
         dI_dt = 2.0 * np.real(np.conj(psi) * dpsi_dt)
         if self.gmat is None or not structure:
             return inten, np.zeros((self.n_dir, 0, psi.shape[1])), dI_dt
-        dh = self.gamma[:, :, None] - self.gamma[:, None, :]
-        de = e[:, :, None] - e[:, None, :]
-        t3 = tt[:, None, None] if tt.ndim else float(tt)
-        small = np.abs(dh) * (2 * np.pi * np.maximum(np.abs(t3), 1.0)) < 1e-7
-        with np.errstate(divide="ignore", invalid="ignore"):
-            phi = np.where(small, 1j * np.pi * t3 * (e[:, :, None] + e[:, None, :]),
-                           de / np.where(small, 1.0, dh))
-        v = np.einsum("dpjk,djk,dk->dpj", self.gmat, phi, self.c)
+        # Φ and its temporaries are (n_dir, n, n): made block by block of directions so
+        # that they stay within GRADIENT_BLOCK_BYTES whatever the number of directions
+        n = self.gamma.shape[1]
+        step = max(1, int(GRADIENT_BLOCK_BYTES // (6 * 16 * max(n, 1) ** 2)))
+        v = np.empty((self.n_dir, self.gmat.shape[1], n), dtype=complex)
+        for a in range(0, self.n_dir, step):
+            b = slice(a, a + step)
+            g = self.gamma[b]
+            dh = g[:, :, None] - g[:, None, :]
+            de = e[b, :, None] - e[b, None, :]
+            t3 = tt[b, None, None] if tt.ndim else float(tt)
+            small = np.abs(dh) * (2 * np.pi * np.maximum(np.abs(t3), 1.0)) < 1e-7
+            with np.errstate(divide="ignore", invalid="ignore"):
+                phi = np.where(small, 1j * np.pi * t3 * (e[b, :, None] + e[b, None, :]),
+                               de / np.where(small, 1.0, dh))
+            v[b] = np.einsum("dpjk,djk,dk->dpj", self.gmat[b], phi, self.c[b])
         dpsi = np.einsum("dgj,dpj->dpg", self.bout, v)
         if self.lmat is not None:
             dpsi += np.einsum("dpgh,dh->dpg", self.lmat, psi)

@@ -250,6 +250,15 @@ class ProjectRun(FineStepBuilding):
         bases = [s_k.simulation(crystal=self._crystal(s_k, st), voltage_kv=st["voltage_kv"])
                  for s_k, st in zip(setups, states)]
         base = bases[0]
+        # the resources again with the engine's strong-beam count (the check before the
+        # set-up assumed 60), as `validate` does: a cell with hundreds of strong beams
+        # stops here with the key to change, not out of memory in a fine step
+        for s_k, b in zip(setups, bases):
+            conv = b.convergence
+            if conv is not None and conv.strong_mean:
+                check_resources(estimate_resources(s_k.project, len(s_k.hkl),
+                                                   n_strong=int(np.ceil(conv.strong_mean))),
+                                source=self.project.source)
         joint_parts: list[dict] = []
         iam = {}
         result = None
@@ -376,7 +385,9 @@ class ProjectRun(FineStepBuilding):
         # eigen-system and per structure-factor derivative: measured on LiNbO3
         # (669 strong, 3 complex U_g refined, 81 and 289 directions: peak RSS 7.3 and
         # 23.6 GB) 176 bytes per n_s² and direction = 16 × (5 + 6 derivatives). The
-        # repeat of a 1089-direction LiNbO3 run was OOM-killed at 20 GB.
+        # repeat of a 1089-direction LiNbO3 run was OOM-killed at 20 GB. (Measured
+        # before EigenChunk.gradients made its temporaries in blocks of directions:
+        # an upper bound since.)
         last = self.project.fine[-1]
         n_sf = sum(1 for name in last.refine if name.startswith(("U(", "Uabs(")))
         per = 16.0 * (5 + n_sf * (1 if setup.crystal.is_centrosymmetric else 2))
