@@ -33,9 +33,9 @@ LOWDIN_MIN_SGMIN_RATIO = 20.0
 
 #: Bytes of the (directions, n, n) temporaries of :meth:`EigenChunk.gradients` (Φ and
 #: the arrays it is made from) at a time: they were made for all directions at once,
-#: ~5 complex numbers per strong beam² and direction beside the stored G_p (a LiNbO₃
-#: fine step with 669 strong beams held 176 B per beam² and direction, 23.6 GB at 289
-#: directions).
+#: ~5 complex numbers per strong beam² and direction beside the stored G_p. (The peak of
+#: a LiNbO₃ fine step, 669 strong beams, 81 directions, stayed 7.2 GB: there the stored
+#: G_p, joined from the chunks, dominate.)
 GRADIENT_BLOCK_BYTES = 2**28
 
 

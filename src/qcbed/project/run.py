@@ -385,9 +385,9 @@ class ProjectRun(FineStepBuilding):
         # eigen-system and per structure-factor derivative: measured on LiNbO3
         # (669 strong, 3 complex U_g refined, 81 and 289 directions: peak RSS 7.3 and
         # 23.6 GB) 176 bytes per n_s² and direction = 16 × (5 + 6 derivatives). The
-        # repeat of a 1089-direction LiNbO3 run was OOM-killed at 20 GB. (Measured
-        # before EigenChunk.gradients made its temporaries in blocks of directions:
-        # an upper bound since.)
+        # repeat of a 1089-direction LiNbO3 run was OOM-killed at 20 GB. (With
+        # EigenChunk.gradients' temporaries made in blocks the 81-direction peak was
+        # 7.23 GB: the peak is the stored G_p, held twice while chunks are joined.)
         last = self.project.fine[-1]
         n_sf = sum(1 for name in last.refine if name.startswith(("U(", "Uabs(")))
         per = 16.0 * (5 + n_sf * (1 if setup.crystal.is_centrosymmetric else 2))
