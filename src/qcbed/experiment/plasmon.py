@@ -173,19 +173,13 @@ def free_electron_plasmon_energy(crystal) -> float:
         An element with a partly filled d or f shell: the free-electron value does not
         apply; give the measured E_p.
     """
-    from ..crystal.structure import atomic_number
-
-    atoms = crystal.atoms
-    n = 0.0
-    for el, occ in zip(atoms.elements, atoms.occupancy):
-        v = valence_electrons(atomic_number(el))
-        if v is None:
-            raise InputError("no free-electron plasmon energy for an element with a partly "
-                             "filled d or f shell", tag="plasmon_energy_ev",
-                             expected="the measured plasmon energy (eV) in "
-                                      "data.plasmon_energy_ev", found=el)
-        n += v * float(occ)
-    return _free_electron_energy(n / crystal.lattice.volume)
+    e, estimated = estimated_plasmon_energy(crystal)
+    if estimated:
+        raise InputError("no free-electron plasmon energy for an element with a partly "
+                         "filled d or f shell", tag="plasmon_energy_ev",
+                         expected="the measured plasmon energy (eV) in "
+                                  "data.plasmon_energy_ev", found=estimated[0])
+    return e
 
 
 def estimated_plasmon_energy(crystal) -> tuple[float, list[str]]:

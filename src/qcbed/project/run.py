@@ -34,6 +34,7 @@ from .safety import (
     check_resources,
     estimate_resources,
     file_hashes,
+    fine_step_bytes,
     read_run_state,
     run_is_finished,
 )
@@ -380,19 +381,13 @@ class ProjectRun(FineStepBuilding):
         c0, c1 = sim.convergence, tight.convergence
         head = (f"engine accuracy at the refined structure: {c0.error:.2g} > {c0.accuracy:g} "
                 f"(sgmin {c0.sgmin:g}); sgmin {c1.sgmin:g} gives {c1.error:.2g}")
-        # the tighter selection keeps more strong beams per direction, and the fine
-        # step holds, for every direction of the ROI, n_s² complex numbers per
-        # eigen-system and per structure-factor derivative: measured on LiNbO3
-        # (669 strong, 3 complex U_g refined, 81 and 289 directions: peak RSS 7.3 and
-        # 23.6 GB) 176 bytes per n_s² and direction = 16 × (5 + 6 derivatives). The
-        # repeat of a 1089-direction LiNbO3 run was OOM-killed at 20 GB. (With
-        # EigenChunk.gradients' temporaries made in blocks the 81-direction peak was
-        # 7.23 GB: the peak is the stored G_p, held twice while chunks are joined.)
+        # the tighter selection keeps more strong beams per direction (a 1089-direction
+        # LiNbO3 repeat was OOM-killed at 20 GB): its measured memory model
         last = self.project.fine[-1]
         n_sf = sum(1 for name in last.refine if name.startswith(("U(", "Uabs(")))
-        per = 16.0 * (5 + n_sf * (1 if setup.crystal.is_centrosymmetric else 2))
         n_dirs = len(roi.kt)
-        need = n_dirs * float(np.ceil(c1.strong_mean)) ** 2 * per
+        need = fine_step_bytes(n_dirs, np.ceil(c1.strong_mean),
+                               n_sf * (1 if setup.crystal.is_centrosymmetric else 2))
         lim = memory_limit()
         if not need <= lim:
             msg = (f"{head}, but repeating the last fine step with it needs about "
