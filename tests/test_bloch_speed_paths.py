@@ -159,23 +159,31 @@ def test_bethe_terms_ignore_and_keep_the_weak_diagonal(single):
     d = rng.uniform(0.1, 0.4, (n_dir, n_w))
     m_w2 = rng.uniform(1.0, 1.01, (n_dir, n_w))
     keep = u_ww.copy(), ua_ww.copy()
-    with_diag = lowdin.bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2, single=single)
+    with_diag = lowdin.bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2, single=single,
+                                   energy2=True)
     np.testing.assert_array_equal(u_ww, keep[0])
     np.testing.assert_array_equal(ua_ww, keep[1])
     ar = np.arange(n_w)
     zero = [x.copy() for x in keep]
     for z in zero:
         z[:, ar, ar] = 0.0
-    without = lowdin.bethe_terms(u_sw, ua_sw, *zero[:1], zero[1], d, m_w2, single=single)
+    without = lowdin.bethe_terms(u_sw, ua_sw, *zero[:1], zero[1], d, m_w2, single=single,
+                                 energy2=True)
     for a, b in zip(with_diag, without):
         np.testing.assert_allclose(a, b, rtol=1e-6 if single else 1e-13, atol=0)
     # against the plain formulas (lowdin.bethe_terms docstring), double precision
     if not single:
         y, ya = u_sw * d[:, None, :], ua_sw * d[:, None, :]
         o, oa = zero
-        t = u_sw - y @ o                                  # T = Y (X − O)
-        e_el = -t @ np.swapaxes(y, 1, 2) + ya @ np.swapaxes(ua_sw, 1, 2)
-        tya = t @ np.swapaxes(ya, 1, 2)
-        e_abs = -(tya + np.swapaxes(tya, 1, 2)) + y @ oa @ np.swapaxes(y, 1, 2)
+        tr = np.swapaxes
+        p, pa = y @ o, y @ oa
+        t = u_sw - p + (p * d[:, None, :]) @ o           # T = U (X⁻¹ − X⁻¹OX⁻¹ + …) X
+        e_el = -t @ tr(y, 1, 2) + ya @ tr(ua_sw, 1, 2)
+        tya = t @ tr(ya, 1, 2)
+        ppa = (pa * d[:, None, :]) @ tr(p, 1, 2)
+        e_abs = -(tya + tr(tya, 1, 2)) + pa @ tr(y, 1, 2) - (ppa + tr(ppa, 1, 2))
+        zm = t * (d * m_w2)[:, None, :]                  # Z M_w², Z = T X⁻¹
+        t2 = (zm * d[:, None, :]) @ tr(zm, 1, 2)
         np.testing.assert_allclose(with_diag[0], e_el, rtol=1e-12, atol=1e-18)
         np.testing.assert_allclose(with_diag[1], e_abs, rtol=1e-12, atol=1e-18)
+        np.testing.assert_allclose(with_diag[4], t2, rtol=1e-12, atol=1e-18)

@@ -53,9 +53,9 @@ class BeamSelection:
     bethe : bool
         Include weak beams by Bethe potentials; False drops them.
     lowdin : bool
-        Energy-dependent Bethe potentials to first order in λ/(2K S_w)
-        (:mod:`qcbed.bloch.lowdin`; Birkeland et al. 1996). False: the classic
-        λ = 0 form.
+        Energy-dependent Bethe potentials to second order in λ/(2K S_w) and in the
+        weak–weak coupling (:mod:`qcbed.bloch.lowdin`; Löwdin 1951, Birkeland et al.
+        1996). False: the classic λ = 0 form.
     min_strong : int
         At least this many strong beams (the lowest |2K S_g|/max(sgmin, omega|U_g|)
         first), as Felix's ``min_strong_beams``.

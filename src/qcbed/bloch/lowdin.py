@@ -1,4 +1,4 @@
-"""Energy-dependent (Löwdin) Bethe potentials: the first order in λ/(2K S_w).
+"""Energy-dependent (Löwdin) Bethe potentials: the second order in λ/(2K S_w) and in O/X.
 
 Eliminating the weak beams w from the Bloch-wave equations exactly gives an
 eigenvalue-dependent strong-beam matrix (Löwdin 1951; Bethe 1928; for CBED
@@ -30,6 +30,22 @@ over *all* beams are c_j = φ_j(000)* (not a solution of B c = e₀ on the stron
 beams only). F is taken lower-triangular (a Cholesky factor in reversed order):
 the output rows of φ then need only the output rows of v, and
 c_j = F₀₀ v_j(000)*.
+
+**Second orders (session 9).** Two truncations of the expansion above limit how few
+strong beams reach a given accuracy (measured on Si [1-10], GaAs, TiNiSn, BaTiO3;
+docs/validation.md, "Second order in the weak–weak coupling and in λ"):
+
+* the weak–weak coupling O is taken to second order, (X + O)⁻¹ ≈ X⁻¹ − X⁻¹OX⁻¹ +
+  X⁻¹OX⁻¹OX⁻¹ (the Neumann series of the Schur complement; Löwdin 1951), in the
+  Bethe terms (elastic −P X⁻¹ P†, P = Y O; absorptive −(Q Y′† + P′X⁻¹P† + h.c.),
+  Q = P X⁻¹ O, P′ = Y O′) and in the overlap (Z = (U_Sw − P + Q) X⁻¹);
+* the energy dependence is taken to second order, A_eff(λ) ≈ A₀ − λS − λ²T₂ with
+  T₂ = Σ_w A_Sw m_w⁴ A_wS/(2K S_w)³ = Z M_w² X⁻¹ M_w² Z† (Å²). The problem stays
+  linear: Ã is replaced by Ã − ½(Ã² T̃₂ + T̃₂ Ã²), T̃₂ = F† T₂′ F, whose left and right
+  eigenvectors give λ − λ² ⟨T̃₂⟩ to first order in T₂ — the Rayleigh–Schrödinger
+  correction of the λ² term (a Brillouin–Wigner step; Löwdin 1951). With the fast
+  solver's separate absorptive block, Ã → Ã + iÃ_abs in Ã² (the elastic Ã² − Ã_abs²,
+  the absorptive Ã Ã_abs + Ã_abs Ã), which keeps it within 10⁻⁴ of the exact solver.
 
 **The pool's tail on the weak rows.** The beams outside the pool (the *tail*,
 :mod:`qcbed.bloch.tail`) turn the pool's problem into (A − W) C = λ (M² + S_t) C on the
@@ -68,6 +84,15 @@ __all__ = ["TailRows", "batch_terms", "bethe_terms", "derivatives_central", "low
 #: (:func:`tail_rows`; the module docstring). False: on the strong rows only, as before
 #: (kept for the comparison in ``benchmarks/bench_pool_disc.py tail`` and the tests).
 TAIL_ON_WEAK_ROWS = True
+
+#: The weak–weak coupling to second order ((X + O)⁻¹ ≈ X⁻¹ − X⁻¹OX⁻¹ + X⁻¹OX⁻¹OX⁻¹;
+#: the module docstring). False: first order, as before session 9 (kept for the
+#: comparisons in ``benchmarks/bench_second_order.py`` and the tests).
+WEAK_SECOND_ORDER = True
+
+#: The energy dependence to second order in λ/(2K S_w) (−λ² T₂; the module docstring).
+#: False: first order, as before session 9.
+ENERGY_SECOND_ORDER = True
 
 
 @dataclass(frozen=True)
@@ -263,8 +288,9 @@ def _gram(z: np.ndarray) -> np.ndarray:
 
 def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
                 ua_ww: np.ndarray | None, d: np.ndarray, m_w2: np.ndarray, *,
-                single: bool = False, classic: bool = True
-                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+                single: bool = False, classic: bool = True, energy2: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None,
+                           np.ndarray | None]:
     """Every Bethe term of the weak beams at once: classic, weak–weak and overlap, batched.
 
     With X = diag(2K S_w), O and O′ the off-diagonal weak–weak blocks (U_{w−w′},
@@ -274,6 +300,11 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
 
         ΔA = −Y (X − O) Y† + Y′ X Y′†,
         ΔA′ = −(T Y′† + Y′ T†) + Y O′ Y†,     T = U_Sw − Y O = Y (X − O),
+
+    and with :data:`WEAK_SECOND_ORDER` the next term X⁻¹OX⁻¹OX⁻¹ too (the module
+    docstring): T = U_Sw − P + Q (P = Y O, Q = P X⁻¹ O) in every term above, and
+    ΔA′ −= P′ X⁻¹ P† + P X⁻¹ P′† (P′ = Y O′); two more products of (n × n_w)·(n_w × n_w)
+    and (n × n_w)·(n_w × n) size.
 
     (the first terms −U_Sw X⁻¹ U_wS and −(U X⁻¹ U′† + U′ X⁻¹ U†) are the classic
     Bethe potentials, Spence & Zuo 1992, eqs. 3.31–3.32), and the Löwdin overlap
@@ -298,9 +329,12 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
         what the intensities resolve; the ``fast`` solver uses it (not the ``exact``
         one, whose derivatives are taken by finite differences).
     classic : bool
-        Include the classic terms in ΔA and ΔA′; False: only the second-order ones
-        (Y O Y† and Y O′ Y† + Y O Y′† + Y′ O Y†), for a caller that adds the classic
+        Include the classic terms in ΔA and ΔA′; False: only the weak–weak ones
+        (Y O Y† − Q Y† and their absorptive parts), for a caller that adds the classic
         terms itself (the derivatives' path).
+    energy2 : bool
+        Also return T₂ = Z M_w² X⁻¹ M_w² Z†, the second order in λ (the module
+        docstring; :func:`transform` uses it).
 
     Returns
     -------
@@ -309,6 +343,8 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     s, s_abs : ndarray (n_dir, n, n)
         S and its absorptive part (dimensionless, not yet scaled by M; ``s_abs`` None
         without absorption).
+    t2 : ndarray (n_dir, n, n) or None
+        T₂ (Å², not yet scaled by M), or None without ``energy2``.
     """
     cast = _single if single else (lambda x: x)
     u_sw = cast(u_sw)
@@ -318,35 +354,51 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     absorbing = ua_sw is not None and ua_ww is not None
     # Y O and Y O′ as two products: with per-direction O (the tail's weak rows) a
     # concatenated [O | O′] would be a copy of both blocks per direction
-    p = y @ cast(_off_diagonal(u_ww))
-    t = u_sw - p
-    s = _gram(t * (dd * cast(np.sqrt(m_w2))[:, None, :]))      # Z = T X⁻¹
+    o = cast(_off_diagonal(u_ww))
+    p = y @ o
+    # second order in the weak–weak coupling: T = U_Sw − P + Q, Q = P X⁻¹ O
+    q = (p * dd) @ o if WEAK_SECOND_ORDER else None
+    t = u_sw - p if q is None else u_sw - p + q
+    mw = cast(m_w2)[:, None, :]
+    zs = t * (dd * np.sqrt(mw))                                 # Z M_w, Z = T X⁻¹
+    s = _gram(zs)
     out = np.complex128 if np.iscomplexobj(u_sw) else np.float64
-    # −T Y† (classic and weak–weak), or Y O Y† alone (the weak–weak part)
+    t2 = None
+    if energy2:
+        # the second order in λ: T₂ = Z M_w² X⁻¹ M_w² Z† (Å²)
+        zm = zs * np.sqrt(mw)
+        t2 = ((zm * dd) @ _adj(zm)).astype(out)
+    # −T Y† (classic and weak–weak), or the weak–weak part alone (Y O Y† − Q Y†)
     if classic:
         e_el = t @ yh
         np.negative(e_el, out=e_el)
     else:
-        e_el = p @ yh
+        e_el = (p if q is None else p - q) @ yh
     if not absorbing:
-        return e_el.astype(out), None, s.astype(out), None
-    tt = t if classic else -p
+        return e_el.astype(out), None, s.astype(out), None, t2
+    tt = t if classic else (-p if q is None else q - p)
     ua_sw = cast(ua_sw)
     ya = ua_sw * dd
     yah = _adj(ya)
     if classic:
         e_el += ya @ _adj(ua_sw)
     x = tt @ yah
-    e_abs = (y @ cast(_off_diagonal(ua_ww))) @ yh
+    pa = y @ cast(_off_diagonal(ua_ww))                         # P′ = Y O′
+    e_abs = pa @ yh
     e_abs -= x
     e_abs -= _adj(x)
-    x = (y * cast(m_w2)[:, None, :]) @ yah
+    if q is not None:
+        # −(P′ X⁻¹ P† + P X⁻¹ P′†), the rest of the second order's absorptive part
+        x = (pa * dd) @ _adj(p)
+        e_abs -= x
+        e_abs -= _adj(x)
+    x = (y * mw) @ yah
     x += _adj(x)
-    return e_el.astype(out), e_abs.astype(out), s.astype(out), x.astype(out)
+    return e_el.astype(out), e_abs.astype(out), s.astype(out), x.astype(out), t2
 
 
 def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.ndarray | None,
-              *, single: bool = False
+              *, single: bool = False, t2: np.ndarray | None = None
               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The ordinary eigen-problem Ã = F† A′ F of A′ φ = λ (1 + S′ + iS′_abs) φ, batched.
 
@@ -363,6 +415,10 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
         solver): with F = 1 + E (|E| ~ |S′|/2), Ã = A′ + G + G† + E†G, G = A′E, the
         small correction G + G† + E†G and the absorptive products (≲ 10⁻² Å⁻²) in
         single precision, A′ itself exact.
+    t2 : ndarray (n_dir, n, n), optional
+        T₂′ = M⁻¹ T₂ M⁻¹ (Å², :func:`bethe_terms`): the second order in λ, applied as
+        Ã − ½(Ã² T̃₂ + T̃₂ Ã²) (the module docstring; in single precision with
+        ``single``).
 
     Returns
     -------
@@ -380,18 +436,43 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
         e = _single(e)
         g = _single(a) @ e
         a = a + (g + _adj(g) + _adj(e) @ g)
-        if aabs is not None and s_abs is not None:
-            f32 = e
-            f32[:, ar, ar] += 1.0
-            fh = _adj(f32)
+        f32 = e
+        f32[:, ar, ar] += 1.0
+        fh = _adj(f32)
+        both = aabs is not None and s_abs is not None
+        ab = fh @ (_single(aabs) @ f32) if both else None
+        if t2 is not None:
+            # −½(Ã² T̃₂ + T̃₂ Ã²) with Ã → Ã + iÃ_abs: Ã² − Ã_abs² and Ã Ã_abs + Ã_abs Ã
+            a32 = _single(a)
+            tt = fh @ (_single(t2) @ f32)
+            a2 = a32 @ a32
+            if both:
+                k = a32 @ ab
+                x = (k + _adj(k)) @ tt
+                a2 -= ab @ ab
+                ab -= 0.5 * (x + _adj(x))
+            x = a2 @ tt
+            a = a - 0.5 * (x + _adj(x))
+        if both:
             sa = fh @ (_single(s_abs) @ f32)
             x = _single(a) @ sa
-            aabs = (fh @ (_single(aabs) @ f32) - 0.5 * (x + _adj(x))).astype(aabs.dtype)
+            aabs = (ab - 0.5 * (x + _adj(x))).astype(aabs.dtype)
         return a, aabs, f
     fh = _adj(f)
     a = fh @ a @ f
     if aabs is not None:
         aabs = fh @ aabs @ f
+    if t2 is not None:
+        # −½(Ã² T̃₂ + T̃₂ Ã²): its left and right eigenvectors see −λ² T̃₂; with a
+        # separate absorptive block Ã → Ã + iÃ_abs: Ã² − Ã_abs² and Ã Ã_abs + Ã_abs Ã
+        t2 = fh @ t2 @ f
+        a2 = a @ a
+        if aabs is not None:
+            k = a @ aabs
+            x = (k + _adj(k)) @ t2
+            a2 = a2 - aabs @ aabs
+            aabs = aabs - 0.5 * (x + _adj(x))
+        a = a - 0.5 * (a2 @ t2 + t2 @ a2)
     if s_abs is not None:
         sa = fh @ s_abs @ f
         if aabs is not None:
@@ -406,8 +487,9 @@ def transform(a: np.ndarray, aabs: np.ndarray | None, s: np.ndarray, s_abs: np.n
 def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.ndarray,
                 wcols: np.ndarray, d: np.ndarray, m_w2: np.ndarray, *, real: bool,
                 with_abs: bool, single: bool = False, classic: bool = True,
-                tail: TailRows | None = None
-                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+                tail: TailRows | None = None, energy2: bool = False
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None,
+                           np.ndarray | None]:
     """:func:`bethe_terms` for one solver batch, gathered from the U tables (host numpy).
 
     Parameters
@@ -449,7 +531,8 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
     for blk in (u_ww, ua_ww):
         if blk is not None:
             blk[..., ar, ar] = 0.0      # own copies: bethe_terms need not copy them again
-    return bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2, single=single, classic=classic)
+    return bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2, single=single, classic=classic,
+                       energy2=energy2)
 
 
 def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,
@@ -483,14 +566,15 @@ def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: n
         step = 1e-4 * scale / big
         res = []
         for sgn in (1.0, -1.0):
-            e_el, e_abs, s, s_abs = batch_terms(u + sgn * step * du[p],
-                                                u_abs + sgn * step * dua[p], index, idx,
-                                                wcols, d, m_w2, real=False, with_abs=True,
-                                                classic=False, tail=tail)
+            e_el, e_abs, s, s_abs, t2 = batch_terms(
+                u + sgn * step * du[p], u_abs + sgn * step * dua[p], index, idx, wcols, d,
+                m_w2, real=False, with_abs=True, classic=False, tail=tail,
+                energy2=ENERGY_SECOND_ORDER)
             if s_extra:
                 s, s_abs = s + s_extra[0], s_abs + s_extra[1]
             ap = (a_core + sgn * step * da[:, p] + e_el + 1j * e_abs) / mm
-            at, _, f = transform(ap, None, s / mm, s_abs / mm)
+            at, _, f = transform(ap, None, s / mm, s_abs / mm,
+                                 t2=None if t2 is None else t2 / mm)
             res.append((at, f))
         out[:, p] = (res[0][0] - res[1][0]) / (2 * step) * mm
         df = (res[0][1] - res[1][1]) / (2 * step)

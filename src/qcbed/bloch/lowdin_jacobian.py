@@ -11,6 +11,12 @@ O the off-diagonal weak–weak block, Z = Y − Y O X⁻¹)
     ΔA_el = Y O Y†,   ΔA_abs = Y O′ Y† + Y O Y′† + Y′ O Y†,
     S = Z M_w² Z†,    S_abs = Y M_w² Y′† + Y′ M_w² Y†.
 
+With the second orders of :mod:`qcbed.bloch.lowdin` (its ``WEAK_SECOND_ORDER`` and
+``ENERGY_SECOND_ORDER``), Q = Y O X⁻¹ O adds −Q Y† to ΔA_el and
+−(Q Y′† + Y O′ X⁻¹ O Y† + h.c.) to ΔA_abs, Z = Y − Y O X⁻¹ + Q X⁻¹, and a₁ becomes
+a₁ − ½(a₁² T̃₂ + T̃₂ a₁²) with T̃₂ = F† T₂′ F, T₂ = Z M_w² X⁻¹ M_w² Z†; their
+derivatives follow by the same product rule (∂T̃₂ = F† ∂T₂′ F − Λ† T̃₂ − T̃₂ Λ).
+
 Each is a polynomial in the structure factors; its derivative follows from the
 product rule with ∂Y = ∂A_Sw X⁻¹ and ∂O (both sparse: a structure factor enters
 only the table rows of its symmetry equivalents, a few per cent of the blocks, so
@@ -33,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from . import lowdin
 from .lowdin import TailRows, _adj, _off_diagonal, lowdin_factor
 from .xp import NUMPY
 
@@ -184,6 +191,7 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
         cast = (lambda x: np.asarray(x).real) if real else (lambda x: np.asarray(x, complex))
         u_sw, ua_sw = u_sw + cast(tail.sw_el), ua_sw + cast(tail.sw_abs)
         o, oa = o + cast(tail.ww_el), oa + cast(tail.ww_abs)
+    weak2, energy2 = lowdin.WEAK_SECOND_ORDER, lowdin.ENERGY_SECOND_ORDER
     y = u_sw * dw
     ya = ua_sw * dw
     yo, yoa = y @ o, y @ oa
@@ -191,17 +199,33 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     yoh, yoah, ymh = _adj(yo), _adj(yoa), _adj(y * mw)
     z = y - yo * dw
     t_abs = yo @ yah
+    extra = 0.0
+    if weak2:
+        # Q = P X⁻¹ O (P = Y O): −Q Y† and −(Q Y′† + P′ X⁻¹ P† + h.c.), Z = (U − P + Q) X⁻¹
+        q = (yo * dw) @ o
+        qh = _adj(q)
+        z = z + q * dw
+        w = q @ yah + (yoa * dw) @ yoh
+        extra = -(q @ yh) - 1j * (w + _adj(w))
     s = (z * mw) @ _adj(z)
     x = (y * mw) @ yah
     s_abs = x + _adj(x)
     if s_extra:
         s, s_abs = s + s_extra[0], s_abs + s_extra[1]
-    a_full = (a_core + yo @ yh + 1j * (yoa @ yh + t_abs + _adj(t_abs))) / mm
+    a_full = (a_core + yo @ yh + 1j * (yoa @ yh + t_abs + _adj(t_abs)) + extra) / mm
     f = lowdin_factor(s / mm)
     fh = _adj(f)
     a1 = _mul(_mul(fh, a_full), f)
+    if energy2:
+        # −½(Ã² T̃₂ + T̃₂ Ã²), T₂ = Z M_w² X⁻¹ M_w² Z† (lowdin.transform)
+        zm = z * mw
+        t2 = fh @ (((zm * dw) @ _adj(zm)) / mm) @ f
+        a2 = a1 @ a1
+        ac = a1 - 0.5 * (a2 @ t2 + t2 @ a2)
+    else:
+        ac = a1
     sa = fh @ (s_abs / mm) @ f
-    hel = 0.5 * (a1 + _adj(a1))
+    hel = 0.5 * (ac + _adj(ac))
     f_out = f[:, :n_out, :n_out]
     inv_out = np.linalg.inv(f_out)
     out = np.empty_like(da)
@@ -211,7 +235,7 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
         # ∂ of ΔA_el + iΔA_abs (``dd``), of S (``ds``) and of S_abs (``dx`` + h.c.); U
         # and U′ enter different factors, and a parameter often moves only one
         dd = da[:, p].copy()
-        ds = dx = None
+        ds = dx = dt2 = None
         if np.any(du[p]):
             dy = _Blocks(du[p], sw, dw)
             do = _off_diagonal(du[p].take(ww))
@@ -221,14 +245,31 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
             # ∂Y O′ Y† + Y O′ ∂Y†: O′ is Hermitian, so ∂Y O′ Y† = ∂Y (Y O′)† (sparse)
             dyoay = dy.batched(yoah)
             dd += 1j * (dyoay + _adj(dyoay) + dt + _adj(dt))
-            ds = (dy.plus(-dyo * dw) * mw) @ _adj(z)
+            dz = -dyo * dw
+            if weak2:
+                # ∂(−P X⁻¹ P†), ∂Q = ∂P X⁻¹ O + P X⁻¹ ∂O, ∂P′ = ∂Y O′
+                dq = (dyo * dw) @ o + _times_shared_sparse(yo * dw, do)
+                xq = (dyo * dw) @ yoh
+                dpa = dy.shared(oa) if oa.ndim == 2 else dy.batched(oa)
+                xa = dq @ yah + (dpa * dw) @ yoh + (yoa * dw) @ _adj(dyo)
+                dd -= xq + _adj(xq) + 1j * (xa + _adj(xa))
+                dz += dq * dw
+            dzm = dy.plus(dz) * mw                    # ∂Z M_w²
+            ds = dzm @ _adj(z)
             ds += _adj(ds)
+            if energy2:
+                dt2 = (dzm * dw) @ _adj(zm)
+                dt2 += _adj(dt2)
             dx = dy.batched(_adj(ya * mw))
         if np.any(dua[p]):
             dya = _Blocks(dua[p], sw, dw)
             doa = _off_diagonal(dua[p].take(ww))
             dt = _adj(dya.batched(yoh))
             dd += 1j * (_times_shared_sparse(y, doa) @ yh + dt + _adj(dt))
+            if weak2:
+                # ∂ of −(Q Y′† + P′ X⁻¹ P† + h.c.) with ∂Y′ and ∂P′ = Y ∂O′
+                xa = _adj(dya.batched(qh)) + (_times_shared_sparse(y, doa) * dw) @ yoh
+                dd -= 1j * (xa + _adj(xa))
             dxa = _adj(dya.batched(ymh))
             dx = dxa if dx is None else dx + dxa
         da1 = _mul(_mul(fh, dd / mm), f)
@@ -240,6 +281,14 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
             dsa = dsa - lamh @ sa - sa @ lam
             lmat[:, p] = -(f_out @ lam[:, :n_out, :n_out] @ inv_out)
             lmat[:, p] -= lam[:, 0, 0][:, None, None] * eye
+        if energy2:
+            # ∂ of −½(Ã² T̃₂ + T̃₂ Ã²), ∂T̃₂ = F† ∂T₂′ F − Λ† T̃₂ − T̃₂ Λ
+            da2 = da1 @ a1 + a1 @ da1
+            x = da2 @ t2 + t2 @ da2
+            if dt2 is not None:
+                dtt = fh @ (dt2 / mm) @ f - lamh @ t2 - t2 @ lam
+                x = x + a2 @ dtt + dtt @ a2
+            da1 = da1 - 0.5 * x
         dxx = _mul(0.5 * (da1 + _adj(da1)), sa)
         if dx is not None or ds is not None:
             dxx += _mul(hel, dsa)

@@ -452,8 +452,9 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     with_abs = tb.exact or aabs is not None
     single = lowdin_module.SINGLE_PRECISION and not tb.exact   # (lowdin.bethe_terms)
     args = (arrays.u, arrays.u_abs, arrays.index, idx, wcols, d, m_w2)
-    e_el, e_abs, s, s_abs = lowdin_batch_terms(*args, real=tb.real, with_abs=with_abs,
-                                               single=single, tail=tail_w)
+    e_el, e_abs, s, s_abs, t2 = lowdin_batch_terms(
+        *args, real=tb.real, with_abs=with_abs, single=single, tail=tail_w,
+        energy2=lowdin_module.ENERGY_SECOND_ORDER)
     if tail_s:
         s = s + tail_s[0]
         if s_abs is not None:
@@ -478,7 +479,8 @@ def _lowdin(tb: KernelTables, arrays: EngineArrays, a: Any, aabs: Any, da: Any,
     a_h = a_h + (e_el + 1j * e_abs if tb.exact else e_el)
     aabs_h = None if aabs is None else (xp.to_numpy(aabs) + e_abs) / mm
     a_h, aabs_h, fac = lowdin_transform(a_h / mm, aabs_h, s / mm,
-                                        None if s_abs is None else s_abs / mm, single=single)
+                                        None if s_abs is None else s_abs / mm, single=single,
+                                        t2=None if t2 is None else t2 / mm)
     a = xp.asarray(a_h)
     if aabs is not None:
         aabs = xp.asarray(aabs_h * mm)

@@ -196,8 +196,9 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
                  kt: np.ndarray, k_in: float, normal: np.ndarray, symmetric: bool = False
                  ) -> tuple[np.ndarray, np.ndarray]:
     """W and S at one direction, with the tail's own coupling O to first order:
-    (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4), as for the pool's weak
-    beams (:func:`qcbed.bloch.lowdin.bethe_terms`). With L = Z_sw X⁻¹ and
+    (X + O)⁻¹ ≈ X⁻¹ − X⁻¹ O X⁻¹ (Spence & Zuo 1992, §3.4; the pool's weak beams,
+    :func:`qcbed.bloch.lowdin.bethe_terms`, take the next order too, the tail's beams
+    lie farther from the Bragg condition, where O/X is smaller). With L = Z_sw X⁻¹ and
     R = X⁻¹ Z_ws: W = L Z_ws − L O R, S = (L − L O X⁻¹) M² (R − X⁻¹ O R).
 
     O is needed among *all* tail beams: keeping it only among those with
