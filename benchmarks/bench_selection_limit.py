@@ -16,6 +16,9 @@ in λ), G one of
 * ``first-order O + U′₀``: the same with the weak diagonal 2K S_w + iU′₀;
 * ``exact resolvent``: G = (A_ww)⁻¹ with the weak diagonal real;
 * ``exact resolvent + U′₀``: G = (A_ww)⁻¹ (every order in the weak–weak coupling);
+* ``second-order O`` (± ``lambda^2``): (X + O)⁻¹ to second order in O/X, and the λ²
+  term as a first-order eigenvalue correction — what the engine does since session 9
+  (:mod:`qcbed.bloch.lowdin`);
 
 and, last, the Brillouin–Wigner self-consistent λ (the exact energy dependence) for
 the Bloch waves with |c_j B_0j| above ``--bw``: what no expansion point can improve.
@@ -51,13 +54,19 @@ def _amplitudes(lam, vec, c, kn2, t, n_out):
     return np.array([vec[:n_out] @ (np.exp(2j * np.pi * lam / kn2 * tk) * c) for tk in t])
 
 
-def _reduced(a, s_idx, w_idx, m2, g):
-    """Eigen-solution of A₀ v = λ (M_S² + S) v and the excitations c_j (first order in λ)."""
+def _reduced(a, s_idx, w_idx, m2, g, lambda2=False):
+    """Eigen-solution of A₀ v = λ (M_S² + S) v and the excitations c_j (first order in λ;
+    ``lambda2``: each eigenvalue corrected by −λ² (l T₂ r)/(l (M² + S) r), T₂ = A_Sw G M_w²
+    G M_w² G A_wS, the first-order perturbation of the λ² term)."""
     a_sw, a_ws = a[np.ix_(s_idx, w_idx)], a[np.ix_(w_idx, s_idx)]
+    mw = m2[w_idx][:, None]
     a0 = a[np.ix_(s_idx, s_idx)] - a_sw @ g @ a_ws
-    b = np.diag(m2[s_idx]) + a_sw @ g @ (m2[w_idx][:, None] * (g @ a_ws))
+    b = np.diag(m2[s_idx]) + a_sw @ g @ (mw * (g @ a_ws))
     lam, left, right = eig(a0, b, left=True)
     norm = np.einsum("ij,ij->j", left.conj(), b @ right)
+    if lambda2:
+        t2 = a_sw @ g @ (mw * (g @ (mw * (g @ a_ws))))
+        lam = lam - lam ** 2 * np.einsum("ij,ij->j", left.conj(), t2 @ right) / norm
     return lam, right, left.conj()[0] * m2[s_idx][0] / norm
 
 
@@ -134,10 +143,17 @@ def decompose(folder: Path, directions: list[int], sgmins: list[float], bw: floa
             for name, diag in (("first-order O", xw.real), ("first-order O + U'0", xw)):
                 inv = np.diag(1.0 / diag)
                 out[name] = err(*_reduced(a, s_idx, w_idx, m2, inv - inv @ off @ inv))
+            # the engine since session 9: O and λ to second order
+            inv = np.diag(1.0 / xw.real)
+            g2 = inv - inv @ off @ inv + inv @ off @ inv @ off @ inv
+            out["second-order O"] = err(*_reduced(a, s_idx, w_idx, m2, g2))
+            out["second-order O + lambda^2"] = err(*_reduced(a, s_idx, w_idx, m2, g2, True))
             out["exact resolvent"] = err(*_reduced(
                 a, s_idx, w_idx, m2, np.linalg.inv(a_ww - 1j * np.diag(xw.imag))))
             sol = _reduced(a, s_idx, w_idx, m2, np.linalg.inv(a_ww))
             out["exact resolvent + U'0"] = err(*sol)
+            out["exact resolvent + U'0 + lambda^2"] = err(*_reduced(
+                a, s_idx, w_idx, m2, np.linalg.inv(a_ww), True))
             pick = np.nonzero(np.abs(sol[2] * sol[1][0]) > bw)[0]
             out["+ exact lambda (BW)"] = err(*_brillouin_wigner(a, s_idx, w_idx, m2, *sol,
                                                                 pick))

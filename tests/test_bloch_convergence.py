@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from qcbed.bloch import Simulation
 from qcbed.bloch.beams import BeamSelection
-from qcbed.bloch.convergence import sample_directions
+from qcbed.bloch.convergence import sample_directions, selection_directions
 from qcbed.cli import main
 from qcbed.crystal import Crystal, Lattice, Site
 from qcbed.scattering.structure_factors import PotentialModel
@@ -59,13 +59,32 @@ def test_default_selection_meets_the_accuracy_on_unseen_directions(auto_sim):
     assert error_vs_all_strong(legacy, kt, [1200.0]) > 3e-3
 
 
+def test_selection_check_samples_the_inner_disc(auto_sim):
+    # the ladder's directions: the pool walk's 13 and a ring of 6 at a quarter of the
+    # radius (the 13 leave the inner half to the centre alone; docs/validation.md)
+    kt = selection_directions((0.1, -0.2), 0.4)
+    np.testing.assert_array_equal(kt[:13], sample_directions((0.1, -0.2), 0.4))
+    r = np.hypot(*(kt[13:] - (0.1, -0.2)).T)
+    np.testing.assert_allclose(r, 0.1, rtol=1e-12)
+    assert len(np.unique(np.round(np.arctan2(*(kt[13:] - (0.1, -0.2)).T), 6))) == 6
+    # the chosen selection's error is the maximum over all 19
+    conv = auto_sim.convergence
+    assert conv.n_directions == 19
+    sim = auto_sim.with_changes(selection=BeamSelection(conv.sgmin, conv.omega))
+    ref = sim.with_changes(selection=BeamSelection.all_strong())
+    i = sim.solve(kt19 := selection_directions((0.0, 0.0), 0.25)).intensities([1200.0])
+    r19 = ref.solve(kt19).intensities([1200.0])
+    err = np.abs(i - r19).max(axis=(0, 2)) / r19.max()
+    assert np.isclose(err.max(), conv.error, rtol=1e-6)
+
+
 def test_fixed_selection_is_honoured_and_its_error_reported():
     with pytest.warns(UserWarning, match="not converged"):
         sim = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], smax=0.05,
                          selection=BeamSelection(0.3, 30.0), **KW)
         conv = sim.convergence
     assert not conv.chosen and conv.sgmin == 0.3 and sim.selection.sgmin == 0.3
-    kt = sample_directions((0.0, 0.0), 0.25)
+    kt = selection_directions((0.0, 0.0), 0.25)
     assert conv.error == pytest.approx(error_vs_all_strong(sim, kt, [1200.0]), rel=1e-6)
     assert conv.pool_error is None
 
@@ -177,7 +196,7 @@ def test_refined_structure_factors_are_checked_and_the_selection_tightened(auto_
     c1 = tight.convergence
     assert tight is not refined and c1.chosen and c1.error <= 1e-3
     assert c1.sgmin > c0.sgmin and "refined structure" in c1.steps[-1]
-    kt = sample_directions((0.0, 0.0), 0.25)
+    kt = selection_directions((0.0, 0.0), 0.25)
     assert c1.error == pytest.approx(error_vs_all_strong(tight, kt, [1200.0]), rel=1e-6)
     # the tightened selection carried to the un-refined set-up keeps the record
     base = auto_sim.with_selection_of(tight)

@@ -56,6 +56,7 @@ from .convergence import (
     choose,
     estimate,
     sample_directions,
+    selection_directions,
 )
 from .frontends import PatternFrontEnds, outputs_index
 from .geometry import ZoneFrame, incident_kz
@@ -294,6 +295,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         self.check_thickness = tuple(float(t) for t in np.atleast_1d(
             DEFAULT_CHECK_THICKNESS if check_thickness is None else check_thickness))
         self._check_kt = sample_directions(kt_center, kt_radius)
+        self._select_kt = selection_directions(kt_center, kt_radius)
         self._convergence: tuple[int, Convergence] | None = None
         self._use_tail = bool(tail)
         #: The pool's tail (:mod:`qcbed.bloch.tail`), or None.
@@ -491,7 +493,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             gmax=float(self.pool.meta.get("gmax", settings["gmax"])) if auto_pool else None,
             selection=selection,
             accuracy=float(self.accuracy), min_strong=min_strong, kt=self._check_kt,
-            thickness=self.check_thickness, tail=plan)
+            thickness=self.check_thickness, tail=plan, kt_select=self._select_kt)
         self.pool, self.table, self.selection, self.tail = pool, table, sel, tail
         if auto_pool:
             self.pool_settings = dict(settings, smax=conv.smax, gmax=conv.gmax)
@@ -512,7 +514,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             limits = (prev.smax, prev.gmax) if prev is not None else (
                 (None, None) if self._explicit_pool else
                 (self.pool_settings["smax"], self.pool_settings["gmax"]))
-            est = estimate(self.arrays, len(self.pool), self._check_kt, self.check_thickness,
+            est = estimate(self.arrays, len(self.pool), self._select_kt, self.check_thickness,
                            accuracy=self.accuracy, smax=limits[0], gmax=limits[1])
             if prev is not None:
                 est = replace(est, pool_error=prev.pool_error, chosen=prev.chosen,
