@@ -143,6 +143,9 @@ def decompose(folder: Path, directions: list[int], sgmins: list[float], bw: floa
             for name, diag in (("first-order O", xw.real), ("first-order O + U'0", xw)):
                 inv = np.diag(1.0 / diag)
                 out[name] = err(*_reduced(a, s_idx, w_idx, m2, inv - inv @ off @ inv))
+            inv = np.diag(1.0 / xw.real)
+            out["first-order O + lambda^2"] = err(*_reduced(a, s_idx, w_idx, m2,
+                                                           inv - inv @ off @ inv, True))
             # the engine since session 9: O and λ to second order
             inv = np.diag(1.0 / xw.real)
             g2 = inv - inv @ off @ inv + inv @ off @ inv @ off @ inv
