@@ -82,6 +82,24 @@ def test_tail_rows_match_the_per_direction_gather(crystal, exact, tiled):
     shift = full[0][:, wcols, wcols].real
     np.testing.assert_allclose(d2, d / (1.0 + d * shift), rtol=1e-6)
     assert np.all(d2[d == 0] == 0)
+    # with the pool's tables: U + ΔA on the weak rows, the same shift and strong rows
+    tables = lowdin.single_tables(sim.arrays.u, sim.arrays.u_abs, real)
+    strong_p, rows_p, d3 = lowdin.tail_rows(tl, kt, idx, wcols, d, exact=exact, real=real,
+                                            pool=(*tables, sim.arrays.index))
+    assert rows_p.pool and not rows.pool
+    np.testing.assert_array_equal(d3, d2)
+    for a, b in zip(strong_p, strong):
+        np.testing.assert_array_equal(a, b)
+    ix = sim.arrays.index
+    for tab, got, tl_sw, tl_ww in ((tables[0], rows_p, rows.sw_el, rows.ww_el),
+                                   (tables[1], rows_p, rows.sw_abs, rows.ww_abs)):
+        u_ww = tab.take(ix[np.ix_(wcols, wcols)])
+        u_ww[np.arange(n_w), np.arange(n_w)] = 0.0
+        want_sw = tab.take(ix[idx[:, :, None], wcols[None, None, :]]) + tl_sw
+        want_ww = u_ww + tl_ww
+        g_sw, g_ww = (got.sw_el, got.ww_el) if tab is tables[0] else (got.sw_abs, got.ww_abs)
+        np.testing.assert_allclose(g_sw, want_sw, rtol=1e-5, atol=1e-6 * np.abs(want_sw).max())
+        np.testing.assert_allclose(g_ww, want_ww, rtol=1e-5, atol=1e-6 * np.abs(want_ww).max())
 
 
 def test_real_potential_stores_real_tail_coefficients(monkeypatch):

@@ -78,7 +78,7 @@ if TYPE_CHECKING:
     from .tail import TailCorrection
 
 __all__ = ["TailRows", "batch_terms", "bethe_terms", "derivatives_central", "lowdin_factor",
-           "tail_rows", "transform"]
+           "single_tables", "tail_rows", "transform"]
 
 #: The pool's tail (:mod:`qcbed.bloch.tail`) acts on the weak rows of the elimination too
 #: (:func:`tail_rows`; the module docstring). False: on the strong rows only, as before
@@ -105,12 +105,17 @@ class TailRows:
         Elastic and absorptive parts of ΔA = −W on the strong–weak block (Å⁻²).
     ww_el, ww_abs : ndarray (n_dir, n_w, n_w)
         The same on the weak–weak block, zero diagonal (the diagonal shifts 2K S_w).
+    pool : bool
+        The blocks hold the pool's own couplings too (U + ΔA on the strong–weak and
+        weak–weak blocks, :func:`tail_rows` with ``pool``): :func:`batch_terms` takes
+        them as they are instead of gathering U and adding.
     """
 
     sw_el: np.ndarray
     sw_abs: np.ndarray
     ww_el: np.ndarray
     ww_abs: np.ndarray
+    pool: bool = False
 
     def z_sw(self) -> np.ndarray:
         """ΔZ_sw = ΔA_el + iΔA_abs on the strong–weak block (complex, Å⁻²)."""
@@ -118,7 +123,8 @@ class TailRows:
 
 
 def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.ndarray,
-              d: np.ndarray, *, exact: bool, real: bool
+              d: np.ndarray, *, exact: bool, real: bool,
+              pool: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
               ) -> tuple[tuple, TailRows, np.ndarray]:
     """The tail's terms of a batch on its strong and weak rows.
 
@@ -135,21 +141,28 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
         1/(2K S_w) (0 where w is not weak).
     exact, real : bool
         Solver mode and real matrices (as :meth:`TailCorrection.blocks`).
+    pool : (u, u_abs, index), optional
+        The pool's U and U′ tables in the coefficients' precision (:func:`single_tables`)
+        and their (N, N) index: the weak-row blocks then hold U + ΔA, the whole coupling
+        (``TailRows.pool``), added to the constant term of the fit before the
+        per-direction sums — no gather of U per direction and no separate addition.
 
     Returns
     -------
     strong : tuple
         (ΔA, ΔA_abs, S, S_abs) on the strong rows, as :meth:`TailCorrection.blocks`.
     rows : TailRows
-        The weak-row blocks.
+        The weak-row blocks (with ``pool``: the whole couplings).
     d : ndarray (n_dir, n_w)
         1/(2K S_w + ΔA_el,ww) (0 where w is not weak): the weak diagonal shifted.
 
     Notes
     -----
-    Per tile, the weak columns (shared by the batch) are evaluated by one GEMM on the
-    coefficients' columns ``wcols`` (gathered once per batch): the strong–weak rows are
-    then contiguous row copies and the weak–weak block a row gather. The strong–strong
+    Per tile, the coefficients' weak columns ``wcols`` are gathered once per batch; the
+    strong–weak block of each direction is then a sum over the fit's terms of contiguous
+    row copies, and the weak–weak block one GEMM of the basis against the terms'
+    weak–weak blocks (only the rows each needs: the whole pool's rows, evaluated and
+    gathered from, took 1.4× longer on the Si D-LACBED). The strong–strong
     block of the four parts is gathered from the coefficients and combined per direction
     (n² × n_terms elements; an element-major copy of the coefficients gathered ~15 %
     faster but doubled their memory, which large cells cannot afford). Per direction this
@@ -166,6 +179,19 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
     ww = np.empty((2, n_dir, n_w, n_w), dt)
     flat = (idx[:, :, None] * n_pool + idx[:, None, :]).reshape(n_dir, -1)
     tile = tail.tile_of(kt)
+    ar = np.arange(n_w)
+    shift = np.empty((n_dir, n_w))
+    base = None
+    if pool is not None:
+        # U_{p−w}, U′_{p−w} on every pool row p (N, n_w): the basis's constant term
+        # carries them (the fit's first polynomial is 1)
+        cols = pool[2][:, wcols]
+        base = np.stack([pool[0].take(cols), pool[1].take(cols)])   # (U₀ on ww's diagonal,
+        # zeroed below with the tail's: 2K S_w holds it)
+        dt = np.result_type(dt, base)
+        ss = np.empty((4, n_dir, n * n), coef.dtype)
+        sw = np.empty((2, n_dir, n, n_w), dt)
+        ww = np.empty((2, n_dir, n_w, n_w), dt)
     for k in np.unique(tile):
         rows = np.nonzero(tile == k)[0]
         one = len(rows) == n_dir
@@ -176,10 +202,17 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
         for j in range(n_terms):
             acc += b[None, :, j, None] * np.take(cf[:, j].reshape(4, -1), fd, axis=1)
         cw = np.take(cf[:2], wcols, axis=3)                      # (2, n_terms, N, n_w)
-        full = (b @ cw.reshape(2, n_terms, -1)).reshape(2, len(rows), n_pool, n_w)
-        at = (np.arange(len(rows))[:, None] * n_pool + idx[rows]).reshape(-1)
-        blk_sw = np.take(full.reshape(2, -1, n_w), at, axis=1).reshape(2, len(rows), n, n_w)
-        blk_ww = np.take(full, wcols, axis=2)
+        # the weak diagonal's shift: the tail's own (not U₀)
+        shift[rows] = (b @ cw[0][:, wcols, ar]).real
+        if base is not None:
+            cw = cw.astype(dt, copy=False)
+            cw[:, 0] += base
+        ir = idx if one else idx[rows]
+        blk_sw = b[None, :, 0, None, None] * np.take(cw[:, 0], ir, axis=1)
+        for j in range(1, n_terms):
+            blk_sw += b[None, :, j, None, None] * np.take(cw[:, j], ir, axis=1)
+        cww = np.take(cw, wcols, axis=2).reshape(2, n_terms, n_w * n_w)
+        blk_ww = (b @ cww).reshape(2, len(rows), n_w, n_w)
         if one:
             ss, sw, ww = acc, blk_sw, blk_ww
         else:
@@ -189,13 +222,11 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
         strong = (ss[0] + 1j * ss[1].astype(complex), None, *_tail_parts(ss[2], ss[3], real))
     else:
         strong = (*_tail_parts(ss[0], ss[1], real), *_tail_parts(ss[2], ss[3], real))
-    ar = np.arange(n_w)
-    shift = ww[0][:, ar, ar].real.astype(float)
     d = d / (1.0 + d * shift)
     ww[..., ar, ar] = 0.0
     sw_el, sw_abs = _tail_parts(*sw, real)
     ww_el, ww_abs = _tail_parts(*ww, real)
-    return strong, TailRows(sw_el, sw_abs, ww_el, ww_abs), d
+    return strong, TailRows(sw_el, sw_abs, ww_el, ww_abs, pool is not None), d
 
 
 def _tail_parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -279,6 +310,14 @@ def _flush(u: np.ndarray) -> np.ndarray:
 
 def _single(x: np.ndarray) -> np.ndarray:
     return x.astype(np.complex64 if np.iscomplexobj(x) else np.float32, copy=False)
+
+
+def single_tables(u: np.ndarray, u_abs: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The U and U′ tables (Å⁻²) of the single-precision Bethe products: real parts for
+    a real problem, values below :data:`FLUSH_BELOW` zeroed, float32 or complex64."""
+    if real:
+        u, u_abs = u.real, u_abs.real
+    return _single(_flush(u)), _single(_flush(u_abs))
 
 
 def _gram(z: np.ndarray) -> np.ndarray:
@@ -365,9 +404,8 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     out = np.complex128 if np.iscomplexobj(u_sw) else np.float64
     t2 = None
     if energy2:
-        # the second order in λ: T₂ = Z M_w² X⁻¹ M_w² Z† (Å²)
-        zm = zs * np.sqrt(mw)
-        t2 = ((zm * dd) @ _adj(zm)).astype(out)
+        # the second order in λ: T₂ = Z M_w² X⁻¹ M_w² Z† = (Z M_w)(M_w² X⁻¹)(Z M_w)† (Å²)
+        t2 = ((zs * (mw * dd)) @ _adj(zs)).astype(out)
     # −T Y† (classic and weak–weak), or the weak–weak part alone (Y O Y† − Q Y†)
     if classic:
         e_el = t @ yh
@@ -514,11 +552,13 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
         The pool's tail on the weak rows (the module docstring): added to the
         strong–weak and weak–weak blocks (``d`` already holds the shifted 2K S_w).
     """
-    ue = u.real if real else u
-    ua = u_abs.real if real else u_abs
-    if single:
-        # cast the tables, not the gathered blocks
-        ue, ua = _single(_flush(ue)), _single(_flush(ua))
+    if tail is not None and tail.pool:
+        # the whole couplings, gathered with the tail (tail_rows with ``pool``)
+        return bethe_terms(tail.sw_el, tail.sw_abs if with_abs else None, tail.ww_el,
+                           tail.ww_abs if with_abs else None, d, m_w2, single=single,
+                           classic=classic, energy2=energy2)
+    ue, ua = single_tables(u, u_abs, real) if single else (
+        u.real if real else u, u_abs.real if real else u_abs)
     sw = index[idx[:, :, None], wcols[None, None, :]]
     ww = index[np.ix_(wcols, wcols)]
     u_sw, u_ww = ue.take(sw), ue.take(ww)

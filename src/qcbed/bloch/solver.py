@@ -307,8 +307,13 @@ def _solve_batch(tb: KernelTables, arrays: EngineArrays, n: int, rows: np.ndarra
         # beams outside the pool, to second order (qcbed.bloch.tail): on the strong rows,
         # and with the Löwdin elimination on the weak rows too (qcbed.bloch.lowdin)
         if arrays.lowdin and len(wcols_h) and lowdin_module.TAIL_ON_WEAK_ROWS:
-            tail_strong, tail_w, d_h = lowdin_module.tail_rows(arrays.tail, kt, idx_h, wcols_h,
-                                                               d_h, exact=exact, real=tb.real)
+            # the fast solver's single-precision products take U + tail as one block;
+            # the derivatives need the tail's own share (held constant under U)
+            fused = lowdin_module.SINGLE_PRECISION and not exact and not n_par
+            pool = (*lowdin_module.single_tables(arrays.u, arrays.u_abs, tb.real),
+                    arrays.index) if fused else None
+            tail_strong, tail_w, d_h = lowdin_module.tail_rows(
+                arrays.tail, kt, idx_h, wcols_h, d_h, exact=exact, real=tb.real, pool=pool)
         else:
             tail_strong = arrays.tail.blocks(kt, idx_h, exact=exact, real=tb.real)
     # classic Bethe potentials here; with the Löwdin terms _lowdin computes them with
