@@ -67,6 +67,56 @@ def test_tail_on_weak_rows_matches_the_larger_pool_diagonalised(monkeypatch):
     assert err[False][0] > 2 * err[True][0] and err[False][1] > 2 * err[True][1]
 
 
+def test_tail_overlap_on_the_weak_rows(monkeypatch):
+    """The tail's Löwdin overlap on the strong–weak rows, −(S_t,Sw Z† + Z S_t,wS): the
+    λ-dependence of the tail's coupling between strong and weak beams. Si [1-10] as above
+    (sgmin 3: ~100 strong of 169, tail of 744 beams, 1200 Å), against the pool + tail with
+    every pool beam strong — the error the beam selection makes, which the term had left
+    inconsistent: the reference has S_t on every pool row. Measured on all 13 sample
+    directions at 800/1200/2000 Å: sgmin 3: 4.7 → 1.3 × 10⁻⁴, sgmin 4: 2.0 × 10⁻⁴ →
+    2.9 × 10⁻⁵; at sgmin 1.6–2 (errors 1–3 × 10⁻³, other truncations dominate) 1.1 →
+    1.4 × 10⁻³. BaTiO₃ P6₃/mmc, whose tail is large: 1.8 × 10⁻² → 1.3 × 10⁻³ at sgmin 3.5
+    (docs/validation.md). Also checks the term against its plain formula."""
+    radius = 0.25
+    kt = sample_directions((0.0, 0.0), radius)
+    ts = [800.0, 1200.0, 2000.0]
+    small = _sim(_si, 0.05, 3.0, radius, BeamSelection(sgmin=3.0, omega=30.0))
+    tail = _tail(small, 0.4, 3.0, radius)
+    strong = small.with_changes(selection=BeamSelection.all_strong()).arrays
+    strong.tail = tail
+    ref = solve_chunk(strong, kt).intensities(ts)
+    arrays = small.arrays
+    arrays.tail = tail
+    err = {}
+    for on in (False, True):
+        monkeypatch.setattr(lowdin, "TAIL_OVERLAP_ON_WEAK_ROWS", on)
+        got = solve_chunk(arrays, kt)
+        assert 0 < got.n_strong.max() < 0.7 * len(small.pool)
+        err[on] = _error(got.intensities(ts), ref)
+    print(f"tail overlap on the weak rows: {err[True]:.1e}, without {err[False]:.1e}")
+    assert err[True] < 0.5 * err[False]
+    # the plain formula: S gains −(S_t,Sw Z† + h.c.), S_abs −(S′_t,Sw Z† + h.c.)
+    rng = np.random.default_rng(3)
+    n_dir, n, n_w = 2, 5, 7
+    u_sw, ua_sw = rng.normal(size=(2, n_dir, n, n_w)) * 0.01
+    u_ww = rng.normal(size=(n_w, n_w)) * 0.01
+    u_ww = u_ww + u_ww.T
+    ua_ww = 0.1 * u_ww
+    d = 1.0 / rng.uniform(2.0, 5.0, (n_dir, n_w))
+    m_w2 = rng.uniform(1.0, 1.1, (n_dir, n_w))
+    ov, ov_a = rng.normal(size=(2, n_dir, n, n_w)) * 1e-3
+    base = lowdin.bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2)
+    with_ov = lowdin.bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2, ov_el=ov, ov_abs=ov_a)
+    o = u_ww - np.diag(np.diag(u_ww))
+    p = (u_sw * d[:, None, :]) @ o
+    z = (u_sw - p + (p * d[:, None, :]) @ o) * d[:, None, :]     # Z = (U − P + Q) X⁻¹
+    for got, b, s_t in ((with_ov[2], base[2], ov), (with_ov[3], base[3], ov_a)):
+        x = s_t @ np.swapaxes(z, 1, 2)
+        np.testing.assert_allclose(got, b - x - np.swapaxes(x, 1, 2), rtol=1e-12, atol=1e-15)
+    for k in (0, 1, 4):
+        np.testing.assert_array_equal(with_ov[k], base[k])
+
+
 def test_weak_row_tail_shifts_the_weak_diagonal():
     # the diagonal of ΔA on the weak rows moves 2K S_w: d = 1/(2K S_w + ΔA_ww)
     sim = _sim(_si, 0.05, 2.0, 0.2, BeamSelection(sgmin=3.0, omega=30.0))

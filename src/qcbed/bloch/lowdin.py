@@ -60,11 +60,18 @@ with −W split into its Hermitian part (the elastic U_Sw, O) and anti-Hermitian
 weak beams' own U′₀. The classic term −A_Sw X⁻¹ A_wS then holds the paths
 strong → weak → tail → strong (U_Sw X⁻¹ W_wS) that the tail on the strong block alone
 misses, and 1/(2K S_w − W_ww) the tail's shift of each weak beam's own excitation
-(second order in the coupling like the weak–weak term). The tail's overlap on the weak
-rows, Z S_t,ww Z† − S_t,Sw Z† − Z S_t,wS, is left out: measured on the Si [1-10]
-D-LACBED it moves the selection error 2.6 → 3.1 × 10⁻⁴ and on a small Si case
-3.8 → 4.9 × 10⁻⁴ (docs/validation.md), no gain. W is held constant under the structure
-factors in the derivatives (:mod:`qcbed.bloch.lowdin_jacobian`), as S_t is.
+(second order in the coupling like the weak–weak term). The tail's overlap S_t makes
+the weak beams' resolvent (X + O − λ(M_w² + S_t,ww))⁻¹ and their coupling
+A_Sw − λ S_t,Sw; to first order in λ the overlap of the elimination gains
+Z S_t,ww Z† − S_t,Sw Z† − Z S_t,wS. The first-order terms in Z, −(S_t,Sw Z† + h.c.)
+(and with S_t's absorptive part in S_abs), are kept (session 10,
+:data:`TAIL_OVERLAP_ON_WEAK_ROWS`): without them the reference (every pool beam strong,
+S_t on every row) and the selection treat the tail's λ-dependence differently, which
+for a large tail dominated the selection error (BaTiO₃ P6₃/mmc, 6 681 tail beams,
+sgmin 3.5: 1.8 × 10⁻² → 1.3 × 10⁻³; Si D-LACBED sgmin 2: 2.8 → 1.7 × 10⁻⁴;
+docs/validation.md). Z S_t,ww Z†, second order in Z, is left out. W and S_t are held
+constant under the structure factors in the derivatives
+(:mod:`qcbed.bloch.lowdin_jacobian`).
 """
 
 from __future__ import annotations
@@ -84,6 +91,11 @@ __all__ = ["TailRows", "batch_terms", "bethe_terms", "derivatives_central", "low
 #: (:func:`tail_rows`; the module docstring). False: on the strong rows only, as before
 #: (kept for the comparison in ``benchmarks/bench_pool_disc.py tail`` and the tests).
 TAIL_ON_WEAK_ROWS = True
+
+#: The tail's Löwdin overlap on the strong–weak rows, −(S_t,Sw Z† + Z S_t,wS), enters the
+#: overlap of the elimination (the module docstring). False: left out, as before
+#: session 10 (kept for the comparisons in the tests and docs/validation.md).
+TAIL_OVERLAP_ON_WEAK_ROWS = True
 
 #: The weak–weak coupling to second order ((X + O)⁻¹ ≈ X⁻¹ − X⁻¹OX⁻¹ + X⁻¹OX⁻¹OX⁻¹;
 #: the module docstring). False: first order, as before session 9 (kept for the
@@ -109,6 +121,11 @@ class TailRows:
         The blocks hold the pool's own couplings too (U + ΔA on the strong–weak and
         weak–weak blocks, :func:`tail_rows` with ``pool``): :func:`batch_terms` takes
         them as they are instead of gathering U and adding.
+    ov_el, ov_abs : ndarray (n_dir, n, n_w) or None
+        The tail's Löwdin overlap S_t on the strong–weak block, its Hermitian and
+        anti-Hermitian/i parts (dimensionless, not scaled by M): the overlap's
+        −(S_t,Sw Z† + Z S_t,wS) (the module docstring); None where left out
+        (:data:`TAIL_OVERLAP_ON_WEAK_ROWS`).
     """
 
     sw_el: np.ndarray
@@ -116,6 +133,8 @@ class TailRows:
     ww_el: np.ndarray
     ww_abs: np.ndarray
     pool: bool = False
+    ov_el: np.ndarray | None = None
+    ov_abs: np.ndarray | None = None
 
     def z_sw(self) -> np.ndarray:
         """ΔZ_sw = ΔA_el + iΔA_abs on the strong–weak block (complex, Å⁻²)."""
@@ -175,12 +194,14 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
     n_terms, n_pool = coef.shape[2], coef.shape[-1]
     dt = coef.dtype
     ss = np.empty((4, n_dir, n * n), dt)
-    sw = np.empty((2, n_dir, n, n_w), dt)
     ww = np.empty((2, n_dir, n_w, n_w), dt)
     flat = (idx[:, :, None] * n_pool + idx[:, None, :]).reshape(n_dir, -1)
     tile = tail.tile_of(kt)
     ar = np.arange(n_w)
     shift = np.empty((n_dir, n_w))
+    # the elastic and absorptive ΔA, and with the overlap on the weak rows S_t's parts
+    n_parts = 4 if TAIL_OVERLAP_ON_WEAK_ROWS else 2
+    sw = np.empty((n_parts, n_dir, n, n_w), dt)
     base = None
     if pool is not None:
         # U_{p−w}, U′_{p−w} on every pool row p (N, n_w): the basis's constant term
@@ -190,7 +211,7 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
         # zeroed below with the tail's: 2K S_w holds it)
         dt = np.result_type(dt, base)
         ss = np.empty((4, n_dir, n * n), coef.dtype)
-        sw = np.empty((2, n_dir, n, n_w), dt)
+        sw = np.empty((n_parts, n_dir, n, n_w), dt)
         ww = np.empty((2, n_dir, n_w, n_w), dt)
     for k in np.unique(tile):
         rows = np.nonzero(tile == k)[0]
@@ -201,17 +222,17 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
         acc = np.zeros((4, len(rows), n * n), dt)
         for j in range(n_terms):
             acc += b[None, :, j, None] * np.take(cf[:, j].reshape(4, -1), fd, axis=1)
-        cw = np.take(cf[:2], wcols, axis=3)                      # (2, n_terms, N, n_w)
+        cw = np.take(cf[:n_parts], wcols, axis=3)                # (n_parts, n_terms, N, n_w)
         # the weak diagonal's shift: the tail's own (not U₀)
         shift[rows] = (b @ cw[0][:, wcols, ar]).real
         if base is not None:
             cw = cw.astype(dt, copy=False)
-            cw[:, 0] += base
+            cw[:2, 0] += base
         ir = idx if one else idx[rows]
         blk_sw = b[None, :, 0, None, None] * np.take(cw[:, 0], ir, axis=1)
         for j in range(1, n_terms):
             blk_sw += b[None, :, j, None, None] * np.take(cw[:, j], ir, axis=1)
-        cww = np.take(cw, wcols, axis=2).reshape(2, n_terms, n_w * n_w)
+        cww = np.take(cw[:2], wcols, axis=2).reshape(2, n_terms, n_w * n_w)
         blk_ww = (b @ cww).reshape(2, len(rows), n_w, n_w)
         if one:
             ss, sw, ww = acc, blk_sw, blk_ww
@@ -224,9 +245,10 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
         strong = (*_tail_parts(ss[0], ss[1], real), *_tail_parts(ss[2], ss[3], real))
     d = d / (1.0 + d * shift)
     ww[..., ar, ar] = 0.0
-    sw_el, sw_abs = _tail_parts(*sw, real)
+    sw_el, sw_abs = _tail_parts(sw[0], sw[1], real)
     ww_el, ww_abs = _tail_parts(*ww, real)
-    return strong, TailRows(sw_el, sw_abs, ww_el, ww_abs, pool is not None), d
+    ov = _tail_parts(sw[2], sw[3], real) if n_parts == 4 else (None, None)
+    return strong, TailRows(sw_el, sw_abs, ww_el, ww_abs, pool is not None, *ov), d
 
 
 def _tail_parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -327,7 +349,8 @@ def _gram(z: np.ndarray) -> np.ndarray:
 
 def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
                 ua_ww: np.ndarray | None, d: np.ndarray, m_w2: np.ndarray, *,
-                single: bool = False, classic: bool = True, energy2: bool = False
+                single: bool = False, classic: bool = True, energy2: bool = False,
+                ov_el: np.ndarray | None = None, ov_abs: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None,
                            np.ndarray | None]:
     """Every Bethe term of the weak beams at once: classic, weak–weak and overlap, batched.
@@ -374,6 +397,9 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     energy2 : bool
         Also return T₂ = Z M_w² X⁻¹ M_w² Z†, the second order in λ (the module
         docstring; :func:`transform` uses it).
+    ov_el, ov_abs : ndarray (n_dir, n, n_w), optional
+        The pool's tail's overlap S_t on the strong–weak block (:class:`TailRows`): S
+        gains −(S_t,Sw Z† + Z S_t,wS) and S_abs the same with S_t's absorptive part.
 
     Returns
     -------
@@ -402,6 +428,13 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     zs = t * (dd * np.sqrt(mw))                                 # Z M_w, Z = T X⁻¹
     s = _gram(zs)
     out = np.complex128 if np.iscomplexobj(u_sw) else np.float64
+    zh = None
+    if ov_el is not None:
+        # the tail's overlap on the strong–weak rows: −(S_t,Sw Z† + Z S_t,wS)
+        zh = _adj(t * dd)
+        x = cast(ov_el) @ zh
+        s -= x
+        s -= _adj(x)
     t2 = None
     if energy2:
         # the second order in λ: T₂ = Z M_w² X⁻¹ M_w² Z† = (Z M_w)(M_w² X⁻¹)(Z M_w)† (Å²)
@@ -431,6 +464,8 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
         e_abs -= x
         e_abs -= _adj(x)
     x = (y * mw) @ yah
+    if zh is not None and ov_abs is not None:
+        x -= cast(ov_abs) @ zh
     x += _adj(x)
     return e_el.astype(out), e_abs.astype(out), s.astype(out), x.astype(out), t2
 
@@ -556,7 +591,8 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
         # the whole couplings, gathered with the tail (tail_rows with ``pool``)
         return bethe_terms(tail.sw_el, tail.sw_abs if with_abs else None, tail.ww_el,
                            tail.ww_abs if with_abs else None, d, m_w2, single=single,
-                           classic=classic, energy2=energy2)
+                           classic=classic, energy2=energy2, ov_el=tail.ov_el,
+                           ov_abs=tail.ov_abs)
     ue, ua = single_tables(u, u_abs, real) if single else (
         u.real if real else u, u_abs.real if real else u_abs)
     sw = index[idx[:, :, None], wcols[None, None, :]]
@@ -571,8 +607,9 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
     for blk in (u_ww, ua_ww):
         if blk is not None:
             blk[..., ar, ar] = 0.0      # own copies: bethe_terms need not copy them again
+    ov = (None, None) if tail is None else (tail.ov_el, tail.ov_abs)
     return bethe_terms(u_sw, ua_sw, u_ww, ua_ww, d, m_w2, single=single, classic=classic,
-                       energy2=energy2)
+                       energy2=energy2, ov_el=ov[0], ov_abs=ov[1])
 
 
 def derivatives_central(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarray,

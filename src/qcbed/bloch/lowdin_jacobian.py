@@ -173,7 +173,9 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     dua = np.atleast_2d(np.asarray(dua, complex))
     u = np.asarray(u, complex)
     u_abs = np.asarray(u_abs, complex)
-    extra = () if tail is None else (tail.sw_el, tail.sw_abs, tail.ww_el, tail.ww_abs)
+    extra = () if tail is None else tuple(
+        x for x in (tail.sw_el, tail.sw_abs, tail.ww_el, tail.ww_abs, tail.ov_el, tail.ov_abs)
+        if x is not None)
     real = all(np.abs(x.imag).max(initial=0.0) <= 1e-12 * np.abs(x).max(initial=0.0)
                for x in (u, u_abs, du, dua, *map(np.asarray, extra)))
     if real:
@@ -209,6 +211,14 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
         extra = -(q @ yh) - 1j * (w + _adj(w))
     s = (z * mw) @ _adj(z)
     x = (y * mw) @ yah
+    ov_el = ov_abs = None
+    if tail is not None and tail.ov_el is not None:
+        # the tail's overlap on the strong–weak rows: −(S_t,Sw Z† + h.c.) in S and S_abs
+        cast_ov = (lambda v: np.asarray(v).real) if real else (lambda v: np.asarray(v, complex))
+        ov_el, ov_abs = cast_ov(tail.ov_el), cast_ov(tail.ov_abs)
+        v = ov_el @ _adj(z)
+        s = s - v - _adj(v)
+        x = x - ov_abs @ _adj(z)
     s_abs = x + _adj(x)
     if s_extra:
         s, s_abs = s + s_extra[0], s_abs + s_extra[1]
@@ -254,13 +264,18 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
                 xa = dq @ yah + (dpa * dw) @ yoh + (yoa * dw) @ _adj(dyo)
                 dd -= xq + _adj(xq) + 1j * (xa + _adj(xa))
                 dz += dq * dw
-            dzm = dy.plus(dz) * mw                    # ∂Z M_w²
+            dzz = dy.plus(dz)                         # ∂Z
+            dzm = dzz * mw                            # ∂Z M_w²
             ds = dzm @ _adj(z)
+            if ov_el is not None:
+                ds -= ov_el @ _adj(dzz)
             ds += _adj(ds)
             if energy2:
                 dt2 = (dzm * dw) @ _adj(zm)
                 dt2 += _adj(dt2)
             dx = dy.batched(_adj(ya * mw))
+            if ov_abs is not None:
+                dx = dx - ov_abs @ _adj(dzz)
         if np.any(dua[p]):
             dya = _Blocks(dua[p], sw, dw)
             doa = _off_diagonal(dua[p].take(ww))
