@@ -35,24 +35,32 @@ def _error(x: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(x - ref)) / np.max(ref))
 
 
+def _small_si_with_tail(kt: np.ndarray, ts: list[float]) -> tuple:
+    """Si [1-10], disc 0.25 Å⁻¹: the 169-beam pool (s_max 0.05, g_max 3) at sgmin 3 with
+    the tail of the beams up to s_max 0.4 (744), its engine arrays, and the intensities
+    at ``kt`` and ``ts`` of the same pool + tail with every pool beam strong."""
+    small = _sim(_si, 0.05, 3.0, 0.25, BeamSelection(sgmin=3.0, omega=30.0))
+    tail = _tail(small, 0.4, 3.0, 0.25)
+    strong = small.with_changes(selection=BeamSelection.all_strong()).arrays
+    strong.tail = tail
+    arrays = small.arrays
+    arrays.tail = tail
+    return small, arrays, solve_chunk(strong, kt).intensities(ts)
+
+
 def test_tail_on_weak_rows_matches_the_larger_pool_diagonalised(monkeypatch):
     """Si [1-10], 200 kV, disc 0.25 Å⁻¹, 1200 Å, 4 sample directions: the 169-beam pool
     (s_max 0.05, g_max 3) with a Löwdin selection (sgmin 3, ~100 strong) + the tail of
     the 744 beams up to s_max 0.4 against the 913-beam pool with every beam strong.
-    Measured: 4.5 × 10⁻⁴ with the tail on the weak rows, 1.15 × 10⁻³ with the tail on
-    the strong rows only (5.9 × 10⁻³ without a tail); against the pool + tail with every
-    pool beam strong (the selection error): 3.8 × 10⁻⁴ and 1.07 × 10⁻³."""
+    Measured (session 10 engine): 1.9 × 10⁻⁴ with the tail on the weak rows, 8.0 × 10⁻⁴
+    with the tail on the strong rows only; against the pool + tail with every pool beam
+    strong (the selection error): 1.1 × 10⁻⁴ and 7.3 × 10⁻⁴ (session 7's first-order
+    engine: 4.5 / 11.5 and 3.8 / 10.7 × 10⁻⁴; 5.9 × 10⁻³ without a tail)."""
     radius = 0.25
     kt = sample_directions((0.0, 0.0), radius)[[0, 2, 7, 12]]
-    small = _sim(_si, 0.05, 3.0, radius, BeamSelection(sgmin=3.0, omega=30.0))
     ref = solve_chunk(_sim(_si, 0.4, 3.0, radius, BeamSelection.all_strong()).arrays,
                       kt).intensities(T)
-    tail = _tail(small, 0.4, 3.0, radius)
-    strong = small.with_changes(selection=BeamSelection.all_strong()).arrays
-    strong.tail = tail
-    ref_same_pool = solve_chunk(strong, kt).intensities(T)
-    arrays = small.arrays
-    arrays.tail = tail
+    small, arrays, ref_same_pool = _small_si_with_tail(kt, T)
     err = {}
     for weak_rows in (False, True):
         monkeypatch.setattr(lowdin, "TAIL_ON_WEAK_ROWS", weak_rows)
@@ -77,16 +85,9 @@ def test_tail_overlap_on_the_weak_rows(monkeypatch):
     2.9 × 10⁻⁵; at sgmin 1.6–2 (errors 1–3 × 10⁻³, other truncations dominate) 1.1 →
     1.4 × 10⁻³. BaTiO₃ P6₃/mmc, whose tail is large: 1.8 × 10⁻² → 1.3 × 10⁻³ at sgmin 3.5
     (docs/validation.md). Also checks the term against its plain formula."""
-    radius = 0.25
-    kt = sample_directions((0.0, 0.0), radius)
+    kt = sample_directions((0.0, 0.0), 0.25)
     ts = [800.0, 1200.0, 2000.0]
-    small = _sim(_si, 0.05, 3.0, radius, BeamSelection(sgmin=3.0, omega=30.0))
-    tail = _tail(small, 0.4, 3.0, radius)
-    strong = small.with_changes(selection=BeamSelection.all_strong()).arrays
-    strong.tail = tail
-    ref = solve_chunk(strong, kt).intensities(ts)
-    arrays = small.arrays
-    arrays.tail = tail
+    small, arrays, ref = _small_si_with_tail(kt, ts)
     err = {}
     for on in (False, True):
         monkeypatch.setattr(lowdin, "TAIL_OVERLAP_ON_WEAK_ROWS", on)
