@@ -180,46 +180,41 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
     Per tile, the coefficients' weak columns ``wcols`` are gathered once per batch; the
     strong–weak block of each direction is then a sum over the fit's terms of contiguous
     row copies, and the weak–weak block one GEMM of the basis against the terms'
-    weak–weak blocks (only the rows each needs: the whole pool's rows, evaluated and
-    gathered from, took 1.4× longer on the Si D-LACBED). The strong–strong
-    block of the four parts is gathered from the coefficients and combined per direction
-    (n² × n_terms elements; an element-major copy of the coefficients gathered ~15 %
-    faster but doubled their memory, which large cells cannot afford). Per direction this
-    moves about half the data of evaluating the whole pool's N × N blocks and gathering
-    from them.
+    weak–weak blocks (only the rows each needs: evaluating the whole pool's rows and
+    gathering from them took 1.16× as long in a line profile of the Si D-LACBED image).
+    The strong–strong block of the four parts is gathered from the coefficients and
+    combined per direction (n² × n_terms elements; an element-major copy of the
+    coefficients gathered ~15 % faster but doubled their memory, which large cells cannot
+    afford).
     """
     n_dir, n = idx.shape
     n_w = len(wcols)
     coef = tail.coef
     n_terms, n_pool = coef.shape[2], coef.shape[-1]
-    dt = coef.dtype
-    ss = np.empty((4, n_dir, n * n), dt)
-    ww = np.empty((2, n_dir, n_w, n_w), dt)
-    flat = (idx[:, :, None] * n_pool + idx[:, None, :]).reshape(n_dir, -1)
-    tile = tail.tile_of(kt)
     ar = np.arange(n_w)
-    shift = np.empty((n_dir, n_w))
-    # the elastic and absorptive ΔA, and with the overlap on the weak rows S_t's parts
-    n_parts = 4 if TAIL_OVERLAP_ON_WEAK_ROWS else 2
-    sw = np.empty((n_parts, n_dir, n, n_w), dt)
     base = None
     if pool is not None:
         # U_{p−w}, U′_{p−w} on every pool row p (N, n_w): the basis's constant term
-        # carries them (the fit's first polynomial is 1)
+        # carries them (the fit's first polynomial is 1); U₀ on the weak–weak diagonal
+        # is zeroed below with the tail's (2K S_w holds it)
         cols = pool[2][:, wcols]
-        base = np.stack([pool[0].take(cols), pool[1].take(cols)])   # (U₀ on ww's diagonal,
-        # zeroed below with the tail's: 2K S_w holds it)
-        dt = np.result_type(dt, base)
-        ss = np.empty((4, n_dir, n * n), coef.dtype)
-        sw = np.empty((n_parts, n_dir, n, n_w), dt)
-        ww = np.empty((2, n_dir, n_w, n_w), dt)
+        base = np.stack([pool[0].take(cols), pool[1].take(cols)])
+    dt = coef.dtype if base is None else np.result_type(coef.dtype, base)
+    # the elastic and absorptive ΔA, and with the overlap on the weak rows S_t's parts
+    n_parts = 4 if TAIL_OVERLAP_ON_WEAK_ROWS else 2
+    ss = np.empty((4, n_dir, n * n), coef.dtype)
+    sw = np.empty((n_parts, n_dir, n, n_w), dt)
+    ww = np.empty((2, n_dir, n_w, n_w), dt)
+    shift = np.empty((n_dir, n_w))
+    flat = (idx[:, :, None] * n_pool + idx[:, None, :]).reshape(n_dir, -1)
+    tile = tail.tile_of(kt)
     for k in np.unique(tile):
         rows = np.nonzero(tile == k)[0]
         one = len(rows) == n_dir
         b = tail.basis(kt[rows], int(k))                         # (n_k, n_terms)
         cf = coef[k]                                             # (4, n_terms, N, N)
         fd = flat if one else flat[rows]
-        acc = np.zeros((4, len(rows), n * n), dt)
+        acc = np.zeros((4, len(rows), n * n), coef.dtype)
         for j in range(n_terms):
             acc += b[None, :, j, None] * np.take(cf[:, j].reshape(4, -1), fd, axis=1)
         cw = np.take(cf[:n_parts], wcols, axis=3)                # (n_parts, n_terms, N, n_w)
