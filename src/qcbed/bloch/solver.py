@@ -72,6 +72,7 @@ from typing import Any
 
 import numpy as np
 
+from .._core.heap import keep_freed_heap
 from ..errors import InputError
 from . import lowdin as lowdin_module
 from .beams import select_strong
@@ -512,6 +513,9 @@ def solve_chunk(arrays: EngineArrays, kt: np.ndarray,
 
 def eigen_chunk(tb: KernelTables, arrays: EngineArrays, kt: np.ndarray) -> EigenChunk:
     """:func:`solve_chunk` with the tables of any array module (results in numpy)."""
+    # the batches' temporaries reuse freed heap instead of page-faulting it in anew
+    # (qcbed._core.heap: a per-process allocator setting, idempotent)
+    keep_freed_heap()
     xp = tb.xp
     it = solve_groups(tb, arrays, kt)
     n_dir, n_max, n_s, n_weak, m_out = next(it)
