@@ -23,6 +23,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -77,6 +78,7 @@ from .tail import TailCorrection, TailSource
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "MAX_AUTO_CHUNK_SIZE",
     "UNPHYSICAL_GROWTH_WARN",
     "Simulation",
     "Solution",
@@ -84,8 +86,16 @@ __all__ = [
     "outputs_index",
 ]
 
-#: Incident directions per engine task (``Simulation(chunk_size=…)``, project files).
+#: Incident directions per engine task when the job is split for several workers, and the
+#: smallest automatic chunk (``Simulation(chunk_size=None)``, the default).
 DEFAULT_CHUNK_SIZE = 128
+
+#: Largest automatic chunk. The solver batches the directions of a chunk that share a
+#: strong-beam count (:func:`qcbed.bloch.solver.solve_chunk`), so 128-direction chunks
+#: give batches of ~5 directions on the Si D-LACBED image; 512-direction chunks with
+#: :data:`~qcbed.bloch.solver.BATCH_ELEMENTS` 2¹⁹ made its directions 0.86× as costly
+#: (benchmarks/RESULTS.md, session 11).
+MAX_AUTO_CHUNK_SIZE = 512
 
 
 class Simulation(StructureFactorUpdates, PatternFrontEnds):
@@ -166,8 +176,13 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
     min_strong : int
         Floor on the number of strong beams when the engine chooses the
         selection (Felix's ``min_strong_beams``).
-    chunk_size : int
-        Directions per batch.
+    chunk_size : int, optional
+        Incident directions per engine task (one call of the solver; it batches the
+        directions of a task that share a matrix size). Default (None): automatic —
+        a quarter of the job per worker, at least :data:`DEFAULT_CHUNK_SIZE` and at most
+        :data:`MAX_AUTO_CHUNK_SIZE` (a serial 5 852-direction image: 512; a
+        961-direction region on 2 workers: 128). An integer is used as given (results
+        then agree across executors to round-off).
     executor : optional
         A :mod:`qcbed.parallel` executor (or spec, see ``make_executor``). Default: the
         process-wide default executor (local processes on all cores) for jobs of at
@@ -198,7 +213,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         u_abs0: float | None = None,
         structure_factors: Mapping[tuple[int, int, int], complex | tuple[complex, complex]]
         | None = None,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | None = None,
         executor=None,
         accuracy: float | None = DEFAULT_ACCURACY,
         check_thickness: ArrayLike | None = None,
@@ -220,7 +235,8 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                              tag="kt_center", expected="shape (2,)", found=kc.shape)
         kt_center = (float(kc[0]), float(kc[1]))
         min_pool = check_integer(min_pool, "min_pool", low=0)
-        chunk_size = check_integer(chunk_size, "chunk_size", low=1)
+        if chunk_size is not None:
+            chunk_size = check_integer(chunk_size, "chunk_size", low=1)
         if v0 is not None:
             v0 = check_number(v0, "v0", unit="V")
         if u_abs0 is not None:
@@ -249,7 +265,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
             smax = 0.05
         self.selection = selection or BeamSelection(min_strong=int(min_strong))
         self.mode = mode
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = None if chunk_size is None else int(chunk_size)
         if isinstance(executor, (str, int)):
             executor = make_executor(executor)
         self.executor = executor
@@ -608,10 +624,17 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         ex = default_executor()
         return ex if n_chunks >= 2 * ex.n_workers else SerialExecutor()
 
-    def _chunks(self, pts: np.ndarray) -> list[np.ndarray]:
+    def _chunks(self, pts: np.ndarray) -> tuple[Any, list[np.ndarray]]:
+        """The executor and the chunks of directions ``pts`` (see ``chunk_size``)."""
         if not len(pts):
             raise InputError("no incident directions to solve", found=0)
-        return [pts[i:i + self.chunk_size] for i in range(0, len(pts), self.chunk_size)]
+        n = len(pts)
+        size = self.chunk_size or DEFAULT_CHUNK_SIZE
+        executor = self._executor_for(-(-n // size))
+        if self.chunk_size is None:
+            per_worker = -(-n // (4 * max(int(executor.n_workers), 1)))
+            size = min(max(per_worker, DEFAULT_CHUNK_SIZE), MAX_AUTO_CHUNK_SIZE)
+        return executor, [pts[i:i + size] for i in range(0, n, size)]
 
     def solve_eigen(self, kt: ArrayLike, derivatives: tuple[np.ndarray, np.ndarray] | None =
                     None, *, progress: bool = False) -> EigenChunk:
@@ -622,9 +645,9 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         """
         pts = check_numbers(kt, "kt", unit="Å⁻¹").reshape(-1, 2)
         incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
-        chunks = self._chunks(pts)
+        executor, chunks = self._chunks(pts)
         args = () if derivatives is None else (derivatives,)
-        results = self._executor_for(len(chunks)).map_chunks(
+        results = executor.map_chunks(
             solve_chunk, self.arrays, chunks, args=args, progress=progress)
         return EigenChunk.concatenate(results)
 
@@ -632,8 +655,8 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
                         progress: bool) -> PatternChunk:
         """Intensities (n_t, n, n_out) computed chunk by chunk (no eigen-systems kept)."""
         incident_kz(pts, self.k_in)  # |k_t| < K: checked here, not in the workers
-        chunks = self._chunks(pts)
-        results = self._executor_for(len(chunks)).map_chunks(
+        executor, chunks = self._chunks(pts)
+        results = executor.map_chunks(
             pattern_chunk, self.arrays, chunks, args=(thickness,), progress=progress)
         return PatternChunk.concatenate(results)
 

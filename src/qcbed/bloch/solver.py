@@ -169,7 +169,12 @@ def prepare_directions(arrays: EngineArrays, kt: np.ndarray) -> tuple[np.ndarray
 #: (CPU time per direction against 2²⁰, one BLAS thread, interleaved: YIG 166 strong
 #: 16.8 vs 21.2 ms, LiNbO₃ 80 strong 3.52 vs 4.14, YIG 60 strong 2.16 vs 2.38; Si
 #: D-LACBED 141 strong 8.5 vs 8.3 and LiNbO₃ 300 strong 102 vs 105: no change).
-BATCH_ELEMENTS = 1 << 18
+#: 2¹⁹ since session 11, with the larger automatic chunks (``Simulation(chunk_size=None)``)
+#: and the freed heap kept (:mod:`qcbed._core.heap`): on 2 048 directions of the Si
+#: D-LACBED image at the default engine (79 strong, ~290 weak beams), 512-direction
+#: chunks with 2¹⁹ cost 0.884× and with 2¹⁸ 0.932× of 128-direction chunks with 2¹⁸
+#: (medians of 5 alternating rounds; benchmarks/RESULTS.md).
+BATCH_ELEMENTS = 1 << 19
 
 
 def _size_batches(n_s: np.ndarray, n_weak: np.ndarray, elements: int | None = None):

@@ -16,7 +16,6 @@ import numpy as np
 from .._core.guard import parse_memory
 from .._core.parameters import split_dataset_name
 from .._core.tomlcompat import tomllib
-from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 from ..errors import InputError
 from ..parallel import check_executor_spec
 from ..scattering.structure_factors import PotentialModel
@@ -414,7 +413,7 @@ def _parse_engine(r: TableReader, en: Mapping, pfx: str) -> dict[str, Any]:
         "elastic": r.get(en, "elastic", f"{pfx}.elastic", "str", "kirkland"),
         "absorption": r.get(en, "absorption", f"{pfx}.absorption", "str", "bird_king"),
         "xi": r.get(en, "xi", f"{pfx}.xi", "float", 0.1, lo=0.0),
-        "chunk_size": r.get(en, "chunk_size", f"{pfx}.chunk_size", "int", DEFAULT_CHUNK_SIZE, lo=1),
+        "chunk_size": r.get(en, "chunk_size", f"{pfx}.chunk_size", "int", None, lo=1),
     }
     ex = en.get("executor", "auto")
     if isinstance(ex, bool) or not isinstance(ex, (str, int)):

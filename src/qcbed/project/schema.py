@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from .._core.parameters import split_dataset_name
-from ..bloch.simulation import DEFAULT_CHUNK_SIZE
 
 RUN_STATE = "run_state.json"
 _MISSING = object()
@@ -157,7 +156,8 @@ class EngineSection(_Section):
     elastic: str = "kirkland"
     absorption: str = "bird_king"
     xi: float = 0.1
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int | None = None
+    """Directions per engine task; None: automatic (``Simulation(chunk_size=None)``)."""
     executor: str | int = "auto"
     memory_limit: int | None = None
     """Bytes (``qcbed._core.guard``; None: ``QCBED_MEMORY_LIMIT`` or half the free memory)."""
