@@ -93,7 +93,7 @@ DEFAULT_CHUNK_SIZE = 128
 #: Largest automatic chunk. The solver batches the directions of a chunk that share a
 #: strong-beam count (:func:`qcbed.bloch.solver.solve_chunk`), so 128-direction chunks
 #: give batches of ~5 directions on the Si D-LACBED image; 512-direction chunks with
-#: :data:`~qcbed.bloch.solver.BATCH_ELEMENTS` 2¹⁹ made its directions 0.86× as costly
+#: :data:`~qcbed.bloch.solver.BATCH_ELEMENTS` 2¹⁹ made its directions 0.86–0.88× as costly
 #: (benchmarks/RESULTS.md, session 11).
 MAX_AUTO_CHUNK_SIZE = 512
 
