@@ -236,3 +236,48 @@ def test_loose_thresholds_use_classic_bethe_and_solve(si_dlacbed_dir):
         tight = Simulation.from_felix(si_dlacbed_dir, executor="serial",
                                       selection=BeamSelection(sgmin=3.0, min_strong=20))
         assert tight.arrays.lowdin
+
+
+def test_weak_beams_own_absorption_against_the_schur_complement(monkeypatch):
+    # the weak beams' own absorption (U′₀ on the diagonal of O′) to first order in U′:
+    # −Z_SW (X + O + i(U′₀ + O′))⁻¹ Z_WS; dropping it (as before) leaves an error of
+    # first order in U′₀ that the expansion's own truncation is far below
+    x, o, oa, u_sw, ua_sw = _weak_block(3, absorption=0.05)
+    oa_full = oa + 0.02 * np.eye(9)                   # U′₀ = 0.02 Å⁻² on every weak beam
+    z = (u_sw + 1j * ua_sw)[0]
+    exact = -z @ np.linalg.inv(np.diag(x) + o + 1j * oa_full) @ z.T
+    err = {}
+    for own in (True, False):
+        monkeypatch.setattr(lowdin_module, "WEAK_OWN_ABSORPTION", own)
+        _, e_abs, *_ = bethe_terms(u_sw, ua_sw, o, oa_full.copy(), 1.0 / x[None],
+                                   np.ones((1, 9)))
+        err[own] = np.abs(e_abs[0] - exact.imag).max()
+    assert err[True] < 0.05 * err[False], err
+
+
+def test_mean_absorption_of_the_weak_beams_against_all_strong(monkeypatch):
+    # only a mean absorption U′₀ (U′_g = 0 otherwise): every pool beam strong, the Bloch
+    # waves all decay alike; with the weak beams eliminated their share of each Bloch
+    # wave decays too only when their own U′₀ is kept
+    sim = Simulation(_si(), 200.0, [1, -1, 0], [0, 0, -1],
+                     potential=PotentialModel("kirkland", "bird_king"),
+                     selection=BeamSelection(sgmin=2.0, omega=30.0),
+                     gmax=2.5, smax=0.35, kt_radius=0.3, executor="serial")
+    arr = sim.arrays
+    u_abs = np.zeros_like(arr.u_abs)
+    u_abs[arr.index[0, 0]] = 0.01
+    kt = np.random.default_rng(4).uniform(-0.2, 0.2, (6, 2))
+    t = np.array([1500.0])
+
+    def inten(rules):
+        a = EngineArrays(g=arr.g, index=arr.index, u=arr.u, u_abs=u_abs, n_out=arr.n_out,
+                         k_in=arr.k_in, normal=arr.normal, rules=rules, mode="fast")
+        return solve_chunk(a, kt).intensities(t)
+
+    ref = inten(BeamSelection.all_strong())
+    err = {}
+    for own in (True, False):
+        monkeypatch.setattr(lowdin_module, "WEAK_OWN_ABSORPTION", own)
+        err[own] = float(np.max(np.abs(inten(sim.selection) - ref)) / np.max(ref))
+    print("selection error with / without the weak beams' U′₀:", err)
+    assert err[True] < 0.5 * err[False], err

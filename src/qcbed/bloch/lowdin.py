@@ -47,6 +47,16 @@ docs/validation.md, "Second order in the weak–weak coupling and in λ"):
   solver's separate absorptive block, Ã → Ã + iÃ_abs in Ã² (the elastic Ã² − Ã_abs²,
   the absorptive Ã Ã_abs + Ã_abs Ã), which keeps it within 10⁻⁴ of the exact solver.
 
+**The weak beams' own absorption (session 12).** To first order in U′ the absorptive
+weak–weak block O′ enters as Y O′ Y† (and −(P′ X⁻¹ P† + h.c.) at second order), the
+first-order term of (X + O + iO′)⁻¹ = X⁻¹ − iX⁻¹O′X⁻¹ + …. Its diagonal is each weak
+beam's own absorption U′₀ (with the tail, plus the tail's absorptive shift of it): the
+term U′₀ Y Y† is the absorption of the weak beams' share Σ_w |C_w|² of each Bloch wave,
+which the strong rows alone (normalised with the overlap S) do not carry. It was left
+out before session 12 (:data:`WEAK_OWN_ABSORPTION`); on TiNiSn (U′₀ = 0.004 Å⁻², 859
+pool beams) keeping it takes the selection error at sgmin 5 from 7.8 × 10⁻⁴ to
+4.9 × 10⁻⁴ against every pool beam strong (docs/validation.md).
+
 **The pool's tail on the weak rows.** The beams outside the pool (the *tail*,
 :mod:`qcbed.bloch.tail`) turn the pool's problem into (A − W) C = λ (M² + S_t) C on the
 whole pool (W = Z_pt (X_t + O_t)⁻¹ Z_tp, S_t its Löwdin overlap; Löwdin 1951, Spence &
@@ -56,8 +66,8 @@ replaces in every term above
     A_Sw → A_Sw − W_Sw,   O → O − W_ww (off-diagonal),   X = 2K S_w → 2K S_w − W_ww,
 
 with −W split into its Hermitian part (the elastic U_Sw, O) and anti-Hermitian part/i
-(the absorptive U′_Sw, O′); the weak diagonal's absorptive shift is dropped like the
-weak beams' own U′₀. The classic term −A_Sw X⁻¹ A_wS then holds the paths
+(the absorptive U′_Sw, O′); the weak diagonal's absorptive shift joins the weak beams'
+own U′₀ on the diagonal of O′ (below). The classic term −A_Sw X⁻¹ A_wS then holds the paths
 strong → weak → tail → strong (U_Sw X⁻¹ W_wS) that the tail on the strong block alone
 misses, and 1/(2K S_w − W_ww) the tail's shift of each weak beam's own excitation
 (second order in the coupling like the weak–weak term). The tail's overlap S_t makes
@@ -102,6 +112,11 @@ TAIL_OVERLAP_ON_WEAK_ROWS = True
 #: comparisons in ``benchmarks/bench_second_order.py`` and the tests).
 WEAK_SECOND_ORDER = True
 
+#: The weak beams' own absorption (U′₀ and the tail's absorptive shift on the weak
+#: diagonal) enters the absorptive weak–weak block O′ (the module docstring). False:
+#: dropped, as before session 12.
+WEAK_OWN_ABSORPTION = True
+
 #: The energy dependence to second order in λ/(2K S_w) (−λ² T₂; the module docstring).
 #: False: first order, as before session 9.
 ENERGY_SECOND_ORDER = True
@@ -116,7 +131,9 @@ class TailRows:
     sw_el, sw_abs : ndarray (n_dir, n, n_w)
         Elastic and absorptive parts of ΔA = −W on the strong–weak block (Å⁻²).
     ww_el, ww_abs : ndarray (n_dir, n_w, n_w)
-        The same on the weak–weak block, zero diagonal (the diagonal shifts 2K S_w).
+        The same on the weak–weak block. ``ww_el`` has a zero diagonal (the diagonal
+        shifts 2K S_w); ``ww_abs`` keeps the tail's absorptive shift of each weak beam on
+        its diagonal (with ``pool`` plus U′₀) when :data:`WEAK_OWN_ABSORPTION`.
     pool : bool
         The blocks hold the pool's own couplings too (U + ΔA on the strong–weak and
         weak–weak blocks, :func:`tail_rows` with ``pool``): :func:`batch_terms` takes
@@ -239,7 +256,9 @@ def tail_rows(tail: TailCorrection, kt: np.ndarray, idx: np.ndarray, wcols: np.n
     else:
         strong = (*_tail_parts(ss[0], ss[1], real), *_tail_parts(ss[2], ss[3], real))
     d = d / (1.0 + d * shift)
-    ww[..., ar, ar] = 0.0
+    ww[0][..., ar, ar] = 0.0
+    if not WEAK_OWN_ABSORPTION:
+        ww[1][..., ar, ar] = 0.0
     sw_el, sw_abs = _tail_parts(sw[0], sw[1], real)
     ww_el, ww_abs = _tail_parts(*ww, real)
     ov = _tail_parts(sw[2], sw[3], real) if n_parts == 4 else (None, None)
@@ -376,8 +395,10 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     u_sw, ua_sw : ndarray (n_dir, n, n_w)
         Elastic U_{g−w} and absorptive U′_{g−w} (Å⁻²); ``ua_sw`` None without absorption.
     u_ww, ua_ww : ndarray (n_w, n_w) or (n_dir, n_w, n_w)
-        U_{w−w′} and U′_{w−w′} among the weak beams (Å⁻²; the diagonals are ignored);
-        per direction when the pool's tail has shifted them (:func:`batch_terms`).
+        U_{w−w′} and U′_{w−w′} among the weak beams (Å⁻²); per direction when the pool's
+        tail has shifted them (:func:`batch_terms`). The diagonal of ``u_ww`` is ignored
+        (``d`` holds 2K S_w); that of ``ua_ww`` is the weak beams' own absorption U′₀
+        (used with :data:`WEAK_OWN_ABSORPTION`, else ignored).
     d, m_w2 : ndarray (n_dir, n_w)
         1/(2K S_w) (0 where w is not weak in that direction, Å²) and 1 + g_n,w/K_n.
     single : bool
@@ -449,7 +470,8 @@ def bethe_terms(u_sw: np.ndarray, ua_sw: np.ndarray | None, u_ww: np.ndarray,
     if classic:
         e_el += ya @ _adj(ua_sw)
     x = tt @ yah
-    pa = y @ cast(_off_diagonal(ua_ww))                         # P′ = Y O′
+    # P′ = Y O′, O′ with the weak beams' own absorption on its diagonal
+    pa = y @ cast(ua_ww if WEAK_OWN_ABSORPTION else _off_diagonal(ua_ww))
     e_abs = pa @ yh
     e_abs -= x
     e_abs -= _adj(x)
@@ -599,7 +621,7 @@ def batch_terms(u: np.ndarray, u_abs: np.ndarray, index: np.ndarray, idx: np.nda
         if with_abs:
             ua_sw, ua_ww = ua_sw + tail.sw_abs, ua_ww + tail.ww_abs
     ar = np.arange(len(wcols))
-    for blk in (u_ww, ua_ww):
+    for blk in (u_ww, None if WEAK_OWN_ABSORPTION else ua_ww):
         if blk is not None:
             blk[..., ar, ar] = 0.0      # own copies: bethe_terms need not copy them again
     ov = (None, None) if tail is None else (tail.ov_el, tail.ov_abs)

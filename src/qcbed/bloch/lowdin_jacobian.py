@@ -6,7 +6,8 @@ The transformed strong-beam matrix of a direction is (symmetric form, M = diag(m
     H_el = ½ (a₁ + a₁†),   A′ = (A + ΔA_el + iΔA_abs)/M,   F† (1 + S′) F = 1,
 
 with the Löwdin additions of :func:`qcbed.bloch.lowdin.bethe_terms` (Y = A_Sw X⁻¹,
-O the off-diagonal weak–weak block, Z = Y − Y O X⁻¹)
+O the off-diagonal weak–weak block, O′ the absorptive one with the weak beams' own
+absorption on its diagonal, Z = Y − Y O X⁻¹)
 
     ΔA_el = Y O Y†,   ΔA_abs = Y O′ Y† + Y O Y′† + Y′ O Y†,
     S = Z M_w² Z†,    S_abs = Y M_w² Y′† + Y′ M_w² Y†.
@@ -187,7 +188,9 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
     mw = m_w2[:, None, :]
     u_sw, ua_sw = u.take(sw), u_abs.take(sw)
     o = _off_diagonal(u.take(ww))
-    oa = _off_diagonal(u_abs.take(ww))
+    # O′ with the weak beams' own absorption on its diagonal (lowdin.WEAK_OWN_ABSORPTION)
+    own = lowdin.WEAK_OWN_ABSORPTION
+    oa = u_abs.take(ww) if own else _off_diagonal(u_abs.take(ww))
     if tail is not None:
         # the tail's fixed additions (per direction: O becomes a batch)
         cast = (lambda x: np.asarray(x).real) if real else (lambda x: np.asarray(x, complex))
@@ -278,7 +281,7 @@ def derivatives(u: np.ndarray, u_abs: np.ndarray, du: np.ndarray, dua: np.ndarra
                 dx = dx - ov_abs @ _adj(dzz)
         if np.any(dua[p]):
             dya = _Blocks(dua[p], sw, dw)
-            doa = _off_diagonal(dua[p].take(ww))
+            doa = dua[p].take(ww) if own else _off_diagonal(dua[p].take(ww))
             dt = _adj(dya.batched(yoh))
             dd += 1j * (_times_shared_sparse(y, doa) @ yh + dt + _adj(dt))
             if weak2:
