@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from qcbed.errors import InputError
 from qcbed.scattering import absorption as ab
 from qcbed.scattering import weickenmeier_kohl as wk
 from qcbed.scattering.models import available_elastic_models, elastic_form_factor
+from qcbed.scattering.structure_factors import PotentialModel
 
 # Si, Fd-3m, 8 atoms, origin choice 1 (atom at 0,0,0) as in the py4DSTEM references
 _FCC = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
@@ -348,3 +350,28 @@ def test_bird_king_integrand_spline_matches_the_direct_form_factor(element, mode
     ab.clear_cache()
     via_api = ab.bird_king_form_factor(element, s, 0.6, 200.0, elastic=model)
     assert np.abs(via_api / ab._tds_prefactor(200.0) - ref).max() < 1e-6 * scale
+
+
+@pytest.mark.parametrize("b_iso", [0.0, 0.47])
+def test_thermal_absorption_with_every_b_zero_warns(b_iso):
+    # Bird & King's TDS absorption vanishes with the Debye–Waller factors: a CIF with
+    # B = 0 throughout gives U′ ≡ 0, which the set-up says (and not otherwise)
+    from qcbed.bloch import Simulation
+    from qcbed.bloch.beams import BeamSelection
+    from qcbed.crystal import Crystal, Lattice, Site
+
+    a = 5.4307
+    crystal = Crystal(Lattice(a, a, a), [Site("Si1", "Si", (0.125,) * 3, b_iso=b_iso)],
+                      "F d -3 m :2")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        sim = Simulation(crystal, 200.0, [1, -1, 0], [0, 0, -1],
+                         potential=PotentialModel("kirkland", "bird_king"),
+                         selection=BeamSelection(sgmin=2.0), smax=0.05, gmax=1.5,
+                         executor="serial")
+    said = [str(w.message) for w in rec if "gives no absorption" in str(w.message)]
+    assert bool(np.any(sim.table.u_abs != 0)) == (b_iso > 0)
+    if b_iso > 0:
+        assert not said
+    else:
+        assert len(said) == 1 and "B = 0" in said[0], said

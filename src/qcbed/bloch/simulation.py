@@ -41,7 +41,7 @@ from ..crystal import Crystal
 from ..errors import InputError
 from ..io.felix import FelixInput
 from ..parallel import SerialExecutor, default_executor, make_executor
-from ..scattering.structure_factors import PotentialModel, TabulatedPotential
+from ..scattering.structure_factors import PotentialModel, TabulatedPotential, b_equivalent
 from .beams import BeamPool, BeamSelection
 from .builders import SetupDefaults, SimulationRecipe, dat_recipe, felix_recipe
 from .chunks import UNPHYSICAL_GROWTH_WARN
@@ -96,6 +96,23 @@ DEFAULT_CHUNK_SIZE = 128
 #: :data:`~qcbed.bloch.solver.BATCH_ELEMENTS` 2¹⁹ made its directions 0.86–0.88× as costly
 #: (benchmarks/RESULTS.md, session 11).
 MAX_AUTO_CHUNK_SIZE = 512
+
+
+def _warn_no_absorption(crystal: Crystal, potential: PotentialModel | TabulatedPotential,
+                        table: PotentialTable, u_abs0: float | None) -> None:
+    """Warn when an absorption model other than ``'none'`` gives U′ ≡ 0: the thermal
+    models (Bird & King 1990; Weickenmeier & Kohl 1991's phonon part) vanish with every
+    Debye–Waller factor zero (a CIF with B_iso = 0 throughout), and the intensities then
+    do not decay with thickness."""
+    model = getattr(potential, "absorption", "none")     # (a table has no model)
+    if model == "none" or u_abs0 is not None or np.any(table.u_abs != 0):
+        return
+    why = (" because every atom has B = 0 Å² (thermal diffuse scattering needs the "
+           "Debye–Waller factors; set B_iso in the CIF)"
+           if not np.any(b_equivalent(crystal)) else "")
+    warnings.warn(f"the absorption model '{model}' gives no absorption "
+                  f"(U'_g = 0 for every g){why}: the simulated intensities do not decay "
+                  "with thickness", UserWarning, stacklevel=3)
 
 
 class Simulation(StructureFactorUpdates, PatternFrontEnds):
@@ -289,6 +306,7 @@ class Simulation(StructureFactorUpdates, PatternFrontEnds):
         self.pool = initial_pool(crystal, self._internal, self.frame, self.k_in, pool, outputs,
                                  aperture, self.pool_settings)
         self.table = PotentialTable.build(self.pool.hkl, self._compute_u)
+        _warn_no_absorption(crystal, self.potential, self.table, u_abs0)
         self._overrides: dict[tuple[int, int, int], tuple[complex, complex]] = {}
         self._arrays: EngineArrays | None = None
         #: (pool, |U_g| of its beams from the set-up potential): the Ω criterion's
