@@ -67,7 +67,7 @@ replaces in every term above
 
 with −W split into its Hermitian part (the elastic U_Sw, O) and anti-Hermitian part/i
 (the absorptive U′_Sw, O′); the weak diagonal's absorptive shift joins the weak beams'
-own U′₀ on the diagonal of O′ (below). The classic term −A_Sw X⁻¹ A_wS then holds the paths
+own U′₀ on the diagonal of O′ (above). The classic term −A_Sw X⁻¹ A_wS then holds the paths
 strong → weak → tail → strong (U_Sw X⁻¹ W_wS) that the tail on the strong block alone
 misses, and 1/(2K S_w − W_ww) the tail's shift of each weak beam's own excitation
 (second order in the coupling like the weak–weak term). The tail's overlap S_t makes
