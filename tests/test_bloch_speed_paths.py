@@ -77,7 +77,9 @@ def test_tail_rows_match_the_per_direction_gather(crystal, exact, tiled):
         np.testing.assert_allclose(sw, full[part][r, idx[:, :, None], wcols[None, None, :]],
                                    **tol)
         want = full[part][:, wcols[:, None], wcols[None, :]].copy()
-        want[:, np.arange(n_w), np.arange(n_w)] = 0.0
+        if part == 0 or not lowdin.WEAK_OWN_ABSORPTION:
+            # the elastic diagonal is 2K S_w's shift (d); the absorptive one is kept
+            want[:, np.arange(n_w), np.arange(n_w)] = 0.0
         np.testing.assert_allclose(ww, want, **tol)
     shift = full[0][:, wcols, wcols].real
     np.testing.assert_allclose(d2, d / (1.0 + d * shift), rtol=1e-6)
@@ -94,7 +96,8 @@ def test_tail_rows_match_the_per_direction_gather(crystal, exact, tiled):
     for tab, got, tl_sw, tl_ww in ((tables[0], rows_p, rows.sw_el, rows.ww_el),
                                    (tables[1], rows_p, rows.sw_abs, rows.ww_abs)):
         u_ww = tab.take(ix[np.ix_(wcols, wcols)])
-        u_ww[np.arange(n_w), np.arange(n_w)] = 0.0
+        if tab is tables[0] or not lowdin.WEAK_OWN_ABSORPTION:
+            u_ww[np.arange(n_w), np.arange(n_w)] = 0.0      # (U′₀ stays on O′'s diagonal)
         want_sw = tab.take(ix[idx[:, :, None], wcols[None, None, :]]) + tl_sw
         want_ww = u_ww + tl_ww
         g_sw, g_ww = (got.sw_el, got.ww_el) if tab is tables[0] else (got.sw_abs, got.ww_abs)
@@ -167,8 +170,10 @@ def test_squared_norms_of_rows_and_columns(cplx):
 
 @pytest.mark.parametrize("single", [False, True])
 def test_bethe_terms_ignore_and_keep_the_weak_diagonal(single):
-    """The weak–weak blocks' diagonal takes no part (it is 2K S_w's place), and a
-    caller's blocks are not written to: with and without a diagonal, same terms."""
+    """The elastic weak–weak block's diagonal takes no part (it is 2K S_w's place), the
+    absorptive one is the weak beams' own absorption (lowdin.WEAK_OWN_ABSORPTION), and a
+    caller's blocks are not written to: with and without an elastic diagonal, same terms;
+    with and without the absorptive one, different ones."""
     rng = np.random.default_rng(8)
     n_dir, n, n_w = 3, 5, 7
     u_sw, ua_sw = rng.normal(size=(2, n_dir, n, n_w)) * 1e-2
@@ -183,12 +188,16 @@ def test_bethe_terms_ignore_and_keep_the_weak_diagonal(single):
     np.testing.assert_array_equal(ua_ww, keep[1])
     ar = np.arange(n_w)
     zero = [x.copy() for x in keep]
-    for z in zero:
-        z[:, ar, ar] = 0.0
+    zero[0][:, ar, ar] = 0.0
     without = lowdin.bethe_terms(u_sw, ua_sw, *zero[:1], zero[1], d, m_w2, single=single,
                                  energy2=True)
     for a, b in zip(with_diag, without):
         np.testing.assert_allclose(a, b, rtol=1e-6 if single else 1e-13, atol=0)
+    no_own = zero[1].copy()
+    no_own[:, ar, ar] = 0.0
+    dropped = lowdin.bethe_terms(u_sw, ua_sw, zero[0], no_own, d, m_w2, single=single)
+    assert np.abs(dropped[1] - with_diag[1]).max() > 1e-3 * np.abs(with_diag[1]).max()
+    np.testing.assert_allclose(dropped[0], with_diag[0], rtol=1e-6 if single else 1e-13)
     # against the plain formulas (lowdin.bethe_terms docstring), double precision
     if not single:
         y, ya = u_sw * d[:, None, :], ua_sw * d[:, None, :]
