@@ -15,10 +15,11 @@ import pytest
 from crystals import gaas as _gaas
 from crystals import si as _si
 from qcbed.bloch import Simulation
+from qcbed.bloch import tail as tail_module
 from qcbed.bloch.beams import BeamPool, BeamSelection
 from qcbed.bloch.convergence import sample_directions
 from qcbed.bloch.solver import solve_chunk
-from qcbed.bloch.tail import build_tail
+from qcbed.bloch.tail import build_tail, fit_on_rows
 from qcbed.scattering.structure_factors import PotentialModel
 
 RADIUS, T = 0.25, [1200.0]
@@ -191,3 +192,26 @@ def test_engine_pool_error_with_the_tail_is_true():
           f"{conv.error:.1e}, pool {conv.pool_error:.1e}")
     assert near[0] <= 1e-3 and near[1] > 3 * near[0]
     assert near[0] <= conv.error + conv.pool_error
+
+
+@pytest.mark.parametrize("union_limit", [tail_module.UNION_LIMIT, 0.5])
+@pytest.mark.parametrize("square", [True, False])
+def test_fit_on_rows_equals_the_polynomial_on_each_directions_rows(monkeypatch, square,
+                                                                   union_limit):
+    """Σ_j b_j C_j on each direction's rows (and columns) against the sum over the whole
+    pool taken first and sliced per direction; the union's GEMM (overlapping strong sets)
+    and the per-term path (union above the limit) alike."""
+    monkeypatch.setattr(tail_module, "UNION_LIMIT", union_limit)
+    rng = np.random.default_rng(3)
+    n_pool, n_c, n = 40, 40 if square else 17, 9
+    c = rng.normal(size=(4, 3, n_pool, n_c)).astype(np.float32)
+    b = rng.normal(size=(6, 3)).astype(np.float32)
+    # neighbouring directions: strong sets that share most rows, in any order
+    base = rng.choice(n_pool, 12, replace=False)
+    idx = np.stack([rng.permutation(rng.choice(base, n, replace=False)) for _ in b])
+    got = fit_on_rows(b, c, idx, square=square)
+    whole = np.einsum("dj,pjab->pdab", b.astype(float), c.astype(float))
+    want = np.stack([whole[:, d][:, idx[d]][:, :, idx[d]] if square else whole[:, d][:, idx[d]]
+                     for d in range(len(b))], axis=1)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -155,18 +155,11 @@ class TailCorrection:
         kt = np.atleast_2d(kt)
         tile = self.tile_of(kt)
         n_dir, n = idx.shape
-        n_pool, n_terms = self.coef.shape[-1], self.coef.shape[2]
-        flat = idx[:, :, None] * n_pool + idx[:, None, :]
-        out = np.zeros((4, n_dir, n, n), self.coef.dtype)
+        out = np.empty((4, n_dir, n, n), self.coef.dtype)
         for k in np.unique(tile):
             d = np.nonzero(tile == k)[0]
-            b = self.basis(kt[d], int(k))
-            cf = self.coef[k].reshape(4, n_terms, -1)
-            fd = flat[d].reshape(len(d), -1)
-            acc = np.zeros((4, len(d), n * n), self.coef.dtype)
-            for j in range(n_terms):
-                acc += b[None, :, j, None] * np.take(cf[:, j], fd, axis=1)
-            out[:, d] = acc.reshape(4, len(d), n, n)
+            out[:, d] = fit_on_rows(self.basis(kt[d], int(k)), self.coef[k], idx[d],
+                                    square=True)
         return out
 
     def blocks(self, kt: np.ndarray, idx: np.ndarray, *, exact: bool, real: bool
@@ -183,6 +176,69 @@ class TailCorrection:
         if exact:
             return a_el + 1j * a_abs.astype(complex), None, *_parts(s_el, s_abs, real)
         return (*_parts(a_el, a_abs, real), *_parts(s_el, s_abs, real))
+
+
+#: The union of a batch's strong rows above which :func:`fit_on_rows` sums the terms per
+#: direction instead (in units of one direction's n): the union's GEMM writes n_dir·m²
+#: elements against the per-term path's ≈ 3·n_terms·n_dir·n² (gathers, products, sums).
+UNION_LIMIT = 2.0
+
+
+def fit_on_rows(b: np.ndarray, c: np.ndarray, idx: np.ndarray, *, square: bool
+                ) -> np.ndarray:
+    """The fit Σ_j b_j C_j on each direction's pool rows ``idx``.
+
+    Parameters
+    ----------
+    b : ndarray (n_dir, n_terms)
+        The tile's basis at the directions (:meth:`TailCorrection.basis`).
+    c : ndarray (n_parts, n_terms, N, n_c)
+        Coefficients of the parts (for ``square``, n_c = N).
+    idx : ndarray (n_dir, n)
+        Each direction's rows (its strong beams).
+    square : bool
+        Take the columns ``idx`` too: (n_parts, n_dir, n, n); else every column,
+        (n_parts, n_dir, n, n_c).
+
+    Notes
+    -----
+    Neighbouring directions share most strong beams (the union of a batch's is
+    ≈ 1.5 n on the Si D-LACBED), so the terms are summed by one GEMM of the basis
+    against the coefficients on the union's rows (and columns), and each direction's
+    block is gathered from it once: with :func:`qcbed.bloch.lowdin.tail_rows`'
+    strong–strong and strong–weak blocks done this way the Si D-LACBED image took
+    0.94× the time of a gather, product and sum per term (alternating, 3 rounds,
+    medians). Where the union exceeds :data:`UNION_LIMIT` × n (directions far apart)
+    the terms are summed per direction as before.
+    """
+    n_dir, n = idx.shape
+    n_parts, n_terms = c.shape[:2]
+    ru, pos = np.unique(idx, return_inverse=True)
+    pos = pos.reshape(idx.shape)
+    m = len(ru)
+    dirs = np.arange(n_dir)[:, None]
+    if m > UNION_LIMIT * n:
+        if square:
+            flat = (idx[:, :, None] * c.shape[-1] + idx[:, None, :]).reshape(n_dir, -1)
+            cf = c.reshape(n_parts, n_terms, -1)
+            out = b[None, :, 0, None] * np.take(cf[:, 0], flat, axis=1)
+            for j in range(1, n_terms):
+                out += b[None, :, j, None] * np.take(cf[:, j], flat, axis=1)
+            return out.reshape(n_parts, n_dir, n, n)
+        out = b[None, :, 0, None, None] * np.take(c[:, 0], idx, axis=1)
+        for j in range(1, n_terms):
+            out += b[None, :, j, None, None] * np.take(c[:, j], idx, axis=1)
+        return out
+    # each direction's rows in the (n_dir·m) rows of the union's sums
+    rows = (dirs * m + pos).ravel()
+    if square:
+        cu = c[:, :, ru[:, None], ru].reshape(n_parts, n_terms, m * m)
+        full = (b @ cu).reshape(n_parts, n_dir * m * m)
+        flat = (rows.reshape(n_dir, n, 1) * m + pos[:, None, :]).ravel()
+        return np.take(full, flat, axis=1).reshape(n_parts, n_dir, n, n)
+    cu = np.take(c, ru, axis=2).reshape(n_parts, n_terms, -1)
+    full = (b @ cu).reshape(n_parts, n_dir * m, c.shape[-1])
+    return np.take(full, rows, axis=1).reshape(n_parts, n_dir, n, c.shape[-1])
 
 
 def _parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
