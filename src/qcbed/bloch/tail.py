@@ -216,29 +216,31 @@ def fit_on_rows(b: np.ndarray, c: np.ndarray, idx: np.ndarray, *, square: bool
     ru, pos = np.unique(idx, return_inverse=True)
     pos = pos.reshape(idx.shape)
     m = len(ru)
-    dirs = np.arange(n_dir)[:, None]
+    shape = (n_parts, n_dir, n, n if square else c.shape[-1])
     if m > UNION_LIMIT * n:
         if square:
             flat = (idx[:, :, None] * c.shape[-1] + idx[:, None, :]).reshape(n_dir, -1)
-            cf = c.reshape(n_parts, n_terms, -1)
-            out = b[None, :, 0, None] * np.take(cf[:, 0], flat, axis=1)
-            for j in range(1, n_terms):
-                out += b[None, :, j, None] * np.take(cf[:, j], flat, axis=1)
-            return out.reshape(n_parts, n_dir, n, n)
-        out = b[None, :, 0, None, None] * np.take(c[:, 0], idx, axis=1)
+
+            def gather(cj):
+                return np.take(cj.reshape(n_parts, -1), flat, axis=1)
+        else:
+            def gather(cj):
+                return np.take(cj, idx, axis=1).reshape(n_parts, n_dir, -1)
+        out = b[None, :, 0, None] * gather(c[:, 0])
         for j in range(1, n_terms):
-            out += b[None, :, j, None, None] * np.take(c[:, j], idx, axis=1)
-        return out
+            out += b[None, :, j, None] * gather(c[:, j])
+        return out.reshape(shape)
+    dirs = np.arange(n_dir)[:, None]
     # each direction's rows in the (n_dir·m) rows of the union's sums
     rows = (dirs * m + pos).ravel()
     if square:
         cu = c[:, :, ru[:, None], ru].reshape(n_parts, n_terms, m * m)
         full = (b @ cu).reshape(n_parts, n_dir * m * m)
         flat = (rows.reshape(n_dir, n, 1) * m + pos[:, None, :]).ravel()
-        return np.take(full, flat, axis=1).reshape(n_parts, n_dir, n, n)
+        return np.take(full, flat, axis=1).reshape(shape)
     cu = np.take(c, ru, axis=2).reshape(n_parts, n_terms, -1)
     full = (b @ cu).reshape(n_parts, n_dir * m, c.shape[-1])
-    return np.take(full, rows, axis=1).reshape(n_parts, n_dir, n, c.shape[-1])
+    return np.take(full, rows, axis=1).reshape(shape)
 
 
 def _parts(el: np.ndarray, ab: np.ndarray, real: bool) -> tuple[np.ndarray, np.ndarray]:
