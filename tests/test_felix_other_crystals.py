@@ -15,6 +15,7 @@ site and runs import-felix, validate and simulate on it.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -400,6 +401,25 @@ def test_polar_mixed_site_folder_end_to_end(tmp_path: Path) -> None:
     assert names == [(0, 0, 0), *hkl]
     assert 0 <= err <= 1e-3
     assert np.allclose(again, truth, rtol=1e-9, atol=1e-12)
+
+    # qcbed compare: the folder's images against the simulation, shapes identical
+    js = tmp_path / "cmp.json"
+    r = runner.invoke(main, ["compare", str(out), str(d), "--blur", "0", "--json", str(js)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    assert "7 reflections compared" in r.output
+    rep = json.loads(js.read_text())
+    assert rep["figure_of_merit"][0] < 1e-9 and rep["best_thickness_A"] == 300.0
+    assert all(abs(v) < 0.05 for x in rep["reflections"] for v in x["shift_px"][0])
+    # a polar crystal's 002 and 00-2 are not interchangeable: swapped, the ZNCC drops
+    from qcbed.refine.compare import compare_images
+
+    swapped = stack.hkl.copy()
+    swapped[[1, 2]] = swapped[[2, 1]]
+    cmp = compare_images(again, names, stack.images, swapped, blur_radius=0.0,
+                         max_shift=0.0)
+    assert cmp.zncc[0, 1] < 0.99 and cmp.zncc[0, 0] > 1 - 1e-9
+    r = runner.invoke(main, ["compare", str(out), str(tmp_path)])
+    assert r.exit_code == 2 and "error:" in r.output
 
 
 # ---------------------------------------------------------------------- large cells

@@ -18,8 +18,8 @@ import click
 
 from .._version import __version__
 
-_SUBCOMMANDS = ("ug", "extract", "demo", "simulate", "refine", "validate", "import_felix",
-                "import_larbed", "export", "resume", "gui")
+_SUBCOMMANDS = ("ug", "extract", "demo", "simulate", "compare", "refine", "validate",
+                "import_felix", "import_larbed", "export", "resume", "gui")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -131,6 +131,9 @@ class FelixInput:
     """1: include higher-order Laue zones."""
     blur_radius: float | None = None
     """Gaussian blur radius of the image processing, px."""
+    image_processing: int | None = None
+    """Felix's ``image_processing``: 0 none, 1 Gaussian blur of ``blur_radius`` px, 2 the
+    blur that fits best (``qcbed compare`` blurs by ``blur_radius`` for 1 and 2)."""
     debye_model: int | None = None
     """Felix's ``Debye_model``: 0 isotropic (the crystal's anisotropic U are replaced by
     their isotropic B), 1 anisotropic; None when not given (the CIF's U are used)."""
@@ -568,6 +571,7 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
         g_limit=_real(raw_l, lines_l, "g_limit", inp, nonnegative=True),
         holz_flag=_int(raw_l, lines_l, "holz_flag", inp, minimum=0),
         blur_radius=_real(raw_l, lines_l, "blur_radius", inp, nonnegative=True),
+        image_processing=_int(raw_l, lines_l, "image_processing", inp, minimum=0),
         debye_model=debye,
         image_files=images,
         raw=raw, lines=lines,
