@@ -409,7 +409,14 @@ def test_polar_mixed_site_folder_end_to_end(tmp_path: Path) -> None:
     assert "7 reflections compared" in r.output
     rep = json.loads(js.read_text())
     assert rep["figure_of_merit"][0] < 1e-9 and rep["best_thickness_A"] == 300.0
+    assert rep["max_shift_px"] == 2.0                    # felix.inp: correlation_type 2
     assert all(abs(v) < 0.05 for x in rep["reflections"] for v in x["shift_px"][0])
+    r = runner.invoke(main, ["compare", str(out), str(d), "--no-align", "--json", str(js)])
+    assert r.exit_code == 0, r.output + repr(r.exception)
+    rep = json.loads(js.read_text())
+    # image_processing 3 is no blur of Felix's; not aligned: the images as they are
+    assert rep["max_shift_px"] == 0.0 and rep["blur_radius_px"] == 0.0
+    assert rep["figure_of_merit"][0] < 1e-9
     # a polar crystal's 002 and 00-2 are not interchangeable: swapped, the ZNCC drops
     from qcbed.refine.compare import compare_images
 

@@ -26,16 +26,20 @@ from ._common import settings, wrap
                    "2, else 0).")
 @click.option("--max-shift", type=float, default=2.0, show_default=True, metavar="PX",
               help="Sub-pixel alignment range of each image, pixels.")
-@click.option("--no-align", is_flag=True, default=False,
-              help="No alignment (Felix's correlation_type 1): ZNCC of the images as they are.")
+@click.option("--align/--no-align", default=None,
+              help="Sub-pixel alignment of each image before its ZNCC (default: as "
+                   "felix.inp's correlation_type: none for 1, aligned otherwise).")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write every figure (per reflection and thickness) to this JSON file.")
 @click.option("--quiet", "-q", is_flag=True, default=None, help="Only the summary line.")
 @wrap
 def command(simulation: str, folder: str, blur: float | None, max_shift: float,
-            no_align: bool, json_out: str | None, quiet: bool | None) -> None:
+            align: bool | None, json_out: str | None, quiet: bool | None) -> None:
     """Compare the images of SIMULATION (written by ``qcbed simulate`` for a Felix folder)
-    with the recorded images of FOLDER (<name>_+h+k+l.dm3 with felix.inp)."""
+    with the recorded images of FOLDER (<name>_+h+k+l.dm3 with felix.inp).
+
+    The blur and the alignment follow felix.inp (image_processing, blur_radius,
+    correlation_type) unless --blur or --align/--no-align say otherwise."""
     import h5py
 
     from ..errors import InputError
@@ -64,7 +68,13 @@ def command(simulation: str, folder: str, blur: float | None, max_shift: float,
                          found=inten.shape[-2:])
     if blur is None:
         blur = (float(fx.blur_radius or 0.0) if fx.image_processing in (1, 2) else 0.0)
-    if no_align:
+    ctype = fx.correlation_type
+    if align is None:
+        align = ctype != 1
+        if ctype not in (None, 1, 2) and not q:
+            click.echo(f"felix.inp asks for correlation_type {ctype}; qcbed compares by "
+                       "ZNCC after sub-pixel alignment (type 2)")
+    if not align:
         max_shift = 0.0
     cmp = compare_images(inten, hkl, stack.images, stack.hkl, thickness=thickness,
                          blur_radius=blur, max_shift=max_shift)

@@ -134,6 +134,10 @@ class FelixInput:
     image_processing: int | None = None
     """Felix's ``image_processing``: 0 none, 1 Gaussian blur of ``blur_radius`` px, 2 the
     blur that fits best (``qcbed compare`` blurs by ``blur_radius`` for 1 and 2)."""
+    correlation_type: int | None = None
+    """Felix's ``correlation_type``: 0 phase, 1 Pearson (ZNCC), 2 ZNCC after sub-pixel
+    alignment, 3 with an affine transform, 4 with a Sobel filter (``qcbed compare``:
+    ZNCC without alignment for 1, with it otherwise)."""
     debye_model: int | None = None
     """Felix's ``Debye_model``: 0 isotropic (the crystal's anisotropic U are replaced by
     their isotropic B), 1 anisotropic; None when not given (the CIF's U are used)."""
@@ -572,6 +576,7 @@ def read_felix(folder: str | PathLike[str]) -> FelixInput:
         holz_flag=_int(raw_l, lines_l, "holz_flag", inp, minimum=0),
         blur_radius=_real(raw_l, lines_l, "blur_radius", inp, nonnegative=True),
         image_processing=_int(raw_l, lines_l, "image_processing", inp, minimum=0),
+        correlation_type=_int(raw_l, lines_l, "correlation_type", inp, minimum=0),
         debye_model=debye,
         image_files=images,
         raw=raw, lines=lines,
