@@ -410,6 +410,7 @@ def test_polar_mixed_site_folder_end_to_end(tmp_path: Path) -> None:
     rep = json.loads(js.read_text())
     assert rep["figure_of_merit"][0] < 1e-9 and rep["best_thickness_A"] == 300.0
     assert rep["max_shift_px"] == 2.0                    # felix.inp: correlation_type 2
+    assert rep["convergence_error"] == pytest.approx(err) and "engine error" in r.output
     assert all(abs(v) < 0.05 for x in rep["reflections"] for v in x["shift_px"][0])
     r = runner.invoke(main, ["compare", str(out), str(d), "--no-align", "--json", str(js)])
     assert r.exit_code == 0, r.output + repr(r.exception)

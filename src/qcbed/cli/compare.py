@@ -57,6 +57,7 @@ def command(simulation: str, folder: str, blur: float | None, max_shift: float,
             hkl = f["hkl"][()]
             inten = f["intensity"][()]
             thickness = f["thickness"][()]
+            conv = f.attrs.get("convergence_error")
     except (OSError, KeyError) as exc:
         raise InputError(f"not a qcbed simulate file ({exc})", source=sim_path,
                          expected="datasets hkl, intensity, thickness") from None
@@ -91,7 +92,13 @@ def command(simulation: str, folder: str, blur: float | None, max_shift: float,
         for h, z, s in zip(cmp.hkl, cmp.zncc[b], cmp.shift[b]):
             click.echo(f"  {' '.join(f'{int(v):3d}' for v in h)}  {z:7.4f}  "
                        f"{s[0]:+5.2f} {s[1]:+5.2f}")
+    engine = ("" if conv is None else
+              f"; the simulation's engine error {float(conv):.1e} of I_max (convergence_error)")
     click.echo(f"figure of merit (mean 1 - ZNCC) {fom[b]:.4f} at {cmp.thickness[b]:.1f} Å "
-               f"(mean ZNCC {float(np.mean(cmp.zncc[b])):.4f})")
+               f"(mean ZNCC {float(np.mean(cmp.zncc[b])):.4f}){engine}")
     if json_out:
-        Path(json_out).write_text(json.dumps(cmp.as_dict(), indent=1))
+        rep = cmp.as_dict()
+        rep["simulation"] = str(sim_path)
+        rep["folder"] = str(folder)
+        rep["convergence_error"] = None if conv is None else float(conv)
+        Path(json_out).write_text(json.dumps(rep, indent=1))
