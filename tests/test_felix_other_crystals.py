@@ -392,8 +392,9 @@ def test_polar_mixed_site_folder_end_to_end(tmp_path: Path) -> None:
     assert "convergence error" in r.output
     out = tmp_path / "x.h5"
     r = runner.invoke(main, ["--workers", "1", "simulate", str(d), "-t", "300", "--out",
-                             str(out), "--quiet"])
+                             str(out)])
     assert r.exit_code == 0, r.output + repr(r.exception)
+    assert f"qcbed compare {out} {d}" in r.output        # the hint: the folder has images
     with h5py.File(out) as f:
         err = float(f.attrs["convergence_error"])
         again = f["intensity"][()][0]

@@ -198,6 +198,8 @@ def command(setup: str, thickness: tuple[float, ...], out: str, gmax: float | No
                    "output)", err=True)
     click.echo(f"wrote {path}: intensity {tuple(inten.shape)} at thickness "
                f"{', '.join(f'{x:g}' for x in t)} A ({time.perf_counter() - t0:.1f} s)")
+    if setup_kind == "felix" and sim.felix is not None and sim.felix.image_files and not q:
+        click.echo(f"against the folder's images: qcbed compare {path} {folder}")
 
 
 def _pool_options(gmax: float | None, smax: float | None, no_holz: bool) -> dict:
