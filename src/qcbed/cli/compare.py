@@ -35,8 +35,8 @@ from ._common import settings, wrap
 @wrap
 def command(simulation: str, folder: str, blur: float | None, max_shift: float,
             align: bool | None, json_out: str | None, quiet: bool | None) -> None:
-    """Compare the images of SIMULATION (written by ``qcbed simulate`` for a Felix folder)
-    with the recorded images of FOLDER (<name>_+h+k+l.dm3 with felix.inp).
+    """Compare the simulated images of SIMULATION (an HDF5 file of 'qcbed simulate' for a
+    Felix folder) with the recorded images of FOLDER (<name>_+h+k+l.dm3, felix.inp).
 
     The blur and the alignment follow felix.inp (image_processing, blur_radius,
     correlation_type) unless --blur or --align/--no-align say otherwise."""
