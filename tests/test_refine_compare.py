@@ -80,3 +80,18 @@ def test_compare_images_matches_reflections_by_hkl() -> None:
         compare_images(sim, sim_hkl, exp, [(5, 5, 5)] * 3)
     with pytest.raises(InputError, match="same pixel grid"):
         compare_images(sim, sim_hkl, exp[:, :-1], exp_hkl)
+
+
+def test_thickness_at_the_minimum_of_the_figure_of_merit() -> None:
+    from qcbed.refine.compare import ImageComparison
+
+    t = np.array([1400.0, 1440.0, 1480.0, 1510.0, 1540.0])
+    fom = 0.04 + 1e-5 * (t - 1493.0) ** 2             # a parabola with its vertex at 1493 Å
+    cmp = ImageComparison(hkl=np.zeros((1, 3), int), thickness=t, zncc=(1 - fom)[:, None],
+                          shift=np.zeros((5, 1, 2)), blur_radius=1.0, max_shift=2.0)
+    assert cmp.best == 2 and cmp.thickness_at_minimum == pytest.approx(1493.0)
+    assert cmp.as_dict()["thickness_at_minimum_A"] == pytest.approx(1493.0)
+    edge = ImageComparison(hkl=np.zeros((1, 3), int), thickness=t,
+                           zncc=(1 - 1e-5 * t)[:, None], shift=np.zeros((5, 1, 2)),
+                           blur_radius=1.0, max_shift=2.0)
+    assert edge.best == 0 and edge.thickness_at_minimum is None      # not bracketed

@@ -94,8 +94,12 @@ def command(simulation: str, folder: str, blur: float | None, max_shift: float,
                        f"{s[0]:+5.2f} {s[1]:+5.2f}")
     engine = ("" if conv is None else
               f"; the simulation's engine error {float(conv):.1e} of I_max (convergence_error)")
+    t_min = cmp.thickness_at_minimum
+    vertex = ("" if t_min is None else
+              f"; minimum near {t_min:.0f} Å (parabola through the best thickness and "
+              "its neighbours)")
     click.echo(f"figure of merit (mean 1 - ZNCC) {fom[b]:.4f} at {cmp.thickness[b]:.1f} Å "
-               f"(mean ZNCC {float(np.mean(cmp.zncc[b])):.4f}){engine}")
+               f"(mean ZNCC {float(np.mean(cmp.zncc[b])):.4f}){vertex}{engine}")
     if json_out:
         rep = cmp.as_dict()
         rep["simulation"] = str(sim_path)

@@ -162,6 +162,18 @@ class ImageComparison:
         """Index of the thickness with the smallest figure of merit."""
         return int(np.argmin(self.figure_of_merit))
 
+    @property
+    def thickness_at_minimum(self) -> float | None:
+        """Thickness (Å) at the vertex of the parabola through the figure of merit at the
+        best thickness and its two neighbours, or None when the best one is the first or
+        last of the simulated thicknesses (the minimum is not bracketed) or they are not
+        increasing."""
+        t, f, b = self.thickness, self.figure_of_merit, self.best
+        if len(t) < 3 or b in (0, len(t) - 1) or not np.all(np.diff(t) > 0):
+            return None
+        c2, c1, _ = np.polyfit(t[b - 1:b + 2], f[b - 1:b + 2], 2)
+        return float(-c1 / (2 * c2)) if c2 > 0 else None
+
     def as_dict(self) -> dict:
         """Plain JSON-ready summary (per-reflection values at every thickness)."""
         return {
@@ -172,6 +184,7 @@ class ImageComparison:
             "thickness_A": self.thickness.tolist(),
             "figure_of_merit": self.figure_of_merit.tolist(),
             "best_thickness_A": float(self.thickness[self.best]),
+            "thickness_at_minimum_A": self.thickness_at_minimum,
             "reflections": [
                 {"hkl": [int(v) for v in h], "zncc": self.zncc[:, i].tolist(),
                  "shift_px": self.shift[:, i].tolist()}
