@@ -95,3 +95,12 @@ def test_thickness_at_the_minimum_of_the_figure_of_merit() -> None:
                            zncc=(1 - 1e-5 * t)[:, None], shift=np.zeros((5, 1, 2)),
                            blur_radius=1.0, max_shift=2.0)
     assert edge.best == 0 and edge.thickness_at_minimum is None      # not bracketed
+
+
+def test_docstring_examples_run() -> None:
+    import doctest
+
+    import qcbed.refine.compare as mod
+
+    res = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted >= 2 and res.failed == 0

@@ -70,6 +70,15 @@ def aligned_zncc(sim: np.ndarray, exp: np.ndarray, max_shift: float = 2.0,
         In [−1, 1], over the interior ``ceil(max_shift) + 1`` pixels from the border.
     shift : ndarray (2,)
         (rows, columns) in pixels: ``sim`` moved by it matches ``exp``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from scipy import ndimage
+    >>> img = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=(64, 64)), 3)
+    >>> z, d = aligned_zncc(img, ndimage.shift(img, (0.3, -0.6), order=3))
+    >>> np.round(d, 1).tolist(), round(z, 4)
+    ([0.3, -0.6], 1.0)
     """
     sim = np.asarray(sim, float)
     exp = np.asarray(exp, float)
@@ -179,7 +188,8 @@ class ImageComparison:
         return {
             "definition": "mean over reflections of 1 - ZNCC (Pearson r of the pixels) "
                           "after a Gaussian blur of the simulation (sigma = blur_radius "
-                          "px) and its sub-pixel alignment within max_shift px",
+                          "px) and its sub-pixel alignment within max_shift px (0: not "
+                          "aligned)",
             "blur_radius_px": self.blur_radius, "max_shift_px": self.max_shift,
             "thickness_A": self.thickness.tolist(),
             "figure_of_merit": self.figure_of_merit.tolist(),
@@ -216,6 +226,14 @@ def compare_images(sim: np.ndarray, sim_hkl: np.ndarray, exp: np.ndarray,
     Returns
     -------
     ImageComparison
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.add.outer(np.arange(32.0), np.arange(32.0)) ** 2 % 17
+    >>> cmp = compare_images(a[None], [(0, 0, 0)], a[None], [(0, 0, 0)], blur_radius=0.0)
+    >>> round(float(cmp.figure_of_merit[0]), 6)
+    0.0
     """
     sim = np.asarray(sim, float)
     if sim.ndim == 3:
