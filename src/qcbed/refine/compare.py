@@ -111,9 +111,9 @@ def aligned_zncc(sim: np.ndarray, exp: np.ndarray, max_shift: float = 2.0,
             grid[i, j] = zncc(np.roll(src, (i - m, j - m), axis=(0, 1)), exp, inner)
     i0, j0 = np.unravel_index(int(np.argmax(grid)), grid.shape)
     best = np.array([i0 - m, j0 - m], float)
-    z = score(best)
     # vertex of the quadratic through the 3 × 3 scores around the integer peak
     nb = np.array([[score(best + (a, b)) for b in (-1, 0, 1)] for a in (-1, 0, 1)])
+    z = float(nb[1, 1])
     a, b = np.meshgrid((-1.0, 0.0, 1.0), (-1.0, 0.0, 1.0), indexing="ij")
     basis = np.stack([np.ones(9), a.ravel(), b.ravel(), a.ravel() ** 2,
                       (a * b).ravel(), b.ravel() ** 2], axis=1)
