@@ -251,3 +251,22 @@ def test_grown_pool_variant_adds_beams_and_keeps_the_rest():
     with pytest.raises(InputError, match="no automatic pool"):
         given.with_grown_pool()
     assert var.automatic_pool_limits == (rec.smax, rec.gmax)
+
+
+def test_pattern_warns_beyond_the_checked_thickness(auto_sim):
+    from qcbed.bloch.grids import TiltGrid
+
+    grid = TiltGrid.disc((0.0, 0.0), 0.05, 1)
+    assert auto_sim.check_thickness == (1200.0,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        auto_sim.pattern(grid, [1100.0, 1200.0, 1300.0])     # within 10 % of the check
+    with pytest.warns(UserWarning, match=r"checked at 1200 Å; this pattern includes 2400 Å"):
+        auto_sim.pattern(grid, [1200.0, 2400.0])
+    with pytest.warns(UserWarning, match=r"includes 600 Å, outside"):
+        auto_sim.pattern(grid, [600.0, 1200.0])
+    # no accuracy claimed (legacy thresholds): nothing to warn about
+    legacy = Simulation(si(), 200.0, [1, -1, 0], [0, 0, -1], accuracy=None, **KW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        legacy.pattern(grid, 2400.0)

@@ -431,6 +431,31 @@ def test_polar_mixed_site_folder_end_to_end(tmp_path: Path) -> None:
     assert r.exit_code == 2 and "error:" in r.output
 
 
+def test_felix_folder_checks_every_thickness_of_its_scan(tmp_path: Path) -> None:
+    """The engine's accuracy holds where the folder's images are simulated: every
+    thickness of felix.inp's scan (initial, initial + delta, ... <= final), not only its
+    ends; the pattern at those thicknesses does not warn, one beyond them does."""
+    from qcbed.bloch.simulation import Simulation
+
+    hkl = [(0, 0, 2), (0, 0, -2), (1, 1, 0), (-1, -1, 0)]
+    inp = _inp(radius=4, pool=20, strong=8, conv=0.3, t0=300.0, t1=345.0).replace(
+        "g_limit                   = 0.0", "g_limit                   = 1.5")
+    d = make_felix_folder(tmp_path / "scan", inp=inp, cif=WURTZITE_MIXED, hkl=hkl)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)      # holz_flag = 0 remark
+        sim = Simulation.from_felix(d)
+    scan = (300.0, 310.0, 320.0, 330.0, 340.0)
+    assert tuple(sim.defaults.thickness) == scan
+    assert sim.check_thickness == scan
+    assert sim.convergence.thickness == scan
+    assert sim.convergence.error <= 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sim.pattern(sim.defaults.grid, sim.defaults.thickness)
+    with pytest.warns(UserWarning, match="checked at 300–340 Å; this pattern includes 600 Å"):
+        sim.pattern(sim.defaults.grid, [600.0])
+
+
 # ---------------------------------------------------------------------- large cells
 def _si_sim(**kw):
     from qcbed.bloch import Simulation

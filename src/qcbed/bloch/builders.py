@@ -218,7 +218,8 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
 
     Unless ``selection`` or ``smax`` are given, the engine chooses the strong-beam
     thresholds and grows the pool for its ``accuracy`` (default 10⁻³, checked at
-    the thicknesses of ``felix.inp``); Felix's ``min_strong_beams`` is kept as a
+    every thickness of ``felix.inp``'s scan, those the folder's images are simulated
+    at); Felix's ``min_strong_beams`` is kept as a
     floor on the strong beams and ``min_reflection_pool`` as a floor on the pool.
     """
     fx = read_felix(folder)
@@ -235,8 +236,7 @@ def felix_recipe(folder: str | os.PathLike, *, potential: PotentialModel | None 
                               holz=True if holz is None else holz, kt_radius=radius,
                               min_pool=int(fx.min_reflection_pool or 0), outputs=fx.hkl,
                               min_strong=int(fx.min_strong_beams or 0),
-                              check_thickness=np.unique([fx.initial_thickness,
-                                                         fx.final_thickness]))
+                              check_thickness=np.asarray(fx.thicknesses, float))
     kw.update(overrides)
     if fx.holz_flag == 0 and holz is None:
         warnings.warn("felix.inp has holz_flag = 0; qcbed includes HOLZ beams by default "
