@@ -205,7 +205,9 @@ def test_walk_matches_the_general_path(monkeypatch):
 
 def test_threaded_exact_terms_equal_the_serial_ones(monkeypatch):
     """The set-up's directions run on threads (TailSource.exact_many): the same W
-    and S, in the order of the directions, as one direction after another."""
+    and S, in the order of the directions, as one direction after another — to the
+    round-off of the single-precision products (the threads run BLAS on one thread
+    each, the serial path on the library's own, which sums in another order)."""
     sim = _sim(_si, 2.0)
     src = _source(sim, 0.4, 2.0)
     kts = np.array([[0.0, 0.0], [0.2, -0.13], [-0.1, 0.05], [0.07, 0.21]])
@@ -215,9 +217,51 @@ def test_threaded_exact_terms_equal_the_serial_ones(monkeypatch):
     serial = src.exact_many(kts)
     one_by_one = [src.exact(k) for k in kts]
     for (w, s), (w1, s1), (w2, s2) in zip(threaded, serial, one_by_one):
-        np.testing.assert_array_equal(w, w2)
-        np.testing.assert_array_equal(s, s2)
+        for a, b in ((w, w2), (s, s2)):
+            np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
         np.testing.assert_array_equal(w1, w2)
         np.testing.assert_array_equal(s1, s2)
     # the directions differ, so an order mix-up would show
     assert np.abs(threaded[0][0] - threaded[1][0]).max() > 1e-6
+
+
+def test_set_up_threads_hold_blas_to_one_thread_each(monkeypatch):
+    """n Python threads each with the BLAS library's own threads oversubscribe the cores
+    (the Si D-LACBED set-up: 158 s wall with two OpenBLAS threads per Python thread on
+    2 cores, 111 s with one): while the set-up's threads run, BLAS has one thread; the
+    caller's setting is restored afterwards; the results come back in order."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"}
+
+    if not blas_threads():
+        pytest.skip("no BLAS library seen by threadpoolctl")
+    monkeypatch.setattr(tail_mod, "set_up_threads", lambda: 2)
+    with threadpool_limits(limits=2, user_api="blas"):
+        outer = blas_threads()
+        seen = tail_mod.on_set_up_threads(lambda x: (x, blas_threads()), range(5))
+        after = blas_threads()
+    assert [x for x, _ in seen] == list(range(5))
+    assert all(b == {1} for _, b in seen), seen
+    assert after == outer
+    # one thread: nothing is changed
+    monkeypatch.setattr(tail_mod, "set_up_threads", lambda: 1)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert tail_mod.on_set_up_threads(lambda x: blas_threads(), [0]) == [outer]
+
+
+def test_threaded_checks_equal_the_serial_ones(monkeypatch):
+    """The convergence checks solve each direction alone on the set-up's threads: the
+    intensities do not depend on the number of threads (to round-off)."""
+    sim = _sim(_si, 2.0)
+    kt = sim._check_kt[:6]
+    t = np.array([800.0, 1500.0])
+    monkeypatch.setattr(tail_mod, "set_up_threads", lambda: 3)
+    threaded, n3 = conv_mod._intensities(sim.arrays, kt, t)
+    monkeypatch.setattr(tail_mod, "set_up_threads", lambda: 1)
+    serial, n1 = conv_mod._intensities(sim.arrays, kt, t)
+    assert threaded.shape == (2, 6, sim.pool.n_out) and n3 == n1
+    np.testing.assert_allclose(threaded, serial, rtol=0, atol=1e-12)
+    # the directions differ, so an order mix-up would show
+    assert np.abs(serial[:, 0] - serial[:, 1]).max() > 1e-3

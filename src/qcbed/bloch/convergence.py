@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,7 +57,7 @@ from ..errors import InputError
 from .beams import BeamPool, BeamSelection
 from .potential import PotentialTable
 from .solver import EngineArrays, KernelTables, eigen_chunk
-from .tail import TailCorrection, TailSource, set_up_threads, tile_centers
+from .tail import TailCorrection, TailSource, on_set_up_threads, tile_centers
 from .xp import NUMPY
 
 __all__ = ["DEFAULT_ACCURACY", "DEFAULT_CHECK_THICKNESS", "SGMIN_LADDER", "Convergence",
@@ -356,8 +355,8 @@ def _intensities(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray
     """Intensities (n_t, n_dir, n_out) of the check directions ``kt`` (Å⁻¹) at
     ``thickness`` (Å), and the mean number of strong beams.
 
-    Each direction is solved alone (its own batch), the directions on
-    :func:`qcbed.bloch.tail.set_up_threads` threads: the eigen-solutions release the
+    Each direction is solved alone (its own batch), the directions on the set-up's
+    threads (:func:`qcbed.bloch.tail.on_set_up_threads`): the eigen-solutions release the
     GIL, so the checks of a set-up use the CPUs the tail's exact terms use (before, one
     thread solved them: 147 of LiNbO₃'s 364 s of set-up on the 2-core VM, while the
     other core idled). One direction per batch makes the result independent of the
@@ -369,12 +368,7 @@ def _intensities(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray
     def one(k: np.ndarray):
         return eigen_chunk(tables, arrays, k[None])
 
-    n = min(set_up_threads(), len(kt))
-    if n > 1:
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            eigs = list(pool.map(one, kt))
-    else:
-        eigs = [one(k) for k in kt]
+    eigs = on_set_up_threads(one, kt)
     inten = np.concatenate([e.intensities(thickness) for e in eigs], axis=-2)
     return inten, float(np.mean([e.n_strong.mean() for e in eigs]))
 

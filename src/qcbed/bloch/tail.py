@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
+from threadpoolctl import threadpool_limits
 
 from .geometry import excitation_errors, normal_components
 
@@ -284,14 +286,31 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
 
 
 def set_up_threads() -> int:
-    """Threads for the tail's exact terms at set-up: the CPUs this process may use
-    (``os.sched_getaffinity``), at most 8. Each runs one direction's products with
-    the BLAS threads the environment allows (``OPENBLAS_NUM_THREADS``)."""
+    """Threads for the set-up's per-direction work (:func:`on_set_up_threads`): the CPUs
+    this process may use (``os.sched_getaffinity``), at most 8."""
     try:
         n = len(os.sched_getaffinity(0))
     except AttributeError:                            # not on every platform
         n = os.cpu_count() or 1
     return max(1, min(8, n))
+
+
+def on_set_up_threads(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
+    """``[fn(x) for x in items]`` on :func:`set_up_threads` threads, in order.
+
+    For independent per-direction work that releases the GIL (BLAS products, LAPACK
+    eigen-solutions): the tail's exact terms and the convergence checks' solves. While
+    the threads run, BLAS is held to one thread each (``threadpoolctl``): n Python
+    threads each with the BLAS library's own threads oversubscribe the cores (the Si
+    D-LACBED set-up took 158 s wall with two OpenBLAS threads per Python thread on the
+    2-core VM, 111 s with one; benchmarks/RESULTS.md, session 15).
+    """
+    items = list(items)
+    n = min(set_up_threads(), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(fn, items))
 
 
 #: Half-range of the Miller indices of :class:`CouplingStore`'s keys.
@@ -499,16 +518,12 @@ class TailSource:
         """:meth:`exact` at each direction of ``kts`` (n, 2) (Å⁻¹), in order.
 
         The directions are independent N·M² products that release the GIL, so they
-        run on :func:`set_up_threads` threads (the set-up's cost is almost all of
-        this, docs/engine.md); the blocks are built once before.
+        run on :func:`on_set_up_threads` (the set-up's cost is almost all of this,
+        docs/engine.md); the blocks are built once before.
         """
         pts = np.asarray(kts, float).reshape(-1, 2)
         self._blocks                                  # noqa: B018 (built before the threads)
-        n = min(set_up_threads(), len(pts))
-        if n <= 1:
-            return [self.exact(k) for k in pts]
-        with ThreadPoolExecutor(max_workers=n) as pool:
-            return list(pool.map(self.exact, pts))
+        return on_set_up_threads(self.exact, pts)
 
     def at(self, kt: ArrayLike) -> TailCorrection:
         """The tail terms computed exactly at one direction ``kt`` (2,) or at each of
