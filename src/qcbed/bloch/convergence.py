@@ -360,7 +360,7 @@ def _intensities(arrays: EngineArrays, kt: np.ndarray, thickness: np.ndarray
     GIL, so the checks of a set-up use the CPUs the tail's exact terms use (before, one
     thread solved them: 147 of LiNbO₃'s 364 s of set-up on the 2-core VM, while the
     other core idled). One direction per batch makes the result independent of the
-    number of threads.
+    number of threads, up to the round-off of BLAS run on one thread or on several.
     """
     kt = np.asarray(kt, float).reshape(-1, 2)
     tables = KernelTables.build(NUMPY, arrays)

@@ -302,8 +302,8 @@ def on_set_up_threads(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
     eigen-solutions): the tail's exact terms and the convergence checks' solves. While
     the threads run, BLAS is held to one thread each (``threadpoolctl``): n Python
     threads each with the BLAS library's own threads oversubscribe the cores (the Si
-    D-LACBED set-up took 158 s wall with two OpenBLAS threads per Python thread on the
-    2-core VM, 111 s with one; benchmarks/RESULTS.md, session 15).
+    D-LACBED set-up took 158–165 s wall with two OpenBLAS threads per Python thread on
+    the 2-core VM, 108–111 s with one; benchmarks/RESULTS.md, session 15).
     """
     items = list(items)
     n = min(set_up_threads(), len(items))
