@@ -28,7 +28,6 @@ with its own fit (a direction uses the tile whose centre is nearest).
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,8 +36,8 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from threadpoolctl import threadpool_limits
 
+from ..parallel.executors import available_cores, one_blas_thread
 from .geometry import excitation_errors, normal_components
 
 __all__ = ["CouplingStore", "TailCorrection", "TailSource", "build_tail", "fit_points",
@@ -287,12 +286,8 @@ def _exact_terms(z_sw: np.ndarray, z_ws: np.ndarray, o_ww: np.ndarray, g_tail: n
 
 def set_up_threads() -> int:
     """Threads for the set-up's per-direction work (:func:`on_set_up_threads`): the CPUs
-    this process may use (``os.sched_getaffinity``), at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:                            # not on every platform
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
+    this process may use (:func:`qcbed.parallel.executors.available_cores`), at most 8."""
+    return max(1, min(8, available_cores()))
 
 
 def on_set_up_threads(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
@@ -300,7 +295,8 @@ def on_set_up_threads(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
 
     For independent per-direction work that releases the GIL (BLAS products, LAPACK
     eigen-solutions): the tail's exact terms and the convergence checks' solves. While
-    the threads run, BLAS is held to one thread each (``threadpoolctl``): n Python
+    the threads run, BLAS is held to one thread each
+    (:func:`qcbed.parallel.executors.one_blas_thread`): n Python
     threads each with the BLAS library's own threads oversubscribe the cores (the Si
     D-LACBED set-up took 158–165 s wall with two OpenBLAS threads per Python thread on
     the 2-core VM, 108–111 s with one; benchmarks/RESULTS.md, session 15).
@@ -309,7 +305,7 @@ def on_set_up_threads(fn: Callable[[Any], Any], items: Iterable[Any]) -> list:
     n = min(set_up_threads(), len(items))
     if n <= 1:
         return [fn(x) for x in items]
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=n) as pool:
+    with one_blas_thread(), ThreadPoolExecutor(max_workers=n) as pool:
         return list(pool.map(fn, items))
 
 

@@ -28,7 +28,7 @@ from ._state import (
     worker_error,
 )
 
-__all__ = ["Executor", "SerialExecutor", "available_cores"]
+__all__ = ["Executor", "SerialExecutor", "available_cores", "one_blas_thread"]
 
 
 def available_cores() -> int:
@@ -157,7 +157,7 @@ class SerialExecutor(Executor):
 
         stats = ShipStats(self.name, n_tasks=len(chunks))
         out = []
-        limiter = _blas_limiter() if self.limit_blas else contextlib.nullcontext()
+        limiter = one_blas_thread() if self.limit_blas else contextlib.nullcontext()
         with limiter, self._bar(len(chunks), progress) as bar:
             for i, c in enumerate(chunks):
                 try:
@@ -172,7 +172,12 @@ class SerialExecutor(Executor):
         return out
 
 
-def _blas_limiter():
+def one_blas_thread():
+    """A context manager holding BLAS (and OpenMP) to one thread in this process while it
+    is entered, restoring the previous setting after (``threadpoolctl``); a no-op where
+    threadpoolctl cannot see or set the library. For work that is already parallel
+    (the serial executor's chunks, the set-up threads of
+    :func:`qcbed.bloch.tail.on_set_up_threads`): one BLAS thread per Python thread."""
     import contextlib
 
     try:
