@@ -1,0 +1,150 @@
+"""Independent check of the default engine's pool error on one Felix folder.
+
+The engine measures the growth of its pool and tail (``pool_error``) on its own 13
+check directions (:func:`qcbed.bloch.convergence.sample_directions`). This script
+repeats the four growths of the walk (docs/engine.md) from the pool and tail the
+engine adopted — the pool's g_max + 0.5 Å⁻¹ and s_max × 2 (under the same tail), the
+tail's s_max × 2 and g_max + 1 Å⁻¹; ``--growths`` adds the pool's g_max + 1 Å⁻¹, a
+further growth the walk does not make — on *other* directions: a random sample of the
+image grid (``np.random.default_rng(2)``), at felix.inp's thicknesses. Both sides use
+the engine's chosen selection and the tail computed exactly at each direction
+(:meth:`qcbed.bloch.tail.TailSource.at`), as the walk's own checks do (the walk makes
+them with every pool beam strong: on the grown LiNbO₃ pools the chosen selection
+gives the same growth to 10⁻⁴, docs/validation.md). Error per growth: max |I − I_grown|
+/ max(I) over the directions, thicknesses and output beams, and its 99th percentile
+over the directions. A growth whose tail exceeds the engine's size limits
+(:func:`qcbed.bloch.convergence.tail_too_large`) is skipped and says so. One JSON line
+on stdout, progress on stderr. One BLAS thread per set-up thread::
+
+    python benchmarks/check_pool_independent.py FOLDER [--n 96] [--growths G1,G2]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")    # before numpy loads OpenBLAS
+os.environ.setdefault("QCBED_WORKERS", "1")
+
+import argparse
+import json
+import resource
+import sys
+import time
+import warnings
+
+import numpy as np
+
+#: The growths (label: pool s_max factor, pool g_max step, tail s_max factor, tail g_max
+#: step; Å⁻¹), the walk's four and, as a further growth, the pool's g_max + 1 Å⁻¹.
+GROWTHS = {"pool gmax +0.5": (1.0, 0.5, 1.0, 0.0), "pool smax x2": (2.0, 0.0, 1.0, 0.0),
+           "tail smax x2": (1.0, 0.0, 2.0, 0.0), "tail gmax +1": (1.0, 0.0, 1.0, 1.0),
+           "pool gmax +1": (1.0, 1.0, 1.0, 0.0)}
+WALK = ("pool gmax +0.5", "pool smax x2", "tail smax x2", "tail gmax +1")
+
+
+def _variants(sim, conv, growths):
+    """(label, pool, table, tail source) of the engine and of each growth, from the
+    adopted pool and tail (a grown pool's tail reaches at least its g_max, as in the
+    walk)."""
+    from qcbed.bloch.potential import PotentialTable
+    from qcbed.bloch.setup import automatic_pool, tail_source
+
+    settings = sim.pool_settings
+    tail = conv.tail
+    smax, gmax = float(conv.smax), float(conv.gmax)
+    ts, tg, near = float(tail["smax"]), float(tail["gmax"]), float(tail["near"])
+
+    def make_pool(s, g):
+        pool = automatic_pool(sim._internal, sim.frame, sim.k_in, settings,
+                              sim.pool.outputs, gmax=g, smax=s)
+        return pool, PotentialTable.build(pool.hkl, sim._compute_u)
+
+    def make_tail(pool, s, g):
+        return tail_source(sim._internal, sim.frame, sim.k_in, settings, pool,
+                           sim._compute_u, smax=s, gmax=g, near=near)
+
+    yield "engine", sim.pool, sim.table, make_tail(sim.pool, ts, tg)
+    for label in growths:
+        fs, dg, fts, dtg = GROWTHS[label]
+        ps, pg, s = fs * smax, gmax + dg, fts * ts
+        g = max(tg + dtg, pg)
+        pool, table = ((sim.pool, sim.table) if (ps, pg) == (smax, gmax)
+                       else make_pool(ps, pg))
+        src = make_tail(pool, s, g)
+        yield f"{label}: {len(pool)} + {src.n_beams} beams", pool, table, src
+
+
+def check(folder: str, n: int, growths: tuple[str, ...] = WALK) -> dict:
+    """The figures of one folder (see the module docstring)."""
+    from qcbed.bloch import convergence as cv
+    from qcbed.bloch.simulation import Simulation
+
+    out: dict = {"folder": folder}
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        t0 = time.perf_counter()
+        sim = Simulation.from_felix(folder, executor="serial")
+        out["setup_s"] = round(time.perf_counter() - t0, 1)
+        conv = sim.convergence
+        out["engine"] = {k: v for k, v in conv.as_dict().items() if k != "steps"}
+        if conv.tail is None:
+            raise SystemExit(f"{folder}: the engine chose no tail; this check is for pools "
+                             "with a tail")
+        thick = np.asarray(conv.thickness, float)
+        pts = sim.defaults.grid.points
+        kt = pts[np.random.default_rng(2).choice(len(pts), min(n, len(pts)), replace=False)]
+        frame = (sim.k_in, sim.frame.normal_frame)
+        base = None
+        out["growth"] = []
+        for label, pool, table, src in _variants(sim, conv, growths):
+            why = cv.tail_too_large(len(pool), src.n_beams)
+            if why is not None:
+                out["growth"].append({"growth": label, "skipped": why})
+                print(f"{label}: {why}, skipped", file=sys.stderr, flush=True)
+                continue
+            t1 = time.perf_counter()
+            inten = cv._exact_tail_intensities(frame, pool, table, sim.selection, src, kt,
+                                               thick)
+            src.release()
+            if base is None:
+                base = inten
+                out["engine_s"] = round(time.perf_counter() - t1, 1)
+                print(f"{label}: {out['engine_s']} s", file=sys.stderr, flush=True)
+                continue
+            with np.errstate(invalid="ignore"):
+                per = np.nanmax(np.abs(inten - base), axis=(0, 2)) / np.nanmax(base)
+            row = {"growth": label, "max": float(np.nanmax(per)),
+                   "p99": float(np.nanpercentile(per, 99)),
+                   "median": float(np.nanmedian(per)),
+                   "above_1e-3": int(np.sum(per > 1e-3)),
+                   "s": round(time.perf_counter() - t1, 1)}
+            out["growth"].append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        out["n_directions"] = len(kt)
+        measured = [r["max"] for r in out["growth"] if "max" in r]
+        out["worst"] = max(measured, default=None)
+        out["worst_over_engine"] = (out["worst"] / conv.pool_error
+                                    if measured and conv.pool_error else None)
+    out["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in rec})
+    out["peak_MiB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("folder")
+    ap.add_argument("--n", type=int, default=96, help="random image directions")
+    ap.add_argument("--growths", default=",".join(WALK),
+                    help=f"comma-separated, of {', '.join(GROWTHS)} (default: the walk's)")
+    args = ap.parse_args(argv)
+    growths = tuple(g.strip() for g in args.growths.split(","))
+    unknown = [g for g in growths if g not in GROWTHS]
+    if unknown:
+        ap.error(f"unknown growth(s) {unknown}; known: {', '.join(GROWTHS)}")
+    print(json.dumps(check(args.folder, args.n, growths), default=str), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
