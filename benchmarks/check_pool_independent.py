@@ -6,15 +6,17 @@ repeats the four growths of the walk (docs/engine.md) from the pool and tail the
 engine adopted — the pool's g_max + 0.5 Å⁻¹ and s_max × 2 (under the same tail), the
 tail's s_max × 2 and g_max + 1 Å⁻¹; ``--growths`` adds the pool's g_max + 1 Å⁻¹, a
 further growth the walk does not make — on *other* directions: a random sample of the
-image grid (``np.random.default_rng(2)``), at felix.inp's thicknesses. Both sides use
+image grid (``np.random.default_rng(2)``), at the engine's check thicknesses (felix.inp's
+scan). Both sides use
 the engine's chosen selection and the tail computed exactly at each direction
 (:meth:`qcbed.bloch.tail.TailSource.at`), as the walk's own checks do (the walk makes
 them with every pool beam strong: on the grown LiNbO₃ pools the chosen selection
-gives the same growth to 10⁻⁴, docs/validation.md). Error per growth: max |I − I_grown|
-/ max(I) over the directions, thicknesses and output beams, and its 99th percentile
-over the directions. A growth whose tail exceeds the engine's size limits
-(:func:`qcbed.bloch.convergence.tail_too_large`) is skipped and says so. One JSON line
-on stdout, progress on stderr. One BLAS thread per set-up thread::
+measured the same growths, docs/validation.md). Per growth: max |I − I_grown| / max(I)
+over the directions, thicknesses and output beams; over the directions, the 99th
+percentile and median of the per-direction maximum and how many exceed 10⁻³. A growth
+whose tail exceeds the engine's size limits (:func:`qcbed.bloch.convergence.tail_too_large`)
+is skipped and says so. One JSON line on stdout, progress on stderr. One BLAS thread
+per set-up thread::
 
     python benchmarks/check_pool_independent.py FOLDER [--n 96] [--growths G1,G2]
 """
