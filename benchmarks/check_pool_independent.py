@@ -30,12 +30,12 @@ os.environ.setdefault("QCBED_WORKERS", "1")
 
 import argparse
 import json
-import resource
 import sys
 import time
-import warnings
 
 import numpy as np
+
+from _independent import default_engine, image_directions
 
 #: The growths (label: pool s_max factor, pool g_max step, tail s_max factor, tail g_max
 #: step; Å⁻¹), the walk's four and, as a further growth, the pool's g_max + 1 Å⁻¹.
@@ -80,22 +80,14 @@ def _variants(sim, conv, growths):
 def check(folder: str, n: int, growths: tuple[str, ...] = WALK) -> dict:
     """The figures of one folder (see the module docstring)."""
     from qcbed.bloch import convergence as cv
-    from qcbed.bloch.simulation import Simulation
 
-    out: dict = {"folder": folder}
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        t0 = time.perf_counter()
-        sim = Simulation.from_felix(folder, executor="serial")
-        out["setup_s"] = round(time.perf_counter() - t0, 1)
+    with default_engine(folder) as (sim, out):
         conv = sim.convergence
-        out["engine"] = {k: v for k, v in conv.as_dict().items() if k != "steps"}
         if conv.tail is None:
             raise SystemExit(f"{folder}: the engine chose no tail; this check is for pools "
                              "with a tail")
         thick = np.asarray(conv.thickness, float)
-        pts = sim.defaults.grid.points
-        kt = pts[np.random.default_rng(2).choice(len(pts), min(n, len(pts)), replace=False)]
+        kt = image_directions(sim, n, seed=2)
         frame = (sim.k_in, sim.frame.normal_frame)
         base = None
         out["growth"] = []
@@ -128,8 +120,6 @@ def check(folder: str, n: int, growths: tuple[str, ...] = WALK) -> dict:
         out["worst"] = max(measured, default=None)
         out["worst_over_engine"] = (out["worst"] / conv.pool_error
                                     if measured and conv.pool_error else None)
-    out["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in rec})
-    out["peak_MiB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 
 

@@ -22,30 +22,22 @@ os.environ.setdefault("QCBED_WORKERS", "1")
 
 import argparse
 import json
-import resource
 import sys
 import time
-import warnings
 
 import numpy as np
+
+from _independent import default_engine, image_directions
 
 
 def check(folder: str, n: int, factors: tuple[float, ...], batch: int = 4) -> dict:
     """The figures of one folder (see the module docstring)."""
     from qcbed.bloch.beams import BeamSelection
-    from qcbed.bloch.simulation import Simulation
 
-    out: dict = {"folder": folder}
-    with warnings.catch_warnings(record=True) as rec:
-        warnings.simplefilter("always")
-        t0 = time.perf_counter()
-        sim = Simulation.from_felix(folder, executor="serial")
-        out["setup_s"] = round(time.perf_counter() - t0, 1)
+    with default_engine(folder) as (sim, out):
         conv = sim.convergence
-        out["engine"] = {k: v for k, v in conv.as_dict().items() if k != "steps"}
         thick = np.array(factors, float) * float(sim.felix.initial_thickness)
-        pts = sim.defaults.grid.points
-        kt = pts[np.random.default_rng(1).choice(len(pts), min(n, len(pts)), replace=False)]
+        kt = image_directions(sim, n, seed=1)
         ref = sim.with_changes(selection=BeamSelection.all_strong())
         if ref.tail is not sim.tail:
             raise RuntimeError("the all-strong reference lost the pool's tail")
@@ -68,8 +60,6 @@ def check(folder: str, n: int, factors: tuple[float, ...], batch: int = 4) -> di
             for j, t in enumerate(thick)]
         worst = max(e["max_err"] for e in out["independent"])
         out["worst_over_estimate"] = worst / conv.error if conv.error else None
-    out["warnings"] = sorted({f"{w.category.__name__}: {w.message}" for w in rec})
-    out["peak_MiB"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return out
 
 
