@@ -7,18 +7,17 @@ engine adopted — the pool's g_max + 0.5 Å⁻¹ and s_max × 2 (under the same
 tail's s_max × 2 and g_max + 1 Å⁻¹; ``--growths`` adds the pool's g_max + 1 Å⁻¹, a
 further growth the walk does not make — on *other* directions: a random sample of the
 image grid (``np.random.default_rng(2)``), at the engine's check thicknesses (felix.inp's
-scan). Both sides use
-the engine's chosen selection and the tail computed exactly at each direction
-(:meth:`qcbed.bloch.tail.TailSource.at`), as the walk's own checks do (the walk makes
-them with every pool beam strong: on the grown LiNbO₃ pools the chosen selection
-measured the same growths, docs/validation.md). Per growth: max |I − I_grown| / max(I)
+scan). Both sides are solved as the walk's own checks are: every pool beam strong and
+the tail computed exactly at each direction (:meth:`qcbed.bloch.tail.TailSource.at`);
+``--selection`` uses the engine's chosen selection instead (cheaper on large pools;
+its own selection errors then enter the difference). Per growth: max |I − I_grown| / max(I)
 over the directions, thicknesses and output beams; over the directions, the 99th
 percentile and median of the per-direction maximum and how many exceed 10⁻³. A growth
 whose tail exceeds the engine's size limits (:func:`qcbed.bloch.convergence.tail_too_large`)
 is skipped and says so. One JSON line on stdout, progress on stderr. One BLAS thread
 per set-up thread::
 
-    python benchmarks/check_pool_independent.py FOLDER [--n 96] [--growths G1,G2]
+    python benchmarks/check_pool_independent.py FOLDER [--n 96] [--growths G1,G2] [--selection]
 """
 
 from __future__ import annotations
@@ -77,9 +76,11 @@ def _variants(sim, conv, growths):
         yield f"{label}: {len(pool)} + {src.n_beams} beams", pool, table, src
 
 
-def check(folder: str, n: int, growths: tuple[str, ...] = WALK) -> dict:
+def check(folder: str, n: int, growths: tuple[str, ...] = WALK, *,
+          selection: bool = False) -> dict:
     """The figures of one folder (see the module docstring)."""
     from qcbed.bloch import convergence as cv
+    from qcbed.bloch.beams import BeamSelection
 
     with default_engine(folder) as (sim, out):
         conv = sim.convergence
@@ -89,6 +90,8 @@ def check(folder: str, n: int, growths: tuple[str, ...] = WALK) -> dict:
         thick = np.asarray(conv.thickness, float)
         kt = image_directions(sim, n, seed=2)
         frame = (sim.k_in, sim.frame.normal_frame)
+        rules = sim.selection if selection else BeamSelection.all_strong()
+        out["reference"] = "chosen selection" if selection else "every pool beam strong"
         base = None
         out["growth"] = []
         for label, pool, table, src in _variants(sim, conv, growths):
@@ -98,8 +101,7 @@ def check(folder: str, n: int, growths: tuple[str, ...] = WALK) -> dict:
                 print(f"{label}: {why}, skipped", file=sys.stderr, flush=True)
                 continue
             t1 = time.perf_counter()
-            inten = cv._exact_tail_intensities(frame, pool, table, sim.selection, src, kt,
-                                               thick)
+            inten = cv._exact_tail_intensities(frame, pool, table, rules, src, kt, thick)
             src.release()
             if base is None:
                 base = inten
@@ -129,12 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=96, help="random image directions")
     ap.add_argument("--growths", default=",".join(WALK),
                     help=f"comma-separated, of {', '.join(GROWTHS)} (default: the walk's)")
+    ap.add_argument("--selection", action="store_true",
+                    help="solve with the engine's chosen selection, not every beam strong")
     args = ap.parse_args(argv)
     growths = tuple(g.strip() for g in args.growths.split(","))
     unknown = [g for g in growths if g not in GROWTHS]
     if unknown:
         ap.error(f"unknown growth(s) {unknown}; known: {', '.join(GROWTHS)}")
-    print(json.dumps(check(args.folder, args.n, growths), default=str), flush=True)
+    out = check(args.folder, args.n, growths, selection=args.selection)
+    print(json.dumps(out, default=str), flush=True)
     return 0
 
 
