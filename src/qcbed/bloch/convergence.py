@@ -240,7 +240,10 @@ class Convergence:
     pool_error : float or None
         Largest change of the intensities when the pool grows, one step or
         further (:func:`further_growth`; None: not checked, e.g. for a pool fixed
-        by a file).
+        by a file), on the sample directions (:func:`sample_directions`): a lower
+        bound of the change over a whole image, which narrow HOLZ lines of the next
+        g_max shell can raise (measured 1.05× on the Si D-LACBED, 2.2× on a diamond
+        folder; ``benchmarks/check_pool_independent.py``, docs/validation.md).
     chosen : bool
         True when the engine chose the pool and selection from ``accuracy``;
         False when a user or a file fixed them.
@@ -282,7 +285,9 @@ class Convergence:
     @property
     def converged(self) -> bool:
         """True when both errors are within the target (or 10⁻³ when none was set) and
-        every growth check of an engine-chosen pool (or tail) could be made."""
+        every growth check of an engine-chosen pool (or tail) could be made — on the
+        sample directions, so a verdict about them (``pool_error``), not a bound
+        over every direction of an image."""
         target = self.accuracy if self.accuracy is not None else DEFAULT_ACCURACY
         if self.chosen and self.smax is not None and self.pool_error is None:
             return False         # an automatic pool that no growth check could measure
