@@ -87,9 +87,10 @@ def line_directions(sim, conv, k: int) -> tuple[np.ndarray, list]:
     most (the Bethe shift Σ_w |U_{h−w}|² / |2K S_w| over the shell's beams w, at the
     disc's centre, Å⁻²), and those beams (hkl, shift, directions on the line).
 
-    The shell's own beams do not reach the Bragg condition inside the disc of the
-    D-LACBED folders measured (their lines lie outside), so the changes they make
-    concentrate on the lines of the pool beams they couple to."""
+    On the diamond folder the shell's own beams do not reach the Bragg condition inside
+    the disc, so the changes they make concentrate on the lines of the pool beams they
+    couple to (on the Si D-LACBED 52 of its 118 do; their own lines are not sampled
+    here)."""
     from qcbed.bloch import convergence as cv
     from qcbed.bloch.geometry import excitation_errors
     from qcbed.bloch.setup import automatic_pool
