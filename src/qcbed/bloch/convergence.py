@@ -241,9 +241,11 @@ class Convergence:
         Largest change of the intensities when the pool grows, one step or
         further (:func:`further_growth`; None: not checked, e.g. for a pool fixed
         by a file), on the sample directions (:func:`sample_directions`): a lower
-        bound of the change over a whole image, which narrow HOLZ lines of the next
-        g_max shell can raise (measured 1.05× on the Si D-LACBED, 2.2× on a diamond
-        folder; ``benchmarks/check_pool_independent.py``, docs/validation.md).
+        bound of the change over a whole image. The next g_max shell shifts the lines
+        of the pool beams it couples to, narrow changes the sample can miss: on the Si
+        D-LACBED the image's largest change was 1.05× the figure; on a diamond folder
+        2.2× on random image directions and 4× on those lines
+        (``benchmarks/check_pool_independent.py``, docs/validation.md).
     chosen : bool
         True when the engine chose the pool and selection from ``accuracy``;
         False when a user or a file fixed them.
